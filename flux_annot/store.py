@@ -1,0 +1,271 @@
+"""The durable store (SPEC §7): one SQLite file in WAL mode.
+
+Data flow: the event hub closes a batch and calls `write_batch(seq, entries,
+jobs)`; the store writes the batch's RFC 18 eventlog entries, the touched
+jobs' metadata and the new last seq in ONE transaction and returns only
+once it has committed. On start the service replays the file
+(`flux_annot.replay.restore`, built on `job_rows()` and `tree_entries()`).
+
+Durability choice: WAL with `synchronous=FULL`. Every commit fsyncs the WAL,
+so an acknowledged entry survives `kill -9` *and* a power loss. (WAL with
+NORMAL would survive `kill -9` but could lose the last commits on power
+loss; batching makes the extra fsync cheap: one per batch, not per request.)
+
+Schema (version in `PRAGMA user_version`, file identified by
+`PRAGMA application_id`):
+
+    jobs(id, userid, t_submit, state)             one row per job, current state
+    eventlog(id, seq, idx, timestamp, name, context)   RFC 18 entries, context as JSON text
+    meta(key, value)                              'last_seq'
+
+Job ids are unsigned 64-bit; SQLite integers are signed, so an id >= 2**63
+is stored as id - 2**64 (two's complement) and converted back on read.
+
+A file that is not ours (not SQLite, another application's database, a
+corrupt image) or that a newer flux-annot wrote is refused with an
+`AnnotError` before anything is written to it.
+"""
+
+import errno
+import json
+import os
+import sqlite3
+
+from .errors import EINVAL, EPROTO, error
+
+EIO = errno.EIO
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x464C5841  # "FLXA"
+
+_SCHEMA = """
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    userid INTEGER NOT NULL,
+    t_submit REAL,
+    state TEXT NOT NULL
+);
+CREATE TABLE eventlog (
+    id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    timestamp REAL NOT NULL,
+    name TEXT NOT NULL,
+    context TEXT NOT NULL,
+    PRIMARY KEY (id, seq, idx)
+) WITHOUT ROWID;
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT INTO meta (key, value) VALUES ('last_seq', 0);
+"""
+
+_EXPECTED_TABLES = {"jobs", "eventlog", "meta"}
+
+_U64 = 1 << 64
+_I64_MAX = (1 << 63) - 1
+
+
+def _to_db(jobid):
+    """Unsigned 64-bit job id -> signed SQLite integer."""
+    return jobid - _U64 if jobid > _I64_MAX else jobid
+
+
+def _from_db(value):
+    return value + _U64 if value < 0 else value
+
+
+def encode_context(context):
+    """An entry context as compact JSON text; bytes/str are taken as already encoded.
+
+    The hub passes pre-encoded text for `alloc` snapshots (straight from the
+    C table) so no Python dict is built for them.
+    """
+    if isinstance(context, bytes):
+        return context.decode("utf-8")
+    if isinstance(context, str):
+        return context
+    return json.dumps(context, separators=(",", ":"), ensure_ascii=False)
+
+
+class Store:
+    """SQLite store of jobs, their eventlog and the last published seq."""
+
+    def __init__(self, path, synchronous="FULL"):
+        self.path = os.fspath(path)
+        self._db = None
+        db = self._open_checked()
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={synchronous}")
+            if self._fresh:
+                db.executescript(
+                    "BEGIN;"
+                    + _SCHEMA
+                    + f"PRAGMA user_version={SCHEMA_VERSION};"
+                    + f"PRAGMA application_id={APPLICATION_ID};"
+                    + "COMMIT;"
+                )
+            self._last_seq = db.execute(
+                "SELECT value FROM meta WHERE key='last_seq'"
+            ).fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise self._corrupt(exc) from None
+        self._db = db
+
+    # -- opening ---------------------------------------------------------
+
+    def _corrupt(self, exc):
+        return error(EPROTO, f"{self.path}: is not a flux-annot store or is corrupt ({exc})")
+
+    def _open_checked(self):
+        """Connect and check the file is ours, writing nothing to it."""
+        if os.path.isdir(self.path):
+            raise error(EINVAL, f"{self.path}: is a directory, not a flux-annot store")
+        try:
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves.
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise error(EINVAL, f"{self.path}: cannot open store ({exc})") from None
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            app_id = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = {
+                row[0]
+                for row in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise self._corrupt(exc) from None
+        if not tables and version == 0 and app_id == 0:
+            self._fresh = True
+            return db
+        self._fresh = False
+        if app_id != APPLICATION_ID:
+            db.close()
+            raise error(
+                EPROTO,
+                f"{self.path}: is not a flux-annot store (another SQLite database)",
+            )
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise error(
+                EINVAL,
+                f"{self.path}: store was written by a newer flux-annot "
+                f"(schema {version}, this version reads up to {SCHEMA_VERSION})",
+            )
+        if version < 1 or not _EXPECTED_TABLES <= tables:
+            db.close()
+            raise error(EPROTO, f"{self.path}: is not a flux-annot store (missing tables)")
+        return db
+
+    # -- the seam --------------------------------------------------------
+
+    def last_seq(self):
+        return self._last_seq
+
+    def write_batch(self, seq, entries, jobs):
+        """Write one batch in one transaction; returns once committed.
+
+        entries: [(jobid, name, context, timestamp), ...] in order; context a
+        dict or pre-encoded JSON text. jobs: {jobid: (userid, state, t_submit)}
+        for every job the batch touched. On failure nothing is written and
+        the error is raised (the caller must not publish the batch).
+        """
+        if seq != self._last_seq + 1:
+            raise error(EINVAL, f"store: batch seq {seq} does not follow {self._last_seq}")
+        rows = [
+            (_to_db(jobid), seq, idx, float(ts), name, encode_context(ctx))
+            for idx, (jobid, name, ctx, ts) in enumerate(entries)
+        ]
+        jobrows = [
+            (_to_db(jobid), userid, t_submit, state)
+            for jobid, (userid, state, t_submit) in jobs.items()
+        ]
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if jobrows:
+                db.executemany(
+                    "INSERT INTO jobs (id, userid, t_submit, state) VALUES (?,?,?,?) "
+                    "ON CONFLICT(id) DO UPDATE SET state=excluded.state",
+                    jobrows,
+                )
+            if rows:
+                db.executemany(
+                    "INSERT INTO eventlog (id, seq, idx, timestamp, name, context) "
+                    "VALUES (?,?,?,?,?,?)",
+                    rows,
+                )
+            db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
+            db.execute("COMMIT")
+        except BaseException as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise error(EIO, f"{self.path}: store write failed ({exc})") from None
+            raise
+        self._last_seq = seq
+
+    def job_rows(self):
+        """All jobs as (jobid, userid, t_submit, state), in stored id order."""
+        try:
+            for jid, userid, t_submit, state in self._db.execute(
+                "SELECT id, userid, t_submit, state FROM jobs ORDER BY id"
+            ):
+                yield _from_db(jid), userid, t_submit, state
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+
+    def entries(self, names=None):
+        """Eventlog rows (jobid, name, context_text, timestamp), per job in order.
+
+        names: only entries with these names (replay reads only what changes
+        a tree). Jobs come in stored id order.
+        """
+        sql = "SELECT id, name, context, timestamp FROM eventlog"
+        args = ()
+        if names:
+            names = list(names)
+            sql += " WHERE name IN (%s)" % ",".join("?" * len(names))
+            args = names
+        sql += " ORDER BY id, seq, idx"
+        try:
+            for jid, name, ctx, ts in self._db.execute(sql, args):
+                yield _from_db(jid), name, ctx, ts
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+
+    def replay(self):
+        """Jobs in stored id order: (jobid, userid, t_submit, state, [entries]).
+
+        entries are (name, context dict, timestamp) in order. Convenient and
+        complete, but builds Python objects per entry: the service's start-up
+        path uses `flux_annot.replay.restore`, which does not.
+        """
+        ents = self.entries()
+        pending = next(ents, None)
+        for jobid, userid, t_submit, state in self.job_rows():
+            mine = []
+            while pending is not None and pending[0] == jobid:
+                _, name, ctx, ts = pending
+                mine.append((name, json.loads(ctx), ts))
+                pending = next(ents, None)
+            yield jobid, userid, t_submit, state, mine
+
+    def size_bytes(self):
+        """Bytes on disk: the database file plus its WAL."""
+        total = 0
+        for suffix in ("", "-wal"):
+            try:
+                total += os.path.getsize(self.path + suffix)
+            except OSError:
+                pass
+        return total
+
+    def close(self):
+        if self._db is not None:
+            self._db.close()
+            self._db = None
