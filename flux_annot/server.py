@@ -1,0 +1,762 @@
+"""The Unix-socket server of SPEC §8: AnnotationService over asyncio.
+
+Entry points (used by `flux-annotate serve`):
+
+    await serve(socket_path=None, store=None, config=None, ready=None,
+                service=None, stop=None, handle_signals=True)
+        Run until `stop` (an asyncio.Event) is set or SIGTERM/SIGINT arrives
+        (signals are handled when called from the main thread and
+        handle_signals is true). `store`: SQLite path, or None / ":memory:"
+        for none. `config`: dict, TOML path, or None. `ready`: called with
+        the `Server` once the socket accepts connections (or `.set()` if it
+        is an Event). `service`: an existing AnnotationService to serve
+        instead of building one (it is not closed at the end).
+
+    run_server(socket_path=None, store=None, config=None) -> int
+        The blocking form: asyncio.run(serve(...)), returns exit status 0.
+
+    python -m flux_annot.server [--socket P] [--store FILE|:memory:] [--config F]
+        Prints "ready <socket path>" on stdout once listening (tests use it).
+
+Data flow. Each connection is an `asyncio.Protocol` (`Connection`): bytes
+arrive in `data_received`, are cut into frames (length header checked
+against `limits.message_bytes` before the body is buffered), each frame is
+decoded with one `json.loads` and dispatched through a dict of topic →
+bound method. Replies are built as bytes and collected per connection,
+then written with one `transport.write` per read chunk. A non-volatile
+request's reply is handed to `service.hub.after_commit`, so it leaves only
+once the batch holding its eventlog entry has committed; the open batch is
+closed by this server's loop timer (`call_later(window, service.flush)`,
+armed when a batch opens; `call_soon` for window 0) or by the service when
+it reaches max_entries. Streaming `job-manager.events` subscriptions push
+each queued batch (already JSON, spliced as bytes) when the service
+notifies them.
+
+Credentials come from SO_PEERCRED only; the owner role is peer uid ==
+the service's owner uid.
+
+Backpressure: each transport has a write high-water mark; above it the
+connection stops reading and stops decoding buffered frames, and its
+subscriptions stop draining (their own queue bound then drops them with
+EOVERFLOW). So a client that never reads costs at most one read chunk of
+pending replies plus the high-water mark, and others are served as usual.
+
+Shutdown (SIGTERM/SIGINT or `stop`): stop accepting, commit the open
+batch, send the deferred replies and the queued batches, end every stream
+with ENODATA, close the connections (waiting a few seconds for slow
+readers), close the service, remove the socket file.
+"""
+
+import argparse
+import asyncio
+import errno as _errno
+import functools
+import logging
+import os
+import signal
+import socket
+import stat
+import struct
+import sys
+
+from . import protocol
+from .errors import (
+    EINVAL,
+    ENODATA,
+    ENOSYS,
+    EPERM,
+    EPROTO,
+    AnnotError,
+)
+from .protocol import (
+    HEADER_SIZE,
+    ProtocolError,
+    oversize_error,
+    parse_request,
+    response,
+    response_error,
+    response_raw,
+)
+
+log = logging.getLogger("flux_annot.server")
+
+_UCRED = struct.Struct("3i")
+_unpack_header = protocol.HEADER.unpack_from
+
+#: transport write buffer: above HIGH the connection pauses (see module doc)
+WRITE_HIGH = 1 << 20
+WRITE_LOW = 256 << 10
+#: collected replies are written early once they exceed this
+FLUSH_BYTES = 256 << 10
+#: seconds to wait for slow readers at shutdown
+SHUTDOWN_GRACE = 5.0
+
+_MISSING = object()
+_U64 = 1 << 64
+_U32 = 1 << 32
+
+
+# --- payload field checks (EINVAL naming the field) ---------------------------
+
+
+def _bad(field, what):
+    return AnnotError(EINVAL, f"payload field '{field}' {what}")
+
+
+def _jobid(p, field="id"):
+    v = p.get(field, _MISSING)
+    if type(v) is int and 0 <= v < _U64:
+        return v
+    if v is _MISSING:
+        raise _bad(field, "is missing")
+    if type(v) is int:
+        raise _bad(field, "is out of range for a job id (unsigned 64-bit)")
+    raise _bad(field, "must be a job id (an integer)")
+
+
+def _object(p, field):
+    v = p.get(field, _MISSING)
+    if type(v) is dict:
+        return v
+    if v is _MISSING:
+        raise _bad(field, "is missing")
+    raise _bad(field, "must be a JSON object")
+
+
+def _opt_bool(p, field):
+    v = p.get(field)
+    if v is None or v is False:
+        return False
+    if v is True:
+        return True
+    raise _bad(field, "must be true or false")
+
+
+def _opt_uint(p, field, bound):
+    v = p.get(field)
+    if v is None:
+        return None
+    if type(v) is int and 0 <= v < bound:
+        return v
+    raise _bad(field, "must be a non-negative integer")
+
+
+def _opt_str(p, field):
+    v = p.get(field)
+    if v is None or type(v) is str:
+        return v
+    raise _bad(field, "must be a string")
+
+
+def _opt_str_list(p, field):
+    v = p.get(field)
+    if v is None:
+        return None
+    if type(v) is str:
+        return [v]
+    if type(v) is list and all(type(x) is str for x in v):
+        return v
+    raise _bad(field, "must be a string or a list of strings")
+
+
+def _config_value(config, section, key, default):
+    """Read config[section][key] from a Config object or a dict."""
+    if config is None:
+        return default
+    sec = config.get(section) if isinstance(config, dict) else getattr(config, section, None)
+    if sec is None:
+        return default
+    val = sec.get(key, default) if isinstance(sec, dict) else getattr(sec, key, default)
+    return default if val is None else val
+
+
+class _Stream:
+    """One `job-manager.events` subscription on a connection."""
+
+    __slots__ = ("conn", "matchtag", "sub", "ended")
+
+    def __init__(self, conn, matchtag):
+        self.conn = conn
+        self.matchtag = matchtag
+        self.sub = None
+        self.ended = False
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: framing, flow control, reply collection."""
+
+    def __init__(self, server):
+        self.server = server
+        self.transport = None
+        self.buf = bytearray()
+        self.out = []  # reply frames waiting for the next write
+        self.outn = 0
+        self.paused = False  # transport above its high-water mark
+        self.closing = False  # EMSGSIZE sent, or shutting down
+        self.streams = {}  # matchtag -> _Stream
+        self.uid = -1
+        self.pid = 0
+        self.owner = False
+        self.cred = None
+
+    # asyncio callbacks
+
+    def connection_made(self, transport):
+        self.transport = transport
+        srv = self.server
+        try:
+            sock = transport.get_extra_info("socket")
+            raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
+            self.pid, self.uid, _gid = _UCRED.unpack(raw)
+        except OSError as e:  # cannot happen on a Unix socket; refuse rather than guess
+            log.error("SO_PEERCRED failed (%s); closing the connection", e)
+            transport.abort()
+            return
+        self.owner = self.uid == srv.owner_uid
+        self.cred = srv.make_cred(self.uid, self.owner)
+        transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
+        srv.conns.add(self)
+        srv.nconn_total += 1
+
+    def connection_lost(self, exc):
+        srv = self.server
+        srv.conns.discard(self)
+        srv.dirty.discard(self)
+        self.transport = None
+        self.buf = bytearray()
+        self.out = []
+        for st in self.streams.values():
+            st.ended = True
+            srv.ready.discard(st)
+            if st.sub is not None:
+                st.sub.close()
+        self.streams.clear()
+        if srv.closed_waiter is not None and not srv.conns:
+            if not srv.closed_waiter.done():
+                srv.closed_waiter.set_result(None)
+
+    def data_received(self, data):
+        if self.closing:
+            return
+        self.buf += data
+        if not self.paused:
+            self.process()
+        self.server.after_io()
+        if self.out:
+            self.flush()
+
+    def eof_received(self):
+        # The client half-closed: finish what it sent (replies, deferred ones
+        # included) and let the transport close once they are written.
+        return True
+
+    def pause_writing(self):
+        self.paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self):
+        self.paused = False
+        if self.transport is None or self.closing:
+            return
+        self.transport.resume_reading()
+        srv = self.server
+        for st in list(self.streams.values()):
+            srv.drain(st)
+        if self.buf:
+            self.process()
+        srv.after_io()
+        if self.out:
+            self.flush()
+
+    # framing and replies
+
+    def process(self):
+        """Decode and serve every complete frame in the input buffer."""
+        buf = self.buf
+        n = len(buf)
+        off = 0
+        limit = self.server.message_bytes
+        handle = self.server.handle
+        out = self.out
+        while n - off >= HEADER_SIZE:
+            length = _unpack_header(buf, off)[0]
+            if length > limit:
+                # Decided from the header alone: the body is never buffered.
+                self.server.nerrors += 1
+                out.append(oversize_error(length, limit))
+                self.closing = True
+                self.buf = bytearray()
+                self.flush()
+                self.transport.close()
+                return
+            end = off + HEADER_SIZE + length
+            if end > n:
+                break
+            reply = handle(self, buf[off + HEADER_SIZE : end])
+            off = end
+            if reply is not None:
+                out.append(reply)
+                self.outn += len(reply)
+                if self.outn > FLUSH_BYTES:
+                    self.flush()
+                    if self.paused:
+                        break
+        if off:
+            del buf[:off]
+
+    def push(self, reply):
+        """Queue a reply produced outside `process` (deferred or streamed)."""
+        if self.transport is None:
+            return
+        self.out.append(reply)
+        self.outn += len(reply)
+        self.server.dirty.add(self)
+
+    def flush(self):
+        out = self.out
+        if not out:
+            return
+        t = self.transport
+        self.out = []
+        self.outn = 0
+        if t is None:
+            return
+        t.write(out[0] if len(out) == 1 else b"".join(out))
+
+
+class Server:
+    """An AnnotationService served on one Unix socket (see module doc)."""
+
+    def __init__(self, service, socket_path):
+        self.service = service
+        self.hub = service.hub
+        self.socket_path = socket_path
+        self.owner_uid = getattr(service, "owner_uid", os.getuid())
+        cfg = getattr(service, "config", None)
+        self.window = float(_config_value(cfg, "batch", "window", 0.01))
+        self.message_bytes = int(
+            _config_value(cfg, "limits", "message_bytes", protocol.DEFAULT_MESSAGE_BYTES)
+        )
+        self.conns = set()
+        self.dirty = set()  # connections with replies pushed from outside process()
+        self.ready = set()  # streams the service has notified
+        self.timer = None
+        self.loop = None
+        self.aserver = None
+        self.closed_waiter = None
+        self.stopping = False
+        self.nconn_total = 0
+        self.nrequests = 0
+        self.nerrors = 0
+        self._after_commit = self.hub.after_commit
+        self._hub_open = self.hub.open
+        from .policy import Cred
+
+        self._Cred = Cred
+        self._list_takes_max = _accepts(service.list, "max")
+        self.handlers = {
+            "job-manager.submit": self.h_submit,
+            "job-manager.state": self.h_state,
+            "job-manager.alloc-response": self.h_alloc_response,
+            "job-manager.annotate": self.h_annotate,
+            "job-manager.memo": self.h_memo,
+            "job-manager.getattr": self.h_getattr,
+            "job-manager.list": self.h_list,
+            "job-manager.events": self.h_events,
+            "job-manager.stats": self.h_stats,
+        }
+
+    def make_cred(self, uid, owner):
+        return self._Cred(uid, owner=owner)
+
+    # life cycle
+
+    async def start(self):
+        self.loop = asyncio.get_running_loop()
+        path = self.socket_path
+        prepare_socket_path(path)
+        self.aserver = await self.loop.create_unix_server(
+            lambda: Connection(self), path=path, backlog=128
+        )
+        os.chmod(path, 0o666)
+        log.info("listening on %s", path)
+
+    async def stop(self):
+        """Graceful shutdown (module doc); idempotent."""
+        if self.stopping:
+            return
+        self.stopping = True
+        if self.aserver is not None:
+            self.aserver.close()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        try:
+            self.service.flush()
+        except Exception:
+            log.exception("committing the last batch failed")
+        self.after_io()
+        for conn in list(self.conns):
+            for st in list(conn.streams.values()):
+                self.drain(st, force=True)
+                if not st.ended:
+                    self.end_stream(st, ENODATA, "the service is shutting down")
+            conn.closing = True
+            conn.flush()
+        if self.conns:
+            self.closed_waiter = self.loop.create_future()
+            for conn in list(self.conns):
+                if conn.transport is not None:
+                    conn.transport.close()
+            try:
+                await asyncio.wait_for(self.closed_waiter, SHUTDOWN_GRACE)
+            except asyncio.TimeoutError:
+                for conn in list(self.conns):
+                    if conn.transport is not None:
+                        conn.transport.abort()
+        await asyncio.sleep(0)
+        try:
+            if os.path.exists(self.socket_path) and stat.S_ISSOCK(
+                os.stat(self.socket_path).st_mode
+            ):
+                os.unlink(self.socket_path)
+        except OSError:
+            pass
+
+    # batching
+
+    def after_io(self):
+        """After any service work: arm the batch timer, drain notified
+        streams, write replies pushed to other connections."""
+        if self.timer is None and not self.stopping and self._hub_open():
+            if self.window > 0:
+                self.timer = self.loop.call_later(self.window, self.on_timer)
+            else:
+                self.timer = self.loop.call_soon(self.on_timer)
+        if self.ready:
+            ready = self.ready
+            self.ready = set()
+            for st in ready:
+                self.drain(st)
+        if self.dirty:
+            dirty = self.dirty
+            self.dirty = set()
+            for conn in dirty:
+                conn.flush()
+
+    def on_timer(self):
+        self.timer = None
+        try:
+            self.service.flush()
+        except Exception:
+            log.exception("closing the batch failed")
+        self.after_io()
+
+    def defer(self, conn, reply):
+        """Send `reply` once the open batch has committed."""
+        self._after_commit(functools.partial(conn.push, reply))
+
+    # streams
+
+    def notify(self, st):
+        if not st.ended:
+            self.ready.add(st)
+
+    def drain(self, st, force=False):
+        """Move queued batches of a stream into its connection's output,
+        while the transport is below its high-water mark (or `force`)."""
+        conn = st.conn
+        sub = st.sub
+        if st.ended or sub is None or conn.transport is None:
+            return
+        pop = sub.pop_raw
+        mt = st.matchtag
+        while force or not conn.paused:
+            raw = pop()
+            if raw is None:
+                break
+            conn.push(response_raw(mt, raw))
+            if conn.outn > FLUSH_BYTES and not force:
+                conn.flush()
+        if sub.closed and not st.ended:
+            err = sub.error
+            if err is not None:
+                self.end_stream(st, err.errno, err.message)
+            else:
+                self.end_stream(st, ENODATA, "the subscription was closed")
+
+    def end_stream(self, st, errnum, errstr):
+        st.ended = True
+        self.ready.discard(st)
+        st.conn.streams.pop(st.matchtag, None)
+        if st.sub is not None and not st.sub.closed:
+            st.sub.close()
+        st.conn.push(response_error(st.matchtag, errnum, errstr))
+
+    # dispatch
+
+    def handle(self, conn, body):
+        """Serve one frame body; returns the reply frame or None (deferred)."""
+        self.nrequests += 1
+        try:
+            topic, mt, payload = parse_request(body)
+        except ProtocolError as e:
+            self.nerrors += 1
+            return response_error(e.matchtag, e.errno, e.message)
+        h = self.handlers.get(topic)
+        if h is None:
+            self.nerrors += 1
+            return response_error(mt, ENOSYS, f"unknown topic {topic[:200]!r}")
+        try:
+            return h(conn, mt, payload)
+        except AnnotError as e:
+            return response_error(mt, e.errno, e.message)
+        except Exception as e:
+            log.exception("unexpected error serving %s (uid %d)", topic, conn.uid)
+            self.nerrors += 1
+            return response_error(
+                mt, EPROTO, f"internal error serving {topic}: {type(e).__name__}: {e}"[:500]
+            )
+
+    def _owner_only(self, conn, topic):
+        if not conn.owner:
+            raise AnnotError(EPERM, f"{topic} is reserved for the instance owner")
+
+    def h_submit(self, conn, mt, p):
+        self._owner_only(conn, "job-manager.submit")
+        jobid = _jobid(p)
+        userid = p.get("userid", _MISSING)
+        if userid is _MISSING:
+            raise _bad("userid", "is missing")
+        if type(userid) is not int or not 0 <= userid < _U32:
+            raise _bad("userid", "must be an unsigned 32-bit integer")
+        t_submit = p.get("t_submit")
+        if t_submit is not None and type(t_submit) not in (int, float):
+            raise _bad("t_submit", "must be a number")
+        self.service.submit(jobid, userid, t_submit=t_submit)
+        self.defer(conn, response(mt))
+
+    def h_state(self, conn, mt, p):
+        self._owner_only(conn, "job-manager.state")
+        jobid = _jobid(p)
+        state = p.get("state", _MISSING)
+        if state is _MISSING:
+            raise _bad("state", "is missing")
+        if type(state) is not str:
+            raise _bad("state", "must be a string")
+        note = _opt_str(p, "note")
+        self.service.state(jobid, state, note=note)
+        self.defer(conn, response(mt))
+
+    def h_alloc_response(self, conn, mt, p):
+        self._owner_only(conn, "job-manager.alloc-response")
+        _jobid(p)
+        result = self.service.alloc_response(p)
+        reply = response(mt, result if isinstance(result, dict) else None)
+        if p.get("type") == 1:  # ANNOTATE is volatile: reply at once
+            return reply
+        self.defer(conn, reply)
+
+    def h_annotate(self, conn, mt, p):
+        jobid = _jobid(p)
+        ann = _object(p, "annotations")
+        if _opt_bool(p, "volatile"):
+            self.service.annotate(conn.cred, jobid, ann, volatile=True)
+            return response(mt)
+        self.service.annotate(conn.cred, jobid, ann, volatile=False)
+        self.defer(conn, response(mt))
+
+    def h_memo(self, conn, mt, p):
+        jobid = _jobid(p)
+        memo = _object(p, "memo")
+        volatile = _opt_bool(p, "volatile")
+        self.service.memo(conn.cred, jobid, memo, volatile=volatile)
+        if volatile:
+            return response(mt)
+        self.defer(conn, response(mt))
+
+    def h_getattr(self, conn, mt, p):
+        jobid = _jobid(p)
+        return response(mt, self.service.get(conn.cred, jobid))
+
+    def h_list(self, conn, mt, p):
+        states = _opt_str_list(p, "states")
+        userid = _opt_uint(p, "userid", _U32)
+        max_ = _opt_uint(p, "max", _U64)
+        if self._list_takes_max:
+            jobs = self.service.list(conn.cred, states=states, userid=userid, max=max_)
+        else:
+            jobs = self.service.list(conn.cred, states=states, userid=userid)
+            if max_ is not None and max_ > 0:
+                jobs = jobs[:max_]
+        if isinstance(jobs, dict):
+            return response(mt, jobs)
+        if isinstance(jobs, (bytes, bytearray)):
+            return response_raw(mt, b'{"jobs":%s}' % jobs)
+        return response(mt, {"jobs": list(jobs)})
+
+    def h_events(self, conn, mt, p):
+        if mt in conn.streams:
+            raise AnnotError(EINVAL, f"matchtag {mt} already names an open stream")
+        topics = _opt_str_list(p, "topics")
+        userid = _opt_uint(p, "userid", _U32)
+        since = _opt_uint(p, "since", _U64)
+        snapshot = _opt_bool(p, "snapshot")
+        delta = _opt_bool(p, "delta")
+        st = _Stream(conn, mt)
+        st.sub = self.service.subscribe(
+            conn.cred,
+            topics=topics,
+            userid=userid,
+            since=since,
+            snapshot=snapshot,
+            delta=delta,
+            notify=functools.partial(self.notify, st),
+        )
+        conn.streams[mt] = st
+        self.ready.add(st)  # a snapshot or a `since` backlog may be waiting
+        return None
+
+    def h_stats(self, conn, mt, p):
+        stats = dict(self.service.stats())
+        stats["server"] = {
+            "connections": len(self.conns),
+            "connections_total": self.nconn_total,
+            "requests": self.nrequests,
+            "protocol_errors": self.nerrors,
+            "streams": sum(len(c.streams) for c in self.conns),
+        }
+        return response(mt, stats)
+
+
+def _accepts(fn, name):
+    import inspect
+
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def prepare_socket_path(path):
+    """Create the socket's directory (0755) if missing; remove a stale socket
+    file only if nothing listens on it. Raises AnnotError with a sentence."""
+    if len(os.fsencode(path)) >= 108:
+        raise AnnotError(EINVAL, f"socket path is too long for a Unix socket: {path}")
+    d = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(d):
+        os.makedirs(d, mode=0o755, exist_ok=True)
+        os.chmod(d, 0o755)  # the umask must not hide the socket from guests
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise AnnotError(_errno.EEXIST, f"{path} exists and is not a socket")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # stale: nobody listens
+        return
+    except FileNotFoundError:
+        return
+    finally:
+        probe.close()
+    raise AnnotError(_errno.EADDRINUSE, f"another service is already listening on {path}")
+
+
+def _make_service(store, config):
+    from .service import AnnotationService
+
+    if store in (None, ":memory:"):
+        store = None
+    if isinstance(config, (str, os.PathLike)):
+        config = _load_config(config)
+    return AnnotationService(owner_uid=os.getuid(), store=store, config=config)
+
+
+def _load_config(path):
+    try:
+        from . import config as _config
+
+        loader = getattr(_config, "load", None) or getattr(_config, "load_file", None)
+    except ImportError:
+        loader = None
+    if loader is not None:
+        return loader(path)
+    import tomllib
+
+    with open(path, "rb") as f:
+        return tomllib.load(f)
+
+
+async def serve(
+    socket_path=None,
+    store=None,
+    config=None,
+    ready=None,
+    service=None,
+    stop=None,
+    handle_signals=True,
+):
+    """Serve until `stop` is set or SIGTERM/SIGINT (see module doc)."""
+    path = socket_path or protocol.default_socket_path()
+    own_service = service is None
+    if own_service:
+        service = _make_service(store, config)
+    loop = asyncio.get_running_loop()
+    stop = stop or asyncio.Event()
+    srv = Server(service, path)
+    installed = []
+    try:
+        await srv.start()
+        if handle_signals and _is_main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+                installed.append(sig)
+        if ready is not None:
+            ready.set() if hasattr(ready, "set") else ready(srv)
+        await stop.wait()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        await srv.stop()
+        if own_service:
+            service.close()
+    return 0
+
+
+def _is_main_thread():
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def run_server(socket_path=None, store=None, config=None, ready=None):
+    """Blocking form of `serve`; returns the exit status (0)."""
+    return asyncio.run(serve(socket_path, store, config, ready=ready))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m flux_annot.server")
+    ap.add_argument("--socket", default=None)
+    ap.add_argument("--store", default=":memory:")
+    ap.add_argument("--config", default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="flux-annot: %(message)s")
+
+    def ready(srv):
+        print(f"ready {srv.socket_path}", flush=True)
+
+    try:
+        return run_server(args.socket, args.store, args.config, ready=ready)
+    except AnnotError as e:
+        print(f"flux-annot: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
