@@ -1,0 +1,522 @@
+"""Clients of the flux-annot service over its Unix socket (SPEC §8, §10).
+
+`Client` is blocking: one request at a time on one connection; every call
+of the in-process `AnnotationService` minus the credential (the service
+reads it from the connection). `AsyncClient` is the asyncio form: the same
+calls as coroutines, any number in flight on one connection (pipelining),
+matched by matchtag.
+
+`events(...)` opens a **second connection** for the stream, so the client
+stays usable while iterating; closing the iterator closes that connection,
+which is how a subscription is cancelled (§8 has no cancel message). The
+request is sent when `events()` is called, but the service subscribes when
+it reads it: use `snapshot=True` (the first item is the current state,
+then every batch after it) or `since=SEQ` to follow without a gap.
+
+Errors are raised as the `AnnotError` subclass of their errno, exactly as
+the in-process service raises them. A request larger than the message
+limit is refused locally with EMSGSIZE (the service would close the
+connection after that error).
+"""
+
+import asyncio
+import collections
+import errno as _errno
+import socket as _socket
+
+from . import protocol
+from .errors import EMSGSIZE, ENODATA, AnnotError, error
+from .protocol import FrameReader, ProtocolError, parse_response, request
+
+_RECV = 256 << 10
+
+
+def _connect_error(path, exc):
+    return AnnotError(
+        getattr(exc, "errno", None) or _errno.ECONNREFUSED,
+        f"cannot connect to the flux-annot service at {path}: "
+        f"{getattr(exc, 'strerror', None) or exc}",
+    )
+
+
+def _lost(path):
+    return AnnotError(
+        _errno.ECONNRESET, f"the flux-annot service at {path} closed the connection"
+    )
+
+
+def _jobid(id):
+    if isinstance(id, int) and not isinstance(id, bool):
+        return int(id)
+    if isinstance(id, str):
+        from .ids import parse_jobid
+
+        return int(parse_jobid(id))
+    raise TypeError(f"job id must be an int or a string, not {type(id).__name__}")
+
+
+def _patch(obj):
+    """A patch given as dict, or as JSON text/bytes (decoded here so that
+    a syntax error is reported before anything is sent)."""
+    if isinstance(obj, (str, bytes, bytearray)):
+        import json
+
+        try:
+            return json.loads(obj)
+        except ValueError as e:
+            raise error(_errno.EINVAL, f"annotations are not valid JSON: {e}") from None
+    return obj
+
+
+# Payload builders shared by both clients: topic and payload of each call.
+
+
+def _p_submit(id, userid, t_submit=None):
+    p = {"id": _jobid(id), "userid": userid}
+    if t_submit is not None:
+        p["t_submit"] = t_submit
+    return "job-manager.submit", p
+
+
+def _p_state(id, state, note=None):
+    p = {"id": _jobid(id), "state": state}
+    if note is not None:
+        p["note"] = note
+    return "job-manager.state", p
+
+
+def _p_annotate(id, annotations, volatile=False):
+    p = {"id": _jobid(id), "annotations": _patch(annotations)}
+    if volatile:
+        p["volatile"] = True
+    return "job-manager.annotate", p
+
+
+def _p_memo(id, memo, volatile=False):
+    p = {"id": _jobid(id), "memo": _patch(memo)}
+    if volatile:
+        p["volatile"] = True
+    return "job-manager.memo", p
+
+
+def _p_list(states=None, userid=None, max=None):
+    p = {}
+    if states is not None:
+        p["states"] = [states] if isinstance(states, str) else list(states)
+    if userid is not None:
+        p["userid"] = userid
+    if max is not None:
+        p["max"] = max
+    return "job-manager.list", p
+
+
+def _p_events(topics=None, userid=None, since=None, snapshot=False, delta=False):
+    p = {}
+    if topics is not None:
+        p["topics"] = [topics] if isinstance(topics, str) else list(topics)
+    if userid is not None:
+        p["userid"] = userid
+    if since is not None:
+        p["since"] = since
+    if snapshot:
+        p["snapshot"] = True
+    if delta:
+        p["delta"] = True
+    return "job-manager.events", p
+
+
+class _Conn:
+    """A blocking connection: send frames, read frame bodies."""
+
+    def __init__(self, path, timeout=None, message_bytes=protocol.DEFAULT_MESSAGE_BYTES):
+        self.path = path
+        self.message_bytes = message_bytes
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
+        except OSError as e:
+            self.sock.close()
+            raise _connect_error(path, e) from None
+        self.reader = FrameReader()
+        self.frames = collections.deque()
+
+    def send(self, data):
+        if len(data) - protocol.HEADER_SIZE > self.message_bytes:
+            raise error(
+                EMSGSIZE,
+                f"request of {len(data) - protocol.HEADER_SIZE} bytes exceeds "
+                f"the message limit of {self.message_bytes} bytes",
+            )
+        try:
+            self.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            raise _lost(self.path) from None
+
+    def next(self):
+        """The next response as (matchtag, errnum, errstr, payload)."""
+        frames = self.frames
+        while not frames:
+            try:
+                data = self.sock.recv(_RECV)
+            except ConnectionResetError:
+                data = b""
+            if not data:
+                raise _lost(self.path)
+            frames.extend(self.reader.feed(data))
+        return parse_response(frames.popleft())
+
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class Client:
+    """Blocking client (module doc). `socket`: path, default SPEC §8."""
+
+    def __init__(self, socket=None, timeout=None, message_bytes=protocol.DEFAULT_MESSAGE_BYTES):
+        self.path = socket or protocol.default_socket_path()
+        self._timeout = timeout
+        self._message_bytes = message_bytes
+        self._conn = _Conn(self.path, timeout, message_bytes)
+        self._mt = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Close the connection (idempotent)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def rpc(self, topic, payload):
+        """Send one request, return its payload (a dict) or raise its error."""
+        conn = self._conn
+        if conn is None:
+            raise AnnotError(_errno.EBADF, "the client is closed")
+        self._mt += 1
+        mt = self._mt
+        conn.send(request(topic, mt, payload))
+        while True:
+            rmt, errnum, errstr, rpayload = conn.next()
+            if rmt == mt or (rmt == 0 and errnum):
+                if errnum:
+                    raise error(errnum, errstr)
+                return rpayload if rpayload is not None else {}
+
+    def _call(self, built):
+        return self.rpc(*built)
+
+    # the service's calls
+
+    def submit(self, id, userid, t_submit=None):
+        self._call(_p_submit(id, userid, t_submit))
+
+    def state(self, id, state, note=None):
+        self._call(_p_state(id, state, note))
+
+    def alloc_response(self, payload):
+        """RFC 27 alloc response; returns the reply (`{"ignored": true}` for a
+        response about a job that is not in SCHED)."""
+        return self.rpc("job-manager.alloc-response", dict(payload))
+
+    def annotate(self, id, annotations, volatile=False):
+        self._call(_p_annotate(id, annotations, volatile))
+
+    def memo(self, id, memo, volatile=False):
+        self._call(_p_memo(id, memo, volatile))
+
+    def get(self, id):
+        """{id, userid, state, annotations} as this connection may see it."""
+        return self.rpc("job-manager.getattr", {"id": _jobid(id)})
+
+    def list(self, states=None, userid=None, max=None):
+        """List of {id, userid, state, annotations}."""
+        return self._call(_p_list(states, userid, max)).get("jobs", [])
+
+    def stats(self):
+        return self.rpc("job-manager.stats", {})
+
+    def events(self, topics=None, userid=None, since=None, snapshot=False, delta=False):
+        """An iterator of event payloads (§6) on its own connection; ends when
+        the service ends the stream (ENODATA); other errors raise."""
+        topic, p = _p_events(topics, userid, since, snapshot, delta)
+        return EventStream(self.path, p, self._timeout)
+
+    def annotate_pipelined(self, ids, patches, volatile=False, window=256):
+        """Send many annotate requests with up to `window` in flight; returns
+        how many succeeded, raises the first error after all replies."""
+        conn = self._conn
+        n = len(ids)
+        sent = done = 0
+        first_err = None
+        base = self._mt
+        while done < n:
+            chunk = []
+            while sent < n and sent - done < window:
+                topic, p = _p_annotate(ids[sent], patches[sent], volatile)
+                sent += 1
+                chunk.append(request(topic, base + sent, p))
+            if chunk:
+                conn.send(b"".join(chunk))
+            rmt, errnum, errstr, _ = conn.next()
+            done += 1
+            if errnum and first_err is None:
+                first_err = error(errnum, errstr)
+            if rmt == 0 and errnum:
+                break
+        self._mt = base + sent
+        if first_err is not None:
+            raise first_err
+        return done
+
+
+class EventStream:
+    """Iterator over one `job-manager.events` subscription (own connection)."""
+
+    def __init__(self, path, payload, timeout=None):
+        self._conn = _Conn(path, timeout)
+        self._conn.send(request("job-manager.events", 1, payload))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        conn = self._conn
+        if conn is None:
+            raise StopIteration
+        try:
+            _mt, errnum, errstr, payload = conn.next()
+        except BaseException:
+            self.close()
+            raise
+        if errnum == ENODATA:
+            self.close()
+            raise StopIteration
+        if errnum:
+            self.close()
+            raise error(errnum, errstr)
+        return payload
+
+    def close(self):
+        """Cancel the subscription (closes its connection)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --- asyncio ------------------------------------------------------------------
+
+
+class _AsyncProto(asyncio.Protocol):
+    """Matches responses to pending futures (rpc) or a queue (stream)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.transport = None
+        self.reader = FrameReader()
+        self.pending = {}  # matchtag -> Future
+        self.queue = None  # stream mode: asyncio.Queue of parsed responses
+        self.lost = None
+
+    def connection_made(self, transport):
+        self.transport = transport
+
+    def data_received(self, data):
+        for body in self.reader.feed(data):
+            try:
+                resp = parse_response(body)
+            except ProtocolError as e:
+                self._fail_all(e)
+                self.transport.close()
+                return
+            if self.queue is not None:
+                self.queue.put_nowait(resp)
+                continue
+            mt, errnum, errstr, payload = resp
+            fut = self.pending.pop(mt, None)
+            if fut is None:
+                if mt == 0 and errnum:  # connection-level error
+                    self._fail_all(error(errnum, errstr))
+                continue
+            if fut.done():
+                continue
+            if errnum:
+                fut.set_exception(error(errnum, errstr))
+            else:
+                fut.set_result(payload if payload is not None else {})
+
+    def _fail_all(self, exc):
+        pending, self.pending = self.pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    def connection_lost(self, exc):
+        self.lost = _lost(self.path)
+        self._fail_all(self.lost)
+        if self.queue is not None:
+            self.queue.put_nowait(None)
+
+
+async def _aconnect(path):
+    loop = asyncio.get_running_loop()
+    try:
+        _, proto = await loop.create_unix_connection(lambda: _AsyncProto(path), path)
+    except OSError as e:
+        raise _connect_error(path, e) from None
+    return proto
+
+
+class AsyncClient:
+    """asyncio client with pipelining (module doc).
+
+    Use `async with AsyncClient(path) as c:` or `c = await AsyncClient.connect(path)`.
+    """
+
+    def __init__(self, socket=None, message_bytes=protocol.DEFAULT_MESSAGE_BYTES):
+        self.path = socket or protocol.default_socket_path()
+        self._message_bytes = message_bytes
+        self._proto = None
+        self._mt = 0
+
+    @classmethod
+    async def connect(cls, socket=None, **kw):
+        c = cls(socket, **kw)
+        await c.open()
+        return c
+
+    async def open(self):
+        if self._proto is None:
+            self._proto = await _aconnect(self.path)
+        return self
+
+    async def __aenter__(self):
+        return await self.open()
+
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def close(self):
+        p = self._proto
+        if p is not None:
+            self._proto = None
+            if p.transport is not None:
+                p.transport.close()
+        await asyncio.sleep(0)
+
+    def send(self, topic, payload):
+        """Queue one request now; returns a future of its reply payload.
+        (Lets a caller put many requests in flight without a task each.)"""
+        p = self._proto
+        if p is None:
+            raise AnnotError(_errno.EBADF, "the client is not connected")
+        if p.lost is not None:
+            raise p.lost
+        self._mt += 1
+        mt = self._mt
+        frame = request(topic, mt, payload)
+        if len(frame) - protocol.HEADER_SIZE > self._message_bytes:
+            raise error(
+                EMSGSIZE,
+                f"request of {len(frame) - protocol.HEADER_SIZE} bytes exceeds "
+                f"the message limit of {self._message_bytes} bytes",
+            )
+        fut = asyncio.get_running_loop().create_future()
+        p.pending[mt] = fut
+        p.transport.write(frame)
+        return fut
+
+    async def rpc(self, topic, payload):
+        return await self.send(topic, payload)
+
+    async def submit(self, id, userid, t_submit=None):
+        await self.rpc(*_p_submit(id, userid, t_submit))
+
+    async def state(self, id, state, note=None):
+        await self.rpc(*_p_state(id, state, note))
+
+    async def alloc_response(self, payload):
+        return await self.rpc("job-manager.alloc-response", dict(payload))
+
+    async def annotate(self, id, annotations, volatile=False):
+        await self.rpc(*_p_annotate(id, annotations, volatile))
+
+    async def memo(self, id, memo, volatile=False):
+        await self.rpc(*_p_memo(id, memo, volatile))
+
+    async def get(self, id):
+        return await self.rpc("job-manager.getattr", {"id": _jobid(id)})
+
+    async def list(self, states=None, userid=None, max=None):
+        return (await self.rpc(*_p_list(states, userid, max))).get("jobs", [])
+
+    async def stats(self):
+        return await self.rpc("job-manager.stats", {})
+
+    def events(self, topics=None, userid=None, since=None, snapshot=False, delta=False):
+        """An async iterator of event payloads on its own connection
+        (`async for ev in c.events(...)`); `await it.aclose()` cancels."""
+        _, p = _p_events(topics, userid, since, snapshot, delta)
+        return AsyncEventStream(self.path, p)
+
+
+class AsyncEventStream:
+    """Async iterator over one subscription; connects on first use."""
+
+    def __init__(self, path, payload):
+        self._path = path
+        self._payload = payload
+        self._proto = None
+        self._done = False
+
+    async def start(self):
+        """Connect and send the subscription now (else on first iteration)."""
+        if self._proto is None and not self._done:
+            self._proto = await _aconnect(self._path)
+            self._proto.queue = asyncio.Queue()
+            self._proto.transport.write(request("job-manager.events", 1, self._payload))
+        return self
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self._done:
+            raise StopAsyncIteration
+        await self.start()
+        resp = await self._proto.queue.get()
+        if resp is None:
+            await self.aclose()
+            raise _lost(self._path)
+        _mt, errnum, errstr, payload = resp
+        if errnum == ENODATA:
+            await self.aclose()
+            raise StopAsyncIteration
+        if errnum:
+            await self.aclose()
+            raise error(errnum, errstr)
+        return payload
+
+    async def aclose(self):
+        self._done = True
+        p, self._proto = self._proto, None
+        if p is not None and p.transport is not None:
+            p.transport.close()
+
+    async def __aenter__(self):
+        return await self.start()
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
