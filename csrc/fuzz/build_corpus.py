@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Build the seed corpora of the fuzz targets (stdlib only).
+
+    build_corpus.py --repo ROOT --out DIR
+
+writes DIR/canonical/ and DIR/merge/, one file per seed, named by the
+SHA-1 of its bytes (so rebuilding is idempotent). Sources:
+
+- every case of JSONTestSuite's test_parsing/ (../shared/jsontestsuite
+  beside the repo): valid, invalid and implementation-defined JSON;
+- the standard workload (../shared/anchors/workload.py 200 2): each patch
+  for the canonical target, each job's patch sequence for the merge target;
+- a few hand-written edge cases (§2 examples, numbers, escapes, nesting);
+- the crash inputs kept in tests/fuzz_regressions/ (canonical-* and
+  merge-* files), so a fixed crash is re-checked by every fuzz run.
+
+Merge seeds use the layout of fuzz_merge.c: a selector byte, then the
+start tree and the patches separated by NUL bytes.
+"""
+
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+from collections import OrderedDict
+
+# Selector bits of fuzz_merge.c.
+STRICT = 0x01
+DEPTH_64 = 0x06
+NS_SCHED = 0x20
+NS_USER = 0x40
+ID_ZERO = 0x80
+
+EDGE_VALUES = [
+    b"0", b"-0", b"-0.0", b"0.0", b"1e308", b"1.7976931348623157e308", b"5e-324",
+    b"2.2250738585072014e-308", b"2.225073858507201e-308", b"0.30000000000000004",
+    b"9223372036854775807", b"-9223372036854775808", b"9223372036854775808",
+    b"-9223372036854775809", b"18446744073709551616", b"1e400", b"-1e400",
+    b"1e16", b"1e-05", b"123456789012345678901234567890", b"1E+2", b"1.5e-7",
+    b'"\\u0000\\u001f\\"\\\\\\/\\b\\f\\n\\r\\t"', b'"\\ud83d\\ude00"', b'"\\ud800"',
+    b'"\\udc00\\ud800"', b'"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80"', b'"\xed\xa0\x80"',
+    b'"\xc0\x80"', b'"\xf4\x90\x80\x80"', b'"\x7f"', b"true", b"false", b"null",
+    b"[]", b"{}", b"[1,[2,[3]]]", b'{"a":1,"a":2,"b":3}',
+]
+
+MERGE_CASES = [
+    # (selector, [tree, patch, patch, ...])
+    (DEPTH_64 | STRICT, [b'{"a":"foo"}', b'{"a":{"bb":{"ccc":null}}}']),
+    (DEPTH_64 | STRICT, [b"", b'{"a":{"b":1}}', b'{"a":{"b":null}}', b'{"a":null}']),
+    (DEPTH_64 | STRICT, [b'{"a":[1,2],"b":{"c":1}}', b'{"a":[3]}', b'{"b":{"c":{}}}']),
+    (DEPTH_64 | STRICT, [b'{"x":1,"y":2}', b'{"x":3,"x":4,"z":{"q":null}}']),
+    (DEPTH_64 | STRICT, [b"", b'{"a.b":1}', b'{"":1}', b'{"a":1}']),
+    (DEPTH_64, [b"", b'{"a.b":1}', b'{"":1}']),
+    (0x02 | STRICT, [b"", b'{"a":{"b":{"c":1}}}', b'{"a":[[[]]]}']),
+    (DEPTH_64 | 0x08 | 0x10, [b"", b'{"abcdefghi":1}', b'{"a":1,"b":2,"c":3,"d":4,"e":5}']),
+    (DEPTH_64 | STRICT | NS_USER,
+     [b'{"user":{"n":1},"sched":{"t":2}}', b'{"user":{"n":null}}', b'{"sched":null}']),
+    (DEPTH_64 | STRICT | ID_ZERO, [b'{"a":1}', b'{"a":null}', b'{"a":2}']),
+    (DEPTH_64 | STRICT, [b"", b"[1]", b"null", b'"s"', b"{", b'{"a":1} x']),
+    (DEPTH_64 | STRICT, [b'{"n":1}', b'{"n":1.0}', b'{"n":-0}', b'{"n":-0.0}', b'{"n":1e400}']),
+]
+
+
+def workload_lines(repo):
+    script = os.path.join(repo, "..", "shared", "anchors", "workload.py")
+    if not os.path.exists(script):
+        print(f"build_corpus: no workload at {script}, skipped", file=sys.stderr)
+        return []
+    out = subprocess.run([sys.executable, script, "200", "2"], check=True,
+                         capture_output=True).stdout
+    lines = []
+    for line in out.splitlines():
+        jobid, _, patch = line.partition(b" ")
+        lines.append((int(jobid), patch))
+    return lines
+
+
+def suite_cases(repo):
+    d = os.path.join(repo, "..", "shared", "jsontestsuite", "test_parsing")
+    if not os.path.isdir(d):
+        print(f"build_corpus: no JSONTestSuite at {d}, skipped", file=sys.stderr)
+        return []
+    cases = []
+    for name in sorted(os.listdir(d)):
+        with open(os.path.join(d, name), "rb") as f:
+            cases.append((name, f.read()))
+    return cases
+
+
+def regressions(repo, target):
+    d = os.path.join(repo, "tests", "fuzz_regressions")
+    out = []
+    if os.path.isdir(d):
+        for name in sorted(os.listdir(d)):
+            if name.startswith(target + "-"):
+                with open(os.path.join(d, name), "rb") as f:
+                    out.append(f.read())
+    return out
+
+
+def write_all(dirpath, seeds):
+    os.makedirs(dirpath, exist_ok=True)
+    n = 0
+    for data in seeds:
+        path = os.path.join(dirpath, hashlib.sha1(data).hexdigest())
+        if not os.path.exists(path):
+            with open(path, "wb") as f:
+                f.write(data)
+        n += 1
+    return n
+
+
+def merge_seed(selector, segments):
+    return bytes([selector]) + b"\0".join(segments)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repo", required=True, help="the repository root")
+    ap.add_argument("--out", required=True, help="where to write the corpora")
+    args = ap.parse_args()
+
+    suite = suite_cases(args.repo)
+    work = workload_lines(args.repo)
+
+    canonical = [data for _, data in suite]
+    canonical += list(OrderedDict.fromkeys(p for _, p in work))
+    canonical += EDGE_VALUES
+    canonical += [b"[" * 100 + b"]" * 100, b'{"a":' * 50 + b"1" + b"}" * 50]
+    canonical += regressions(args.repo, "canonical")
+
+    merge = [merge_seed(sel, segs) for sel, segs in MERGE_CASES]
+    by_job = OrderedDict()
+    for jobid, patch in work:
+        by_job.setdefault(jobid, []).append(patch)
+    for k, (jobid, patches) in enumerate(by_job.items()):
+        if k % 4:  # a quarter of the jobs is plenty; they are alike
+            continue
+        sel = DEPTH_64 | STRICT | (NS_SCHED if k % 8 else NS_USER)
+        merge.append(merge_seed(sel, [b""] + patches[:8]))
+    tree = b'{"sched":{"t_estimate":1700000000.5,"jobs_ahead":3},"user":{"n":[1,2]}}'
+    for name, data in suite:
+        if name.startswith("y_") and data.lstrip().startswith(b"{"):
+            merge.append(merge_seed(DEPTH_64, [tree, data]))
+    for v in EDGE_VALUES:
+        merge.append(merge_seed(DEPTH_64 | STRICT, [tree, b'{"sched":{"v":' + v + b"}}"]))
+    merge += regressions(args.repo, "merge")
+
+    nc = write_all(os.path.join(args.out, "canonical"), canonical)
+    nm = write_all(os.path.join(args.out, "merge"), merge)
+    print(f"build_corpus: {nc} canonical seeds, {nm} merge seeds in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
