@@ -1,0 +1,515 @@
+"""Event batches and subscriptions (SPEC §6), in front of the store (§7).
+
+Data flow: the service applies a change to its `JobTable` (tracking on, so
+the C table keeps each touched job's pre-image), then tells the hub about
+state transitions (`record_transition`) and durable eventlog entries
+(`record_entry`). `close_batch()` then:
+
+1. writes the batch's entries and the touched jobs' metadata to the store
+   in one transaction (commit first: a subscriber never sees what a crash
+   could lose);
+2. encodes the batch: `{"seq":N,"transitions":[...],"annotations":[...]}`,
+   the annotations array produced by the C table from its trees (no
+   Python dicts), once per distinct view (owner / one user's jobs / a
+   guest's view; whole trees or deltas), the bytes shared by every
+   subscription with the same (topics, view, delta) key;
+3. queues the bytes to the subscriptions, keeps the raw material in the
+   backlog for `since`, forgets the pre-images, runs the after-commit
+   callbacks (the server's deferred replies).
+
+Backlog: per batch, the transitions and two C encodings of the owner view,
+whole trees and deltas. A `since` subscriber with the owner view gets
+those bytes as they are; any other view is derived from them in Python
+(only on resume, never on the live path). The backlog is bounded by
+`events.backlog` batches and by `BACKLOG_MAX_BYTES`, whichever comes first;
+a `since` older than what is kept gets EOVERFLOW "resync needed".
+
+Views (docs/DESIGN.md "Readable view"): the instance owner and the job's
+own user see the whole tree; anyone else only the namespaces readable by
+"all" (`Policy.view_namespaces` / `view_exclude`). The C encoder leaves
+out a filtered entry whose view did not change, so an invisible change is
+not published to that view. A batch with nothing for a subscription is not
+queued to it (its seq still counts).
+"""
+
+import collections
+import json
+
+from .errors import EINVAL, EOVERFLOW, error
+from .policy import Policy
+
+TOPICS = ("job-state", "job-annotations")
+
+# Bytes of encoded batches the backlog may hold, all batches together (the
+# `events.backlog` count alone would let a scheduler re-annotating 100k jobs
+# per cycle pin gigabytes).
+BACKLOG_MAX_BYTES = 256 * 1024 * 1024
+
+# View keys: what one encoding of the annotations array shows.
+_FULL = ("full",)  # instance owner, every job whole
+
+
+def _dumps(obj):
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _section(config, name):
+    return config[name] if config is not None else None
+
+
+class _Backlogged:
+    """What the backlog keeps of one published batch."""
+
+    __slots__ = ("seq", "transitions", "full", "delta", "nbytes")
+
+    def __init__(self, seq, transitions, full, delta):
+        self.seq = seq
+        self.transitions = transitions  # [[id, state, ts], ...]
+        self.full = full  # owner view, whole trees: b"[[id,tree],...]"
+        self.delta = delta  # owner view, merge patches
+        self.nbytes = len(full) + len(delta) + 64 * len(transitions) + 128
+
+
+class Subscription:
+    """One subscriber's queue of encoded batches (bytes).
+
+    Iterating yields the pending batches as dicts and stops when none is
+    pending (it never blocks). `pop_raw()` gives the next one as the JSON
+    bytes the hub encoded, for the server to send as they are. When the
+    queue exceeds its bound the hub drops the subscription: the queue is
+    freed at once, `error` holds the EOVERFLOW, and the next `pop_raw()` or
+    iteration raises it (once; after that the subscription is just closed).
+    """
+
+    def __init__(self, hub, key, userid, notify, limit):
+        self._hub = hub
+        self.key = key  # (topics, view, delta)
+        self.userid = userid
+        self.notify = notify
+        self.limit = limit
+        self._queue = collections.deque()
+        self.queued_bytes = 0
+        self._exempt = 0  # bytes of a pending snapshot, not counted against the bound
+        self.closed = False
+        self.error = None
+        self._raised = False
+
+    def _push(self, payload, exempt=False):
+        """Queue one payload; returns False when the bound is exceeded.
+
+        exempt: the snapshot, queued whatever its size (it is the start of
+        the stream, not a sign of a slow reader) and not counted against the
+        bound.
+        """
+        if exempt:
+            self._exempt += len(payload)
+        elif self.queued_bytes - self._exempt + len(payload) > self.limit:
+            return False
+        self._queue.append(payload)
+        self.queued_bytes += len(payload)
+        return True
+
+    def _drop(self, err):
+        self._queue.clear()
+        self.queued_bytes = self._exempt = 0
+        self.closed = True
+        self.error = err
+
+    def pending(self):
+        """Number of payloads waiting."""
+        return len(self._queue)
+
+    def pop_raw(self):
+        """The next pending payload as JSON bytes, or None when none is pending."""
+        if self._queue:
+            payload = self._queue.popleft()
+            self.queued_bytes -= len(payload)
+            self._exempt = max(0, self._exempt - len(payload))
+            return payload
+        if self.error is not None and not self._raised:
+            self._raised = True
+            raise self.error
+        return None
+
+    def __iter__(self):
+        while True:
+            payload = self.pop_raw()
+            if payload is None:
+                return
+            yield json.loads(payload)
+
+    def close(self):
+        """End the subscription; pending payloads are discarded."""
+        if not self.closed:
+            self.closed = True
+            self._queue.clear()
+            self.queued_bytes = 0
+        self._hub._forget(self)
+
+
+class EventHub:
+    """The open batch, its close (store, then publish) and the subscriptions."""
+
+    def __init__(self, service):
+        self.service = service
+        self.table = service.table
+        self.jobs = service.jobs
+        self.store = service.store
+        config = service.config
+        policy = getattr(service, "policy", None)
+        if policy is None:
+            policy = Policy(config)
+        self._view_ns = tuple(policy.view_namespaces)
+        self._view_exclude = bool(policy.view_exclude)
+        events = _section(config, "events")
+        self.backlog_max = events["backlog"] if events is not None else 4096
+        self.queue_limit = events["subscriber_queue_bytes"] if events is not None else 16 << 20
+        self.last_seq = self.store.last_seq() if self.store is not None else 0
+        self._transitions = []
+        self._entries = []
+        self._callbacks = []
+        self._subs = []
+        self._backlog = collections.deque()
+        self._backlog_bytes = 0
+        self._stats = {"batches": 0, "dropped_subscribers": 0, "resync_refused": 0}
+
+    # -- recording -------------------------------------------------------
+
+    def record_transition(self, jobid, state, timestamp):
+        self._transitions.append([jobid, state, timestamp])
+
+    def record_entry(self, jobid, name, context, timestamp):
+        """A durable RFC 18 entry, written with the batch (context: dict or JSON text)."""
+        self._entries.append((jobid, name, context, timestamp))
+
+    def open(self):
+        """Whether anything waits in the open batch."""
+        return bool(
+            self._transitions or self._entries or self._callbacks or self.table.batch_count()
+        )
+
+    def size(self):
+        """Entries in the open batch (jobs touched + transitions + eventlog entries)."""
+        return self.table.batch_count() + len(self._transitions) + len(self._entries)
+
+    def after_commit(self, fn):
+        """Run fn() once the open batch has committed (at once if nothing is open)."""
+        if self.open():
+            self._callbacks.append(fn)
+        else:
+            fn()
+
+    # -- closing ---------------------------------------------------------
+
+    def close_batch(self):
+        """Commit, publish and clear the open batch; its seq, or None if empty."""
+        ids = self.table.batch_ids()
+        if not ids and not self._transitions and not self._entries:
+            self.table.batch_clear()  # touched-but-unchanged pre-images
+            self._run_callbacks()
+            return None
+        seq = self.last_seq + 1
+        if self.store is not None:
+            self._write(seq)
+        transitions = self._transitions
+        full = self.table.batch_encode()
+        delta = self.table.batch_encode(delta=True)
+        self._publish(seq, ids, transitions, full, delta)
+        self._keep(_Backlogged(seq, transitions, full, delta))
+        self.table.batch_clear()
+        self._transitions = []
+        self._entries = []
+        self.last_seq = seq
+        self._stats["batches"] += 1
+        self._run_callbacks()
+        return seq
+
+    def _write(self, seq):
+        """One store transaction: the entries and the metadata of their jobs."""
+        meta = {}
+        jobs = self.jobs
+        for jobid, _name, _ctx, _ts in self._entries:
+            if jobid not in meta:
+                job = jobs[jobid]
+                meta[jobid] = (job.userid, job.state, job.t_submit)
+        for jobid, _state, _ts in self._transitions:
+            if jobid not in meta:
+                job = jobs[jobid]
+                meta[jobid] = (job.userid, job.state, job.t_submit)
+        self.store.write_batch(seq, self._entries, meta)
+
+    def _run_callbacks(self):
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            fn()
+
+    # -- publishing ------------------------------------------------------
+
+    def _publish(self, seq, ids, transitions, full, delta):
+        if not self._subs:
+            return
+        flags_cache = {}
+        ann_cache = {(_FULL, False): full, (_FULL, True): delta}
+        trans_cache = {}
+        payloads = {}
+        for sub in list(self._subs):
+            payload = payloads.get(sub.key)
+            if payload is None:
+                topics, view, is_delta = sub.key
+                parts = []
+                if "job-state" in topics:
+                    trans = trans_cache.get(view)
+                    if trans is None:
+                        trans = trans_cache[view] = self._transitions_bytes(transitions, view)
+                    if trans != b"[]":
+                        parts.append(b'"transitions":' + trans)
+                if "job-annotations" in topics:
+                    ann = ann_cache.get((view, is_delta))
+                    if ann is None:
+                        ann = self._encode_view(ids, view, is_delta, flags_cache)
+                        ann_cache[(view, is_delta)] = ann
+                    if ann != b"[]":
+                        parts.append(b'"annotations":' + ann)
+                if parts:
+                    payload = b'{"seq":%d,' % seq + b",".join(parts) + b"}"
+                else:
+                    payload = b""
+                payloads[sub.key] = payload
+            if payload:
+                self._queue(sub, payload)
+
+    def _queue(self, sub, payload):
+        if sub.closed:
+            return
+        if sub._push(payload):
+            if sub.notify is not None:
+                sub.notify()
+            return
+        self._stats["dropped_subscribers"] += 1
+        sub._drop(
+            error(
+                EOVERFLOW,
+                f"subscriber too slow: more than {sub.limit} bytes of events queued",
+            )
+        )
+        self._forget(sub)
+        if sub.notify is not None:
+            sub.notify()
+
+    def _transitions_bytes(self, transitions, view):
+        """The transitions a view shows: all, or one user's jobs."""
+        selected = self._view_user(view)
+        if selected is not None:
+            jobs = self.jobs
+            transitions = [t for t in transitions if jobs[t[0]].userid == selected]
+        return _dumps(transitions)
+
+    @staticmethod
+    def _view_user(view):
+        """The userid a view is restricted to, or None for all jobs."""
+        if view[0] in ("user", "public-of"):
+            return view[1]
+        return None
+
+    def _encode_view(self, ids, view, is_delta, flags_cache):
+        """The annotations array of one view, encoded by the C table."""
+        kind = view[0]
+        table = self.table
+        if kind == "full":
+            return table.batch_encode(delta=is_delta)
+        # Per-job flags: 1 = whole tree, 0 = filtered by the namespace list.
+        flags = flags_cache.get(view)
+        if flags is None:
+            jobs = self.jobs
+            mine = view[1]
+            flags = flags_cache[view] = bytes(
+                [1 if jobs[i].userid == mine else 0 for i in ids]
+            )
+        if kind == "guest":  # a guest, all jobs: others' jobs filtered
+            return table.batch_encode(flags, self._view_ns, self._view_exclude, delta=is_delta)
+        if kind == "user":  # one user's jobs whole, every other job left out
+            return table.batch_encode(flags, (), False, delta=is_delta)
+        # "public-of" (a guest following another user's jobs): C encodes the
+        # public view of every job, Python keeps that user's (rare path).
+        data = table.batch_encode(b"\0" * len(ids), self._view_ns, self._view_exclude, delta=is_delta)
+        return self._only_user(data, view[1])
+
+    def _only_user(self, data, userid):
+        jobs = self.jobs
+        return _dumps([e for e in json.loads(data) if jobs[e[0]].userid == userid])
+
+    # -- backlog ---------------------------------------------------------
+
+    def _keep(self, item):
+        if self.backlog_max <= 0:
+            return
+        self._backlog.append(item)
+        self._backlog_bytes += item.nbytes
+        while self._backlog and (
+            len(self._backlog) > self.backlog_max or self._backlog_bytes > BACKLOG_MAX_BYTES
+        ):
+            self._backlog_bytes -= self._backlog.popleft().nbytes
+
+    def _replay_payload(self, item, key):
+        """A backlog batch encoded for one subscription key (b"" if empty)."""
+        topics, view, is_delta = key
+        parts = []
+        if "job-state" in topics:
+            trans = self._transitions_bytes(item.transitions, view)
+            if trans != b"[]":
+                parts.append(b'"transitions":' + trans)
+        if "job-annotations" in topics:
+            ann = item.delta if is_delta else item.full
+            if view != _FULL:
+                ann = self._derive_view(item, view, is_delta)
+            if ann != b"[]":
+                parts.append(b'"annotations":' + ann)
+        if not parts:
+            return b""
+        return b'{"seq":%d,' % item.seq + b",".join(parts) + b"}"
+
+    def _derive_view(self, item, view, is_delta):
+        """Filter the owner-view encodings of a kept batch for another view.
+
+        A filtered job is shown only when its filtered delta is not empty,
+        which is what the C encoder does on the live path. (One difference:
+        a job whose whole tree went away shows `null` even when the view had
+        nothing before; applying it changes nothing.)
+        """
+        jobs = self.jobs
+        kind = view[0]
+        selected = self._view_user(view)
+        deltas = json.loads(item.delta)
+        fulls = dict(json.loads(item.full)) if not is_delta else None
+        out = []
+        for jobid, patch in deltas:
+            userid = jobs[jobid].userid
+            if selected is not None and userid != selected:
+                continue
+            whole = kind in ("user", "guest") and userid == view[1]
+            if not whole:
+                patch = self._filter(patch)
+                if patch == {}:
+                    continue
+            if is_delta:
+                out.append([jobid, patch])
+            else:
+                tree = fulls[jobid]
+                out.append([jobid, tree if whole or tree is None else self._filter(tree) or None])
+        return _dumps(out)
+
+    def _filter(self, tree):
+        """The part of a tree (or patch) readable by "all"; None stays None."""
+        if tree is None:
+            return None
+        names = self._view_ns
+        if self._view_exclude:
+            return {k: v for k, v in tree.items() if k not in names}
+        return {k: v for k, v in tree.items() if k in names}
+
+    # -- subscriptions ---------------------------------------------------
+
+    def _view_for(self, cred, userid):
+        if cred.owner:
+            return _FULL if userid is None else ("user", userid)
+        if userid is None:
+            return ("guest", cred.userid)
+        if userid == cred.userid:
+            return ("user", userid)
+        return ("public-of", userid)
+
+    def subscribe(self, cred, topics=None, userid=None, since=None, snapshot=False,
+                  delta=False, notify=None):
+        """A new `Subscription` (SPEC §6); bad arguments raise and change nothing."""
+        if topics is None:
+            topics = TOPICS
+        if isinstance(topics, str) or not all(isinstance(t, str) for t in topics):
+            raise error(EINVAL, "topics must be a list of topic names")
+        unknown = [t for t in topics if t not in TOPICS]
+        if unknown:
+            raise error(
+                EINVAL, f"unknown topic {unknown[0]!r} (topics: job-state, job-annotations)"
+            )
+        if not topics:
+            raise error(EINVAL, "topics must name at least one topic")
+        if userid is not None and (
+            isinstance(userid, bool) or not isinstance(userid, int) or not 0 <= userid < 1 << 32
+        ):
+            raise error(EINVAL, f"userid must be an unsigned 32-bit integer, not {userid!r}")
+        if since is not None:
+            if isinstance(since, bool) or not isinstance(since, int) or since < 0:
+                raise error(EINVAL, f"since must be a batch seq (integer >= 0), not {since!r}")
+            if snapshot:
+                raise error(EINVAL, "since and snapshot cannot be combined")
+        self._check_since(since)
+        key = (frozenset(topics), self._view_for(cred, userid), bool(delta))
+        sub = Subscription(self, key, userid, notify, self.queue_limit)
+        if snapshot:
+            # Publish what is open first: the snapshot then is exactly the
+            # state at last_seq, and live deltas start from it.
+            self.close_batch()
+            sub._push(self._snapshot(cred, userid), exempt=True)
+        elif since is not None:
+            for item in self._backlog:
+                if item.seq > since:
+                    payload = self._replay_payload(item, key)
+                    if payload and not sub._push(payload):
+                        self._stats["dropped_subscribers"] += 1
+                        raise error(
+                            EOVERFLOW,
+                            f"resync needed: the batches since {since} exceed "
+                            f"{sub.limit} bytes",
+                        )
+        self._subs.append(sub)
+        return sub
+
+    def _check_since(self, since):
+        if since is None:
+            return
+        if since > self.last_seq:
+            raise error(EINVAL, f"since {since} is in the future (last seq is {self.last_seq})")
+        oldest = self._backlog[0].seq if self._backlog else self.last_seq + 1
+        if since < oldest - 1:
+            self._stats["resync_refused"] += 1
+            raise error(
+                EOVERFLOW,
+                f"resync needed: seq {since} is older than the backlog "
+                f"(oldest kept: {oldest}); re-read with list",
+            )
+
+    def _snapshot(self, cred, userid):
+        """`{"seq", "snapshot": true, "jobs": [...]}` of every job cred may see."""
+        jobs = self.jobs
+        ids = [i for i, j in jobs.items() if userid is None or j.userid == userid]
+        if cred.owner:
+            flags = None
+        else:
+            flags = bytes([1 if jobs[i].userid == cred.userid else 0 for i in ids])
+        trees = json.loads(self.table.encode(ids, flags, self._view_ns, self._view_exclude))
+        out = []
+        for jobid, tree in trees:
+            job = jobs[jobid]
+            out.append(
+                {"id": jobid, "userid": job.userid, "state": job.state, "annotations": tree}
+            )
+        return _dumps({"seq": self.last_seq, "snapshot": True, "jobs": out})
+
+    def _forget(self, sub):
+        try:
+            self._subs.remove(sub)
+        except ValueError:
+            pass
+
+    def subscribers(self):
+        return len(self._subs)
+
+    def stats(self):
+        return {
+            "seq": self.last_seq,
+            "batches": self._stats["batches"],
+            "subscribers": len(self._subs),
+            "dropped_subscribers": self._stats["dropped_subscribers"],
+            "resync_refused": self._stats["resync_refused"],
+            "backlog_batches": len(self._backlog),
+            "backlog_bytes": self._backlog_bytes,
+        }
