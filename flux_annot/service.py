@@ -1,0 +1,654 @@
+"""The annotation service in-process (SPEC §3–§5, §10): `AnnotationService`.
+
+Data flow of a mutating call: check (cheapest first, nothing changed yet) →
+apply to the C table (`self.table`, tracking on: it records each job's
+pre-image for the open batch) → tell the event hub what must be published
+or made durable (`hub.record_transition`, `hub.record_entry`). The hub
+closes batches when asked: the service asks when a call finds the batch
+window has passed or the batch full, on `flush()` and on `close()`.
+
+Paths and what they cost:
+
+- Scheduler (`alloc_response` ANNOTATE): type checks, one `json` encode of
+  the annotations dict, one C apply. No policy work unless the config
+  restricts the namespaces an alloc response may write (then a set lookup
+  per top-level key).
+- Guest (`annotate`/`memo` with a non-owner `Cred`), in this order, all
+  before any change: rate (token bucket, EAGAIN) → encoded length (E2BIG,
+  before any parse) → job lookup (ENOENT) → C parse + trial merge with the
+  guest limits (`apply(..., dryrun=True)`: depth/keys/syntax, EINVAL) →
+  policy (EPERM: own job, namespaces) → size of `user` after the trial
+  merge (E2BIG) → per-user total (EDQUOT) → `commit()`. The only Python
+  parse is the top-level key list of a `str`/`bytes` payload, done after
+  the C parse has accepted it (so it is valid and at most
+  `guest_payload_bytes` long); a dict payload has its keys already.
+- Owner (`annotate` with an owner `Cred`): job lookup, namespace policy
+  from the dict's keys, one C apply with the owner limits (a `str`/`bytes`
+  payload is dry-run first so its keys can be checked before the change).
+
+Choices where the SPEC is silent (see also docs/DESIGN.md):
+
+- `batch_window`: the constructor argument applies unless the config has
+  `[batch] window`, which wins; `self.config.batch.window` holds the value
+  in force.
+- A `note` given with `state(..., "CLEANUP"|"INACTIVE")` (and a DENY note)
+  is kept as the job's exception note: an `exception` eventlog entry, and
+  `"exception": note` in `get`/`list` output of that job (key absent when
+  there is none).
+- A guest may always shrink its `user` namespace, even if an owner made it
+  larger than `guest_namespace_bytes`; only growth past the limit is E2BIG.
+- The per-user total (EDQUOT) counts the `user` namespace of the user's
+  active jobs, whoever wrote it; inactive jobs no longer count.
+"""
+
+import json
+import math
+import os
+import time
+
+from . import replay
+from .config import Config
+from .core import JobTable, Limits
+from .errors import E2BIG, EEXIST, EINVAL, ENOENT, EPERM, EPROTO, AnnotError, error
+from .events import EventHub
+from .limits import RateLimiter, UserBytes
+from .policy import Cred, Policy
+from .store import Store
+
+NEW, DEPEND, PRIORITY = "NEW", "DEPEND", "PRIORITY"
+SCHED, RUN, CLEANUP, INACTIVE = "SCHED", "RUN", "CLEANUP", "INACTIVE"
+STATES = (NEW, DEPEND, PRIORITY, SCHED, RUN, CLEANUP, INACTIVE)
+_STATE_NAMES = {s: s for s in STATES}
+_STATE_NAMES.update({s[0]: s for s in STATES})
+
+# SPEC §5: the only transitions `state()` makes (RUN comes from SUCCESS).
+_TRANSITIONS = {(RUN, CLEANUP), (CLEANUP, INACTIVE), (RUN, INACTIVE), (SCHED, INACTIVE)}
+
+# RFC 27 alloc response types.
+A_SUCCESS, A_ANNOTATE, A_DENY, A_CANCEL = 0, 1, 2, 3
+
+_U64 = 1 << 64
+_U32 = 1 << 32
+_MISSING = object()
+_DISCARD_SCHED = b'{"sched":null}'
+_NS_USER = b"user"
+
+# One prebuilt encoder: json.dumps(obj, **kw) would build a new one per call.
+_encode_json = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, check_circular=False
+).encode
+
+_monotonic = time.monotonic
+_now = time.time
+
+
+class Job:
+    """What the service knows of a job besides its annotations."""
+
+    __slots__ = ("userid", "state", "t_submit", "user_bytes")
+
+    def __init__(self, userid, state, t_submit, user_bytes=0):
+        self.userid = userid
+        self.state = state
+        self.t_submit = t_submit
+        self.user_bytes = user_bytes  # size of its `user` namespace (compact JSON)
+
+    def __repr__(self):
+        return f"Job(userid={self.userid}, state={self.state}, user_bytes={self.user_bytes})"
+
+
+def _encode(obj, what):
+    """Annotations as JSON bytes, and the dict (for its keys) when there is one."""
+    if type(obj) is dict:
+        try:
+            return _encode_json(obj).encode("utf-8"), obj
+        except RecursionError:
+            raise error(EINVAL, f"{what} are nested too deeply") from None
+        except (TypeError, ValueError) as exc:  # incl. UnicodeEncodeError (lone surrogate)
+            raise error(EINVAL, f"{what} are not valid JSON: {exc}") from None
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return bytes(obj), None
+    if isinstance(obj, str):
+        try:
+            return obj.encode("utf-8"), None
+        except UnicodeEncodeError:
+            raise error(EINVAL, f"{what} contain invalid UTF-8 (a lone surrogate)") from None
+    if isinstance(obj, dict):  # a dict subclass: encode it like a dict
+        return _encode(dict(obj), what)
+    raise error(EINVAL, f"{what} must be a JSON object, not {type(obj).__name__}")
+
+
+def _top_keys(data):
+    """Top-level keys of a JSON object the C core has already accepted."""
+    return json.loads(data).keys()
+
+
+def _check_id(id):
+    if type(id) is not int or not 0 <= id < _U64:
+        raise error(EINVAL, f"job id must be an unsigned 64-bit integer, not {id!r}")
+
+
+def _state_name(state):
+    name = _STATE_NAMES.get(state.upper()) if isinstance(state, str) else None
+    if name is None:
+        raise error(EINVAL, f"unknown job state {state!r} (expected one of {' '.join(STATES)})")
+    return name
+
+
+class AnnotationService:
+    """The whole service in-process (SPEC §10); see the module docstring."""
+
+    def __init__(self, owner_uid=None, store=None, config=None, batch_window=0.01):
+        if owner_uid is None:
+            owner_uid = os.getuid()
+        if isinstance(owner_uid, bool) or not isinstance(owner_uid, int) or not 0 <= owner_uid < _U32:
+            raise error(EINVAL, f"owner_uid must be an unsigned 32-bit integer, not {owner_uid!r}")
+        self.owner_uid = owner_uid
+        self.config = cfg = Config(config)
+        if "batch.window" not in cfg.given:
+            if (
+                isinstance(batch_window, bool)
+                or not isinstance(batch_window, (int, float))
+                or not math.isfinite(batch_window)
+                or batch_window < 0
+            ):
+                raise error(EINVAL, f"batch_window must be a number >= 0, not {batch_window!r}")
+            cfg.batch.window = float(batch_window)
+        self._window = cfg.batch.window
+        self._max_entries = cfg.batch.max_entries
+        self.policy = Policy(cfg)
+        lim = cfg.limits
+        self.owner_limits = Limits(
+            depth=lim.depth_owner, key_bytes=lim.key_bytes, object_keys=lim.object_keys
+        )
+        self.guest_limits = Limits(
+            depth=lim.depth_guest, key_bytes=lim.key_bytes, object_keys=lim.object_keys
+        )
+        self._payload_max = lim.guest_payload_bytes
+        self._ns_max = lim.guest_namespace_bytes
+        self.table = JobTable(self.owner_limits)
+        self.jobs = {}
+        self.notes = {}  # jobid -> exception note (few jobs have one)
+        self.rate = RateLimiter(lim.guest_rate, lim.guest_burst)
+        self.user_bytes = UserBytes(lim.guest_user_total_bytes)
+        self._counts = {s: 0 for s in (SCHED, RUN, CLEANUP, INACTIVE)}
+        self._requests = {}
+        self._n_alloc = 0  # hot paths count in attributes, not dict items
+        self._n_annotate = 0
+        self._n_ignored = 0
+        self._rejected = {}
+        self._t0 = None  # monotonic time of the first change of the open batch
+        self._closed = False
+        self.store = None
+        if store is not None:
+            self.store = store if isinstance(store, Store) else Store(store)
+            self._restore()
+        self.table.track(True)
+        self.hub = EventHub(self)
+
+    # -- start-up ---------------------------------------------------------
+
+    def _restore(self):
+        """Rebuild jobs, table, per-user totals and notes from the store."""
+        self.table.track(False)
+        rows = replay.restore(self.store, self.table)
+        jobs, counts, table = self.jobs, self._counts, self.table
+        empty = b"{}"
+        for jobid, userid, t_submit, state in rows:
+            state = _STATE_NAMES.get(state, state)
+            job = Job(userid, state, t_submit)
+            jobs[jobid] = job
+            counts[state] = counts.get(state, 0) + 1
+            if state != INACTIVE and jobid in table:
+                info = table.apply(jobid, empty, self.owner_limits, _NS_USER, dryrun=True)
+                if info.old_ns_len:
+                    job.user_bytes = info.old_ns_len
+                    self.user_bytes.add(userid, info.old_ns_len)
+        for jobid, _name, ctx, _ts in self.store.entries(("exception",)):
+            try:
+                note = json.loads(ctx).get("note")
+            except (ValueError, AttributeError):
+                continue
+            if isinstance(note, str) and note:
+                self.notes[jobid] = note
+
+    # -- batches -------------------------------------------------------------
+
+    def _tick(self):
+        """Close the open batch if its window has passed or it is full."""
+        t0 = self._t0
+        if t0 is not None and (
+            _monotonic() - t0 >= self._window or self.hub.size() >= self._max_entries
+        ):
+            self.flush()
+
+    def _touched(self):
+        if self._t0 is None:
+            self._t0 = _monotonic()
+
+    def flush(self):
+        """Close the open batch: store commit, publish. Returns its seq or None."""
+        self._t0 = None
+        if self.hub.open():
+            return self.hub.close_batch()
+        return None
+
+    def close(self):
+        """Flush, then release the hub and the store. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            hub_close = getattr(self.hub, "close", None)
+            if hub_close is not None:
+                hub_close()
+            if self.store is not None:
+                self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- bookkeeping -----------------------------------------------------------
+
+    def _reject(self, reason, exc):
+        self._rejected[reason] = self._rejected.get(reason, 0) + 1
+        return exc
+
+    def _count(self, kind):
+        self._requests[kind] = self._requests.get(kind, 0) + 1
+
+    def _lookup(self, id, reason_prefix=""):
+        """The job, or ENOENT (counted) when unknown."""
+        job = self.jobs.get(id)
+        if job is None:
+            if type(id) is not int:
+                _check_id(id)
+            raise self._reject("unknown_job", error(ENOENT, "unknown job id"))
+        return job
+
+    def _set_state(self, id, job, state, now):
+        counts = self._counts
+        counts[job.state] -= 1
+        counts[state] = counts.get(state, 0) + 1
+        job.state = state
+        if state == INACTIVE and job.user_bytes:
+            # Inactive jobs no longer count toward the per-user total.
+            self.user_bytes.add(job.userid, -job.user_bytes)
+        self.hub.record_transition(id, state, now)
+        self._touched()
+
+    def _account(self, job, info):
+        """Keep the job's and its user's `user` byte counts in step with a change."""
+        d = info.new_ns_len - info.old_ns_len
+        if d:
+            job.user_bytes += d
+            if job.state != INACTIVE:
+                self.user_bytes.add(job.userid, d)
+
+    def _discard_sched(self, id, job):
+        info = self.table.apply(id, _DISCARD_SCHED, self.owner_limits, _NS_USER)
+        if info.changed:
+            self._touched()
+
+    # -- life cycle (§5) -------------------------------------------------------
+
+    def submit(self, id, userid, t_submit=None):
+        """Create job `id` of `userid` in SCHED; EEXIST when the id is known."""
+        self._tick()
+        self._count("submit")
+        try:
+            _check_id(id)
+            if isinstance(userid, bool) or not isinstance(userid, int) or not 0 <= userid < _U32:
+                raise error(EINVAL, f"userid must be an unsigned 32-bit integer, not {userid!r}")
+            if t_submit is None:
+                t_submit = _now()
+            elif (
+                isinstance(t_submit, bool)
+                or not isinstance(t_submit, (int, float))
+                or not math.isfinite(t_submit)
+            ):
+                raise error(EINVAL, f"t_submit must be a number, not {t_submit!r}")
+            if id in self.jobs:
+                raise error(EEXIST, f"job id {id} already exists")
+        except AnnotError as exc:
+            raise self._reject("invalid" if exc.errno != EEXIST else "exists", exc) from None
+        self.jobs[id] = Job(userid, SCHED, t_submit)
+        self._counts[SCHED] += 1
+        hub = self.hub
+        hub.record_entry(id, "submit", {"userid": userid}, t_submit)
+        hub.record_transition(id, SCHED, t_submit)
+        self._touched()
+
+    def state(self, id, state, note=None):
+        """Move job `id` on (RUN→CLEANUP, CLEANUP→INACTIVE, RUN→INACTIVE, SCHED→INACTIVE)."""
+        self._tick()
+        self._count("state")
+        job = self._lookup(id)
+        try:
+            target = _state_name(state)
+            if note is not None and not isinstance(note, str):
+                raise error(EINVAL, f"note must be a string, not {type(note).__name__}")
+            if (job.state, target) not in _TRANSITIONS:
+                hint = ""
+                if target == RUN and job.state == SCHED:
+                    hint = " (a job reaches RUN only through a SUCCESS alloc response)"
+                elif job.state == INACTIVE:
+                    hint = " (an inactive job never changes state)"
+                raise error(EINVAL, f"invalid transition from {job.state} to {target}{hint}")
+        except AnnotError as exc:
+            raise self._reject("transition", exc) from None
+        now = _now()
+        if job.state == SCHED:
+            # Left SCHED without SUCCESS: the scheduler's pending notes go.
+            self._discard_sched(id, job)
+        hub = self.hub
+        if note:
+            self.notes[id] = note
+            ctx = {"type": "cancel", "severity": 0, "note": note}
+            hub.record_entry(id, "exception", ctx, now)
+        hub.record_entry(id, "state", {"state": target}, now)
+        self._set_state(id, job, target, now)
+
+    def alloc_response(self, payload):
+        """Apply an RFC 27 alloc response; `{"ignored": True}` when the job is not in SCHED."""
+        if self._t0 is not None:
+            self._tick()
+        self._n_alloc += 1
+        if type(payload) is not dict:
+            raise self._reject(
+                "malformed", error(EPROTO, "alloc response must be a JSON object")
+            )
+        id = payload.get("id", _MISSING)
+        typ = payload.get("type", _MISSING)
+        ann = payload.get("annotations")
+        if type(id) is not int or type(typ) is not int or not 0 <= typ <= 3 or (
+            ann is not None and type(ann) is not dict
+        ):
+            raise self._reject("malformed", _malformed(id, typ, ann))
+        note = payload.get("note")
+        if note is not None and type(note) is not str:
+            raise self._reject(
+                "malformed", error(EPROTO, "alloc response field 'note' must be a string")
+            )
+        if typ == A_ANNOTATE and ann is None:
+            raise self._reject(
+                "malformed",
+                error(EPROTO, "alloc response of type ANNOTATE requires field 'annotations'"),
+            )
+        job = self.jobs.get(id)
+        if job is None or job.state != SCHED:
+            self._n_ignored += 1
+            return {"ignored": True}
+        if ann is not None:
+            self._apply_sched(id, job, ann)
+        if typ == A_ANNOTATE:
+            return {}
+        now = _now()
+        hub = self.hub
+        if typ == A_SUCCESS:
+            tree = self.table.get(id)
+            snap = b'{"annotations":' + (tree if tree is not None else b"null") + b"}"
+            hub.record_entry(id, "alloc", snap, now)
+            self._set_state(id, job, RUN, now)
+        elif typ == A_DENY:
+            self._discard_sched(id, job)
+            if note:
+                self.notes[id] = note
+            ctx = {"type": "alloc", "severity": 0, "note": note or ""}
+            hub.record_entry(id, "exception", ctx, now)
+            hub.record_entry(id, "state", {"state": INACTIVE}, now)
+            self._set_state(id, job, INACTIVE, now)
+        else:  # A_CANCEL: requeued, stays SCHED
+            self._discard_sched(id, job)
+            hub.record_entry(id, "cancel", {}, now)
+            self._touched()
+        return {}
+
+    def _apply_sched(self, id, job, ann):
+        policy = self.policy
+        if not policy.sched_writes_all:
+            try:
+                policy.check_sched(ann)
+            except AnnotError as exc:
+                raise self._reject("permission", exc) from None
+        try:
+            data = _encode_json(ann).encode("utf-8")
+            info = self.table.apply(id, data, self.owner_limits, _NS_USER)
+        except AnnotError as exc:
+            raise self._reject("invalid", exc) from None
+        except RecursionError:
+            raise self._reject(
+                "invalid", error(EPROTO, "alloc response annotations are nested too deeply")
+            ) from None
+        except (TypeError, ValueError) as exc:
+            raise self._reject(
+                "invalid", error(EPROTO, f"alloc response annotations are not valid JSON: {exc}")
+            ) from None
+        if info.changed:
+            if info.new_ns_len != info.old_ns_len:
+                self._account(job, info)
+            if self._t0 is None:
+                self._t0 = _monotonic()
+
+    # -- annotate / memo (§3, §4) ------------------------------------------------
+
+    def annotate(self, cred, id, annotations, volatile=False):
+        """Merge `annotations` (dict, or JSON text of an object) into job `id`."""
+        self._n_annotate += 1
+        self._modify(cred, id, annotations, volatile, False)
+
+    def memo(self, cred, id, memo, volatile=False):
+        """`annotate(cred, id, {"user": memo})`, as `flux job memo`."""
+        self._count("memo")
+        self._modify(cred, id, memo, volatile, True)
+
+    def _modify(self, cred, id, obj, volatile, is_memo):
+        if self._t0 is not None:
+            self._tick()
+        if type(cred) is not Cred:
+            raise error(EINVAL, f"cred must be a flux_annot.Cred, not {type(cred).__name__}")
+        if type(volatile) is not bool:
+            raise self._reject(
+                "invalid", error(EINVAL, f"volatile must be true or false, not {volatile!r}")
+            )
+        guest = not cred.owner
+        if guest:
+            try:
+                self.rate.take(cred.userid)
+            except AnnotError as exc:
+                raise self._reject("rate", exc) from None
+        what = "memo" if is_memo else "annotations"
+        try:
+            data, keys = _encode(obj, what)
+        except AnnotError as exc:
+            raise self._reject("invalid", exc) from None
+        context = data
+        if is_memo:
+            data = b'{"user":' + data + b"}"
+            keys = ("user",)
+        if guest and len(data) > self._payload_max:
+            raise self._reject(
+                "payload_size",
+                error(E2BIG, f"annotation payload exceeds {self._payload_max} bytes for guests"),
+            )
+        job = self._lookup(id)
+        if job.state == INACTIVE:
+            raise self._reject("inactive", error(ENOENT, "job is inactive"))
+        table = self.table
+        if guest:
+            info = self._guest_trial(cred, id, job, data, keys)
+            table.commit()
+        else:
+            own = job.userid == cred.userid
+            try:
+                if keys is not None:
+                    self.policy.check_owner(keys, own)
+                    info = table.apply(id, data, self.owner_limits, _NS_USER)
+                else:
+                    info = table.apply(id, data, self.owner_limits, _NS_USER, dryrun=True)
+                    self.policy.check_owner(_top_keys(data), own)
+                    table.commit()
+            except AnnotError as exc:
+                raise self._reject(
+                    "permission" if exc.errno == EPERM else "invalid", exc
+                ) from None
+        if info.new_ns_len != info.old_ns_len:
+            self._account(job, info)
+        if info.changed:
+            self._touched()
+        if not volatile:
+            # Durable even when unchanged: the same notes may so far be volatile.
+            self.hub.record_entry(id, "memo" if is_memo else "annotate", context, _now())
+            self._touched()
+
+    def _guest_trial(self, cred, id, job, data, keys):
+        """All guest checks after the length check; leaves the result staged."""
+        try:
+            info = self.table.apply(id, data, self.guest_limits, _NS_USER, dryrun=True)
+        except AnnotError as exc:
+            raise self._reject("invalid", exc) from None
+        if job.userid != cred.userid:
+            raise self._reject(
+                "permission", error(EPERM, "guests can only annotate their own jobs")
+            )
+        try:
+            self.policy.check_guest(keys if keys is not None else _top_keys(data))
+        except AnnotError as exc:
+            raise self._reject("permission", exc) from None
+        new = info.new_ns_len
+        if new > self._ns_max and new > info.old_ns_len:
+            raise self._reject(
+                "namespace_size",
+                error(
+                    E2BIG,
+                    f"the user namespace would be {new} bytes; "
+                    f"guests are limited to {self._ns_max} bytes",
+                ),
+            )
+        try:
+            self.user_bytes.check(job.userid, new - info.old_ns_len)
+        except AnnotError as exc:
+            raise self._reject("user_total", exc) from None
+        return info
+
+    # -- reading -------------------------------------------------------------------
+
+    def get(self, cred, id):
+        """`{id, userid, state, annotations}` of job `id` as `cred` may see it."""
+        self._count("get")
+        job = self._lookup(id)
+        if cred.owner or cred.userid == job.userid:
+            text = self.table.get(id)
+        else:
+            p = self.policy
+            text = self.table.get_view(id, p.view_namespaces, p.view_exclude)
+        out = {
+            "id": id,
+            "userid": job.userid,
+            "state": job.state,
+            "annotations": json.loads(text) if text else None,
+        }
+        note = self.notes.get(id)
+        if note is not None:
+            out["exception"] = note
+        return out
+
+    def list(self, cred, states=None, userid=None, max=None):
+        """Jobs (submit order) as in `get`, filtered by states and userid; at most `max`."""
+        self._count("list")
+        try:
+            if states is not None:
+                if isinstance(states, str):
+                    states = [states]
+                states = {_state_name(s) for s in states}
+            if userid is not None and (
+                isinstance(userid, bool) or not isinstance(userid, int) or not 0 <= userid < _U32
+            ):
+                raise error(EINVAL, f"userid must be an unsigned 32-bit integer, not {userid!r}")
+            if max is not None and (isinstance(max, bool) or not isinstance(max, int) or max < 0):
+                raise error(EINVAL, f"max must be a non-negative integer, not {max!r}")
+        except AnnotError as exc:
+            raise self._reject("invalid", exc) from None
+        sel = [
+            (i, j)
+            for i, j in self.jobs.items()
+            if (states is None or j.state in states) and (userid is None or j.userid == userid)
+        ]
+        if max:
+            sel = sel[:max]
+        if not sel:
+            return []
+        ids = [i for i, _ in sel]
+        p = self.policy
+        if cred.owner:
+            full = None
+        else:
+            me = cred.userid
+            full = bytes(1 if j.userid == me else 0 for _, j in sel)
+        trees = json.loads(self.table.encode(ids, full, p.view_namespaces, p.view_exclude))
+        notes = self.notes
+        out = []
+        for (i, j), (_, tree) in zip(sel, trees):
+            d = {"id": i, "userid": j.userid, "state": j.state, "annotations": tree}
+            if notes:
+                note = notes.get(i)
+                if note is not None:
+                    d["exception"] = note
+            out.append(d)
+        return out
+
+    def subscribe(
+        self, cred, topics=None, since=None, snapshot=False, delta=False, userid=None, notify=None
+    ):
+        """Follow batches (§6); see `flux_annot.events.Subscription`."""
+        self._count("subscribe")
+        if snapshot:
+            # The snapshot must include every change made so far and name the
+            # batch that holds them: close it first.
+            self.flush()
+        return self.hub.subscribe(
+            cred,
+            topics=topics,
+            userid=userid,
+            since=since,
+            snapshot=snapshot,
+            delta=delta,
+            notify=notify,
+        )
+
+    def stats(self):
+        """Counters: jobs by state, requests by kind, rejections by reason, hub/store."""
+        requests = dict(self._requests)
+        requests["alloc-response"] = self._n_alloc
+        requests["annotate"] = self._n_annotate
+        out = dict(self.hub.stats())
+        out.update(
+            {
+                "jobs": dict(self._counts),
+                "jobs_total": len(self.jobs),
+                "requests": requests,
+                "rejected": dict(self._rejected),
+                "ignored": self._n_ignored,
+                "memory_bytes": self.table.memory_bytes(),
+                "guest_buckets": len(self.rate),
+                "guest_users": len(self.user_bytes),
+            }
+        )
+        return out
+
+
+def _malformed(id, typ, ann):
+    if id is _MISSING:
+        return error(EPROTO, "alloc response has no field 'id'")
+    if type(id) is not int:
+        return error(EPROTO, "alloc response field 'id' must be an integer")
+    if typ is _MISSING:
+        return error(EPROTO, "alloc response has no field 'type'")
+    if type(typ) is not int or not 0 <= typ <= 3:
+        return error(EPROTO, f"alloc response field 'type' must be 0, 1, 2 or 3, not {typ!r}")
+    return error(EPROTO, "alloc response field 'annotations' must be an object")
