@@ -1,0 +1,215 @@
+"""Load generator for the socket server (SPEC §11 RPC targets).
+
+One pipelining client (raw protocol frames on a blocking socket, `--window`
+requests in flight) against a server subprocess
+(`python -m flux_annot.server` on a SQLite store in a temp dir):
+
+- volatile annotate RPCs/s        (target >= 50k/s)
+- non-volatile annotate RPCs/s    (target >= 25k/s; replies after commit)
+- idle round trip, median µs      (target <= 100 µs; one request at a time)
+
+and the CPU each side used (server from /proc/<pid>/stat, client from
+getrusage), as seconds and as a share of the wall time.
+
+    python bench/bench_rpc.py [--jobs 10000] [--requests 200000] [--window 256]
+                              [--socket PATH --server-pid PID]  # an already running server
+"""
+
+import argparse
+import os
+import resource
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from flux_annot import protocol  # noqa: E402
+
+_HDR = struct.Struct(">I")
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    """user+system CPU seconds of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def self_cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def start_server(tmp):
+    path = os.path.join(tmp, "s", "socket")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "flux_annot.server",
+            "--socket",
+            path,
+            "--store",
+            os.path.join(tmp, "bench.db"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    if not line.startswith("ready"):
+        proc.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return proc, path
+
+
+class Pipe:
+    """Blocking socket sending pre-built frames, counting replies."""
+
+    def __init__(self, path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.buf = b""
+        self.errors = 0
+        self.first_error = None
+
+    def run(self, frames, window):
+        """Send all frames with at most `window` in flight; wait for every reply."""
+        sock = self.sock
+        n = len(frames)
+        sent = done = 0
+        buf = self.buf
+        unpack = _HDR.unpack_from
+        while done < n:
+            room = window - (sent - done)
+            if room >= window // 4 and sent < n:  # refill in chunks, not per reply
+                k = min(room, n - sent)
+                sock.sendall(b"".join(frames[sent : sent + k]))
+                sent += k
+            data = sock.recv(1 << 20)
+            if not data:
+                raise SystemExit("server closed the connection")
+            buf = buf + data if buf else data
+            off = 0
+            blen = len(buf)
+            while blen - off >= 4:
+                (ln,) = unpack(buf, off)
+                end = off + 4 + ln
+                if end > blen:
+                    break
+                if buf.find(b'"errnum":0,', off + 4, end) < 0:
+                    self.errors += 1
+                    if self.first_error is None:
+                        self.first_error = bytes(buf[off + 4 : end])
+                off = end
+                done += 1
+            buf = buf[off:]
+        self.buf = buf
+
+    def close(self):
+        self.sock.close()
+
+
+def annotate_frames(jobs, count, volatile, start_mt, tag):
+    frames = []
+    for i in range(count):
+        payload = {"id": 1 + i % jobs, "annotations": {"workflow": {tag: i}}}
+        if volatile:
+            payload["volatile"] = True
+        frames.append(protocol.request("job-manager.annotate", start_mt + i, payload))
+    return frames
+
+
+def measure(pipe, frames, window, server_pid):
+    c0, s0, t0 = self_cpu(), proc_cpu(server_pid), time.perf_counter()
+    pipe.run(frames, window)
+    t1, c1, s1 = time.perf_counter(), self_cpu(), proc_cpu(server_pid)
+    wall = t1 - t0
+    return {
+        "rate": len(frames) / wall,
+        "wall": wall,
+        "server_cpu": s1 - s0,
+        "client_cpu": c1 - c0,
+    }
+
+
+def report(name, r, target):
+    ok = "ok" if r["rate"] >= target else "BELOW TARGET"
+    print(
+        f"{name:<24} {r['rate']:>10,.0f} RPC/s  (target >= {target:,}: {ok}); "
+        f"wall {r['wall']:.2f} s, server CPU {r['server_cpu']:.2f} s "
+        f"({100 * r['server_cpu'] / r['wall']:.0f}%), client CPU {r['client_cpu']:.2f} s "
+        f"({100 * r['client_cpu'] / r['wall']:.0f}%)"
+    )
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--jobs", type=int, default=10000)
+    ap.add_argument("--requests", type=int, default=200000)
+    ap.add_argument("--window", type=int, default=256)
+    ap.add_argument("--rtt", type=int, default=5000, help="round trips for the idle median")
+    ap.add_argument("--socket", help="use a running server instead of starting one")
+    ap.add_argument("--server-pid", type=int)
+    args = ap.parse_args()
+
+    tmp = tempfile.mkdtemp(prefix="bench-rpc-")
+    proc = None
+    if args.socket:
+        path, pid = args.socket, args.server_pid
+    else:
+        proc, path = start_server(tmp)
+        pid = proc.pid
+    try:
+        pipe = Pipe(path)
+        mt = 1
+        subs = [
+            protocol.request("job-manager.submit", mt + i, {"id": 1 + i, "userid": os.getuid()})
+            for i in range(args.jobs)
+        ]
+        mt += len(subs)
+        pipe.run(subs, args.window)
+
+        # warm-up, then the measured runs
+        warm = annotate_frames(args.jobs, 20000, True, mt, "w")
+        mt += len(warm)
+        pipe.run(warm, args.window)
+
+        frames = annotate_frames(args.jobs, args.requests, True, mt, "v")
+        mt += len(frames)
+        rv = measure(pipe, frames, args.window, pid)
+        frames = annotate_frames(args.jobs, args.requests // 2, False, mt, "n")
+        mt += len(frames)
+        rn = measure(pipe, frames, args.window, pid)
+
+        # idle round trips: one volatile annotate at a time
+        lat = []
+        frames = annotate_frames(args.jobs, args.rtt, True, mt, "r")
+        for f in frames:
+            t0 = time.perf_counter()
+            pipe.run([f], 1)
+            lat.append(time.perf_counter() - t0)
+        if pipe.errors:
+            print(f"{pipe.errors} error replies, first: {pipe.first_error!r}")
+        pipe.close()
+
+        print(f"flux-annot socket RPCs: {args.jobs} jobs, window {args.window}, 2-core machine")
+        report("volatile annotate", rv, 50000)
+        report("non-volatile annotate", rn, 25000)
+        med = statistics.median(lat) * 1e6
+        p99 = sorted(lat)[int(len(lat) * 0.99)] * 1e6
+        ok = "ok" if med <= 100 else "ABOVE TARGET"
+        print(f"{'idle round trip':<24} median {med:.0f} µs, p99 {p99:.0f} µs (target <= 100: {ok})")
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+
+
+if __name__ == "__main__":
+    main()
