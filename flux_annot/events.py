@@ -503,8 +503,15 @@ class EventHub:
     def subscribers(self):
         return len(self._subs)
 
+    def close(self):
+        """The service is closing: end every subscription (pending batches stay readable)."""
+        for sub in self._subs:
+            sub.closed = True
+        self._subs = []
+
     def stats(self):
         return {
+            "store_bytes": self.store.size_bytes() if self.store is not None else 0,
             "seq": self.last_seq,
             "batches": self._stats["batches"],
             "subscribers": len(self._subs),
