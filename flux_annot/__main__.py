@@ -1,0 +1,8 @@
+"""`python -m flux_annot` is `flux-annotate`."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,503 @@
+"""`flux-annotate`: the command line of SPEC §9.
+
+Exit status: 0 success, 1 a service error (the message, errstr included,
+on stderr), 2 a usage error (argparse's, or a bad argument found here:
+a bad job id, `key=value` syntax, a bad format string). A bad `--config`
+file for `serve` is exit 1: the service refuses to start, as with any
+other start-up error.
+
+Choices where SPEC §9 is silent:
+
+- `set`/`memo`/`sched`/`alloc` arguments are `key.path=value`; the value is
+  JSON if it parses (`1`, `true`, `"x"`, `[1,2]`, `{"a":1}`), else the
+  string itself; `null` deletes; `-` reads the value from stdin (once per
+  command). Several arguments merge into one patch, later ones winning.
+- `get JOBID` prints the job's annotations (`null` if none); with a path,
+  the value at that path; `--job` prints the whole `{id, userid, state,
+  annotations}` record instead. Output is compact JSON.
+- `list --json` prints `{"jobs": [...]}` with ids as integers.
+- `watch` starts from a snapshot (so its lines can show every field of the
+  job) unless `--since` is given; it prints one line per state transition
+  and per annotation change, with the extra fields `{seq}`, `{event}`
+  (`state` or `annotations`) and `{timestamp}` (transitions).
+- The owner tools print nothing on success. An alloc response the service
+  ignores (the job is not pending) is exit 1 with a message: nothing was
+  done.
+"""
+
+import argparse
+import json
+import os
+import pwd
+import sys
+
+from . import listing
+from .errors import AnnotError
+from .ids import JobID, MAX_ID, parse_jobid
+
+PROG = "flux-annotate"
+
+WATCH_FORMAT = "{seq:>5} {id.f58:>12} {event:<11} {state:<8} {annotations}"
+_TOPICS = {
+    "job-state": "job-state",
+    "state": "job-state",
+    "job-annotations": "job-annotations",
+    "annotations": "job-annotations",
+}
+
+
+class UsageError(Exception):
+    """A bad argument: exit status 2."""
+
+
+# --- argument helpers -------------------------------------------------------
+
+
+def jobid_arg(text):
+    try:
+        return JobID(parse_jobid(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def userid_arg(text):
+    if text.isascii() and text.isdigit():
+        uid = int(text)
+        if uid < 2**32:
+            return uid
+        raise argparse.ArgumentTypeError(f"userid {text} is out of range (32-bit)")
+    try:
+        return pwd.getpwnam(text).pw_uid
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"unknown user {text!r}") from None
+
+
+def seq_arg(text):
+    if text.isascii() and text.isdigit() and int(text) <= MAX_ID:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"invalid sequence number {text!r}: expected an integer >= 0")
+
+
+def _reject_constant(name):
+    raise ValueError(name)
+
+
+def parse_value(raw):
+    """JSON if `raw` parses as JSON, else the string itself."""
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return raw
+    if isinstance(value, float) and value in (float("inf"), float("-inf")):
+        raise UsageError(f"value {raw!r} is out of range for a JSON number")
+    return value
+
+
+def parse_assignments(args, stdin=None):
+    """`key.path=value` arguments → one merge patch (dict)."""
+    patch = {}
+    stdin_used = False
+    for arg in args:
+        key, sep, raw = arg.partition("=")
+        if not sep:
+            raise UsageError(f"{arg!r} is not key=value (e.g. note=hello or a.b=1)")
+        steps = key.split(".")
+        if any(not s for s in steps):
+            raise UsageError(f"{key!r}: keys in a path must be non-empty (a.b.c)")
+        if raw == "-":
+            if stdin_used:
+                raise UsageError("only one value can be read from stdin (-)")
+            stdin_used = True
+            raw = (stdin or sys.stdin).read()
+            value = parse_value(raw)
+            if isinstance(value, str) and value.endswith("\n"):
+                value = value[:-1]
+        else:
+            value = parse_value(raw)
+        cur = patch
+        for step in steps[:-1]:
+            nxt = cur.get(step)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                cur[step] = nxt
+            cur = nxt
+        cur[steps[-1]] = value
+    return patch
+
+
+def _format(text, extra_fields=()):
+    try:
+        return listing.JobFormat(text, extra_fields=extra_fields)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _client(args):
+    from .client import Client
+
+    return Client(socket=args.socket)
+
+
+def _print_json(obj, **kw):
+    print(json.dumps(obj, ensure_ascii=False, separators=(",", ":"), **kw))
+
+
+# --- commands ---------------------------------------------------------------
+
+
+def default_store_path():
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "flux-annot", "annot.db")
+
+
+def load_config(path):
+    """Read a TOML config file into a dict (validated by the service)."""
+    try:
+        import tomllib
+    except ImportError:  # Python < 3.11
+        raise AnnotError(22, "reading a TOML --config needs Python 3.11 or later (tomllib)") from None
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except OSError as e:
+        raise AnnotError(e.errno or 22, f"cannot read config {path}: {e.strerror or e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise AnnotError(22, f"config {path} is not valid TOML: {e}") from None
+
+
+def cmd_serve(args):
+    from .server import run_server
+
+    store = args.store if args.store is not None else default_store_path()
+    if store == ":memory:":
+        store = None
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(store)), mode=0o700, exist_ok=True)
+    config = load_config(args.config) if args.config else None
+
+    def ready(srv):
+        where = store if store else "in memory"
+        print(f"{PROG}: serving on {srv.socket_path} (store: {where})", file=sys.stderr, flush=True)
+
+    return run_server(args.socket, store, config, ready=ready)
+
+
+def cmd_set(args):
+    patch = parse_assignments(args.assign)
+    with _client(args) as c:
+        c.annotate(int(args.jobid), patch, volatile=args.volatile)
+    return 0
+
+
+def cmd_memo(args):
+    patch = parse_assignments(args.assign)
+    with _client(args) as c:
+        c.memo(int(args.jobid), patch, volatile=args.volatile)
+    return 0
+
+
+def cmd_get(args):
+    with _client(args) as c:
+        job = c.get(int(args.jobid))
+    if args.job:
+        _print_json(job)
+        return 0
+    value = job.get("annotations")
+    if args.path:
+        steps = args.path.split(".")
+        for step in steps:
+            if not isinstance(value, dict) or step not in value:
+                print(f"{PROG}: get: job {args.jobid} has no annotation {args.path}", file=sys.stderr)
+                return 1
+            value = value[step]
+    _print_json(value)
+    return 0
+
+
+def list_query(args):
+    """(states, userid) for `list`, with flux jobs' defaults."""
+    if args.states:
+        try:
+            states = listing.parse_states(args.states)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    elif args.all_states:
+        states = None
+    else:
+        states = list(listing.ACTIVE_STATES)
+    userid = None if args.all_users else os.getuid()
+    return states, userid
+
+
+def cmd_list(args):
+    fmt = None if args.json else _format(args.format or listing.DEFAULT_FORMAT)
+    states, userid = list_query(args)
+    with _client(args) as c:
+        jobs = c.list(states=states, userid=userid)
+    jobs = listing.sort_jobs(jobs)
+    if args.json:
+        _print_json({"jobs": jobs})
+        return 0
+    out = []
+    if not args.no_header:
+        out.append(fmt.header())
+    out.extend(fmt.format(j) for j in jobs)
+    if out:
+        sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _watch_lines(batch, jobs, fmt, lookup):
+    """Lines for one event batch; updates the `jobs` cache."""
+    seq = batch.get("seq")
+    lines = []
+    for entry in batch.get("annotations") or ():
+        jid, tree = entry[0], entry[1]
+        job = jobs.get(jid) or lookup(jid)
+        job["annotations"] = tree
+        lines.append(fmt.format(job, {"seq": seq, "event": "annotations"}))
+    for entry in batch.get("transitions") or ():
+        jid, state = entry[0], entry[1]
+        ts = entry[2] if len(entry) > 2 else None
+        job = jobs.get(jid) or lookup(jid)
+        job["state"] = state
+        lines.append(fmt.format(job, {"seq": seq, "event": "state", "timestamp": ts}))
+    return lines
+
+
+def cmd_watch(args):
+    fmt = _format(args.format or WATCH_FORMAT, extra_fields=("seq", "event", "timestamp"))
+    topics = None
+    if args.topic:
+        try:
+            topics = sorted({_TOPICS[t] for t in args.topic})
+        except KeyError as e:
+            raise UsageError(f"unknown topic {e.args[0]!r}: use job-state or job-annotations") from None
+    needs_owner = any(f in ("userid", "username") for f in fmt.fields)
+    with _client(args) as c:
+        jobs = {}
+
+        def lookup(jid):
+            job = {"id": jid}
+            if needs_owner:  # a job born after the snapshot: ask once who owns it
+                try:
+                    job.update(c.get(jid))
+                except AnnotError:
+                    pass
+            jobs[jid] = job
+            return job
+
+        if args.since is not None:
+            for job in c.list():
+                jobs[job["id"]] = job
+            stream = c.events(topics=topics, since=args.since)
+        else:
+            stream = c.events(topics=topics, snapshot=True)
+        if not args.no_header:
+            print(fmt.header(), flush=True)
+        try:
+            with stream:
+                for batch in stream:
+                    if batch.get("snapshot"):
+                        for job in batch.get("jobs") or ():
+                            jobs[job["id"]] = job
+                        continue
+                    lines = _watch_lines(batch, jobs, fmt, lookup)
+                    if lines:
+                        sys.stdout.write("\n".join(lines) + "\n")
+                        sys.stdout.flush()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_stats(args):
+    with _client(args) as c:
+        stats = c.stats()
+    print(json.dumps(stats, indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_submit(args):
+    userid = args.userid if args.userid is not None else os.getuid()
+    with _client(args) as c:
+        c.submit(int(args.jobid), userid, t_submit=args.t_submit)
+    return 0
+
+
+def cmd_state(args):
+    try:
+        states = listing.parse_states(args.state)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    if len(states) != 1:
+        raise UsageError(f"{args.state!r} names {len(states)} states: give exactly one")
+    with _client(args) as c:
+        c.state(int(args.jobid), states[0], note=args.note)
+    return 0
+
+
+def _alloc(args, payload):
+    with _client(args) as c:
+        reply = c.alloc_response(payload)
+    if isinstance(reply, dict) and reply.get("ignored"):
+        print(f"{PROG}: {args.command}: job {args.jobid} is not pending: the service ignored the response",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_sched(args):
+    patch = parse_assignments(args.assign)
+    return _alloc(args, {"id": int(args.jobid), "type": 1, "annotations": {"sched": patch}})
+
+
+def cmd_alloc(args):
+    payload = {"id": int(args.jobid), "type": 0}
+    if args.assign:
+        payload["annotations"] = {"sched": parse_assignments(args.assign)}
+    return _alloc(args, payload)
+
+
+def cmd_deny(args):
+    return _alloc(args, {"id": int(args.jobid), "type": 2, "note": args.note})
+
+
+def cmd_cancel(args):
+    return _alloc(args, {"id": int(args.jobid), "type": 3})
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+
+    if args.jobs < 1 or args.jobs > 500:
+        raise UsageError("--jobs must be between 1 and 500")
+    if args.cores < 1 or args.cores > 256:
+        raise UsageError("--cores must be between 1 and 256")
+    if not 0 < args.seconds <= 3600:
+        raise UsageError("--seconds must be > 0 and at most 3600")
+    return run_demo(jobs=args.jobs, cores=args.cores, seconds=args.seconds, seed=args.seed)
+
+
+# --- parser -----------------------------------------------------------------
+
+
+def build_parser():
+    # --socket is accepted before or after the command name.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS,
+                        help="service socket (default: $FLUX_ANNOT_SOCKET, "
+                        "$XDG_RUNTIME_DIR/flux-annot/socket, /tmp/flux-annot-$UID/socket)")
+
+    p = argparse.ArgumentParser(prog=PROG, parents=[common],
+                                description="Job annotations for a Flux-style job manager.")
+    p.set_defaults(socket=None)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, func, help):
+        sp = sub.add_parser(name, parents=[common], help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("serve", cmd_serve, "run the service")
+    sp.add_argument("--store", metavar="FILE|:memory:", default=None,
+                    help="SQLite store (default: $XDG_STATE_HOME/flux-annot/annot.db)")
+    sp.add_argument("--config", metavar="FILE", default=None, help="TOML configuration")
+
+    for name, func, help in (("set", cmd_set, "annotate a job"),
+                             ("memo", cmd_memo, "set user notes on a job (under `user`, as flux job memo)")):
+        sp = add(name, func, help)
+        sp.add_argument("--volatile", action="store_true", help="do not write to the eventlog")
+        sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")
+        sp.add_argument("assign", nargs="+", metavar="key.path=value",
+                        help="JSON value or string; null deletes; - reads stdin")
+
+    sp = add("get", cmd_get, "print a job's annotations as JSON")
+    sp.add_argument("--job", action="store_true", help="print the whole job record")
+    sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")
+    sp.add_argument("path", nargs="?", metavar="key.path")
+
+    sp = add("list", cmd_list, "list jobs like flux jobs (default: your active jobs)")
+    sp.add_argument("-o", "--format", metavar="FORMAT", help="format string (see flux_annot.listing)")
+    sp.add_argument("-a", dest="all_states", action="store_true", help="include inactive jobs")
+    sp.add_argument("-A", dest="all_users", action="store_true", help="jobs of all users")
+    sp.add_argument("--states", metavar="S,...", help="states: names, letters, pending/running/active/inactive")
+    sp.add_argument("-n", "--no-header", action="store_true", help="no heading line")
+    sp.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sp = add("watch", cmd_watch, "follow events live")
+    sp.add_argument("--since", type=seq_arg, metavar="SEQ", help="resume after batch SEQ")
+    sp.add_argument("--topic", action="append", metavar="T", help="job-state or job-annotations (repeatable)")
+    sp.add_argument("-o", "--format", metavar="FORMAT",
+                    help="line format; extra fields {seq} {event} {timestamp}")
+    sp.add_argument("-n", "--no-header", action="store_true", help="no heading line")
+
+    add("stats", cmd_stats, "print service counters as JSON")
+
+    sp = add("submit", cmd_submit, "owner: create a job in SCHED")
+    sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")
+    sp.add_argument("--userid", type=userid_arg, metavar="U", help="owner (uid or name; default: you)")
+    sp.add_argument("--t-submit", type=float, metavar="T", help="submit time (default: now)")
+
+    sp = add("state", cmd_state, "owner: move a job to STATE")
+    sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")
+    sp.add_argument("state", metavar="STATE")
+    sp.add_argument("--note", help="exception note (with INACTIVE)")
+
+    sp = add("sched", cmd_sched, "owner: scheduler ANNOTATE response (sched keys)")
+    sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")
+    sp.add_argument("assign", nargs="+", metavar="key=value")
+
+    sp = add("alloc", cmd_alloc, "owner: scheduler SUCCESS response (job → RUN)")
+    sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")
+    sp.add_argument("assign", nargs="*", metavar="key=value", help="sched annotations, e.g. resource_summary=...")
+
+    sp = add("deny", cmd_deny, "owner: scheduler DENY response (job → INACTIVE)")
+    sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")
+    sp.add_argument("note", metavar="NOTE")
+
+    sp = add("cancel", cmd_cancel, "owner: scheduler CANCEL response (sched notes dropped, job stays pending)")
+    sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")
+
+    sp = add("demo", cmd_demo, "in-memory service + FCFS scheduler; shows the listing as it changes")
+    sp.add_argument("--jobs", type=int, default=12, metavar="N", help="jobs to submit (default 12)")
+    sp.add_argument("--cores", type=int, default=4, metavar="C", help="cores to schedule (default 4)")
+    sp.add_argument("--seconds", type=float, default=5.0, metavar="S", help="run time on a terminal (default 5)")
+    sp.add_argument("--seed", type=int, default=5, help="random seed (default 5)")
+    return p
+
+
+def _quiet_broken_pipe():
+    # `flux-annotate list | head`: stop quietly, and keep Python's exit-time
+    # flush of stdout from complaining.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def main(argv=None):
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    try:
+        return args.func(args)
+    except UsageError as e:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except AnnotError as e:
+        print(f"{PROG}: {args.command}: {e}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        return 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
