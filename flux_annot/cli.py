@@ -391,7 +391,6 @@ def build_parser():
 
     p = argparse.ArgumentParser(prog=PROG, parents=[common],
                                 description="Job annotations for a Flux-style job manager.")
-    p.set_defaults(socket=None)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name, func, help):
@@ -483,6 +482,8 @@ def main(argv=None):
         args = parser.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    if not hasattr(args, "socket"):
+        args.socket = None
     try:
         return args.func(args)
     except UsageError as e:
