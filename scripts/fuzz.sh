@@ -48,7 +48,7 @@ echo "fuzz: mode $MODE, $SECS s per target"
 rm -rf "$B/seeds"
 "$PY" "$ROOT/csrc/fuzz/build_corpus.py" --repo "$ROOT" --out "$B/seeds" || exit 2
 
-CFLAGS="-g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -I$ROOT/csrc"
+CFLAGS="-g -O1 -fno-omit-frame-pointer -fno-sanitize-recover=all -D_GNU_SOURCE -I$ROOT/csrc"
 case $MODE in
 libfuzzer) CC=clang; SAN="-fsanitize=fuzzer,address,undefined" ;;
 driver) CC=gcc; SAN="-fsanitize=address,undefined" ;;
