@@ -1,0 +1,161 @@
+/* fa.h - the one public header of the flux-annot C core.
+ *
+ * Data flow: a patch (JSON text, not NUL-terminated) is parsed by fa_json.c
+ * into a small arena tree where only objects are nodes and every other
+ * value is its canonical text; fa_merge.c walks a stored canonical text and
+ * that tree together and writes the new canonical text; fa_table.c keeps one
+ * canonical text per job id in an open-addressing hash and records batch
+ * pre-images; fa_ctx.c owns every allocation, the scratch arena, the output
+ * buffer and the last error.
+ *
+ * Conventions: fallible calls return -1 (or NULL) and leave an errno value
+ * and a sentence in their fa_ctx (fa_ctx_errnum / fa_ctx_errmsg); on failure
+ * the target is unchanged. Input buffers are (pointer, length) pairs and
+ * are never read past their length. No call keeps a pointer to its inputs.
+ * A ctx or table is not thread-safe; distinct ones are independent (no
+ * global mutable state).
+ */
+#ifndef FA_H
+#define FA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct fa_ctx fa_ctx;     /* opaque: scratch + output + last error */
+typedef struct fa_table fa_table; /* opaque: the job table (owns one fa_ctx) */
+
+/* Limits enforced while parsing a patch (and, for max_object_keys, on each
+ * object of a merge result). Any max_depth above FA_DEPTH_CAP is treated as
+ * FA_DEPTH_CAP: the parser recurses at most that deep. */
+typedef struct fa_limits {
+    uint32_t max_depth;       /* annotations object counts 1 */
+    uint32_t max_key_bytes;   /* decoded UTF-8 bytes of one key */
+    uint32_t max_object_keys; /* distinct keys of one object */
+    uint32_t strict_keys;     /* 1: keys non-empty and without '.' */
+} fa_limits;
+
+#define FA_DEPTH_CAP 4096
+
+typedef struct fa_info {           /* filled by fa_table_apply */
+    int changed;                   /* 1 if the job's text differs from before */
+    size_t old_len, new_len;       /* canonical text bytes; 0 = no annotations */
+    size_t old_ns_len, new_ns_len; /* bytes of the value under `ns` (0 = absent) */
+} fa_info;
+
+#define FA_REPLACE 1 /* merge into an empty tree instead of the stored one */
+#define FA_DRYRUN 2  /* compute and stage the result; install with fa_table_commit */
+
+/* ---- contexts (fa_ctx.c) ---- */
+
+/* A new context (scratch arena, output buffer, last error); NULL if out of
+ * memory. Free it with fa_ctx_destroy. */
+fa_ctx *fa_ctx_new (void);
+/* Free a context and everything it holds; accepts NULL. */
+void fa_ctx_destroy (fa_ctx *ctx);
+/* errno value of the last failed call on ctx (0 if none failed yet). */
+int fa_ctx_errnum (const fa_ctx *ctx);
+/* NUL-terminated sentence describing the last error; owned by ctx. */
+const char *fa_ctx_errmsg (const fa_ctx *ctx);
+/* The last output text (not NUL-terminated), its length in *len; owned by
+ * ctx and valid until the next call on ctx (or its table). */
+const char *fa_ctx_output (const fa_ctx *ctx, size_t *len);
+
+/* ---- pure functions (fa_json.c, fa_merge.c); output in fa_ctx_output ---- */
+
+/* Any JSON value -> its canonical compact text (nulls and empty objects
+ * kept; duplicate keys: last wins at the first one's place). lim applies
+ * (strict_keys usually 0). Returns 0, or -1: EINVAL (syntax, limits,
+ * number out of range, bad UTF-8), ENOMEM. */
+int fa_canonical (fa_ctx *ctx, const char *text, size_t len, const fa_limits *lim);
+
+/* SPEC 2 merge of patch (must be an object) into tree (an object text, or
+ * tlen 0 = none). The tree is parsed with lim and taken as the data model
+ * says: nulls and empty objects in it are pruned. Returns 1 (non-empty
+ * result in output), 0 (nothing left, output empty), -1 (EINVAL, ENOMEM). */
+int fa_merge (fa_ctx *ctx, const char *tree, size_t tlen, const char *patch, size_t plen,
+              const fa_limits *lim);
+
+/* The merge patch turning old into new (canonical object texts, as produced
+ * by the core; either may have length 0 = none). Returns 1 (patch in
+ * output), 0 (equal, output empty), -1 (EINVAL if a text is not a JSON
+ * object, ENOMEM). */
+int fa_diff (fa_ctx *ctx, const char *old, size_t olen, const char *new_, size_t nlen);
+
+/* ---- the job table (fa_table.c) ---- */
+
+/* A new, empty table; NULL if out of memory. */
+fa_table *fa_table_new (void);
+/* Free a table and all it holds; accepts NULL. */
+void fa_table_destroy (fa_table *t);
+/* The table's own ctx (borrowed): errors and output of table calls. */
+fa_ctx *fa_table_ctx (fa_table *t);
+/* Number of jobs with annotations. */
+size_t fa_table_count (const fa_table *t);
+/* Every byte the table holds: structs, slot array, texts, batch records,
+ * scratch (each allocation's usable size + malloc's 8-byte header). */
+size_t fa_table_memory (const fa_table *t);
+
+/* Merge patch into job id (a job without annotations starts empty).
+ * lim applies to the patch and to the result's object sizes; ns (nslen
+ * bytes, may be NULL) names a top-level key whose value sizes are reported
+ * in info (may be NULL). flags: FA_REPLACE, FA_DRYRUN (nothing installed:
+ * the result is staged until fa_table_commit or the next table call).
+ * Returns 1 changed, 0 unchanged, -1 (EINVAL, ENOMEM; nothing changed). */
+int fa_table_apply (fa_table *t, uint64_t id, const char *patch, size_t len,
+                    const fa_limits *lim, const char *ns, size_t nslen, int flags,
+                    fa_info *info);
+/* Install the result staged by the last FA_DRYRUN apply. 0, or -1: EINVAL
+ * "nothing staged" (none, or another call came between), ENOMEM. */
+int fa_table_commit (fa_table *t);
+/* Apply patch i = buf[offsets[i] .. offsets[i+1]) to ids[i] for i < n, in
+ * order (offsets has n+1 entries). *nchanged counts changed jobs. Stops at
+ * the first bad patch: *failed_index = i, returns -1 (patches before i stay
+ * applied). 0 on success. nchanged / failed_index may be NULL. */
+int fa_table_apply_many (fa_table *t, const uint64_t *ids, const char *buf,
+                         const size_t *offsets, size_t n, const fa_limits *lim,
+                         size_t *nchanged, size_t *failed_index);
+/* The stored canonical text of id: borrowed pointer, valid until the next
+ * change of the table. 1 found, 0 none (*text NULL, *len 0). */
+int fa_table_get (fa_table *t, uint64_t id, const char **text, size_t *len);
+/* The job's tree keeping only (exclude=0) or dropping (exclude=1) the
+ * top-level namespaces in ns_list ("a\0b\0", ns_len bytes). Output in the
+ * table's ctx. 1 (non-empty view), 0 (none or empty view), -1 ENOMEM. */
+int fa_table_get_view (fa_table *t, uint64_t id, const char *ns_list, size_t ns_len,
+                       int exclude);
+/* Remove a job's annotations. 1 removed, 0 absent, -1 ENOMEM (tracking). */
+int fa_table_remove (fa_table *t, uint64_t id);
+/* Copy up to cap ids (table order) to ids; returns the total count. */
+size_t fa_table_ids (fa_table *t, uint64_t *ids, size_t cap);
+
+/* Change tracking for batches (SPEC 6): while tracking is on, the first
+ * change of a job records its pre-image (its text before the change). */
+void fa_table_track (fa_table *t, int on);
+/* Jobs touched since the last clear (an upper bound of batch_ids). */
+size_t fa_table_batch_count (const fa_table *t);
+/* Net-changed ids (pre-image != current), first-touch order: copies up to
+ * cap, returns the total. */
+size_t fa_table_batch_ids (fa_table *t, uint64_t *ids, size_t cap);
+/* "[[id,tree|null],...]" for the net-changed jobs in batch_ids order, in
+ * the ctx output. full[i]=1: whole tree; 0: filtered by ns_list/exclude
+ * (full NULL: all whole). A filtered entry whose view did not change is
+ * left out. delta=1: each entry is the merge patch from the (filtered)
+ * pre-image to the (filtered) current tree (null when nothing is left).
+ * 0, or -1 ENOMEM. */
+int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list,
+                           size_t ns_len, int exclude, int delta);
+/* Forget all pre-images (tracking stays as it is). */
+void fa_table_batch_clear (fa_table *t);
+/* "[[id,tree|null],...]" of the current trees of ids[0..n) in the ctx
+ * output; full as for batch_encode (no entry is left out). 0, or -1 ENOMEM. */
+int fa_table_encode (fa_table *t, const uint64_t *ids, size_t n, const uint8_t *full,
+                     const char *ns_list, size_t ns_len, int exclude);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* FA_H */

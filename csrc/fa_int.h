@@ -1,0 +1,158 @@
+/* fa_int.h - internals shared by the C core's modules (not installed).
+ *
+ * fa_ctx.c: accounted allocation, the scratch arena, growable buffers and
+ * the last error. fa_json.c: the parser into fa_node trees and the
+ * canonical writers. fa_merge.c: merge / diff / namespace filter over
+ * canonical texts and trees. fa_table.c uses all of them.
+ */
+#ifndef FA_INT_H
+#define FA_INT_H
+
+#include <locale.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fa.h"
+
+/* A growable byte buffer whose memory is accounted in a ctx. */
+typedef struct fa_buf {
+    char *p;
+    size_t len, cap;
+} fa_buf;
+
+typedef struct fa_block fa_block; /* arena block, fa_ctx.c */
+
+typedef struct fa_mark { /* a saved arena position */
+    fa_block *blk;
+    size_t used;
+} fa_mark;
+
+struct fa_ctx {
+    int errnum;
+    char errmsg[256];
+    size_t mem;     /* accounted bytes of live allocations made through this ctx */
+    fa_buf out;     /* the output of the last call */
+    fa_buf ts;      /* text stack of the parser (canonical array texts) */
+    fa_buf tmp;     /* second scratch buffer (merge tree, views) */
+    fa_block *head; /* arena: first block (kept across resets) */
+    fa_block *cur;  /* arena: block being filled */
+    locale_t cloc;  /* "C" locale for strtod/snprintf, (locale_t)0 if none */
+};
+
+/* ---- accounted allocation: every byte the core holds goes through here ---- */
+void *fa_alloc (fa_ctx *ctx, size_t n);                 /* NULL: ENOMEM set */
+void *fa_realloc (fa_ctx *ctx, void *p, size_t n);      /* NULL: ENOMEM set, p kept */
+void fa_free (fa_ctx *ctx, void *p);                    /* accepts NULL */
+size_t fa_usable (const void *p);                       /* usable bytes of a block */
+
+/* ---- errors: set errnum + sentence, return -1 ---- */
+int fa_fail (fa_ctx *ctx, int errnum, const char *fmt, ...)
+    __attribute__ ((format (printf, 3, 4)));
+int fa_nomem (fa_ctx *ctx);
+/* Append s[0..n) to dst (cap bytes incl. NUL) quoted for a message: at most
+ * 64 bytes, controls escaped, a cut never splits a UTF-8 sequence. */
+void fa_quote (char *dst, size_t cap, const char *s, size_t n);
+
+/* ---- scratch arena: 8-byte aligned bump allocation, freed by reset ---- */
+void *fa_arena (fa_ctx *ctx, size_t n); /* NULL: ENOMEM set */
+void fa_arena_reset (fa_ctx *ctx);
+fa_mark fa_arena_mark (fa_ctx *ctx);
+void fa_arena_release (fa_ctx *ctx, fa_mark m);
+/* Start a call: clear the arena and the error. */
+void fa_begin (fa_ctx *ctx);
+
+/* ---- buffers ---- */
+int fa_buf_grow (fa_ctx *ctx, fa_buf *b, size_t extra); /* 0 / -1 ENOMEM */
+void fa_buf_free (fa_ctx *ctx, fa_buf *b);
+
+static inline int fa_buf_reserve (fa_ctx *ctx, fa_buf *b, size_t extra)
+{
+    if (b->cap - b->len >= extra)
+        return 0;
+    return fa_buf_grow (ctx, b, extra);
+}
+static inline int fa_buf_put (fa_ctx *ctx, fa_buf *b, const void *s, size_t n)
+{
+    if (fa_buf_reserve (ctx, b, n) < 0)
+        return -1;
+    if (n)
+        memcpy (b->p + b->len, s, n);
+    b->len += n;
+    return 0;
+}
+static inline int fa_buf_putc (fa_ctx *ctx, fa_buf *b, char c)
+{
+    if (b->len == b->cap && fa_buf_grow (ctx, b, 1) < 0)
+        return -1;
+    b->p[b->len++] = c;
+    return 0;
+}
+int fa_buf_put_u64 (fa_ctx *ctx, fa_buf *b, uint64_t v);
+
+/* ---- parsed trees (fa_json.c) ----
+ * Only objects are nodes. A member's value is either an object (obj != NULL)
+ * or its canonical text (text/tlen; "null" has is_null). For an object
+ * value, text/tlen is its raw source span (canonical only if the input was).
+ * Keys are kept canonically encoded without quotes: two keys are equal iff
+ * their decoded values are. All pointers stay valid until the arena is
+ * reset (they point into the input or the arena). */
+typedef struct fa_node fa_node;
+
+typedef struct fa_member {
+    const char *key;
+    const char *text;
+    fa_node *obj;
+    uint32_t klen;
+    uint32_t tlen;
+    uint8_t is_null;
+    uint8_t used; /* scratch flag of the merge */
+} fa_member;
+
+struct fa_node {
+    fa_member *m;
+    uint32_t n, cap;
+    uint32_t *idx; /* hash index of member positions + 1 (n > 8), icap slots */
+    uint32_t icap;
+};
+
+/* Parse a whole JSON text (nothing but whitespace after the value). If the
+ * value is an object: *node is set and *text NULL; else *text, *tlen is its
+ * canonical text (in ctx->ts or the input) and *node NULL. 0 / -1. */
+int fa_parse (fa_ctx *ctx, const char *s, size_t len, const fa_limits *lim, fa_node **node,
+              const char **text, size_t *tlen);
+/* Parse a text that must be a JSON object (what names the error). */
+int fa_parse_object (fa_ctx *ctx, const char *s, size_t len, const fa_limits *lim,
+                     const char *what, fa_node **node);
+fa_member *fa_node_find (const fa_node *n, const char *key, size_t klen);
+/* Write the node exactly (nulls and empty objects kept). 0 / -1. */
+int fa_write_node (fa_ctx *ctx, fa_buf *b, const fa_node *n);
+/* Write a string value canonically (with quotes), given raw UTF-8. */
+int fa_write_string (fa_ctx *ctx, fa_buf *b, const char *s, size_t n);
+
+/* ---- merge, diff, filter over canonical texts (fa_merge.c) ---- */
+/* Merge patch node p into the canonical object text s[0..slen) (slen 0:
+ * none), appending to b; nothing is appended when the result is empty.
+ * Returns members written at the top (0 = empty) or -1. */
+long fa_merge_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, fa_node *p,
+                    const fa_limits *lim);
+/* Append the merge patch turning canonical object text o into n (either
+ * may be length 0). Returns 1 written, 0 equal (nothing appended), -1. */
+int fa_diff_text (fa_ctx *ctx, fa_buf *b, const char *o, size_t olen, const char *n,
+                  size_t nlen);
+/* Append the view of canonical object text s keeping (exclude=0) or
+ * dropping the top-level keys in the list of canonical keys ns[0..nns).
+ * Returns 1 written, 0 empty view (nothing appended), -1. */
+typedef struct fa_key {
+    const char *p;
+    size_t n;
+} fa_key;
+int fa_filter_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, const fa_key *ns,
+                    size_t nns, int exclude);
+/* Canonical keys from "a\0b\0" (arena). *nns set. 0 / -1. */
+int fa_ns_list (fa_ctx *ctx, const char *list, size_t len, fa_key **ns, size_t *nns);
+/* The value span of top-level key (canonical key k) in canonical object
+ * text s: its length, 0 if absent. */
+size_t fa_top_value_len (const char *s, size_t slen, const char *k, size_t klen);
+
+#endif /* FA_INT_H */

@@ -1,0 +1,378 @@
+/* fa_merge.c - SPEC 2 merge, diff and namespace views over canonical text.
+ *
+ * A stored job is canonical compact JSON (trusted: the core wrote it), so
+ * it is walked with a light scanner instead of being parsed: members the
+ * patch does not touch are copied as raw spans, members it touches are
+ * replaced, deleted or merged recursively, and the patch's new keys are
+ * appended in patch order. Empty objects are pruned on the way back up and
+ * every object written is checked against max_object_keys.
+ */
+#include <errno.h>
+#include <stdint.h>
+
+#include "fa_int.h"
+
+/* ---- scanning trusted canonical text ---- */
+
+/* p on an opening quote: the position after the closing quote. */
+static inline const char *skip_str (const char *p, const char *end)
+{
+    p++;
+    while (p < end) {
+        char c = *p;
+        if (c == '"')
+            return p + 1;
+        p += c == '\\' ? 2 : 1;
+    }
+    return end;
+}
+
+/* p at a value: the position after it. */
+static const char *skip_value (const char *p, const char *end)
+{
+    char c = *p;
+    if (c == '"')
+        return skip_str (p, end);
+    if (c == '{' || c == '[') {
+        int d = 0;
+        while (p < end) {
+            c = *p;
+            if (c == '"') {
+                p = skip_str (p, end);
+                continue;
+            }
+            if (c == '{' || c == '[')
+                d++;
+            else if (c == '}' || c == ']') {
+                if (--d == 0)
+                    return p + 1;
+            }
+            p++;
+        }
+        return end;
+    }
+    while (p < end && *p != ',' && *p != '}' && *p != ']')
+        p++;
+    return p;
+}
+
+/* Iterate the members of a canonical object text. */
+typedef struct member_it {
+    const char *q, *end;
+} member_it;
+
+static inline void it_init (member_it *it, const char *s, size_t slen)
+{
+    it->q = s + 1;
+    it->end = s + slen - 1; /* the closing '}' */
+}
+
+/* Next member: key span (without quotes), value span. 0 at the end. */
+static inline int it_next (member_it *it, const char **k, size_t *kn, const char **v,
+                           size_t *vn)
+{
+    const char *q = it->q, *end = it->end;
+    if (q >= end)
+        return 0;
+    const char *ke = skip_str (q, end);
+    *k = q + 1;
+    *kn = (size_t)(ke - q - 2);
+    const char *vs = ke + 1; /* after ':' */
+    const char *ve = skip_value (vs, end);
+    *v = vs;
+    *vn = (size_t)(ve - vs);
+    it->q = ve < end ? ve + 1 : ve; /* skip ',' */
+    return 1;
+}
+
+/* Append ["," if count] "key": */
+static inline int put_key (fa_ctx *ctx, fa_buf *b, long count, const char *k, size_t kn)
+{
+    if (fa_buf_reserve (ctx, b, kn + 4) < 0)
+        return -1;
+    char *o = b->p + b->len;
+    if (count)
+        *o++ = ',';
+    *o++ = '"';
+    memcpy (o, k, kn);
+    o += kn;
+    *o++ = '"';
+    *o++ = ':';
+    b->len = (size_t)(o - b->p);
+    return 0;
+}
+
+long fa_merge_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, fa_node *p,
+                    const fa_limits *lim)
+{
+    size_t start = b->len;
+    long count = 0;
+    if (fa_buf_putc (ctx, b, '{') < 0)
+        return -1;
+    if (slen) {
+        member_it it;
+        const char *k, *v;
+        size_t kn, vn;
+        it_init (&it, s, slen);
+        while (it_next (&it, &k, &kn, &v, &vn)) {
+            fa_member *m = p->n ? fa_node_find (p, k, kn) : NULL;
+            if (!m) { /* untouched: copy "key":value as one span */
+                if (fa_buf_reserve (ctx, b, kn + vn + 4) < 0)
+                    return -1;
+                if (count)
+                    b->p[b->len++] = ',';
+                memcpy (b->p + b->len, k - 1, (size_t)(v + vn - (k - 1)));
+                b->len += (size_t)(v + vn - (k - 1));
+                count++;
+                continue;
+            }
+            m->used = 1;
+            if (m->is_null)
+                continue;
+            size_t pos = b->len;
+            if (put_key (ctx, b, count, k, kn) < 0)
+                return -1;
+            if (m->obj) {
+                long r = fa_merge_text (ctx, b, v, *v == '{' ? vn : 0, m->obj, lim);
+                if (r < 0)
+                    return -1;
+                if (r == 0) {
+                    b->len = pos;
+                    continue;
+                }
+            }
+            else if (fa_buf_put (ctx, b, m->text, m->tlen) < 0)
+                return -1;
+            count++;
+        }
+    }
+    for (uint32_t i = 0; i < p->n; i++) {
+        fa_member *m = &p->m[i];
+        if (m->used || m->is_null)
+            continue;
+        size_t pos = b->len;
+        if (put_key (ctx, b, count, m->key, m->klen) < 0)
+            return -1;
+        if (m->obj) {
+            long r = fa_merge_text (ctx, b, NULL, 0, m->obj, lim);
+            if (r < 0)
+                return -1;
+            if (r == 0) {
+                b->len = pos;
+                continue;
+            }
+        }
+        else if (fa_buf_put (ctx, b, m->text, m->tlen) < 0)
+            return -1;
+        count++;
+    }
+    if (count == 0) {
+        b->len = start;
+        return 0;
+    }
+    if (lim && (unsigned long)count > lim->max_object_keys)
+        return fa_fail (ctx, EINVAL, "object has more than %u keys", lim->max_object_keys);
+    if (fa_buf_putc (ctx, b, '}') < 0)
+        return -1;
+    return count;
+}
+
+/* ---- diff ---- */
+
+static const fa_limits generic = {FA_DEPTH_CAP, UINT32_MAX, UINT32_MAX, 0};
+
+static int put_value (fa_ctx *ctx, fa_buf *b, const fa_member *m)
+{
+    if (m->obj)
+        return fa_write_node (ctx, b, m->obj);
+    return fa_buf_put (ctx, b, m->text, m->tlen);
+}
+
+static int diff_nodes (fa_ctx *ctx, fa_buf *b, const fa_node *o, const fa_node *n)
+{
+    size_t start = b->len;
+    long count = 0;
+    if (fa_buf_putc (ctx, b, '{') < 0)
+        return -1;
+    for (uint32_t i = 0; i < n->n; i++) {
+        const fa_member *m = &n->m[i];
+        const fa_member *om = fa_node_find (o, m->key, m->klen);
+        size_t pos = b->len;
+        if (om && m->obj && om->obj) {
+            if (put_key (ctx, b, count, m->key, m->klen) < 0)
+                return -1;
+            int r = diff_nodes (ctx, b, om->obj, m->obj);
+            if (r < 0)
+                return -1;
+            if (r == 0)
+                b->len = pos;
+            else
+                count++;
+            continue;
+        }
+        if (om && !m->obj && !om->obj && om->tlen == m->tlen
+            && memcmp (om->text, m->text, m->tlen) == 0)
+            continue;
+        if (put_key (ctx, b, count, m->key, m->klen) < 0 || put_value (ctx, b, m) < 0)
+            return -1;
+        count++;
+    }
+    for (uint32_t i = 0; i < o->n; i++) {
+        const fa_member *om = &o->m[i];
+        if (fa_node_find (n, om->key, om->klen))
+            continue;
+        if (put_key (ctx, b, count, om->key, om->klen) < 0
+            || fa_buf_put (ctx, b, "null", 4) < 0)
+            return -1;
+        count++;
+    }
+    if (count == 0) {
+        b->len = start;
+        return 0;
+    }
+    if (fa_buf_putc (ctx, b, '}') < 0)
+        return -1;
+    return 1;
+}
+
+int fa_diff_text (fa_ctx *ctx, fa_buf *b, const char *o, size_t olen, const char *n,
+                  size_t nlen)
+{
+    static const fa_node empty; /* read-only, no members */
+    fa_node *on = NULL, *nn = NULL;
+    if (olen == nlen && (olen == 0 || memcmp (o, n, olen) == 0))
+        return 0;
+    if (olen && fa_parse_object (ctx, o, olen, &generic, "old", &on) < 0)
+        return -1;
+    if (nlen && fa_parse_object (ctx, n, nlen, &generic, "new", &nn) < 0)
+        return -1;
+    return diff_nodes (ctx, b, on ? on : &empty, nn ? nn : &empty);
+}
+
+/* ---- views ---- */
+
+static inline int ns_has (const fa_key *ns, size_t nns, const char *k, size_t kn)
+{
+    for (size_t i = 0; i < nns; i++)
+        if (ns[i].n == kn && memcmp (ns[i].p, k, kn) == 0)
+            return 1;
+    return 0;
+}
+
+int fa_filter_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, const fa_key *ns,
+                    size_t nns, int exclude)
+{
+    if (slen == 0)
+        return 0;
+    size_t start = b->len;
+    long count = 0;
+    member_it it;
+    const char *k, *v;
+    size_t kn, vn;
+    if (fa_buf_putc (ctx, b, '{') < 0)
+        return -1;
+    it_init (&it, s, slen);
+    while (it_next (&it, &k, &kn, &v, &vn)) {
+        if (ns_has (ns, nns, k, kn) == !!exclude)
+            continue;
+        size_t span = (size_t)(v + vn - (k - 1));
+        if (fa_buf_reserve (ctx, b, span + 1) < 0)
+            return -1;
+        if (count)
+            b->p[b->len++] = ',';
+        memcpy (b->p + b->len, k - 1, span);
+        b->len += span;
+        count++;
+    }
+    if (count == 0) {
+        b->len = start;
+        return 0;
+    }
+    if (fa_buf_putc (ctx, b, '}') < 0)
+        return -1;
+    return 1;
+}
+
+int fa_ns_list (fa_ctx *ctx, const char *list, size_t len, fa_key **ns, size_t *nns)
+{
+    size_t n = 0, i;
+    for (i = 0; i < len; i++)
+        if (list[i] == '\0')
+            n++;
+    if (len && list[len - 1] != '\0')
+        n++; /* tolerate a missing final NUL */
+    fa_key *keys = fa_arena (ctx, (n ? n : 1) * sizeof (fa_key));
+    if (!keys)
+        return -1;
+    size_t k = 0, a = 0;
+    for (i = 0; i <= len && k < n; i++) {
+        if (i == len || list[i] == '\0') {
+            size_t nl = i - a;
+            char *o = fa_arena (ctx, nl * 6 + 2);
+            if (!o)
+                return -1;
+            fa_buf tmp = {o, 0, nl * 6 + 2}; /* never grows */
+            /* fa_write_string adds quotes: write, then drop them */
+            if (fa_write_string (ctx, &tmp, list + a, nl) < 0)
+                return -1;
+            keys[k].p = o + 1;
+            keys[k].n = tmp.len - 2;
+            k++;
+            a = i + 1;
+        }
+    }
+    *ns = keys;
+    *nns = k;
+    return 0;
+}
+
+size_t fa_top_value_len (const char *s, size_t slen, const char *key, size_t klen)
+{
+    if (slen == 0 || !key)
+        return 0;
+    member_it it;
+    const char *k, *v;
+    size_t kn, vn;
+    it_init (&it, s, slen);
+    while (it_next (&it, &k, &kn, &v, &vn))
+        if (kn == klen && memcmp (k, key, klen) == 0)
+            return vn;
+    return 0;
+}
+
+/* ---- public pure functions ---- */
+
+int fa_merge (fa_ctx *ctx, const char *tree, size_t tlen, const char *patch, size_t plen,
+              const fa_limits *lim)
+{
+    fa_node *pt = NULL, *pp = NULL;
+    long r;
+    fa_begin (ctx);
+    ctx->out.len = 0;
+    if (tlen && fa_parse_object (ctx, tree, tlen, lim, "tree", &pt) < 0)
+        goto error;
+    if (fa_parse_object (ctx, patch, plen, lim, "annotations", &pp) < 0)
+        goto error;
+    if (pt && fa_merge_text (ctx, &ctx->tmp, NULL, 0, pt, lim) < 0)
+        goto error;
+    r = fa_merge_text (ctx, &ctx->out, ctx->tmp.p, ctx->tmp.len, pp, lim);
+    if (r < 0)
+        goto error;
+    fa_arena_reset (ctx);
+    return r > 0;
+error:
+    ctx->out.len = 0;
+    fa_arena_reset (ctx);
+    return -1;
+}
+
+int fa_diff (fa_ctx *ctx, const char *old, size_t olen, const char *new_, size_t nlen)
+{
+    fa_begin (ctx);
+    ctx->out.len = 0;
+    int r = fa_diff_text (ctx, &ctx->out, old, olen, new_, nlen);
+    if (r < 0)
+        ctx->out.len = 0;
+    fa_arena_reset (ctx);
+    return r;
+}

@@ -1,0 +1,58 @@
+/* cffi cdef of flux_annot._core: the declarations of csrc/fa.h that Python
+ * uses. Values and opaque types are never restated (`...`). */
+typedef struct fa_ctx fa_ctx;
+typedef struct fa_table fa_table;
+
+typedef struct fa_limits {
+    uint32_t max_depth;
+    uint32_t max_key_bytes;
+    uint32_t max_object_keys;
+    uint32_t strict_keys;
+} fa_limits;
+
+typedef struct fa_info {
+    int changed;
+    size_t old_len, new_len;
+    size_t old_ns_len, new_ns_len;
+} fa_info;
+
+#define FA_REPLACE ...
+#define FA_DRYRUN ...
+#define FA_DEPTH_CAP ...
+
+fa_ctx *fa_ctx_new (void);
+void fa_ctx_destroy (fa_ctx *ctx);
+int fa_ctx_errnum (const fa_ctx *ctx);
+const char *fa_ctx_errmsg (const fa_ctx *ctx);
+const char *fa_ctx_output (const fa_ctx *ctx, size_t *len);
+
+int fa_canonical (fa_ctx *ctx, const char *text, size_t len, const fa_limits *lim);
+int fa_merge (fa_ctx *ctx, const char *tree, size_t tlen, const char *patch, size_t plen,
+              const fa_limits *lim);
+int fa_diff (fa_ctx *ctx, const char *old, size_t olen, const char *new_, size_t nlen);
+
+fa_table *fa_table_new (void);
+void fa_table_destroy (fa_table *t);
+fa_ctx *fa_table_ctx (fa_table *t);
+size_t fa_table_count (const fa_table *t);
+size_t fa_table_memory (const fa_table *t);
+int fa_table_apply (fa_table *t, uint64_t id, const char *patch, size_t len,
+                    const fa_limits *lim, const char *ns, size_t nslen, int flags,
+                    fa_info *info);
+int fa_table_commit (fa_table *t);
+int fa_table_apply_many (fa_table *t, const uint64_t *ids, const char *buf,
+                         const size_t *offsets, size_t n, const fa_limits *lim,
+                         size_t *nchanged, size_t *failed_index);
+int fa_table_get (fa_table *t, uint64_t id, const char **text, size_t *len);
+int fa_table_get_view (fa_table *t, uint64_t id, const char *ns_list, size_t ns_len,
+                       int exclude);
+int fa_table_remove (fa_table *t, uint64_t id);
+size_t fa_table_ids (fa_table *t, uint64_t *ids, size_t cap);
+void fa_table_track (fa_table *t, int on);
+size_t fa_table_batch_count (const fa_table *t);
+size_t fa_table_batch_ids (fa_table *t, uint64_t *ids, size_t cap);
+int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list,
+                           size_t ns_len, int exclude, int delta);
+void fa_table_batch_clear (fa_table *t);
+int fa_table_encode (fa_table *t, const uint64_t *ids, size_t n, const uint8_t *full,
+                     const char *ns_list, size_t ns_len, int exclude);

@@ -1,0 +1,365 @@
+"""The only module that touches the C core (`flux_annot._core`).
+
+Bytes cross the boundary, not objects: patches go to C as `bytes` (cffi
+passes them to `const char *` without a copy), ids as `array('Q')` through
+`ffi.from_buffer`, and results come back as canonical compact JSON bytes.
+Every C error becomes an `AnnotError` subclass in one place, `_raise_from`.
+"""
+
+import itertools
+import json
+from array import array
+from collections import namedtuple
+
+from . import errors
+from ._core import ffi, lib
+
+__all__ = ["Limits", "merge", "canonical", "JobTable", "ApplyInfo"]
+
+_U64_MAX = (1 << 64) - 1
+
+ApplyInfo = namedtuple("ApplyInfo", "changed old_len new_len old_ns_len new_ns_len")
+
+
+class Limits:
+    """The parse limits of one class of writer (wraps `fa_limits`).
+
+    depth: nesting depth of the annotations object (it counts 1);
+    key_bytes: UTF-8 bytes of one key; object_keys: keys of one object;
+    strict_keys: keys must be non-empty and contain no '.'.
+    Immutable after creation.
+    """
+
+    __slots__ = ("_c", "depth", "key_bytes", "object_keys", "strict_keys")
+
+    def __init__(self, depth=64, key_bytes=256, object_keys=1024, strict_keys=True):
+        for name, v in (("depth", depth), ("key_bytes", key_bytes),
+                        ("object_keys", object_keys)):
+            if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 0xFFFFFFFF:
+                raise errors.error(errors.EINVAL, f"limit {name} must be a positive integer")
+        c = ffi.new("fa_limits *")
+        c.max_depth = depth
+        c.max_key_bytes = key_bytes
+        c.max_object_keys = object_keys
+        c.strict_keys = 1 if strict_keys else 0
+        object.__setattr__(self, "_c", c)
+        object.__setattr__(self, "depth", depth)
+        object.__setattr__(self, "key_bytes", key_bytes)
+        object.__setattr__(self, "object_keys", object_keys)
+        object.__setattr__(self, "strict_keys", bool(strict_keys))
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Limits is immutable")
+
+    def __repr__(self):
+        return (f"Limits(depth={self.depth}, key_bytes={self.key_bytes}, "
+                f"object_keys={self.object_keys}, strict_keys={self.strict_keys})")
+
+
+OWNER_LIMITS = Limits()
+# The generic JSON parser: no key rules, depth up to the C cap.
+_GENERIC = Limits(depth=lib.FA_DEPTH_CAP, key_bytes=0xFFFFFFFF,
+                  object_keys=0xFFFFFFFF, strict_keys=False)
+
+
+def _raise_from(ctx, index=None):
+    """Turn the last error of a C ctx into the matching AnnotError."""
+    errnum = lib.fa_ctx_errnum(ctx)
+    msg = ffi.string(lib.fa_ctx_errmsg(ctx)).decode("utf-8", "replace")
+    if index is not None:
+        msg = f"patch {index}: {msg}"
+    exc = errors.error(errnum, msg)
+    if index is not None:
+        exc.index = index
+    raise exc
+
+
+def _output(ctx):
+    n = ffi.new("size_t *")
+    p = lib.fa_ctx_output(ctx, n)
+    return ffi.unpack(p, n[0])
+
+
+def _to_bytes(data, what="annotations"):
+    """bytes/str/dict → JSON bytes for the core (dicts dumped compact)."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, str):
+        return data.encode("utf-8", "surrogatepass")
+    if isinstance(data, (bytearray, memoryview)):
+        return bytes(data)
+    if isinstance(data, dict):
+        try:
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8", "surrogatepass")
+        except (TypeError, ValueError) as e:
+            raise errors.error(errors.EINVAL, f"{what} are not JSON: {e}") from None
+    raise errors.error(errors.EINVAL,
+                       f"{what} must be a JSON object (dict, bytes or str), "
+                       f"not {type(data).__name__}")
+
+
+def _check_id(id):
+    if isinstance(id, bool) or not isinstance(id, int):
+        raise errors.error(errors.EINVAL, f"job id must be an integer, not {type(id).__name__}")
+    if not 0 <= id <= _U64_MAX:
+        raise errors.error(errors.EINVAL, f"job id {id} is out of range (0 to 2^64-1)")
+    return id
+
+
+def _ns_list(namespaces):
+    """["a", "b"] → b"a\\0b\\0" (the C form of a namespace list)."""
+    if not namespaces:
+        return b""
+    return b"".join(n.encode("utf-8") + b"\0" for n in namespaces)
+
+
+_ctx = None
+
+
+def _pure_ctx():
+    # One ctx for the pure functions. The GIL is held for the whole C call,
+    # so calls never interleave on it.
+    global _ctx
+    if _ctx is None:
+        c = lib.fa_ctx_new()
+        if c == ffi.NULL:
+            raise MemoryError("fa_ctx_new")
+        _ctx = ffi.gc(c, lib.fa_ctx_destroy)
+    return _ctx
+
+
+def canonical(data):
+    """Any JSON text (bytes) → its canonical compact form (bytes).
+
+    Nulls and empty objects are kept; duplicate keys: the last wins at the
+    first one's place. Raises AnnotValueError (EINVAL) on invalid JSON.
+    """
+    ctx = _pure_ctx()
+    data = _to_bytes(data, "data") if not isinstance(data, bytes) else data
+    if lib.fa_canonical(ctx, data, len(data), _GENERIC._c) < 0:
+        _raise_from(ctx)
+    return _output(ctx)
+
+
+def merge(tree, patch, limits=None):
+    """SPEC §2 merge of `patch` (dict/bytes/str, a JSON object) into `tree`.
+
+    `tree` may be None, a dict, or JSON bytes/str of an object. It is taken
+    as the data model says a tree is: nulls and empty objects in it are
+    pruned (so `merge({"a": None}, {})` is None). Returns the merged tree
+    as a dict, or None when nothing is left. Owner limits apply unless
+    `limits` is given.
+    """
+    ctx = _pure_ctx()
+    lim = (limits or OWNER_LIMITS)._c
+    t = b"" if tree is None else _to_bytes(tree, "tree")
+    p = _to_bytes(patch)
+    r = lib.fa_merge(ctx, t, len(t), p, len(p), lim)
+    if r < 0:
+        _raise_from(ctx)
+    if r == 0:
+        return None
+    return json.loads(_output(ctx))
+
+
+class JobTable:
+    """The C core's job table: job id → canonical annotations, no policy.
+
+    Default limits: the instance owner's (depth 64, keys of 256 bytes,
+    1024 keys per object, strict keys).
+    """
+
+    __slots__ = ("_t", "_ctx", "_limits", "_lim", "__weakref__")
+
+    def __init__(self, limits=None):
+        t = lib.fa_table_new()
+        if t == ffi.NULL:
+            raise MemoryError("fa_table_new")
+        self._t = ffi.gc(t, lib.fa_table_destroy)
+        # borrowed from the table, which self._t keeps alive
+        self._ctx = lib.fa_table_ctx(self._t)
+        self._limits = limits or OWNER_LIMITS
+        self._lim = self._limits._c
+
+    # ---- public (SPEC §10) ----
+
+    def annotate(self, id, patch):
+        """Merge patch into job `id`; True if its annotations changed."""
+        if type(patch) is not bytes:
+            patch = _to_bytes(patch)
+        try:
+            r = lib.fa_table_apply(self._t, id, patch, len(patch), self._lim,
+                                   ffi.NULL, 0, 0, ffi.NULL)
+        except OverflowError:
+            _check_id(id)
+            raise
+        except TypeError:
+            _check_id(id)
+            raise
+        if r < 0:
+            _raise_from(self._ctx)
+        return r == 1
+
+    def annotate_many(self, ids, patches):
+        """Apply patches[i] to ids[i] in order in one C call; how many changed.
+
+        Stops at the first bad patch: raises its AnnotError with `.index`
+        set (and named in the message); the earlier ones stay applied.
+        """
+        patches = [p if type(p) is bytes else _to_bytes(p) for p in patches]
+        n = len(patches)
+        try:
+            idarr = ids if isinstance(ids, array) and ids.typecode == "Q" else array("Q", ids)
+        except (OverflowError, TypeError):
+            for i in ids:
+                _check_id(i)
+            raise
+        if len(idarr) != n:
+            raise errors.error(errors.EINVAL,
+                               f"ids and patches differ in length ({len(idarr)} != {n})")
+        if n == 0:
+            return 0
+        buf = b"".join(patches)
+        offsets = array("Q", itertools.accumulate(map(len, patches), initial=0))
+        nchanged = ffi.new("size_t *")
+        failed = ffi.new("size_t *")
+        r = lib.fa_table_apply_many(
+            self._t, ffi.from_buffer("uint64_t[]", idarr), buf,
+            ffi.from_buffer("size_t[]", offsets), n, self._lim, nchanged, failed)
+        if r < 0:
+            _raise_from(self._ctx, index=failed[0])
+        return nchanged[0]
+
+    def get(self, id):
+        """The job's canonical annotations as compact JSON bytes, or None."""
+        _check_id(id)
+        text = ffi.new("char **")
+        n = ffi.new("size_t *")
+        if not lib.fa_table_get(self._t, id, text, n):
+            return None
+        return ffi.unpack(text[0], n[0])
+
+    def remove(self, id):
+        """Drop the job's annotations; True if it had any."""
+        _check_id(id)
+        r = lib.fa_table_remove(self._t, id)
+        if r < 0:
+            _raise_from(self._ctx)
+        return r == 1
+
+    def __len__(self):
+        return lib.fa_table_count(self._t)
+
+    def __contains__(self, id):
+        if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id <= _U64_MAX:
+            return False
+        text = ffi.new("char **")
+        n = ffi.new("size_t *")
+        return bool(lib.fa_table_get(self._t, id, text, n))
+
+    def memory_bytes(self):
+        """Every byte the C core holds for this table (malloc overhead included)."""
+        return lib.fa_table_memory(self._t)
+
+    # ---- internal, for the service ----
+
+    def apply(self, id, patch, limits, ns=None, replace=False, dryrun=False):
+        """Merge with explicit limits and flags; an ApplyInfo.
+
+        ns (str or bytes): a top-level key whose value sizes are reported.
+        replace: merge into an empty tree. dryrun: stage the result; install
+        it with commit() (any other apply/remove in between drops it).
+        """
+        _check_id(id)
+        if type(patch) is not bytes:
+            patch = _to_bytes(patch)
+        if ns is None:
+            nsb = ffi.NULL
+            nsl = 0
+        else:
+            nsb = ns.encode("utf-8") if isinstance(ns, str) else bytes(ns)
+            nsl = len(nsb)
+        flags = (lib.FA_REPLACE if replace else 0) | (lib.FA_DRYRUN if dryrun else 0)
+        info = ffi.new("fa_info *")
+        r = lib.fa_table_apply(self._t, id, patch, len(patch), limits._c, nsb, nsl,
+                               flags, info)
+        if r < 0:
+            _raise_from(self._ctx)
+        return ApplyInfo(bool(info.changed), info.old_len, info.new_len,
+                         info.old_ns_len, info.new_ns_len)
+
+    def commit(self):
+        """Install the result staged by the last dry-run apply."""
+        if lib.fa_table_commit(self._t) < 0:
+            _raise_from(self._ctx)
+
+    def get_view(self, id, namespaces, exclude=False):
+        """The job's tree keeping only (or, exclude=True, dropping) the
+        top-level `namespaces`: compact JSON bytes, or None if empty."""
+        _check_id(id)
+        nsl = _ns_list(namespaces)
+        r = lib.fa_table_get_view(self._t, id, nsl, len(nsl), 1 if exclude else 0)
+        if r < 0:
+            _raise_from(self._ctx)
+        return _output(self._ctx) if r else None
+
+    def ids(self):
+        """All job ids with annotations (table order)."""
+        n = lib.fa_table_count(self._t)
+        buf = array("Q", bytes(8 * n))
+        got = lib.fa_table_ids(self._t, ffi.from_buffer("uint64_t[]", buf), n)
+        return buf.tolist()[:got]
+
+    def track(self, on):
+        """Turn batch tracking (pre-image recording) on or off."""
+        lib.fa_table_track(self._t, 1 if on else 0)
+
+    def batch_count(self):
+        """Jobs touched since the last batch_clear (upper bound)."""
+        return lib.fa_table_batch_count(self._t)
+
+    def batch_ids(self):
+        """Net-changed job ids since the last batch_clear, first-touch order."""
+        n = lib.fa_table_batch_count(self._t)
+        buf = array("Q", bytes(8 * n))
+        got = lib.fa_table_batch_ids(self._t, ffi.from_buffer("uint64_t[]", buf), n)
+        return buf.tolist()[:got]
+
+    def batch_encode(self, full=None, namespaces=(), exclude=False, delta=False):
+        """b'[[id,tree|null],...]' of the net-changed jobs (batch_ids order).
+
+        full: bytes with one flag per net-changed job (1: whole tree, 0:
+        filtered by namespaces/exclude; None: all whole). Filtered entries
+        whose view did not change are left out. delta: each entry is the
+        merge patch from the pre-image's view to the current one.
+        """
+        nsl = _ns_list(namespaces)
+        fp = ffi.NULL if full is None else ffi.from_buffer("uint8_t[]", full)
+        if full is not None and len(full) < len(self.batch_ids()):
+            raise errors.error(errors.EINVAL, "full has fewer flags than net-changed jobs")
+        if lib.fa_table_batch_encode(self._t, fp, nsl, len(nsl), 1 if exclude else 0,
+                                     1 if delta else 0) < 0:
+            _raise_from(self._ctx)
+        return _output(self._ctx)
+
+    def batch_clear(self):
+        """Forget the recorded pre-images (start a new batch)."""
+        lib.fa_table_batch_clear(self._t)
+
+    def encode(self, ids, full=None, namespaces=(), exclude=False):
+        """b'[[id,tree|null],...]' of the current trees of `ids`."""
+        try:
+            idarr = ids if isinstance(ids, array) and ids.typecode == "Q" else array("Q", ids)
+        except (OverflowError, TypeError):
+            for i in ids:
+                _check_id(i)
+            raise
+        if full is not None and len(full) < len(idarr):
+            raise errors.error(errors.EINVAL, "full has fewer flags than ids")
+        nsl = _ns_list(namespaces)
+        fp = ffi.NULL if full is None else ffi.from_buffer("uint8_t[]", full)
+        if lib.fa_table_encode(self._t, ffi.from_buffer("uint64_t[]", idarr), len(idarr),
+                               fp, nsl, len(nsl), 1 if exclude else 0) < 0:
+            _raise_from(self._ctx)
+        return _output(self._ctx)
