@@ -2,6 +2,9 @@
 
 from .client import AsyncClient, Client
 from .core import JobTable, merge
+from . import sched
+from .policy import Cred
+from .service import AnnotationService
 from .errors import (
     AnnotError,
     AnnotPermissionError,
@@ -20,4 +23,5 @@ __all__ = [
     "LimitError",
     "Client",
     "AsyncClient",
+    "AnnotationService", "Cred", "sched",
 ]
