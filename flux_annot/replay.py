@@ -32,7 +32,8 @@ CHUNK = 100_000
 
 _TREE_NAMES = ("alloc", "memo", "annotate", "exception", "cancel", "state")
 _ALLOC_PREFIX = '{"annotations":'
-_DISCARD_SCHED = '{"sched":null}'
+_DISCARD_SCHED = b'{"sched":null}'
+_U64 = 1 << 64
 
 
 def _alloc_tree(ctx):
@@ -44,33 +45,6 @@ def _alloc_tree(ctx):
     return None if tree == "null" else tree
 
 
-def tree_patches(store):
-    """Yield (jobid, patch_text) in order: what to apply to an empty table."""
-    cur = None
-    mine = []
-    allocated = False
-    for jobid, name, ctx, _ts in store.entries(_TREE_NAMES):
-        if jobid != cur:
-            for patch in mine:
-                yield cur, patch
-            cur, mine, allocated = jobid, [], False
-        if name == "alloc":
-            # The snapshot replaces everything before it.
-            tree = _alloc_tree(ctx)
-            mine = [tree] if tree is not None else []
-            allocated = True
-        elif name == "memo":
-            mine.append('{"user":' + ctx + "}")
-        elif name == "annotate":
-            mine.append(ctx)
-        elif not allocated and mine:
-            # exception/cancel/state of a job still pending: its sched notes go
-            # (a no-op unless the config lets someone write `sched` durably).
-            mine.append(_DISCARD_SCHED)
-    for patch in mine:
-        yield cur, patch
-
-
 def restore(store, table):
     """Apply the store's durable trees to `table` (tracking off) in bulk.
 
@@ -79,14 +53,43 @@ def restore(store, table):
     the table refuses (e.g. limits lowered since it was written) is logged
     and skipped, so one bad entry does not block the start.
     """
-    rows = list(store.job_rows())
+    rows = []
     ids, patches = [], []
-    for jobid, patch in tree_patches(store):
-        ids.append(jobid)
-        patches.append(patch.encode("utf-8"))
-        if len(ids) >= CHUNK:
-            _apply(table, ids, patches)
-            ids, patches = [], []
+    cur = None  # stored (signed) id of the job being read
+    jobid = None
+    mine = []
+    allocated = False
+    for sid, userid, t_submit, state, name, ctx in store.jobs_with_entries(_TREE_NAMES):
+        if sid != cur:
+            if mine:
+                ids.extend([jobid] * len(mine))
+                patches.extend(mine)
+                if len(ids) >= CHUNK:
+                    _apply(table, ids, patches)
+                    ids, patches = [], []
+            cur = sid
+            jobid = sid if sid >= 0 else sid + _U64
+            rows.append((jobid, userid, t_submit, state))
+            mine = []
+            allocated = False
+        if name is None:
+            continue
+        if name == "alloc":
+            # The snapshot replaces everything before it.
+            tree = _alloc_tree(ctx)
+            mine = [tree.encode()] if tree is not None else []
+            allocated = True
+        elif name == "memo":
+            mine.append(b'{"user":' + ctx.encode() + b"}")
+        elif name == "annotate":
+            mine.append(ctx.encode())
+        elif not allocated and mine:
+            # exception/cancel/state of a job still pending: its sched notes go
+            # (a no-op unless the config lets someone write `sched` durably).
+            mine.append(_DISCARD_SCHED)
+    if mine:
+        ids.extend([jobid] * len(mine))
+        patches.extend(mine)
     if ids:
         _apply(table, ids, patches)
     return rows

@@ -238,6 +238,23 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from None
 
+    def jobs_with_entries(self, names):
+        """One pass for replay: (jobid, userid, t_submit, state, name, context).
+
+        Every job appears (name/context None when it has no entry of `names`),
+        its entries in order; jobs in stored id order.
+        """
+        names = list(names)
+        sql = (
+            "SELECT j.id, j.userid, j.t_submit, j.state, e.name, e.context FROM jobs j "
+            "LEFT JOIN eventlog e ON e.id = j.id AND e.name IN (%s) "
+            "ORDER BY j.id, e.seq, e.idx" % ",".join("?" * len(names))
+        )
+        try:
+            yield from self._db.execute(sql, names)
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
+
     def replay(self):
         """Jobs in stored id order: (jobid, userid, t_submit, state, [entries]).
 

@@ -1,0 +1,122 @@
+"""Events and durability benchmarks (SPEC §6, §7, §11). Prints numbers; asserts nothing.
+
+1. Batch encoding for 100k entries: the C table's `batch_encode()` (the
+   annotations array of one batch, from the stored canonical texts) against
+   `orjson.dumps` of the same batch held as Python objects
+   (`[[id, {"sched": {...}}], ...]`), the fastest a pure-Python service
+   could do. Target: >= 2x.
+2. Replay time for N jobs (default 1M): a store holding, per job, a
+   `submit` entry and either an `alloc` snapshot or a `memo`; timed is
+   `AnnotationService(store=path)` (open, replay, ready).
+
+    python bench/bench_events.py [--jobs N] [--entries N] [--keep DIR]
+"""
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+
+import orjson
+
+from flux_annot import AnnotationService
+from flux_annot.core import JobTable
+from flux_annot.store import Store
+
+
+def sched_notes(i):
+    """Typical pending-job notes (about 96 bytes as compact JSON)."""
+    return {
+        "sched": {
+            "t_estimate": 1700000000.25 + i,
+            "reason_pending": "insufficient resources",
+            "jobs_ahead": i % 1000,
+        }
+    }
+
+
+def best_of(fn, repeat):
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bench_encode(n, repeat=7):
+    table = JobTable()
+    ids = list(range(1, n + 1))
+    for i in ids:  # jobs exist with older notes
+        table.annotate(i, {"sched": {"t_estimate": 1.0}})
+    table.track(True)
+    table.annotate_many(ids, [orjson.dumps(sched_notes(i)) for i in ids])
+    objs = [[i, sched_notes(i)] for i in ids]
+    c_out = table.batch_encode()
+    o_out = orjson.dumps(objs)
+    assert orjson.loads(c_out) == orjson.loads(o_out), "C and orjson disagree"
+    t_c = best_of(table.batch_encode, repeat)
+    t_d = best_of(lambda: table.batch_encode(delta=True), repeat)
+    t_o = best_of(lambda: orjson.dumps(objs), repeat)
+    print(f"batch encode, {n} entries, {len(c_out) / n:.0f} bytes/entry:")
+    print(f"  C batch_encode          {t_c * 1e3:8.2f} ms  ({n / t_c / 1e6:.2f} M entries/s)")
+    print(f"  C batch_encode(delta)   {t_d * 1e3:8.2f} ms")
+    print(f"  orjson.dumps (objects)  {t_o * 1e3:8.2f} ms")
+    print(f"  ratio orjson / C        {t_o / t_c:8.2f}x   (target >= 2x)")
+
+
+def write_store(path, n, chunk=100_000):
+    """n jobs: submit + an alloc snapshot (even ids, now RUN) or a memo (odd, SCHED)."""
+    st = Store(path, synchronous="OFF")
+    seq = 0
+    for start in range(1, n + 1, chunk):
+        entries, jobs = [], {}
+        for i in range(start, min(start + chunk, n + 1)):
+            uid = 1000 + i % 100
+            entries.append((i, "submit", b'{"userid":%d}' % uid, 1700000000.0))
+            if i % 2 == 0:
+                snap = orjson.dumps({"annotations": {"sched": {"resource_summary": f"rank{i % 64}/core[0-3]"}}})
+                entries.append((i, "alloc", snap, 1700000001.0))
+                jobs[i] = (uid, "RUN", 1700000000.0)
+            else:
+                entries.append((i, "memo", b'{"note":"job %d"}' % i, 1700000001.0))
+                jobs[i] = (uid, "SCHED", 1700000000.0)
+        seq += 1
+        st.write_batch(seq, entries, jobs)
+    st.close()
+
+
+def bench_replay(n, keep=None):
+    tmp = keep or tempfile.mkdtemp(prefix="fa-bench-")
+    path = os.path.join(tmp, "replay.db")
+    try:
+        if not os.path.exists(path):
+            t = time.perf_counter()
+            write_store(path, n)
+            print(f"store written: {n} jobs, {os.path.getsize(path) / 1e6:.0f} MB, "
+                  f"{time.perf_counter() - t:.1f} s")
+        t = time.perf_counter()
+        svc = AnnotationService(owner_uid=os.getuid(), store=path)
+        dt = time.perf_counter() - t
+        assert len(svc.jobs) == n, len(svc.jobs)
+        print(f"replay {n} jobs: {dt:.2f} s ({n / dt / 1e3:.0f}k jobs/s), "
+              f"table {svc.table.memory_bytes() / n:.0f} bytes/job")
+        svc.close()
+    finally:
+        if keep is None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--entries", type=int, default=100_000)
+    ap.add_argument("--jobs", type=int, default=1_000_000)
+    ap.add_argument("--keep", help="directory to keep (and reuse) the replay store in")
+    args = ap.parse_args()
+    bench_encode(args.entries)
+    bench_replay(args.jobs, args.keep)
+
+
+if __name__ == "__main__":
+    main()
