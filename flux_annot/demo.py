@@ -25,11 +25,12 @@ scheduler over a few cores, driven in simulated time:
 import os
 import pwd
 import random
+import shutil
 import sys
 import time
 
 from . import sched
-from .listing import DEFAULT_FORMAT, JobFormat, compact_json, sort_jobs
+from .listing import DEFAULT_FORMAT, JobFormat, compact_json, hms, sort_jobs
 from .ids import encode_f58
 
 FPS = 10
@@ -141,6 +142,7 @@ class Demo:
         longest = max((j.runtime for j in self.jobs if j.size <= ncores), default=60.0)
         self.makespan = max(total / ncores, longest) * 1.5  # rough, FCFS leaves holes
         self.seq = 0
+        self.horizon = self.makespan
 
     # --- the job manager and the job owners ---------------------------------
 
@@ -168,6 +170,7 @@ class Demo:
             if j.start is not None and j.ended is None and now >= j.start + j.runtime:
                 st = svc.get(self.owner, j.id)["state"]
                 if st == "RUN":
+                    svc.memo(Cred(j.userid), j.id, {"progress": "done"}, volatile=True)
                     svc.state(j.id, "CLEANUP")
                     changes.append(f"{encode_f58(j.id)} ends")
                 else:
@@ -195,6 +198,10 @@ class Demo:
                 blocked = True  # strict FCFS: nobody passes the head of the queue
                 still.append(j)
         plan = plan_fcfs(now, self.ncores, running, still)
+        # When will everything be over, as planned now (walltimes: an upper bound)?
+        ends = [j.start + j.runtime + 1.0 for j in running]
+        ends += [plan[j.id] + j.walltime for j in still if j.id in plan]
+        self.horizon = max(ends, default=now) - now
         for ahead, j in enumerate(still):
             if ahead == 0:
                 reason = "insufficient resources"
@@ -219,10 +226,12 @@ class Demo:
     def _collect_events(self):
         for batch in self.sub:
             self.seq = batch.get("seq", self.seq)
-            for jid, state, *_ in batch.get("transitions") or ():
-                self.events.append(f"seq {self.seq:>4}  {encode_f58(jid):>12}  state → {state}")
+            # a batch's annotation changes come before its transitions
+            # (SUCCESS: the allocation's notes, then RUN)
             for jid, tree in batch.get("annotations") or ():
                 self.events.append(f"seq {self.seq:>4}  {encode_f58(jid):>12}  {compact_json(tree, 90)}")
+            for jid, state, *_ in batch.get("transitions") or ():
+                self.events.append(f"seq {self.seq:>4}  {encode_f58(jid):>12}  state → {state}")
         del self.events[:-6]
 
     # --- display --------------------------------------------------------------
@@ -240,20 +249,25 @@ class Demo:
         return f"cores [{bar}]  running {running}  pending {pending}  done {done}"
 
     def clock(self):
-        el = int(self.now - self.t0)
-        return time.strftime("%H:%M:%S", time.localtime(self.now)) + f" (+{el // 60}m{el % 60:02d}s)"
+        return time.strftime("%H:%M:%S", time.localtime(self.now)) + f" (+{hms(self.now - self.t0)})"
 
-    def frame(self):
-        lines = [
+    def frame(self, columns=80, rows=24):
+        """The terminal view, cut to the terminal's size (no wrapping, no
+        scrolling: the redraw starts at the top-left corner every time)."""
+        head = [
             f"flux-annotate demo: in-memory service, FCFS scheduler on {self.ncores} cores   "
             f"simulated time {self.clock()}",
             self.counts(),
             "",
         ]
-        lines += self.listing()
-        lines += ["", "latest event batches (whole annotations after each change):"]
-        lines += ["  " + e for e in self.events]
-        return lines
+        tail = ["", "latest event batches (whole annotations after each change):"]
+        tail += ["  " + e for e in self.events]
+        table = self.listing()
+        room = max(2, rows - 1 - len(head) - len(tail))
+        if len(table) > room:
+            more = len(table) - room + 1
+            table = table[: room - 1] + [f"   ... {more} more jobs"]
+        return [line[:columns] for line in head + table + tail]
 
 
 def run_demo(jobs=12, cores=4, seconds=5.0, seed=5, out=None):
@@ -271,14 +285,24 @@ def run_demo(jobs=12, cores=4, seconds=5.0, seed=5, out=None):
     return _run_plain(demo, frames, dt, out)
 
 
+def _step(demo, dt, frames, i):
+    """Simulated seconds for frame i: the base step, faster if the plan
+    says the work would not be over by ~85% of the frames."""
+    left = frames * 0.85 - i
+    if left >= 1:
+        return max(dt, demo.horizon / left)
+    return max(dt, demo.horizon)
+
+
 def _run_tty(demo, frames, dt, out):
     out.write(HIDE_CURSOR + "\x1b[2J")
     try:
         deadline = time.monotonic()
-        for _ in range(frames):
+        for i in range(frames):
             if not demo.done():
-                demo.cycle(dt)
-            text = HOME + (CLEAR_EOL + "\n").join(demo.frame()) + CLEAR_EOL + "\n" + CLEAR_EOS
+                demo.cycle(_step(demo, dt, frames, i))
+            size = shutil.get_terminal_size()
+            text = HOME + (CLEAR_EOL + "\n").join(demo.frame(size.columns, size.lines)) + CLEAR_EOL + "\n" + CLEAR_EOS
             out.write(text)
             out.flush()
             deadline += 1.0 / FPS
@@ -299,14 +323,14 @@ def _run_plain(demo, frames, dt, out):
     w(f"flux-annotate demo: in-memory service, FCFS scheduler on {demo.ncores} cores, "
       f"{len(demo.jobs)} jobs\n\n")
     w(f"[{demo.clock()}] submitted\n")
-    for _ in range(frames):
-        changes = demo.cycle(dt)
+    i = 0
+    while not demo.done() and i < 100 * frames:  # the bound is only a safety net
+        changes = demo.cycle(_step(demo, dt, frames, i))
+        i += 1
         if changes:
             w(f"\n[{demo.clock()}] {changes}\n")
             w("\n".join(demo.listing()) + "\n")
             out.flush()
-        if demo.done():
-            break
     _summary(demo, out)
     return 0
 
@@ -316,7 +340,7 @@ def _summary(demo, out):
     njobs = len(demo.jobs)
     finished = sum(1 for j in demo.jobs if j.ended is not None)
     out.write(
-        f"\n{finished} of {njobs} jobs finished in {demo.clock()} simulated; "
+        f"\n{finished} of {njobs} jobs finished after {demo.clock()} of simulated time; "
         f"{demo.seq} event batches published; "
         f"{st.get('requests', {}).get('alloc-response', '?')} alloc responses\n"
     )
