@@ -260,3 +260,38 @@ def test_snapshot_then_live_from_next_seq(svc):
     (live,) = list(guest)
     assert live["seq"] == snap["seq"] + 1
     assert live["annotations"] == [[2, {"sched": {"t_estimate": 2.0}}]]
+
+
+def test_since_resume_gives_what_a_live_subscriber_got(svc):
+    """The Python-derived views of the backlog match the C-encoded live ones."""
+    own = owner(svc)
+    start = svc.hub.last_seq
+    views = [
+        dict(cred=Cred(ALICE)),
+        dict(cred=Cred(ALICE), delta=True),
+        dict(cred=Cred(ALICE), userid=BOB),
+        dict(cred=Cred(ALICE), userid=ALICE, delta=True),
+        dict(cred=own, userid=BOB),
+        dict(cred=own, delta=True),
+    ]
+    live = [svc.hub.subscribe(v["cred"], **{k: x for k, x in v.items() if k != "cred"})
+            for v in views]
+    svc.submit(1, ALICE)
+    svc.submit(2, BOB)
+    svc.flush()
+    svc.alloc_response(sched.annotate(1, t_estimate=1.0))
+    svc.memo(Cred(BOB), 2, {"x": 1})
+    svc.annotate(own, 2, {"site": {"r": 1}})
+    svc.flush()
+    svc.memo(Cred(BOB), 2, {"x": 2})
+    svc.alloc_response(sched.annotate(2, t_estimate=5.0))
+    svc.flush()
+    svc.alloc_response(sched.success(1, resource_summary="r0"))
+    svc.memo(Cred(ALICE), 1, {"y": [1, 2]})
+    svc.flush()
+    svc.state(1, "INACTIVE")
+    svc.flush()
+    for v, sub in zip(views, live):
+        resumed = svc.hub.subscribe(v["cred"], since=start,
+                                    **{k: x for k, x in v.items() if k != "cred"})
+        assert list(resumed) == list(sub), v

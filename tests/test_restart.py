@@ -140,3 +140,43 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
     for i in range(max(1, last - 49), last + 1):
         assert tree["user"]["k%d" % (i % 50)] == i
     svc.close()
+
+
+def test_replay_skips_a_stored_patch_the_table_refuses(tmp_path, caplog):
+    from flux_annot.store import Store
+
+    path = tmp_path / "s.db"
+    st = Store(path)
+    st.write_batch(
+        1,
+        [
+            (1, "submit", {"userid": ALICE}, 1.0),
+            (1, "memo", {"a": 1}, 1.0),
+            (1, "annotate", '{"site":', 1.0),  # truncated: not JSON
+            (1, "memo", {"b": 2}, 1.0),
+            (2, "submit", {"userid": ALICE}, 1.0),
+            (2, "memo", {"c": 3}, 1.0),
+        ],
+        {1: (ALICE, "SCHED", 1.0), 2: (ALICE, "SCHED", 1.0)},
+    )
+    st.close()
+    svc = open_svc(path)
+    own = Cred.owner_of(svc)
+    assert svc.get(own, 1)["annotations"] == {"user": {"a": 1, "b": 2}}
+    assert svc.get(own, 2)["annotations"] == {"user": {"c": 3}}
+    assert "stored patch skipped" in caplog.text
+    svc.close()
+
+
+def test_service_refuses_a_foreign_file_and_leaves_it(tmp_path):
+    import pytest
+
+    from flux_annot import AnnotError
+
+    path = tmp_path / "precious.db"
+    path.write_bytes(b"SQLite format 3\0" + b"\x07" * 4000)
+    before = path.read_bytes()
+    with pytest.raises(AnnotError) as ei:
+        open_svc(path)
+    assert "not a flux-annot store" in str(ei.value)
+    assert path.read_bytes() == before
