@@ -141,13 +141,19 @@ class _Conn:
         self.reader = FrameReader()
         self.frames = collections.deque()
 
-    def send(self, data):
-        if len(data) - protocol.HEADER_SIZE > self.message_bytes:
+    def check(self, frame):
+        if len(frame) - protocol.HEADER_SIZE > self.message_bytes:
             raise error(
                 EMSGSIZE,
-                f"request of {len(data) - protocol.HEADER_SIZE} bytes exceeds "
+                f"request of {len(frame) - protocol.HEADER_SIZE} bytes exceeds "
                 f"the message limit of {self.message_bytes} bytes",
             )
+
+    def send(self, data, check=True):
+        """Send one frame (checked against the message limit) or, with
+        check=False, any number of frames already checked."""
+        if check:
+            self.check(data)
         try:
             self.sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
@@ -261,9 +267,11 @@ class Client:
             while sent < n and sent - done < window:
                 topic, p = _p_annotate(ids[sent], patches[sent], volatile)
                 sent += 1
-                chunk.append(request(topic, base + sent, p))
+                frame = request(topic, base + sent, p)
+                conn.check(frame)
+                chunk.append(frame)
             if chunk:
-                conn.send(b"".join(chunk))
+                conn.send(b"".join(chunk), check=False)
             rmt, errnum, errstr, _ = conn.next()
             done += 1
             if errnum and first_err is None:

@@ -194,6 +194,8 @@ class Connection(asyncio.Protocol):
         self.paused = False  # transport above its high-water mark
         self.closing = False  # EMSGSIZE sent, or shutting down
         self.streams = {}  # matchtag -> _Stream
+        self.ndeferred = 0  # replies waiting for a commit
+        self.eof = False  # the client half-closed (or closed)
         self.uid = -1
         self.pid = 0
         self.owner = False
@@ -246,9 +248,10 @@ class Connection(asyncio.Protocol):
             self.flush()
 
     def eof_received(self):
-        # The client half-closed: finish what it sent (replies, deferred ones
-        # included) and let the transport close once they are written.
-        return True
+        # The client closed (or half-closed) its side: close ours now, or,
+        # if replies still wait for a commit, once they are written.
+        self.eof = True
+        return self.ndeferred > 0
 
     def pause_writing(self):
         self.paused = True
@@ -306,7 +309,16 @@ class Connection(asyncio.Protocol):
             del buf[:off]
 
     def push(self, reply):
-        """Queue a reply produced outside `process` (deferred or streamed)."""
+        """Queue a reply produced outside `process` (streamed)."""
+        if self.transport is None:
+            return
+        self.out.append(reply)
+        self.outn += len(reply)
+        self.server.dirty.add(self)
+
+    def push_deferred(self, reply):
+        """A deferred reply whose batch has committed."""
+        self.ndeferred -= 1
         if self.transport is None:
             return
         self.out.append(reply)
@@ -323,6 +335,8 @@ class Connection(asyncio.Protocol):
         if t is None:
             return
         t.write(out[0] if len(out) == 1 else b"".join(out))
+        if self.eof and not self.ndeferred:
+            t.close()
 
 
 class Server:
@@ -416,6 +430,8 @@ class Server:
                     if conn.transport is not None:
                         conn.transport.abort()
         await asyncio.sleep(0)
+        if self.aserver is None:
+            return  # never bound: the path (if any) is someone else's
         try:
             if os.path.exists(self.socket_path) and stat.S_ISSOCK(
                 os.stat(self.socket_path).st_mode
@@ -438,7 +454,11 @@ class Server:
             ready = self.ready
             self.ready = set()
             for st in ready:
-                self.drain(st)
+                try:
+                    self.drain(st)
+                except Exception:  # never let one stream break the loop
+                    log.exception("draining a subscription failed")
+                    self.end_stream(st, EPROTO, "internal error in the event stream")
         if self.dirty:
             dirty = self.dirty
             self.dirty = set()
@@ -455,7 +475,8 @@ class Server:
 
     def defer(self, conn, reply):
         """Send `reply` once the open batch has committed."""
-        self._after_commit(functools.partial(conn.push, reply))
+        conn.ndeferred += 1
+        self._after_commit(functools.partial(conn.push_deferred, reply))
 
     # streams
 
@@ -473,7 +494,11 @@ class Server:
         pop = sub.pop_raw
         mt = st.matchtag
         while force or not conn.paused:
-            raw = pop()
+            try:
+                raw = pop()
+            except AnnotError as e:  # dropped (EOVERFLOW): the stream ends
+                self.end_stream(st, e.errno, e.message)
+                return
             if raw is None:
                 break
             conn.push(response_raw(mt, raw))
@@ -721,11 +746,15 @@ async def serve(
             ready.set() if hasattr(ready, "set") else ready(srv)
         await stop.wait()
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
-        await srv.stop()
-        if own_service:
-            service.close()
+        # Signals stay caught until the end: a second SIGTERM during the
+        # shutdown must not kill the process halfway.
+        try:
+            await srv.stop()
+            if own_service:
+                service.close()
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)
     return 0
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import struct
+import time
 
 import pytest
 
@@ -177,6 +178,10 @@ def test_disconnect_mid_frame(server, client):
     client.submit(4, ME)
     with pytest.raises(UnknownJobError):
         client.get(3)
+    for _ in range(100):  # the server notices the close within a few turns
+        if client.stats()["server"]["connections"] == 1:
+            break
+        time.sleep(0.02)
     assert client.stats()["server"]["connections"] == 1
 
 

@@ -1,0 +1,179 @@
+"""Two users, crashes, slow readers and slow subscribers over a real server."""
+
+import errno
+import os
+import socket
+import threading
+import time
+
+import pytest
+
+from flux_annot import protocol
+from flux_annot.client import Client
+from serverproc import NOBODY, Raw, ServerProc, is_root, kill9, run_as
+
+ME = os.getuid()
+
+
+@pytest.fixture
+def server(tmp_path):
+    s = ServerProc(store=tmp_path / "annot.db").start()
+    yield s
+    s.cleanup()
+
+
+needs_root = pytest.mark.skipif(
+    not is_root(), reason="dropping to another uid (nobody) needs root; guest part not run"
+)
+
+
+@needs_root
+def test_guest_sees_guest_behaviour(server):
+    with Client(server.path) as c:
+        c.submit(1, ME)  # the owner's job
+        c.submit(2, NOBODY)  # the guest's job
+        c.annotate(1, {"user": {"secret": 1}, "workflow": {"w": 1}})
+        c.alloc_response({"id": 1, "type": 1, "annotations": {"sched": {"t": 5}}})
+    path = server.path
+
+    def guest():
+        out = {}
+        with Client(path) as g:
+            for name, call in [
+                ("submit", lambda: g.submit(9, NOBODY)),
+                ("state", lambda: g.state(2, "INACTIVE")),
+                ("alloc", lambda: g.alloc_response({"id": 2, "type": 1, "annotations": {}})),
+                ("other", lambda: g.annotate(1, {"user": {"x": 1}})),
+                ("ns", lambda: g.annotate(2, {"workflow": {"x": 1}})),
+            ]:
+                try:
+                    call()
+                    out[name] = "ok"
+                except Exception as e:
+                    out[name] = [e.errno, str(e)]
+            g.memo(2, {"mine": True})
+            out["own"] = g.get(2)["annotations"]
+            out["view"] = g.get(1)["annotations"]
+            out["list"] = {j["id"]: j["annotations"] for j in g.list()}
+        return out
+
+    r = run_as(NOBODY, guest)
+    assert "value" in r, r
+    v = r["value"]
+    for name in ("submit", "state", "alloc"):
+        assert v[name][0] == errno.EPERM and "owner" in v[name][1]
+    assert v["other"][0] == errno.EPERM and "own jobs" in v["other"][1]
+    assert v["ns"][0] == errno.EPERM and "workflow" in v["ns"][1]
+    assert v["own"] == {"user": {"mine": True}}
+    assert v["view"] == {"sched": {"t": 5}}  # user and workflow hidden
+    assert v["list"] == {"1": {"sched": {"t": 5}}, "2": {"user": {"mine": True}}}
+    with Client(server.path) as c:  # nothing changed by the refusals
+        assert c.get(1)["annotations"] == {
+            "user": {"secret": 1},
+            "workflow": {"w": 1},
+            "sched": {"t": 5},
+        }
+        assert c.get(2)["state"] == "SCHED"
+
+
+def test_kill9_loses_no_acknowledged_annotation(tmp_path):
+    s = ServerProc(store=tmp_path / "k.db").start()
+    try:
+        raw = Raw(s.path)
+        raw.send("job-manager.submit", 1, {"id": 1, "userid": ME})
+        assert raw.recv()["errnum"] == 0
+        acked = []
+        stop = threading.Event()
+
+        def reader():
+            while True:
+                try:
+                    r = raw.recv()
+                except OSError:
+                    return
+                if r is None:
+                    return
+                if r["errnum"] == 0:
+                    acked.append(r["matchtag"])
+
+        t = threading.Thread(target=reader)
+        t.start()
+        mt = 100
+        deadline = time.monotonic() + 0.6
+        try:
+            while time.monotonic() < deadline:
+                batch = b"".join(
+                    protocol.request(
+                        "job-manager.annotate", mt + i, {"id": 1, "annotations": {"k": {str(mt + i): 1}}}
+                    )
+                    for i in range(50)
+                )
+                raw.sock.sendall(batch)
+                mt += 50
+                time.sleep(0.005)
+            kill9(s)
+        except OSError:
+            pass
+        t.join(10)
+        raw.close()
+        s.stop()
+        assert len(acked) > 50
+        s.start()
+        with Client(s.path) as c:
+            kept = c.get(1)["annotations"]["k"]
+        missing = [m for m in acked if str(m) not in kept]
+        assert missing == []
+    finally:
+        s.cleanup()
+
+
+def test_a_client_that_never_reads_does_not_stop_others(server):
+    with Client(server.path) as c:
+        c.submit(1, ME)
+        c.annotate(1, {"workflow": {"blob": "x" * 60000}})
+    rss0 = server.rss_kib()
+    hog = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    hog.connect(server.path)
+    hog.setblocking(False)
+    req = protocol.request("job-manager.getattr", 1, {"id": 1})
+    sent = 0
+    # ~60 kB per reply: 2000 requests would be 120 MB of replies if buffered.
+    for _ in range(2000):
+        try:
+            sent += hog.send(req)
+        except BlockingIOError:
+            break
+    time.sleep(0.3)
+    with Client(server.path, timeout=10) as c:
+        for i in range(20):
+            c.annotate(1, {"workflow": {"i": i}}, volatile=True)
+        assert c.get(1)["annotations"]["workflow"]["i"] == 19
+    grew = server.rss_kib() - rss0
+    assert grew < 40 * 1024, f"server grew {grew} KiB for a client that never reads"
+    hog.close()
+
+
+def test_slow_subscriber_gets_eoverflow(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[events]\nsubscriber_queue_bytes = 65536\n[batch]\nwindow = 0\n")
+    s = ServerProc(config=cfg).start()
+    try:
+        sub = Raw(s.path)
+        sub.send("job-manager.events", 1, {})
+        time.sleep(0.2)
+        with Client(s.path) as c:
+            c.submit(1, ME)
+            ids = [1] * 3000
+            patches = [{"workflow": {"v": i, "pad": "p" * 2000}} for i in range(3000)]
+            c.annotate_pipelined(ids, patches, volatile=True)
+            assert c.stats()["server"]["connections"] == 2
+        end = None
+        for _ in range(100000):
+            r = sub.recv()
+            if r is None or r["errnum"] != 0:
+                end = r
+                break
+        assert end is not None and end["errnum"] == errno.EOVERFLOW, end
+        sub.close()
+    finally:
+        s.cleanup()
