@@ -19,6 +19,7 @@
  * escaped (\n \r \t \b \f, else \u00xx).
  */
 #include <errno.h>
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,7 +328,59 @@ static size_t layout_double (char *o, int neg, const char *d, int nd, int e)
     return n;
 }
 
-/* Slow path: strtod + shortest of %.14e/%.15e/%.16e that round-trips. */
+/* Digits of buf ("[-]D.DDDDe[+-]XX" from %e, any radix character) into
+ * d (no sign), the decimal exponent in *e; the digit count. */
+static int split_e (const char *buf, char *d, int *e)
+{
+    const char *q = buf;
+    int nd = 0;
+    if (*q == '-')
+        q++;
+    d[nd++] = *q++;
+    while (*q && *q != 'e') {
+        if (*q >= '0' && *q <= '9')
+            d[nd++] = *q;
+        q++;
+    }
+    *e = atoi (q + 1);
+    return nd;
+}
+
+/* Does the decimal d[0..nd) x 10^(e-nd+1) read back as v (sign aside)? */
+static int round_trips (double av, const char *d, int nd, int e)
+{
+    char b[48];
+    snprintf (b, sizeof (b), "%.*se%d", nd, d, e - nd + 1);
+    return strtod (b, NULL) == av;
+}
+
+/* Add delta (+1/-1) to the nd-digit decimal d in place, keeping nd digits
+ * (exponent *e adjusted on carry). 0 if the result is not an nd-digit
+ * number (borrow below 10^(nd-1)). */
+static int bump (char *d, int nd, int *e, int delta)
+{
+    int i = nd - 1;
+    if (delta > 0) {
+        while (i >= 0 && d[i] == '9')
+            d[i--] = '0';
+        if (i < 0) { /* 999 + 1 = 1000: 100 with one more exponent */
+            d[0] = '1';
+            (*e)++;
+            return 1;
+        }
+        d[i]++;
+        return 1;
+    }
+    while (i >= 0 && d[i] == '0')
+        d[i--] = '9';
+    if (i < 0 || (i == 0 && d[0] == '1'))
+        return 0;
+    d[i]--;
+    return 1;
+}
+
+/* Slow path: strtod, then the shortest decimal that reads back as the same
+ * double (what Python's repr prints), laid out like repr. */
 static int slow_double (parser *ps, const char *s, size_t len, char *o, size_t *olen)
 {
     fa_ctx *ctx = ps->ctx;
@@ -338,38 +391,50 @@ static int slow_double (parser *ps, const char *s, size_t len, char *o, size_t *
     z[len] = '\0';
     locale_t old = ctx->cloc ? uselocale (ctx->cloc) : (locale_t)0;
     double v = strtod (z, NULL);
-    char buf[40];
-    int prec;
-    for (prec = 14; prec < 16; prec++) {
-        snprintf (buf, sizeof (buf), "%.*e", prec, v);
-        if (strtod (buf, NULL) == v)
-            break;
+    if (isinf (v)) {
+        if (old)
+            uselocale (old);
+        return fa_fail (ctx, EINVAL, "number out of range");
     }
-    if (prec == 16)
-        snprintf (buf, sizeof (buf), "%.16e", v);
+    double av = fabs (v);
+    int ex;
+    /* A normal double that is not a power of two has a symmetric
+     * round-trip interval: if some <= 15-digit decimal reads back, the
+     * correctly rounded 15-digit one does and holds the same digits
+     * (zero-padded); else the correctly rounded 16- or 17-digit one.
+     * Subnormals (fewer bits) and powers of two (the interval below is
+     * half the one above) get a full search that also tries the
+     * neighbours of the correctly rounded candidate. */
+    int full = av < DBL_MIN || frexp (av, &ex) == 0.5;
+    char buf[48], d[24], best[24];
+    int nd = 0, e = 0, bnd = 0, be = 0;
+    for (int prec = full ? 0 : 14; prec <= 16 && !bnd; prec++) {
+        snprintf (buf, sizeof (buf), "%.*e", prec, av);
+        nd = split_e (buf, d, &e);
+        if (prec == 16 || round_trips (av, d, nd, e)) {
+            memcpy (best, d, (size_t)nd);
+            bnd = nd;
+            be = e;
+            break;
+        }
+        if (!full || av == 0)
+            continue;
+        for (int delta = 1; delta >= -1 && !bnd; delta -= 2) {
+            char c[24];
+            int ce = e;
+            memcpy (c, d, (size_t)nd);
+            if (bump (c, nd, &ce, delta) && round_trips (av, c, nd, ce)) {
+                memcpy (best, c, (size_t)nd);
+                bnd = nd;
+                be = ce;
+            }
+        }
+    }
     if (old)
         uselocale (old);
-    if (isinf (v))
-        return fa_fail (ctx, EINVAL, "number out of range");
-    /* buf: [-]D<radix>DDDDe[+-]XX */
-    const char *q = buf;
-    int neg = 0;
-    if (*q == '-') {
-        neg = 1;
-        q++;
-    }
-    char d[24];
-    int nd = 0;
-    d[nd++] = *q++;
-    while (*q && *q != 'e') {
-        if (*q >= '0' && *q <= '9')
-            d[nd++] = *q;
-        q++;
-    }
-    int e = atoi (q + 1);
-    while (nd > 1 && d[nd - 1] == '0')
-        nd--;
-    *olen = layout_double (o, neg, d, nd, e);
+    while (bnd > 1 && best[bnd - 1] == '0')
+        bnd--;
+    *olen = layout_double (o, signbit (v) != 0, best, bnd, be);
     return 0;
 }
 
