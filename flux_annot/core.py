@@ -170,7 +170,7 @@ class JobTable:
     1024 keys per object, strict keys).
     """
 
-    __slots__ = ("_t", "_ctx", "_limits", "_lim", "__weakref__")
+    __slots__ = ("_t", "_ctx", "_limits", "_lim", "_info", "__weakref__")
 
     def __init__(self, limits=None):
         t = lib.fa_table_new()
@@ -181,6 +181,7 @@ class JobTable:
         self._ctx = lib.fa_table_ctx(self._t)
         self._limits = limits or OWNER_LIMITS
         self._lim = self._limits._c
+        self._info = ffi.new("fa_info *")  # reused by apply(): no allocation per call
 
     # ---- public (SPEC §10) ----
 
@@ -271,19 +272,23 @@ class JobTable:
         replace: merge into an empty tree. dryrun: stage the result; install
         it with commit() (any other apply/remove in between drops it).
         """
-        _check_id(id)
         if type(patch) is not bytes:
             patch = _to_bytes(patch)
         if ns is None:
             nsb = ffi.NULL
             nsl = 0
         else:
-            nsb = ns.encode("utf-8") if isinstance(ns, str) else bytes(ns)
+            nsb = ns if type(ns) is bytes else (
+                ns.encode("utf-8") if isinstance(ns, str) else bytes(ns))
             nsl = len(nsb)
         flags = (lib.FA_REPLACE if replace else 0) | (lib.FA_DRYRUN if dryrun else 0)
-        info = ffi.new("fa_info *")
-        r = lib.fa_table_apply(self._t, id, patch, len(patch), limits._c, nsb, nsl,
-                               flags, info)
+        info = self._info
+        try:
+            r = lib.fa_table_apply(self._t, id, patch, len(patch), limits._c, nsb, nsl,
+                                   flags, info)
+        except (OverflowError, TypeError):
+            _check_id(id)
+            raise
         if r < 0:
             _raise_from(self._ctx)
         return ApplyInfo(bool(info.changed), info.old_len, info.new_len,
