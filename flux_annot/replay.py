@@ -74,15 +74,16 @@ def restore(store, table):
             allocated = False
         if name is None:
             continue
-        if name == "alloc":
+        if name == "alloc-tree":
             # The snapshot replaces everything before it.
-            tree = _alloc_tree(ctx)
-            mine = [tree.encode()] if tree is not None else []
+            mine = [ctx] if ctx != b"null" else []
             allocated = True
-        elif name == "memo":
-            mine.append(b'{"user":' + ctx.encode() + b"}")
-        elif name == "annotate":
-            mine.append(ctx.encode())
+        elif name == "alloc":  # not written by our encoder: parse it
+            tree = _alloc_tree(ctx.decode("utf-8"))
+            mine = [tree.encode("utf-8")] if tree is not None else []
+            allocated = True
+        elif name == "memo" or name == "annotate":
+            mine.append(ctx)
         elif not allocated and mine:
             # exception/cancel/state of a job still pending: its sched notes go
             # (a no-op unless the config lets someone write `sched` durably).

@@ -239,15 +239,25 @@ class Store:
             raise self._corrupt(exc) from None
 
     def jobs_with_entries(self, names):
-        """One pass for replay: (jobid, userid, t_submit, state, name, context).
+        """One pass for replay: (jobid, userid, t_submit, state, name, patch).
 
-        Every job appears (name/context None when it has no entry of `names`),
-        its entries in order; jobs in stored id order.
+        Every job appears (name/patch None when it has no entry of `names`),
+        its entries in order; jobs in stored id order. `patch` is bytes, and
+        SQLite already shapes it for the tree: a `memo` context comes wrapped
+        as `{"user":...}`; an `alloc` context written by us comes as its
+        snapshot tree, with the name `alloc-tree` (another `alloc` keeps its
+        whole context). Job ids are the stored signed integers.
         """
         names = list(names)
         sql = (
-            "SELECT j.id, j.userid, j.t_submit, j.state, e.name, e.context FROM jobs j "
-            "LEFT JOIN eventlog e ON e.id = j.id AND e.name IN (%s) "
+            "SELECT j.id, j.userid, j.t_submit, j.state, "
+            "CASE WHEN e.name = 'alloc' AND substr(e.context, 1, 15) = '{\"annotations\":' "
+            "THEN 'alloc-tree' ELSE e.name END, "
+            "CAST(CASE WHEN e.name = 'memo' THEN '{\"user\":' || e.context || '}' "
+            "WHEN e.name = 'alloc' AND substr(e.context, 1, 15) = '{\"annotations\":' "
+            "THEN substr(e.context, 16, length(e.context) - 16) "
+            "ELSE e.context END AS BLOB) "
+            "FROM jobs j LEFT JOIN eventlog e ON e.id = j.id AND e.name IN (%s) "
             "ORDER BY j.id, e.seq, e.idx" % ",".join("?" * len(names))
         )
         try:

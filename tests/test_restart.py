@@ -180,3 +180,30 @@ def test_service_refuses_a_foreign_file_and_leaves_it(tmp_path):
         open_svc(path)
     assert "not a flux-annot store" in str(ei.value)
     assert path.read_bytes() == before
+
+
+def test_replay_alloc_snapshot_resets_and_foreign_spelling_is_parsed(tmp_path):
+    from flux_annot.store import Store
+
+    path = tmp_path / "s.db"
+    st = Store(path)
+    st.write_batch(
+        1,
+        [
+            (1, "submit", {"userid": ALICE}, 1.0),
+            (1, "memo", {"old": 1}, 1.0),
+            # spaced JSON, as another tool could write it: parsed, still a reset
+            (1, "alloc", '{ "annotations" : {"annotations": {"x": 1}} }', 2.0),
+            (1, "memo", {"new": 2}, 3.0),
+            (2, "submit", {"userid": ALICE}, 1.0),
+            (2, "memo", {"gone": 1}, 1.0),
+            (2, "alloc", {"annotations": None}, 2.0),
+        ],
+        {1: (ALICE, "RUN", 1.0), 2: (ALICE, "RUN", 1.0)},
+    )
+    st.close()
+    svc = open_svc(path)
+    own = Cred.owner_of(svc)
+    assert svc.get(own, 1)["annotations"] == {"annotations": {"x": 1}, "user": {"new": 2}}
+    assert svc.get(own, 2)["annotations"] is None
+    svc.close()
