@@ -584,9 +584,16 @@ class Server:
         self.defer(conn, reply)
 
     def h_annotate(self, conn, mt, p):
-        jobid = _jobid(p)
-        ann = _object(p, "annotations")
-        if _opt_bool(p, "volatile"):
+        # The hot path (§11 RPC targets): the common well-typed case is
+        # checked inline; the helpers only word the errors.
+        jobid = p.get("id")
+        if type(jobid) is not int or not 0 <= jobid < _U64:
+            jobid = _jobid(p)
+        ann = p.get("annotations")
+        if type(ann) is not dict:
+            ann = _object(p, "annotations")
+        volatile = p.get("volatile", False)
+        if volatile is True or (volatile is not False and _opt_bool(p, "volatile")):
             self.service.annotate(conn.cred, jobid, ann, volatile=True)
             return response(mt)
         self.service.annotate(conn.cred, jobid, ann, volatile=False)
