@@ -20,7 +20,9 @@ Choices where SPEC §9 is silent:
   job) unless `--since` is given; it prints one line per state transition
   and per annotation change, with the extra fields `{seq}`, `{event}`
   (`state` or `annotations`) and `{timestamp}` (transitions).
-- The owner tools print nothing on success. An alloc response the service
+- `alloc` clears `t_estimate`, `reason_pending` and `jobs_ahead` as
+  `flux_annot.sched.success` does (its `key=value` arguments may set them
+  again). The owner tools print nothing on success. An alloc response the service
   ignores (the job is not pending) is exit 1 with a message: nothing was
   done.
 """
@@ -353,10 +355,10 @@ def cmd_sched(args):
 
 
 def cmd_alloc(args):
-    payload = {"id": int(args.jobid), "type": 0}
-    if args.assign:
-        payload["annotations"] = {"sched": parse_assignments(args.assign)}
-    return _alloc(args, payload)
+    # As flux_annot.sched.success: the pending-only notes are cleared.
+    notes = {"t_estimate": None, "reason_pending": None, "jobs_ahead": None}
+    notes.update(parse_assignments(args.assign))
+    return _alloc(args, {"id": int(args.jobid), "type": 0, "annotations": {"sched": notes}})
 
 
 def cmd_deny(args):
@@ -447,7 +449,8 @@ def build_parser():
     sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")
     sp.add_argument("assign", nargs="+", metavar="key=value")
 
-    sp = add("alloc", cmd_alloc, "owner: scheduler SUCCESS response (job → RUN)")
+    sp = add("alloc", cmd_alloc, "owner: scheduler SUCCESS response (job → RUN; clears t_estimate, "
+             "reason_pending, jobs_ahead)")
     sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")
     sp.add_argument("assign", nargs="*", metavar="key=value", help="sched annotations, e.g. resource_summary=...")
 

@@ -309,6 +309,16 @@ def _run_tty(demo, frames, dt, out):
             pause = deadline - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
+        # Too many jobs for the time given: finish the work at full speed
+        # and show how it ended.
+        i = frames
+        if not demo.done():
+            while not demo.done() and i < 100 * frames:
+                demo.cycle(_step(demo, dt, frames, i))
+                i += 1
+            size = shutil.get_terminal_size()
+            out.write(HOME + (CLEAR_EOL + "\n").join(demo.frame(size.columns, size.lines)) + CLEAR_EOL + "\n"
+                      + CLEAR_EOS)
     except KeyboardInterrupt:
         pass
     finally:
