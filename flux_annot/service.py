@@ -157,6 +157,15 @@ class AnnotationService:
         self._window = cfg.batch.window
         self._max_entries = cfg.batch.max_entries
         self.policy = Policy(cfg)
+        self._sched_writes_user = self.policy.writable("sched", "user")
+        # Namespaces an alloc response may write without a closer look (None:
+        # all); others go through policy.check_sched (EPERM, or allowed as an
+        # unnamed namespace when the `default` table lets the scheduler write).
+        self._sched_ok = (
+            None
+            if self.policy.sched_writes_all
+            else frozenset(n for n in cfg.namespace if self.policy.writable("sched", n))
+        )
         lim = cfg.limits
         self.owner_limits = Limits(
             depth=lim.depth_owner, key_bytes=lim.key_bytes, object_keys=lim.object_keys
@@ -178,6 +187,7 @@ class AnnotationService:
         self._n_ignored = 0
         self._rejected = {}
         self._t0 = None  # monotonic time of the first change of the open batch
+        self._n_open = 0  # upper bound of the open batch's size (see _tick)
         self._closed = False
         self.store = None
         if store is not None:
@@ -215,20 +225,35 @@ class AnnotationService:
     # -- batches -------------------------------------------------------------
 
     def _tick(self):
-        """Close the open batch if its window has passed or it is full."""
-        t0 = self._t0
-        if t0 is not None and (
-            _monotonic() - t0 >= self._window or self.hub.size() >= self._max_entries
-        ):
-            self.flush()
+        """Close the open batch if its window has passed or it is full.
 
-    def _touched(self):
+        `_n_open` is an upper bound of the batch's size (every change and
+        entry counted, repeats included), so the exact `hub.size()` is asked
+        only when the bound reaches `max_entries`, then the bound is reset
+        to the exact size.
+        """
+        t0 = self._t0
+        if t0 is None:
+            return
+        if _monotonic() - t0 >= self._window:
+            self.flush()
+        elif self._n_open >= self._max_entries:
+            size = self.hub.size()
+            if size >= self._max_entries:
+                self.flush()
+            else:
+                self._n_open = size
+
+    def _touched(self, n=1):
+        """Note `n` (at most) new entries in the open batch."""
+        self._n_open += n
         if self._t0 is None:
             self._t0 = _monotonic()
 
     def flush(self):
         """Close the open batch: store commit, publish. Returns its seq or None."""
         self._t0 = None
+        self._n_open = 0
         if self.hub.open():
             return self.hub.close_batch()
         return None
@@ -280,7 +305,7 @@ class AnnotationService:
             # Inactive jobs no longer count toward the per-user total.
             self.user_bytes.add(job.userid, -job.user_bytes)
         self.hub.record_transition(id, state, now)
-        self._touched()
+        self._touched(3)  # the transition and the caller's entries
 
     def _account(self, job, info):
         """Keep the job's and its user's `user` byte counts in step with a change."""
@@ -322,7 +347,7 @@ class AnnotationService:
         hub = self.hub
         hub.record_entry(id, "submit", {"userid": userid}, t_submit)
         hub.record_transition(id, SCHED, t_submit)
-        self._touched()
+        self._touched(2)
 
     def state(self, id, state, note=None):
         """Move job `id` on (RUN→CLEANUP, CLEANUP→INACTIVE, RUN→INACTIVE, SCHED→INACTIVE)."""
@@ -356,7 +381,10 @@ class AnnotationService:
 
     def alloc_response(self, payload):
         """Apply an RFC 27 alloc response; `{"ignored": True}` when the job is not in SCHED."""
-        if self._t0 is not None:
+        t0 = self._t0
+        if t0 is not None and (
+            _monotonic() - t0 >= self._window or self._n_open >= self._max_entries
+        ):
             self._tick()
         self._n_alloc += 1
         if type(payload) is not dict:
@@ -406,19 +434,29 @@ class AnnotationService:
         else:  # A_CANCEL: requeued, stays SCHED
             self._discard_sched(id, job)
             hub.record_entry(id, "cancel", {}, now)
-            self._touched()
+            self._touched(1)
         return {}
 
     def _apply_sched(self, id, job, ann):
-        policy = self.policy
-        if not policy.sched_writes_all:
-            try:
-                policy.check_sched(ann)
-            except AnnotError as exc:
-                raise self._reject("permission", exc) from None
+        ok = self._sched_ok
+        if ok is not None:
+            for ns in ann:
+                if ns not in ok:
+                    try:
+                        self.policy.check_sched(ann)
+                    except AnnotError as exc:
+                        raise self._reject("permission", exc) from None
         try:
             data = _encode_json(ann).encode("utf-8")
-            info = self.table.apply(id, data, self.owner_limits, _NS_USER)
+            if self._sched_writes_user:
+                info = self.table.apply(id, data, self.owner_limits, _NS_USER)
+                changed = info.changed
+                if info.new_ns_len != info.old_ns_len:
+                    self._account(job, info)
+            else:
+                # The scheduler cannot touch `user`: no byte accounting needed,
+                # so the plain C call (table limits = owner limits) will do.
+                changed = self.table.annotate(id, data)
         except AnnotError as exc:
             raise self._reject("invalid", exc) from None
         except RecursionError:
@@ -429,9 +467,8 @@ class AnnotationService:
             raise self._reject(
                 "invalid", error(EPROTO, f"alloc response annotations are not valid JSON: {exc}")
             ) from None
-        if info.changed:
-            if info.new_ns_len != info.old_ns_len:
-                self._account(job, info)
+        if changed:
+            self._n_open += 1
             if self._t0 is None:
                 self._t0 = _monotonic()
 
