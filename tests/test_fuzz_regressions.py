@@ -1,0 +1,164 @@
+"""Replay fuzz inputs through the Python binding (bench/FUZZING.md).
+
+Every file in tests/fuzz_regressions/ is an input that once crashed or
+broke an invariant of a fuzz target in csrc/fuzz/; its name starts with the
+target (`canonical-...` or `merge-...`). Each is replayed here with the same
+input layout and the same invariants as the C target, so the test fails
+until the bug is fixed (a crash in the core kills the run, which fails it
+too). GUARDS below are inputs of the classic crash classes (nesting beyond
+the parser's cap, huge keys and numbers, many NUL-separated patches),
+replayed the same way.
+"""
+
+import errno
+import json
+import os
+
+import pytest
+
+import flux_annot
+from flux_annot import core
+
+HERE = os.path.join(os.path.dirname(__file__), "fuzz_regressions")
+WIDE = core.Limits(depth=core.lib.FA_DEPTH_CAP, key_bytes=2**32 - 1,
+                   object_keys=2**32 - 1, strict_keys=False)
+NAMESPACES = ["a", "sched", "user", "x"]
+
+GUARDS = {
+    "canonical-guard-deep-arrays": b"[" * 5000 + b"]" * 5000,
+    "canonical-guard-deep-objects-open": b'{"a":' * 5000,
+    "canonical-guard-long-key": b'{"' + b"k" * 100000 + b'":1}',
+    "canonical-guard-long-number": b"1" * 100000,
+    "canonical-guard-long-fraction": b"0." + b"0" * 5000 + b"1e5000",
+    "canonical-guard-escapes": b'"' + b"\\ud83d\\ude00\\u0000" * 2000 + b'"',
+    "merge-guard-deep-patch": bytes([0x06]) + b"\0" + b'{"a":' * 5000 + b"1" + b"}" * 5000,
+    "merge-guard-many-patches": bytes([0x27]) + b"\0".join(
+        [b'{"sched":{"a":1}}', b'{"sched":{"a":null}}', b'{"sched":{"b":[{}]}}',
+         b'{"sched":null}', b'{"a":{"b":{"c":1}}}', b'{"a":{"b":{"c":null}}}',
+         b'{"x":1,"x":null}', b'{"a.b":1}', b'{"y":2}', b'{"z":3}']),
+    "merge-guard-id-zero-prune": bytes([0x87]) + b'{"a":{"b":1}}\0{"a":{"b":null}}\0{"a":1}',
+    "merge-guard-small-limits": bytes([0x1b]) + b'{"abc":1}\0{"abcdefghi":1}\0'
+    b'{"a":1,"b":2,"c":3,"d":4,"e":5}\0{"a":{"b":{"c":1}}}',
+}
+
+
+def _inputs():
+    found = {}
+    if os.path.isdir(HERE):
+        for name in sorted(os.listdir(HERE)):
+            if name.startswith(("canonical-", "merge-")):
+                with open(os.path.join(HERE, name), "rb") as f:
+                    found[name] = f.read()
+    found.update(GUARDS)
+    return sorted(found.items())
+
+
+def replay_canonical(data):
+    """fuzz_canonical.c: an error is EINVAL; a result is a fixed point."""
+    try:
+        out = core.canonical(data)
+    except flux_annot.AnnotError as e:
+        assert e.errno == errno.EINVAL and str(e)
+        return
+    assert core.canonical(out) == out
+    assert not any(b < 0x20 for b in out)
+    json.loads(out)
+
+
+def _limits(sel):
+    return core.Limits(depth=(2, 4, 8, 64)[(sel >> 1) & 3],
+                       key_bytes=8 if sel & 0x08 else 256,
+                       object_keys=4 if sel & 0x10 else 1024,
+                       strict_keys=bool(sel & 0x01))
+
+
+def _try(fn, *args, **kw):
+    try:
+        return fn(*args, **kw), None
+    except flux_annot.AnnotError as e:
+        assert e.errno > 0 and str(e)
+        return None, e.errno
+
+
+def _entry(batch, jobid):
+    """The payload of a one-entry batch, None for [] (absent)."""
+    entries = json.loads(batch)
+    assert len(entries) <= 1
+    if not entries:
+        return None
+    assert entries[0][0] == jobid
+    return entries[0]
+
+
+def replay_merge(data):
+    """fuzz_merge.c: every path agrees, errors change nothing."""
+    if not data:
+        return
+    sel = data[0]
+    segs = data[1:].split(b"\0", 8)  # start tree + up to 8 patches
+    lim = _limits(sel)
+    ns = NAMESPACES[(sel >> 5) & 3]
+    jobid = 0 if sel & 0x80 else 2**64 - 1
+
+    scratch = flux_annot.JobTable(lim)
+    _, err = _try(scratch.apply, 1, segs[0], lim)
+    start = scratch.get(1) if err is None else None
+
+    ta, tb, tc = flux_annot.JobTable(lim), flux_annot.JobTable(lim), flux_annot.JobTable(lim)
+    for t in (ta, tb, tc):
+        if start is not None:
+            assert t.apply(jobid, start, WIDE, replace=True).changed
+        assert t.get(jobid) == start
+    tb.track(True)
+
+    cur, first_bad, at_fail, nchanged = start, None, None, 0
+    for i, patch in enumerate(segs[1:]):
+        pure, perr = _try(core.merge, cur, patch, lim)
+        info, aerr = _try(ta.apply, jobid, patch, lim, ns=ns, dryrun=True)
+        assert aerr == perr, (patch, aerr, perr)
+        assert ta.get(jobid) == cur  # a dry run installs nothing
+        if perr is None:
+            ta.commit()
+        want = ta.get(jobid)
+        if perr is None:
+            assert (json.loads(want) if want else None) == pure
+            assert info.changed == (want != cur)
+            assert (info.old_len, info.new_len) == (len(cur or b""), len(want or b""))
+        else:
+            assert want == cur
+            if first_bad is None:
+                first_bad, at_fail = i, cur
+        r, berr = _try(tb.apply, jobid, patch, lim)
+        assert berr == perr and tb.get(jobid) == want
+        if perr is None and first_bad is None:
+            nchanged += r.changed
+        cur = want
+
+    n, merr = _try(tc.annotate_many, [jobid] * (len(segs) - 1), segs[1:])
+    if first_bad is None:
+        assert merr is None and n == nchanged and tc.get(jobid) == cur
+    else:
+        assert merr is not None and tc.get(jobid) == at_fail
+
+    net = start != cur
+    assert tb.batch_ids() == ([jobid] if net else [])
+    e = _entry(tb.batch_encode(), jobid)
+    assert (e is not None) == net
+    if e is not None:
+        assert e[1] == (json.loads(cur) if cur else None)
+    e = _entry(tb.batch_encode(delta=True), jobid)
+    if e is not None:
+        got = core.merge(start, json.dumps(e[1]).encode(), WIDE) if e[1] is not None else None
+        assert got == (json.loads(cur) if cur else None)
+    tb.batch_clear()
+    assert tb.batch_ids() == []
+    assert tb.remove(jobid) == (cur is not None)
+    assert len(tb) == 0
+
+
+@pytest.mark.parametrize("name, data", _inputs(), ids=[n for n, _ in _inputs()])
+def test_replay(name, data):
+    if name.startswith("canonical-"):
+        replay_canonical(data)
+    else:
+        replay_merge(data)
