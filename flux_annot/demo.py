@@ -341,6 +341,8 @@ def _run_plain(demo, frames, dt, out):
             w(f"\n[{demo.clock()}] {changes}\n")
             w("\n".join(demo.listing()) + "\n")
             out.flush()
+    w(f"\n[{demo.clock()}] {'all jobs are inactive' if demo.done() else 'stopped'}\n")
+    w("\n".join(demo.listing()) + "\n")
     _summary(demo, out)
     return 0
 
