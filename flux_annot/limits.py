@@ -32,8 +32,14 @@ class RateLimiter:
     def __len__(self):
         return len(self._buckets)
 
+    def message(self):
+        return (
+            f"guest request rate exceeds {self.rate:g} per second "
+            f"(burst {self.burst:g}): try again later"
+        )
+
     def take(self, key):
-        """Spend one token for `key`; EAGAIN (nothing spent) when the bucket is empty."""
+        """Spend one token for `key`: True, or False (nothing spent) when empty."""
         now = self.clock()
         buckets = self._buckets
         b = buckets.pop(key, None)
@@ -47,12 +53,14 @@ class RateLimiter:
                 tokens = self.burst
         if tokens < 1.0:
             buckets[key] = [tokens, now]
-            raise error(
-                EAGAIN,
-                f"guest request rate exceeds {self.rate:g} per second "
-                f"(burst {self.burst:g}): try again later",
-            )
+            return False
         buckets[key] = [tokens - 1.0, now]  # re-inserted last: LRU order
+        return True
+
+    def check(self, key):
+        """`take`, raising EAGAIN when the bucket is empty."""
+        if not self.take(key):
+            raise error(EAGAIN, self.message())
 
     def _sweep(self, now):
         rate, burst = self.rate, self.burst

@@ -49,7 +49,7 @@ import time
 from . import replay
 from .config import Config
 from .core import JobTable, Limits
-from .errors import E2BIG, EEXIST, EINVAL, ENOENT, EPERM, EPROTO, AnnotError, error
+from .errors import E2BIG, EAGAIN, EEXIST, EINVAL, ENOENT, EPERM, EPROTO, AnnotError, error
 from .events import EventHub
 from .limits import RateLimiter, UserBytes
 from .policy import Cred, Policy
@@ -179,11 +179,13 @@ class AnnotationService:
         self.jobs = {}
         self.notes = {}  # jobid -> exception note (few jobs have one)
         self.rate = RateLimiter(lim.guest_rate, lim.guest_burst)
+        self._rate_message = self.rate.message()
         self.user_bytes = UserBytes(lim.guest_user_total_bytes)
         self._counts = {s: 0 for s in (SCHED, RUN, CLEANUP, INACTIVE)}
         self._requests = {}
         self._n_alloc = 0  # hot paths count in attributes, not dict items
         self._n_annotate = 0
+        self._n_memo = 0
         self._n_ignored = 0
         self._rejected = {}
         self._t0 = None  # monotonic time of the first change of the open batch
@@ -481,7 +483,7 @@ class AnnotationService:
 
     def memo(self, cred, id, memo, volatile=False):
         """`annotate(cred, id, {"user": memo})`, as `flux job memo`."""
-        self._count("memo")
+        self._n_memo += 1
         self._modify(cred, id, memo, volatile, True)
 
     def _modify(self, cred, id, obj, volatile, is_memo):
@@ -494,11 +496,8 @@ class AnnotationService:
                 "invalid", error(EINVAL, f"volatile must be true or false, not {volatile!r}")
             )
         guest = not cred.owner
-        if guest:
-            try:
-                self.rate.take(cred.userid)
-            except AnnotError as exc:
-                raise self._reject("rate", exc) from None
+        if guest and not self.rate.take(cred.userid):
+            raise self._reject("rate", error(EAGAIN, self._rate_message))
         what = "memo" if is_memo else "annotations"
         try:
             data, keys = _encode(obj, what)
@@ -663,6 +662,7 @@ class AnnotationService:
         requests = dict(self._requests)
         requests["alloc-response"] = self._n_alloc
         requests["annotate"] = self._n_annotate
+        requests["memo"] = self._n_memo
         out = dict(self.hub.stats())
         out.update(
             {
