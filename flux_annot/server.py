@@ -82,6 +82,7 @@ log = logging.getLogger("flux_annot.server")
 
 _UCRED = struct.Struct("3i")
 _unpack_header = protocol.HEADER.unpack_from
+_pack_header = protocol.HEADER.pack
 
 #: transport write buffer: above HIGH the connection pauses (see module doc)
 WRITE_HIGH = 1 << 20
@@ -94,6 +95,8 @@ SHUTDOWN_GRACE = 5.0
 _MISSING = object()
 _U64 = 1 << 64
 _U32 = 1 << 32
+_I63 = 1 << 63
+_scan_once = protocol._scan_once
 
 
 # --- payload field checks (EINVAL naming the field) ---------------------------
@@ -524,11 +527,26 @@ class Server:
     def handle(self, conn, body):
         """Serve one frame body; returns the reply frame or None (deferred)."""
         self.nrequests += 1
+        # Fast path of parse_request for the common well-formed request.
         try:
-            topic, mt, payload = parse_request(body)
-        except ProtocolError as e:
-            self.nerrors += 1
-            return response_error(e.matchtag, e.errno, e.message)
+            msg, end = _scan_once(body.decode(), 0)
+        except Exception:
+            end = -1
+        if (
+            end == len(body)  # ASCII body, whole of it parsed
+            and type(msg) is dict
+            and type(msg.get("topic")) is str
+            and type(msg.get("payload")) is dict
+            and type(msg.get("matchtag")) is int
+            and 0 <= msg["matchtag"] < _I63
+        ):
+            topic, mt, payload = msg["topic"], msg["matchtag"], msg["payload"]
+        else:
+            try:
+                topic, mt, payload = parse_request(body)
+            except ProtocolError as e:
+                self.nerrors += 1
+                return response_error(e.matchtag, e.errno, e.message)
         h = self.handlers.get(topic)
         if h is None:
             self.nerrors += 1
@@ -595,7 +613,8 @@ class Server:
         volatile = p.get("volatile", False)
         if volatile is True or (volatile is not False and _opt_bool(p, "volatile")):
             self.service.annotate(conn.cred, jobid, ann, volatile=True)
-            return response(mt)
+            body = b'{"matchtag":%d,"errnum":0,"payload":{}}' % mt
+            return _pack_header(len(body)) + body
         self.service.annotate(conn.cred, jobid, ann, volatile=False)
         self.defer(conn, response(mt))
 
