@@ -1,0 +1,503 @@
+"""Scheduler throughput under a guest flood (SPEC §4, §11; issue 6). Prints numbers; asserts nothing.
+
+Setup: a server subprocess (`python -m flux_annot.server`, started by
+`bench_rpc.start_server`) on a socket in a fresh temp dir, with a **temp
+SQLite file** as its store (the default kind of store: submits are durable;
+the scheduler's ANNOTATE responses are volatile, so the store is not on the
+measured path). The temp dir is made 0755 so other uids can reach the
+socket (the server makes the socket 0666).
+
+One scheduler connection (this process; owner role, SO_PEERCRED uid =
+the server's uid) sends RFC 27 ANNOTATE alloc responses
+(`job-manager.alloc-response`) for NJOBS pending jobs, cycle after cycle,
+every `t_estimate` changing, pipelined with `--window` requests in flight
+(`bench_rpc.Pipe`). Three measured phases of `--requests` each:
+
+    quiet 1  →  flood  →  quiet 2        ratio = flood / mean(quiet 1, quiet 2)
+
+During the flood, 8 child processes each open one connection and send
+over-limit `job-manager.annotate` requests as fast as the server answers
+them (pipelined, `--guest-window` in flight, replies only counted, never
+decoded), two flooders per kind:
+
+    payload  own job, {"user": {"blob": 5000 x "x"}}       > 4 KiB   → E2BIG
+    deep     own job, nesting depth 12                     > 8       → EINVAL
+    others   a pending job of another user                           → EPERM
+    sched    own job, {"sched": {...}}                               → EPERM
+
+and every one of them is first subject to the per-guest-uid rate limit
+(200/s, burst 400 → EAGAIN), checked first by the service.
+
+Guest-ness: when run as root, each flooder drops to `nobody` (uid/gid 65534)
+after fork and before connecting, so the server sees a guest through
+SO_PEERCRED. Not root: guest-ness cannot be shown; the flood then runs as
+the owner uid with only the kinds an owner is refused too (`sched`,
+nesting deeper than the owner limit 64), and the output says so.
+
+Measured: scheduler RPC/s per phase and the ratio (target >= 80%); server
+VmRSS before the flood, its peak during it (sampled every 50 ms) and after
+(target: growth <= 20 MB); server and client CPU per phase; guest requests
+rejected per second by reason (`job-manager.stats` `rejected` counters,
+after minus before) and the flooders' own reply count by errnum.
+
+Bounded: every loop has a request count and a wall-clock limit, sockets
+have timeouts, the flooders stop on an event or at their deadline, and
+the server is terminated at the end.
+
+    python bench/bench_flood.py [--jobs 10000] [--requests 100000] [--window 256]
+                                [--flooders 8] [--profile FILE]
+
+`--profile FILE` runs the server under cProfile (`python -m cProfile -o
+FILE -m flux_annot.server ...`) so `pstats` can show where the flood's
+time goes; the numbers are then slower and only meant for that.
+"""
+
+import argparse
+import multiprocessing
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_rpc import Pipe, proc_cpu, self_cpu, start_server  # noqa: E402
+
+from flux_annot import Client, protocol, sched  # noqa: E402
+
+NOBODY = 65534
+KINDS = ("payload", "deep", "others", "sched")
+#: errno values the flooders may see, for the printout
+ERRNO_NAMES = {0: "ok", 1: "EPERM", 2: "ENOENT", 7: "E2BIG", 11: "EAGAIN", 22: "EINVAL",
+               71: "EPROTO", 90: "EMSGSIZE", 122: "EDQUOT"}
+#: guest-owned pending jobs (ids above the scheduler's)
+GUEST_JOBS = 64
+
+_HDR = struct.Struct(">I")
+
+
+def rss_kib(pid):
+    """VmRSS of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+class RssSampler(threading.Thread):
+    """Samples a process's VmRSS every `period` s until stopped (keeps the max)."""
+
+    def __init__(self, pid, period=0.05):
+        super().__init__(daemon=True)
+        self.pid, self.period = pid, period
+        self.peak = rss_kib(pid)
+        self.done = threading.Event()
+
+    def run(self):
+        while not self.done.wait(self.period):
+            try:
+                self.peak = max(self.peak, rss_kib(self.pid))
+            except (OSError, RuntimeError):
+                return
+
+    def stop(self):
+        self.done.set()
+        self.join(5)
+        return self.peak
+
+
+# --- frames ------------------------------------------------------------------------
+
+
+def sched_frames(njobs, count, cycle0, mt0):
+    """`count` ANNOTATE alloc responses over jobs 1..njobs, cycle after cycle,
+    each cycle moving every job's t_estimate (so every request changes its job)."""
+    frames = []
+    request, annotate = protocol.request, sched.annotate
+    for k in range(count):
+        cycle, i = divmod(k, njobs)
+        jobid = 1 + i
+        p = annotate(
+            jobid,
+            t_estimate=1700000000.25 + 60 * (cycle0 + cycle) + 0.5 * i,
+            reason_pending="insufficient resources",
+            jobs_ahead=i,
+        )
+        frames.append(request("job-manager.alloc-response", mt0 + k, p))
+    return frames
+
+
+def guest_payload(kind, own_id, other_id, owner_fallback):
+    """(job id, annotate payload) of one over-limit request of `kind`."""
+    if kind == "payload":
+        return own_id, {"user": {"blob": "x" * 5000}}
+    if kind == "deep":
+        depth = 70 if owner_fallback else 12  # past the owner's 64 / the guest's 8
+        tree = 1
+        for _ in range(depth - 1):
+            tree = {"a": tree}
+        return own_id, {"user": tree}
+    if kind == "others":
+        return other_id, {"user": {"note": "this job is mine now"}}
+    if kind == "sched":
+        return own_id, {"sched": {"t_estimate": 0, "reason_pending": "guest was here"}}
+    raise ValueError(f"unknown flood kind {kind!r}")
+
+
+def guest_blob(kind, own_ids, other_ids, n, owner_fallback):
+    """n request frames of `kind`, joined: sent again and again as one chunk."""
+    out = []
+    for k in range(n):
+        jobid, ann = guest_payload(
+            kind, own_ids[k % len(own_ids)], other_ids[k % len(other_ids)], owner_fallback
+        )
+        out.append(
+            protocol.request(
+                "job-manager.annotate", 1 + k, {"id": jobid, "annotations": ann, "volatile": True}
+            )
+        )
+    return b"".join(out)
+
+
+# --- the flooders (child processes) ------------------------------------------------
+
+
+def flooder(path, kind, uid, own_ids, other_ids, window, chunk, max_requests, seconds,
+            owner_fallback, ready, go, stop, results):
+    """One flooding connection (runs in a forked child); see the module doc."""
+    res = {"kind": kind, "uid": None, "sent": 0, "replies": 0, "errnums": {}, "error": None}
+    released = False
+    try:
+        if uid is not None:
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+        res["uid"] = os.getuid()
+        blob = guest_blob(kind, own_ids, other_ids, chunk, owner_fallback)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        sock.connect(path)
+        ready.release()
+        released = True
+        if not go.wait(60):
+            raise RuntimeError("never told to start")
+        deadline = time.monotonic() + seconds
+        errnums = res["errnums"]
+        unpack = _HDR.unpack_from
+        sent = got = 0
+        buf = b""
+        rounds = 0
+        while sent < max_requests:
+            rounds += 1
+            if rounds % 16 == 0 and (stop.is_set() or time.monotonic() > deadline):
+                break
+            if sent - got <= window - chunk:
+                sock.sendall(blob)
+                sent += chunk
+                continue
+            data = sock.recv(1 << 20)
+            if not data:
+                raise RuntimeError("the server closed the connection")
+            buf = buf + data if buf else data
+            off, blen = 0, len(buf)
+            while blen - off >= 4:
+                end = off + 4 + unpack(buf, off)[0]
+                if end > blen:
+                    break
+                # count by errnum without decoding: `"errnum":N,` or `"errnum":N}`
+                i = buf.find(b'"errnum":', off + 4, end) + 9
+                j = i
+                while 48 <= buf[j] <= 57:
+                    j += 1
+                e = int(buf[i:j])
+                errnums[e] = errnums.get(e, 0) + 1
+                got += 1
+                off = end
+            buf = buf[off:]
+        # let the in-flight replies arrive (bounded by the socket timeout), then go
+        sock.settimeout(2)
+        try:
+            while got < sent:
+                data = sock.recv(1 << 20)
+                if not data:
+                    break
+                buf += data
+                off, blen = 0, len(buf)
+                while blen - off >= 4:
+                    end = off + 4 + unpack(buf, off)[0]
+                    if end > blen:
+                        break
+                    got += 1
+                    off = end
+                buf = buf[off:]
+        except socket.timeout:
+            pass
+        sock.close()
+        res["sent"], res["replies"] = sent, got
+        res["cpu"] = self_cpu()
+    except Exception as e:  # reported, never hidden
+        res["error"] = f"{type(e).__name__}: {e}"
+        if not released:
+            ready.release()
+    results.put(res)
+
+
+# --- the measurement ---------------------------------------------------------------
+
+
+def measure(pipe, frames, window, pid):
+    c0, s0, t0 = self_cpu(), proc_cpu(pid), time.perf_counter()
+    pipe.run(frames, window)
+    t1, c1, s1 = time.perf_counter(), self_cpu(), proc_cpu(pid)
+    wall = t1 - t0
+    return {
+        "rate": len(frames) / wall,
+        "wall": wall,
+        "server_cpu": (s1 - s0) / wall,
+        "client_cpu": (c1 - c0) / wall,
+    }
+
+
+def _start_profiled_server(tmp, profile):
+    path = os.path.join(tmp, "s", "socket")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cProfile", "-o", profile, "-m", "flux_annot.server",
+         "--socket", path, "--store", os.path.join(tmp, "bench.db")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline()
+    if not line.startswith("ready"):
+        proc.kill()
+        raise SystemExit(f"server did not start: {line!r}")
+    return proc, path
+
+
+def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, chunk=64,
+        ramp=0.3, phase_timeout=120.0, profile=None, verbose=True):
+    """Run the three phases; returns a dict of results (see the module doc)."""
+    say = print if verbose else (lambda *a, **k: None)
+    is_root = os.geteuid() == 0
+    owner_fallback = not is_root
+    kinds = KINDS if is_root else ("sched", "deep")
+    tmp = tempfile.mkdtemp(prefix="bench-flood-")
+    os.chmod(tmp, 0o755)  # guests must reach tmp/s/socket
+    if profile:
+        proc, path = _start_profiled_server(tmp, os.path.abspath(profile))
+    else:
+        proc, path = start_server(tmp)
+    pid = proc.pid
+    ctx = multiprocessing.get_context("fork")
+    children = []
+    try:
+        pipe = Pipe(path)
+        pipe.sock.settimeout(phase_timeout)  # a stuck server ends the run, not hangs it
+        mt = 1
+        me = os.getuid()
+        guest_uid = NOBODY if is_root else me
+        sched_ids = list(range(1, jobs + 1))
+        own_ids = list(range(jobs + 1, jobs + 1 + GUEST_JOBS))
+        subs = [
+            protocol.request("job-manager.submit", mt + k, {"id": i, "userid": 1000 + i % 50})
+            for k, i in enumerate(sched_ids)
+        ]
+        subs += [
+            protocol.request("job-manager.submit", mt + len(subs) + k, {"id": i, "userid": guest_uid})
+            for k, i in enumerate(own_ids)
+        ]
+        mt += len(subs)
+        pipe.run(subs, window)
+
+        cycles_per_phase = -(-requests // jobs)
+        cycle = 0
+        warm = sched_frames(jobs, jobs, cycle, mt)
+        mt += len(warm)
+        cycle += 1
+        pipe.run(warm, window)
+
+        def phase():
+            nonlocal mt, cycle
+            frames = sched_frames(jobs, requests, cycle, mt)
+            mt += len(frames)
+            cycle += cycles_per_phase
+            return measure(pipe, frames, window, pid)
+
+        quiet1 = phase()
+        say(f"quiet 1: {quiet1['rate']:,.0f} RPC/s")
+
+        admin = Client(path, timeout=30)
+        stats0 = admin.stats()
+        rss0 = rss_kib(pid)
+
+        ready = ctx.Semaphore(0)
+        go, stop = ctx.Event(), ctx.Event()
+        results = ctx.Queue()
+        flood_seconds = phase_timeout + 30  # the flooders' own deadline, if never stopped
+        for k in range(flooders):
+            kind = kinds[k % len(kinds)]
+            p = ctx.Process(
+                target=flooder,
+                args=(path, kind, NOBODY if is_root else None, own_ids, sched_ids[:1000],
+                      guest_window, chunk, 10**8, flood_seconds, owner_fallback,
+                      ready, go, stop, results),
+                daemon=True,
+            )
+            p.start()
+            children.append(p)
+        for _ in children:
+            if not ready.acquire(timeout=30):
+                raise SystemExit("a flooder did not connect")
+        sampler = RssSampler(pid)
+        sampler.start()
+        t_go = time.perf_counter()
+        go.set()
+        time.sleep(ramp)  # measure with the flood in full swing
+        flood = phase()
+        stop.set()
+        t_stop = time.perf_counter()
+        fres = [results.get(timeout=30) for _ in children]
+        for p in children:
+            p.join(10)
+        rss_peak = sampler.stop()
+        stats1 = admin.stats()
+        rss1 = rss_kib(pid)
+        say(f"flood:   {flood['rate']:,.0f} RPC/s")
+
+        quiet2 = phase()
+        say(f"quiet 2: {quiet2['rate']:,.0f} RPC/s")
+        admin.close()
+        pipe_errors, first_error = pipe.errors, pipe.first_error
+        pipe.close()
+    finally:
+        for p in children:
+            if p.is_alive():
+                p.kill()
+                p.join(5)
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    flood_wall = t_stop - t_go
+    rej0, rej1 = stats0.get("rejected", {}), stats1.get("rejected", {})
+    rejected = {k: rej1.get(k, 0) - rej0.get(k, 0) for k in rej1}
+    rejected = {k: v for k, v in rejected.items() if v}
+    errnums = {}
+    for r in fres:
+        for e, n in r["errnums"].items():
+            errnums[e] = errnums.get(e, 0) + n
+    quiet = (quiet1["rate"] + quiet2["rate"]) / 2
+    return {
+        "jobs": jobs,
+        "requests": requests,
+        "window": window,
+        "flooders": flooders,
+        "store": "temp SQLite file",
+        "guests_are_guests": is_root,
+        "guest_uids": sorted({r["uid"] for r in fres if r["uid"] is not None}),
+        "kinds": list(kinds),
+        "quiet1": quiet1,
+        "quiet2": quiet2,
+        "flood": flood,
+        "quiet_rate": quiet,
+        "flood_rate": flood["rate"],
+        "ratio": flood["rate"] / quiet,
+        "rss_before_kib": rss0,
+        "rss_peak_kib": rss_peak,
+        "rss_after_kib": rss1,
+        "rss_growth_mb": (rss1 - rss0) * 1024 / 1e6,
+        "rss_peak_growth_mb": (rss_peak - rss0) * 1024 / 1e6,
+        "flood_wall": flood_wall,
+        "rejected": rejected,
+        "rejected_per_s": {k: v / flood_wall for k, v in rejected.items()},
+        "rejected_total_per_s": sum(rejected.values()) / flood_wall,
+        "flooder_sent": sum(r["sent"] for r in fres),
+        "flooder_replies": sum(r["replies"] for r in fres),
+        "flooder_errnums": errnums,
+        "flooder_errors": [r["error"] for r in fres if r["error"]],
+        "flooder_cpu": sum(r.get("cpu", 0) for r in fres) / flood_wall,
+        "sched_error_replies": pipe_errors,
+        "sched_first_error": first_error,
+        "load_average": os.getloadavg()[0],
+    }
+
+
+def report(r):
+    """Print the results of `run` for a person."""
+    print(
+        f"guest flood: {r['jobs']} pending jobs, {r['requests']:,} ANNOTATE alloc responses "
+        f"per phase, window {r['window']}, {r['flooders']} flooders, store: {r['store']}"
+    )
+    if r["guests_are_guests"]:
+        print(f"flooders ran as uid {r['guest_uids']} (nobody): real guests, seen through SO_PEERCRED")
+    else:
+        print(
+            "NOT ROOT: guest-ness cannot be shown; FALLBACK flood as the owner uid "
+            f"{r['guest_uids']}, kinds {r['kinds']} only (refused to owners too)"
+        )
+    for name in ("quiet1", "flood", "quiet2"):
+        p = r[name]
+        print(
+            f"  {name:<7} {p['rate']:>10,.0f} RPC/s  wall {p['wall']:.2f} s, "
+            f"server CPU {100 * p['server_cpu']:.0f}%, scheduler client CPU {100 * p['client_cpu']:.0f}%"
+        )
+    ok = "met" if r["ratio"] >= 0.8 else "MISSED"
+    print(f"  ratio flood / mean(quiet) = {100 * r['ratio']:.1f}%  (target >= 80%: {ok})")
+    ok = "met" if r["rss_growth_mb"] <= 20 else "MISSED"
+    print(
+        f"  server VmRSS before {r['rss_before_kib'] / 1024:.1f} MiB, peak during "
+        f"{r['rss_peak_kib'] / 1024:.1f} MiB, after {r['rss_after_kib'] / 1024:.1f} MiB: "
+        f"growth {r['rss_growth_mb']:+.1f} MB (peak {r['rss_peak_growth_mb']:+.1f} MB; "
+        f"target <= 20 MB: {ok})"
+    )
+    print(
+        f"  guest requests rejected: {r['rejected_total_per_s']:,.0f}/s over "
+        f"{r['flood_wall']:.1f} s (flooders sent {r['flooder_sent']:,}, got {r['flooder_replies']:,} "
+        f"replies, used {100 * r['flooder_cpu']:.0f}% of a CPU together)"
+    )
+    for k, v in sorted(r["rejected_per_s"].items(), key=lambda kv: -kv[1]):
+        print(f"    {k:<16} {v:>10,.0f}/s  ({r['rejected'][k]:,})")
+    errs = ", ".join(
+        f"{ERRNO_NAMES.get(e, e)} {n:,}" for e, n in sorted(r["flooder_errnums"].items())
+    )
+    print(f"  replies seen by the flooders, by errnum: {errs}")
+    if r["flooder_errors"]:
+        print(f"  flooder failures: {r['flooder_errors']}")
+    if r["sched_error_replies"]:
+        print(
+            f"  scheduler got {r['sched_error_replies']} error replies, first: "
+            f"{r['sched_first_error']!r}"
+        )
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--jobs", type=int, default=10000)
+    ap.add_argument("--requests", type=int, default=100000, help="scheduler requests per phase")
+    ap.add_argument("--window", type=int, default=256, help="scheduler requests in flight")
+    ap.add_argument("--flooders", type=int, default=8)
+    ap.add_argument("--guest-window", type=int, default=512, help="requests in flight per flooder")
+    ap.add_argument("--profile", help="run the server under cProfile, stats to this file")
+    args = ap.parse_args(argv)
+    r = run(
+        jobs=args.jobs,
+        requests=args.requests,
+        window=args.window,
+        flooders=args.flooders,
+        guest_window=args.guest_window,
+        profile=args.profile,
+    )
+    report(r)
+    return r
+
+
+if __name__ == "__main__":
+    main()
