@@ -88,9 +88,11 @@ for t in $TARGETS; do
     fi
     if [ $rc -eq 0 ]; then
         passed=$((passed + 1))
-        execs=$(grep -E 'stat::number_of_executed_units|^driver:' "$log" | tail -1)
-        rate=$(grep -E 'stat::average_exec_per_sec' "$log" | tail -1)
-        echo "fuzz: $t: ok ($cov; $execs $rate)"
+        execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+        rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+        [ "$MODE" = driver ] && execs=$(sed -n 's/^driver: \([0-9]*\) execs.*(\([0-9]*\) exec.*/\1/p' "$log") &&
+            rate=$(sed -n 's/^driver: .*(\([0-9]*\) exec\/s.*/\1/p' "$log")
+        echo "fuzz: $t: ok ($execs execs, $rate exec/s, $cov)"
     else
         failed=$((failed + 1))
         echo "fuzz: $t: FAILED (exit $rc), last lines of $log:"

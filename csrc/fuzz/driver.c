@@ -260,10 +260,20 @@ static size_t mutate (uint8_t *b, size_t n)
         size_t kind = below (3), depth = 1 + below (below (2) ? 40 : 3000);
         size_t ol = strlen (open[kind]), cl = strlen (close[kind]);
         size_t closers = below (2);
-        for (size_t i = 0; i < depth && n + ol <= maxlen; i++)
-            n = insert (b, n, at, (const uint8_t *)open[kind], ol);
-        for (size_t i = 0; closers && i < depth && n + cl <= maxlen; i++)
-            n = insert (b, n, n, (const uint8_t *)close[kind], cl);
+        if (depth * ol > maxlen - n)
+            depth = (maxlen - n) / ol;
+        uint8_t *tmp = malloc (depth * (ol > cl ? ol : cl) + 1);
+        if (!tmp)
+            return n;
+        for (size_t i = 0; i < depth; i++)
+            memcpy (tmp + i * ol, open[kind], ol);
+        n = insert (b, n, at, tmp, depth * ol); /* one memmove, not depth */
+        if (closers) {
+            for (size_t i = 0; i < depth; i++)
+                memcpy (tmp + i * cl, close[kind], cl);
+            n = insert (b, n, n, tmp, depth * cl);
+        }
+        free (tmp);
         return n;
     }
     case 6: { /* NUL: a segment separator for the merge target */
