@@ -26,9 +26,15 @@ size_t fa_usable (const void *p)
     return p ? malloc_usable_size ((void *)p) : 0;
 }
 
+/* Test hook: allocation failure injection (csrc/tests). */
+static inline int injected_failure (fa_ctx *ctx)
+{
+    return ctx->fail_after > 0 && --ctx->fail_after == 0;
+}
+
 void *fa_alloc (fa_ctx *ctx, size_t n)
 {
-    void *p = malloc (n ? n : 1);
+    void *p = injected_failure (ctx) ? NULL : malloc (n ? n : 1);
     if (!p) {
         fa_nomem (ctx);
         return NULL;
@@ -40,7 +46,7 @@ void *fa_alloc (fa_ctx *ctx, size_t n)
 void *fa_realloc (fa_ctx *ctx, void *p, size_t n)
 {
     size_t old = p ? malloc_usable_size (p) + FA_MALLOC_OVERHEAD : 0;
-    void *q = realloc (p, n ? n : 1);
+    void *q = injected_failure (ctx) ? NULL : realloc (p, n ? n : 1);
     if (!q) {
         fa_nomem (ctx);
         return NULL;

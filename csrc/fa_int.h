@@ -38,6 +38,7 @@ struct fa_ctx {
     fa_block *head; /* arena: first block (kept across resets) */
     fa_block *cur;  /* arena: block being filled */
     locale_t cloc;  /* "C" locale for strtod/snprintf, (locale_t)0 if none */
+    long fail_after; /* tests only: the n-th allocation from now fails (0: off) */
 };
 
 /* ---- accounted allocation: every byte the core holds goes through here ---- */

@@ -1,0 +1,337 @@
+/* test_core.c - C tests of every entry point of fa.h and its error
+ * branches, including allocation failures (fa_int.h's fail_after hook).
+ * Every input is copied into an exact-size heap buffer so that a read past
+ * its end is caught under AddressSanitizer. Prints "N passed, M failed". */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fa.h"
+#include "fa_int.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                              \
+    do {                                                                         \
+        if (cond)                                                                \
+            passed++;                                                            \
+        else {                                                                   \
+            failed++;                                                            \
+            fprintf (stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                        \
+    } while (0)
+
+static const fa_limits owner = {64, 256, 1024, 1};
+static const fa_limits generic = {10000, UINT32_MAX, UINT32_MAX, 0};
+
+/* An exact-size heap copy (freed by the caller via done()). */
+static char *dup_exact (const char *s, size_t n)
+{
+    char *p = malloc (n ? n : 1);
+    memcpy (p, s, n);
+    return p;
+}
+
+static int out_is (const fa_ctx *ctx, const char *want)
+{
+    size_t n;
+    const char *o = fa_ctx_output (ctx, &n);
+    if (n == strlen (want) && memcmp (o, want, n) == 0)
+        return 1;
+    fprintf (stderr, "  output: %.*s\n  wanted: %s\n", (int)n, o, want);
+    return 0;
+}
+
+static int canon (fa_ctx *ctx, const char *s, const fa_limits *lim)
+{
+    char *b = dup_exact (s, strlen (s));
+    int r = fa_canonical (ctx, b, strlen (s), lim);
+    free (b);
+    return r;
+}
+
+static int apply (fa_table *t, uint64_t id, const char *s, int flags, fa_info *info)
+{
+    char *b = dup_exact (s, strlen (s));
+    int r = fa_table_apply (t, id, b, strlen (s), &owner, "user", 4, flags, info);
+    free (b);
+    return r;
+}
+
+static int get_is (fa_table *t, uint64_t id, const char *want)
+{
+    const char *txt;
+    size_t n;
+    int r = fa_table_get (t, id, &txt, &n);
+    if (!want)
+        return r == 0 && txt == NULL && n == 0;
+    return r == 1 && n == strlen (want) && memcmp (txt, want, n) == 0;
+}
+
+static void test_ctx (void)
+{
+    fa_ctx_destroy (NULL);
+    fa_ctx *ctx = fa_ctx_new ();
+    size_t n = 99;
+    CHECK (ctx != NULL);
+    CHECK (fa_ctx_errnum (ctx) == 0);
+    CHECK (strcmp (fa_ctx_errmsg (ctx), "") == 0);
+    CHECK (fa_ctx_output (ctx, &n) != NULL && n == 0);
+    fa_ctx_destroy (ctx);
+}
+
+static void test_canonical (void)
+{
+    fa_ctx *ctx = fa_ctx_new ();
+    CHECK (canon (ctx, " {\"b\":1.50,\"a\":[-0,1e2,\"\\u00e9\\n\"],\"b\":null} ", &generic) == 0);
+    CHECK (out_is (ctx, "{\"b\":null,\"a\":[0,100.0,\"\xc3\xa9\\n\"]}"));
+    CHECK (canon (ctx, "1700000123.5", &generic) == 0 && out_is (ctx, "1700000123.5"));
+    CHECK (canon (ctx, "1e16", &generic) == 0 && out_is (ctx, "1e+16"));
+    CHECK (canon (ctx, "0.00001", &generic) == 0 && out_is (ctx, "1e-05"));
+    CHECK (canon (ctx, "5e-324", &generic) == 0 && out_is (ctx, "5e-324"));
+    CHECK (canon (ctx, "-0.0", &generic) == 0 && out_is (ctx, "-0.0"));
+    CHECK (canon (ctx, "[{\"a\":[{\"b\":{}}]}]", &generic) == 0
+           && out_is (ctx, "[{\"a\":[{\"b\":{}}]}]"));
+    /* errors: -1, EINVAL, a sentence, empty output */
+    static const char *bad[] = {
+        "", "[", "{", "{\"a\"", "{\"a\":", "[1,]", "01", "1.", "-", "tru", "nul",
+        "\"\\ud800\"", "\"\xff\"", "\"\xc0\x80\"", "\"\xed\xa0\x80\"", "\"\x01\"",
+        "1e400", "[1] [", "{\"a\" 1}", "\"\\q\"", "\"\\u12g4\"", "NaN", "{1:2}",
+    };
+    for (size_t i = 0; i < sizeof (bad) / sizeof (bad[0]); i++) {
+        size_t n;
+        int r = canon (ctx, bad[i], &generic);
+        CHECK (r == -1 && fa_ctx_errnum (ctx) == EINVAL && fa_ctx_errmsg (ctx)[0]);
+        fa_ctx_output (ctx, &n);
+        CHECK (n == 0);
+    }
+    /* depth: 100,000 deep fails fast with the limit named */
+    size_t deep = 100000;
+    char *d = malloc (deep);
+    memset (d, '[', deep);
+    CHECK (fa_canonical (ctx, d, deep, &generic) == -1 && fa_ctx_errnum (ctx) == EINVAL);
+    CHECK (strstr (fa_ctx_errmsg (ctx), "nesting depth exceeds 4096") != NULL);
+    free (d);
+    /* key limits in the generic parser when asked */
+    fa_limits small = {3, 2, 1, 1};
+    CHECK (canon (ctx, "{\"abc\":1}", &small) == -1
+           && strcmp (fa_ctx_errmsg (ctx), "key exceeds 2 bytes") == 0);
+    CHECK (canon (ctx, "{\"a\":1,\"b\":2}", &small) == -1
+           && strcmp (fa_ctx_errmsg (ctx), "object has more than 1 keys") == 0);
+    CHECK (canon (ctx, "{\"a\":1,\"a\":2}", &small) == 0 && out_is (ctx, "{\"a\":2}"));
+    CHECK (canon (ctx, "{\"\":1}", &small) == -1
+           && strcmp (fa_ctx_errmsg (ctx), "empty key") == 0);
+    CHECK (canon (ctx, "{\"a.\":1}", &small) == -1
+           && strcmp (fa_ctx_errmsg (ctx), "key contains '.': a.") == 0);
+    CHECK (canon (ctx, "[[[[1]]]]", &small) == -1
+           && strcmp (fa_ctx_errmsg (ctx), "nesting depth exceeds 3") == 0);
+    fa_ctx_destroy (ctx);
+}
+
+static void test_merge_diff (void)
+{
+    fa_ctx *ctx = fa_ctx_new ();
+    const char *tree = "{\"a\":\"foo\",\"b\":{\"x\":null,\"y\":{}}}";
+    const char *patch = "{\"a\":{\"bb\":{\"ccc\":null}}}";
+    char *tb = dup_exact (tree, strlen (tree)), *pb = dup_exact (patch, strlen (patch));
+    CHECK (fa_merge (ctx, tb, strlen (tree), pb, strlen (patch), &owner) == 0);
+    CHECK (out_is (ctx, ""));
+    free (pb);
+    patch = "{\"c\":[1,null],\"b\":{\"z\":1}}";
+    pb = dup_exact (patch, strlen (patch));
+    CHECK (fa_merge (ctx, tb, strlen (tree), pb, strlen (patch), &owner) == 1);
+    CHECK (out_is (ctx, "{\"a\":\"foo\",\"c\":[1,null],\"b\":{\"z\":1}}"));
+    CHECK (fa_merge (ctx, NULL, 0, pb, strlen (patch), &owner) == 1);
+    CHECK (fa_merge (ctx, pb, 3, pb, strlen (patch), &owner) == -1
+           && fa_ctx_errnum (ctx) == EINVAL);
+    CHECK (fa_merge (ctx, "[]", 2, pb, strlen (patch), &owner) == -1
+           && strcmp (fa_ctx_errmsg (ctx), "tree must be a JSON object") == 0);
+    CHECK (fa_merge (ctx, NULL, 0, "7", 1, &owner) == -1
+           && strcmp (fa_ctx_errmsg (ctx), "annotations must be a JSON object") == 0);
+    free (tb);
+    free (pb);
+    /* diff */
+    const char *o = "{\"a\":{\"b\":1,\"c\":2},\"d\":1,\"e\":[1]}";
+    const char *n = "{\"a\":{\"b\":1,\"c\":3},\"e\":[1],\"f\":{\"g\":1}}";
+    CHECK (fa_diff (ctx, o, strlen (o), n, strlen (n)) == 1);
+    CHECK (out_is (ctx, "{\"a\":{\"c\":3},\"f\":{\"g\":1},\"d\":null}"));
+    CHECK (fa_diff (ctx, o, strlen (o), o, strlen (o)) == 0 && out_is (ctx, ""));
+    CHECK (fa_diff (ctx, NULL, 0, NULL, 0) == 0);
+    CHECK (fa_diff (ctx, NULL, 0, n, strlen (n)) == 1 && out_is (ctx, n));
+    CHECK (fa_diff (ctx, o, strlen (o), NULL, 0) == 1
+           && out_is (ctx, "{\"a\":null,\"d\":null,\"e\":null}"));
+    CHECK (fa_diff (ctx, "[1]", 3, o, strlen (o)) == -1 && fa_ctx_errnum (ctx) == EINVAL);
+    fa_ctx_destroy (ctx);
+}
+
+static void test_table_basic (void)
+{
+    fa_table_destroy (NULL);
+    fa_table *t = fa_table_new ();
+    fa_ctx *ctx = fa_table_ctx (t);
+    fa_info info;
+    size_t m0 = fa_table_memory (t);
+    CHECK (m0 > 0 && fa_table_count (t) == 0);
+    CHECK (apply (t, 1, "{\"user\":{\"a\":1},\"sched\":{\"t\":1.5}}", 0, &info) == 1);
+    CHECK (info.changed == 1 && info.old_len == 0 && info.new_len == 34);
+    CHECK (info.old_ns_len == 0 && info.new_ns_len == 7);
+    CHECK (apply (t, 1, "{\"sched\":{\"t\":1.50}}", 0, &info) == 0 && info.changed == 0);
+    CHECK (get_is (t, 1, "{\"user\":{\"a\":1},\"sched\":{\"t\":1.5}}"));
+    CHECK (fa_table_count (t) == 1 && fa_table_memory (t) > m0);
+    /* replace */
+    CHECK (apply (t, 1, "{\"x\":1}", FA_REPLACE, &info) == 1 && get_is (t, 1, "{\"x\":1}"));
+    CHECK (info.old_len == 34 && info.old_ns_len == 7 && info.new_ns_len == 0);
+    /* errors leave it unchanged */
+    CHECK (apply (t, 1, "{\"x\":", 0, NULL) == -1 && fa_ctx_errnum (ctx) == EINVAL);
+    CHECK (apply (t, 1, "{\"a.b\":1}", 0, NULL) == -1 && get_is (t, 1, "{\"x\":1}"));
+    /* dry run + commit */
+    CHECK (apply (t, 1, "{\"y\":2}", FA_DRYRUN, &info) == 1 && get_is (t, 1, "{\"x\":1}"));
+    CHECK (fa_table_commit (t) == 0 && get_is (t, 1, "{\"x\":1,\"y\":2}"));
+    CHECK (fa_table_commit (t) == -1 && strcmp (fa_ctx_errmsg (ctx), "nothing staged") == 0);
+    CHECK (apply (t, 2, "{\"y\":2}", FA_DRYRUN, NULL) == 1);
+    CHECK (fa_table_remove (t, 99) == 0);
+    CHECK (fa_table_commit (t) == -1 && get_is (t, 2, NULL));
+    CHECK (apply (t, 1, "{\"x\":null,\"y\":null}", FA_DRYRUN, NULL) == 1);
+    CHECK (fa_table_commit (t) == 0 && get_is (t, 1, NULL) && fa_table_count (t) == 0);
+    /* remove / ids */
+    CHECK (apply (t, 5, "{\"a\":1}", 0, NULL) == 1 && apply (t, 6, "{\"a\":1}", 0, NULL) == 1);
+    uint64_t ids[4] = {0};
+    CHECK (fa_table_ids (t, ids, 4) == 2 && ids[0] + ids[1] == 11);
+    CHECK (fa_table_ids (t, ids, 1) == 2);
+    CHECK (fa_table_remove (t, 5) == 1 && fa_table_remove (t, 5) == 0 && get_is (t, 5, NULL));
+    /* views and encode */
+    CHECK (apply (t, 6, "{\"sched\":{\"t\":1},\"user\":{\"m\":\"x\\\"\"}}", 0, NULL) == 1);
+    CHECK (fa_table_get_view (t, 6, "sched\0", 6, 0) == 1 && out_is (ctx, "{\"sched\":{\"t\":1}}"));
+    CHECK (fa_table_get_view (t, 6, "sched\0a\0", 8, 1) == 1
+           && out_is (ctx, "{\"user\":{\"m\":\"x\\\"\"}}"));
+    CHECK (fa_table_get_view (t, 6, "zz", 2, 0) == 0 && out_is (ctx, ""));
+    CHECK (fa_table_get_view (t, 7, "sched\0", 6, 0) == 0);
+    uint64_t eids[3] = {6, 7, 6};
+    uint8_t full[3] = {1, 1, 0};
+    CHECK (fa_table_encode (t, eids, 3, full, "sched\0", 6, 0) == 0);
+    CHECK (out_is (ctx, "[[6,{\"a\":1,\"sched\":{\"t\":1},\"user\":{\"m\":\"x\\\"\"}}],[7,null],"
+                        "[6,{\"sched\":{\"t\":1}}]]"));
+    CHECK (fa_table_encode (t, eids, 0, NULL, NULL, 0, 0) == 0 && out_is (ctx, "[]"));
+    fa_table_destroy (t);
+}
+
+static void test_apply_many (void)
+{
+    fa_table *t = fa_table_new ();
+    const char *buf = "{\"a\":1}{\"a\":1}{\"b\":2}{bad}{\"c\":3}";
+    uint64_t ids[5] = {1, 1, 2, 3, 4};
+    size_t off[6] = {0, 7, 14, 21, 26, 33}, nch = 0, fi = 99;
+    char *b = dup_exact (buf, 33);
+    CHECK (fa_table_apply_many (t, ids, b, off, 3, &owner, &nch, &fi) == 0 && nch == 2);
+    CHECK (fa_table_apply_many (t, ids, b, off, 5, &owner, &nch, &fi) == -1 && fi == 3);
+    CHECK (nch == 0 && get_is (t, 4, NULL) && get_is (t, 2, "{\"b\":2}"));
+    size_t boff[3] = {7, 0, 7};
+    CHECK (fa_table_apply_many (t, ids, b, boff, 2, &owner, NULL, &fi) == -1 && fi == 0);
+    CHECK (fa_table_apply_many (t, ids, b, off, 0, &owner, NULL, NULL) == 0);
+    free (b);
+    fa_table_destroy (t);
+}
+
+static void test_batches (void)
+{
+    fa_table *t = fa_table_new ();
+    fa_ctx *ctx = fa_table_ctx (t);
+    uint64_t ids[8];
+    apply (t, 1, "{\"sched\":{\"t\":1},\"user\":{\"m\":1}}", 0, NULL);
+    apply (t, 2, "{\"sched\":{\"t\":2}}", 0, NULL);
+    fa_table_track (t, 1);
+    apply (t, 3, "{\"user\":{\"a\":1}}", 0, NULL);
+    apply (t, 1, "{\"user\":{\"m\":2}}", 0, NULL);
+    apply (t, 2, "{\"sched\":{\"t\":3}}", 0, NULL);
+    apply (t, 2, "{\"sched\":{\"t\":2}}", 0, NULL);
+    apply (t, 4, "{\"a\":1}", 0, NULL);
+    fa_table_remove (t, 4);
+    CHECK (fa_table_batch_count (t) == 4);
+    CHECK (fa_table_batch_ids (t, ids, 8) == 2 && ids[0] == 3 && ids[1] == 1);
+    CHECK (fa_table_batch_ids (t, ids, 1) == 2);
+    CHECK (fa_table_batch_encode (t, NULL, NULL, 0, 0, 0) == 0);
+    CHECK (out_is (ctx, "[[3,{\"user\":{\"a\":1}}],[1,{\"sched\":{\"t\":1},\"user\":{\"m\":2}}]]"));
+    CHECK (fa_table_batch_encode (t, NULL, NULL, 0, 0, 1) == 0);
+    CHECK (out_is (ctx, "[[3,{\"user\":{\"a\":1}}],[1,{\"user\":{\"m\":2}}]]"));
+    uint8_t full[2] = {0, 0};
+    CHECK (fa_table_batch_encode (t, full, "sched\0", 6, 0, 0) == 0 && out_is (ctx, "[]"));
+    CHECK (fa_table_batch_encode (t, full, "sched\0", 6, 1, 1) == 0);
+    CHECK (out_is (ctx, "[[3,{\"user\":{\"a\":1}}],[1,{\"user\":{\"m\":2}}]]"));
+    fa_table_batch_clear (t);
+    CHECK (fa_table_batch_count (t) == 0 && fa_table_batch_ids (t, ids, 8) == 0);
+    fa_table_remove (t, 3);
+    CHECK (fa_table_batch_encode (t, NULL, NULL, 0, 0, 0) == 0 && out_is (ctx, "[[3,null]]"));
+    CHECK (fa_table_batch_encode (t, NULL, NULL, 0, 0, 1) == 0
+           && out_is (ctx, "[[3,{\"user\":null}]]"));
+    fa_table_track (t, 0);
+    fa_table_batch_clear (t);
+    apply (t, 9, "{\"a\":1}", 0, NULL);
+    CHECK (fa_table_batch_count (t) == 0);
+    fa_table_destroy (t);
+}
+
+/* Many ids, removals in between: the backward-shift deletion keeps every
+ * remaining id reachable. */
+static void test_hash_stress (void)
+{
+    fa_table *t = fa_table_new ();
+    int ok = 1;
+    const uint64_t n = 50000;
+    for (uint64_t i = 0; i < n; i++)
+        ok &= fa_table_apply (t, i * 7919, "{\"a\":1}", 7, &owner, NULL, 0, 0, NULL) == 1;
+    for (uint64_t i = 0; i < n; i += 2)
+        ok &= fa_table_remove (t, i * 7919) == 1;
+    for (uint64_t i = 0; i < n; i++)
+        ok &= get_is (t, i * 7919, i % 2 ? "{\"a\":1}" : NULL);
+    CHECK (ok);
+    CHECK (fa_table_count (t) == n / 2);
+    fa_table_destroy (t);
+}
+
+/* Every allocation of an update fails in turn: the call returns -1 ENOMEM
+ * and the table is exactly as before, or it succeeds. */
+static void test_enomem_atomic (void)
+{
+    int ok = 1, seen = 0;
+    for (long k = 1; k < 40; k++) {
+        fa_table *t = fa_table_new ();
+        fa_ctx *ctx = fa_table_ctx (t);
+        apply (t, 1, "{\"user\":{\"a\":1}}", 0, NULL);
+        fa_table_track (t, 1);
+        ctx->fail_after = k;
+        int r = apply (t, 1, "{\"user\":{\"b\":[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18]}}",
+                       0, NULL);
+        if (r < 0) {
+            seen++;
+            ok &= fa_ctx_errnum (ctx) == ENOMEM && get_is (t, 1, "{\"user\":{\"a\":1}}")
+                  && fa_table_batch_count (t) == 0;
+        }
+        r = apply (t, 2, "{\"x\":1}", 0, NULL);
+        if (r < 0)
+            ok &= get_is (t, 2, NULL) && fa_table_count (t) == 1;
+        ctx->fail_after = 0;
+        fa_table_destroy (t);
+    }
+    CHECK (ok);
+    CHECK (seen > 0);
+    fa_ctx *ctx = fa_ctx_new ();
+    ctx->fail_after = 1;
+    CHECK (canon (ctx, "[1,2,3]", &generic) == -1 && fa_ctx_errnum (ctx) == ENOMEM);
+    CHECK (canon (ctx, "[1,2,3]", &generic) == 0);
+    fa_ctx_destroy (ctx);
+}
+
+int main (void)
+{
+    test_ctx ();
+    test_canonical ();
+    test_merge_diff ();
+    test_table_basic ();
+    test_apply_many ();
+    test_batches ();
+    test_hash_stress ();
+    test_enomem_atomic ();
+    printf ("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}
