@@ -5,6 +5,7 @@ A job dict is what `get`/`list` return: `{"id", "userid", "state",
 
     {id} {id.f58} {id.dec} {id.hex} {id.dothex}   job id (F58 by default)
     {userid} {username} {state} {state_single}
+    {exception} {exception.note}                 note of a denied/canceled job
     {annotations} {annotations.NS.KEY...}        whole tree, or one value
     {sched.KEY...} {user.KEY...} {sched} {user}  shortcuts for annotations.NS
 
@@ -81,6 +82,8 @@ HEADINGS = {
     "username": "USER",
     "state": "STATE",
     "state_single": "ST",
+    "exception": "EXCEPTION-NOTE",
+    "exception.note": "EXCEPTION-NOTE",
     "annotations": "ANNOTATIONS",
     "sched": "SCHED",
     "user": "MEMO",
@@ -90,7 +93,7 @@ HEADINGS = {
     "sched.jobs_ahead": "AHEAD",
 }
 
-_JOB_FIELDS = ("id", "userid", "username", "state", "state_single", "annotations")
+_JOB_FIELDS = ("id", "userid", "username", "state", "state_single", "exception", "annotations")
 _ID_FORMS = ("f58", "f58plain", "dec", "hex", "dothex")
 _CONVERSIONS = ("s", "r", "a", "d", "D", "F", "H", None)
 
@@ -285,6 +288,8 @@ class _Field:
             self.kind, self.path = "id", steps[1] if len(steps) == 2 else None
         elif head in ("userid", "username", "state", "state_single") and len(steps) == 1:
             self.kind, self.path = head, None
+        elif name in ("exception", "exception.note"):
+            self.kind, self.path = "exception", None  # the note of a DENY / canceled job
         elif head == "annotations":
             self.kind, self.path = "annotations", steps[1:]
         elif head in ("sched", "user"):

@@ -206,6 +206,7 @@ def test_scheduler_tools_and_states(fa):
     assert job["state"] == "SCHED" and job["annotations"] is None
     ok(fa("deny", 23, "too big"))
     assert get(fa, 23, "--job")["state"] == "INACTIVE"
+    assert ok(fa("list", "-n", "--states", "I", "-o", "{id.dec} {state} {exception}")) == "23 INACTIVE too big\n"
     ok(fa("state", 24, "I", "--note", "canceled"))
     ok(fa("state", 21, "C"))
     ok(fa("state", 21, "inactive"))

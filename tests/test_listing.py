@@ -40,6 +40,9 @@ def test_id_fields():
 def test_user_and_state_fields():
     j = job(state="RUN")
     assert fmt("{userid}|{username}|{state}|{state_single}", j) == f"{UID}|{NAME}|RUN|R"
+    j = dict(job(state="INACTIVE"), exception="too big")
+    assert fmt("{exception}|{exception.note:>8}|{exception:>2h}", j) + fmt("|{exception:>2h}", job()) == "too big| too big|too big| -"
+    assert JobFormat("{exception.note}").header() == "EXCEPTION-NOTE"
     # a uid with no passwd entry prints as the number
     assert fmt("{username}", job(userid=4000000123)) == "4000000123"
 
@@ -163,11 +166,11 @@ def test_headings():
     f = JobFormat(
         "{id.f58:>12} {username:<8.8} {userid:>5} {state:<8} {state_single} {sched.t_estimate:>12} "
         "{sched.reason_pending} {sched.resource_summary} {annotations.sched.t_estimate} {sched.jobs_ahead} "
-        "{user.a-b} {annotations.workflow.step} {annotations} {sched} {user} {id.dec:.2f}"
+        "{user.a-b} {annotations.workflow.step} {annotations} {sched} {user} {id.dec:.2f} {exception}"
     )
     assert f.header().split() == [
         "JOBID", "USER", "UID", "STATE", "ST", "T_ESTIMATE", "REASON", "RESOURCES", "T_ESTIMATE",
-        "AHEAD", "USER.A-B", "WORKFLOW.STEP", "ANNOTATIONS", "SCHED", "MEMO", "JOBID",
+        "AHEAD", "USER.A-B", "WORKFLOW.STEP", "ANNOTATIONS", "SCHED", "MEMO", "JOBID", "EXCEPTION-NOTE",
     ]
     h = JobFormat("{id.f58:>12}|{username:<8.8}|{sched.t_estimate:>12.1f}|{userid:05d}").header()
     assert h == "       JOBID|USER    |  T_ESTIMATE|  UID"
