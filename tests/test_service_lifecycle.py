@@ -382,3 +382,34 @@ def test_stats_shape(svc):
     assert s["requests"]["submit"] == 1 and s["requests"]["get"] == 1
     assert s["ignored"] == 0 and s["rejected"] == {}
     assert s["memory_bytes"] > 0
+
+
+def test_restart_keeps_states_notes_and_user_totals(tmp_path):
+    path = str(tmp_path / "s.db")
+    cfg = {"limits": {"guest_user_total_bytes": 40}}
+    s = AnnotationService(owner_uid=OWNER_UID, store=path, config=cfg)
+    s.submit(1, ALICE)
+    s.submit(2, ALICE)
+    s.submit(3, ALICE)
+    s.memo(A, 1, {"a": "x" * 20})  # 28 bytes of alice's 40
+    s.alloc_response(sched.deny(2, "no such resources"))
+    s.alloc_response(sched.success(3))
+    s.state(3, "CLEANUP", note="node failure")
+    s.close()
+    s = AnnotationService(owner_uid=OWNER_UID, store=path, config=cfg)
+    try:
+        assert [s.get(OWNER, i)["state"] for i in (1, 2, 3)] == ["SCHED", "INACTIVE", "CLEANUP"]
+        assert s.get(A, 2)["exception"] == "no such resources"
+        assert s.get(A, 3)["exception"] == "node failure"
+        assert s.stats()["jobs"] == {"SCHED": 1, "RUN": 0, "CLEANUP": 1, "INACTIVE": 1}
+        with pytest.raises(AnnotError) as ei:  # the total came back from the store
+            s.memo(A, 3, {"b": "y" * 10})
+        assert ei.value.errno == errno.EDQUOT
+        s.state(1, "INACTIVE")  # frees it
+        s.memo(A, 3, {"b": "y" * 10})
+        # ids keep working after a restart: EEXIST, life cycle goes on
+        with pytest.raises(AnnotError):
+            s.submit(1, ALICE)
+        s.state(3, "INACTIVE")
+    finally:
+        s.close()
