@@ -19,9 +19,9 @@ Paths and what they cost:
   guest limits (`apply(..., dryrun=True)`: depth/keys/syntax, EINVAL) →
   policy (EPERM: own job, namespaces) → size of `user` after the trial
   merge (E2BIG) → per-user total (EDQUOT) → `commit()`. The only Python
-  parse is the top-level key list of a `str`/`bytes` payload, done after
-  the C parse has accepted it (so it is valid and at most
-  `guest_payload_bytes` long); a dict payload has its keys already.
+  parse is of a `str`/`bytes` payload, for its top-level keys and their
+  value types, done after the C parse has accepted it (so it is valid and
+  at most `guest_payload_bytes` long); a dict payload needs no parse.
 - Owner (`annotate` with an owner `Cred`): job lookup, namespace policy
   from the dict's keys, one C apply with the owner limits (a `str`/`bytes`
   payload is dry-run first so its keys can be checked before the change).
@@ -98,7 +98,7 @@ class Job:
 
 
 def _encode(obj, what):
-    """Annotations as JSON bytes, and the dict (for its keys) when there is one."""
+    """Annotations as JSON bytes, and the dict itself when it is one (else None)."""
     if type(obj) is dict:
         try:
             return _encode_json(obj).encode("utf-8"), obj
@@ -118,9 +118,15 @@ def _encode(obj, what):
     raise error(EINVAL, f"{what} must be a JSON object, not {type(obj).__name__}")
 
 
-def _top_keys(data):
-    """Top-level keys of a JSON object the C core has already accepted."""
-    return json.loads(data).keys()
+def _namespaces(tree, is_memo=False):
+    """The top-level keys of `tree`; EINVAL unless every value is an object
+    or null (SPEC §1: a namespace's value is an object)."""
+    for ns, v in tree.items():
+        if v is not None and type(v) is not dict:
+            if is_memo:
+                raise error(EINVAL, "memo must be a JSON object")
+            raise error(EINVAL, f"the value of namespace {ns!r} must be an object or null")
+    return tree.keys()
 
 
 def _check_id(id):
@@ -441,13 +447,21 @@ class AnnotationService:
 
     def _apply_sched(self, id, job, ann):
         ok = self._sched_ok
-        if ok is not None:
-            for ns in ann:
-                if ns not in ok:
-                    try:
-                        self.policy.check_sched(ann)
-                    except AnnotError as exc:
-                        raise self._reject("permission", exc) from None
+        for ns, v in ann.items():
+            if v is not None and type(v) is not dict:
+                raise self._reject(
+                    "malformed",
+                    error(
+                        EPROTO,
+                        f"alloc response field 'annotations': the value of namespace "
+                        f"{ns!r} must be an object or null",
+                    ),
+                )
+            if ok is not None and ns not in ok:
+                try:
+                    self.policy.check_sched(ann)
+                except AnnotError as exc:
+                    raise self._reject("permission", exc) from None
         try:
             data = _encode_json(ann).encode("utf-8")
             if self._sched_writes_user:
@@ -500,13 +514,14 @@ class AnnotationService:
             raise self._reject("rate", error(EAGAIN, self._rate_message))
         what = "memo" if is_memo else "annotations"
         try:
-            data, keys = _encode(obj, what)
+            data, tree = _encode(obj, what)
         except AnnotError as exc:
             raise self._reject("invalid", exc) from None
         context = data
         if is_memo:
             data = b'{"user":' + data + b"}"
-            keys = ("user",)
+            if tree is not None:
+                tree = {"user": tree}
         if guest and len(data) > self._payload_max:
             raise self._reject(
                 "payload_size",
@@ -517,17 +532,19 @@ class AnnotationService:
             raise self._reject("inactive", error(ENOENT, "job is inactive"))
         table = self.table
         if guest:
-            info = self._guest_trial(cred, id, job, data, keys)
+            info = self._guest_trial(cred, id, job, data, tree, is_memo)
             table.commit()
         else:
             own = job.userid == cred.userid
             try:
-                if keys is not None:
-                    self.policy.check_owner(keys, own)
+                if tree is not None:
+                    self.policy.check_owner(_namespaces(tree, is_memo), own)
                     info = table.apply(id, data, self.owner_limits, _NS_USER)
                 else:
+                    # JSON text: C parses (and checks) it first; its keys come
+                    # from a Python parse of the text C accepted.
                     info = table.apply(id, data, self.owner_limits, _NS_USER, dryrun=True)
-                    self.policy.check_owner(_top_keys(data), own)
+                    self.policy.check_owner(_namespaces(json.loads(data), is_memo), own)
                     table.commit()
             except AnnotError as exc:
                 raise self._reject(
@@ -542,10 +559,13 @@ class AnnotationService:
             self.hub.record_entry(id, "memo" if is_memo else "annotate", context, _now())
             self._touched()
 
-    def _guest_trial(self, cred, id, job, data, keys):
+    def _guest_trial(self, cred, id, job, data, tree, is_memo):
         """All guest checks after the length check; leaves the result staged."""
         try:
             info = self.table.apply(id, data, self.guest_limits, _NS_USER, dryrun=True)
+            # After the C parse: the text is valid and at most
+            # guest_payload_bytes long, so this Python parse is bounded.
+            keys = _namespaces(tree if tree is not None else json.loads(data), is_memo)
         except AnnotError as exc:
             raise self._reject("invalid", exc) from None
         if job.userid != cred.userid:
@@ -553,7 +573,7 @@ class AnnotationService:
                 "permission", error(EPERM, "guests can only annotate their own jobs")
             )
         try:
-            self.policy.check_guest(keys if keys is not None else _top_keys(data))
+            self.policy.check_guest(keys)
         except AnnotError as exc:
             raise self._reject("permission", exc) from None
         new = info.new_ns_len

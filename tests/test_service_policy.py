@@ -205,3 +205,29 @@ def test_bad_annotations_type():
         svc.annotate(A, 1, {"user": {"a": 1}}, volatile="yes")
     assert ann(svc, 1) is None
     assert svc.stats()["rejected"]["invalid"] == 5
+
+
+def test_namespace_values_must_be_objects():
+    """SPEC §1: each namespace's value is an object (null deletes it)."""
+    svc = make()
+    svc.memo(A, 1, {"k": 1})
+    before = ann(svc, 1)
+    for cred, bad in (
+        (OWNER, {"user": 5}),
+        (OWNER, '{"site":"x"}'),
+        (A, {"user": [1]}),
+        (A, b'{"user":true}'),
+    ):
+        with pytest.raises(ValueError) as ei:
+            svc.annotate(cred, 1, bad)
+        assert ei.value.errno == errno.EINVAL and "must be an object" in str(ei.value)
+    for cred in (OWNER, A):
+        with pytest.raises(ValueError) as ei:
+            svc.memo(cred, 1, "5")
+        assert str(ei.value) == "memo must be a JSON object"
+    with pytest.raises(ValueError) as ei:
+        svc.alloc_response({"id": 1, "type": 1, "annotations": {"sched": "busy"}})
+    assert ei.value.errno == errno.EPROTO and "'sched'" in str(ei.value)
+    assert ann(svc, 1) == before
+    svc.annotate(A, 1, '{"user":null}')  # null deletes the namespace
+    assert ann(svc, 1) is None
