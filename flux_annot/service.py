@@ -211,17 +211,22 @@ class AnnotationService:
         self.table.track(False)
         rows = replay.restore(self.store, self.table)
         jobs, counts, table = self.jobs, self._counts, self.table
-        empty = b"{}"
         for jobid, userid, t_submit, state in rows:
             state = _STATE_NAMES.get(state, state)
-            job = Job(userid, state, t_submit)
-            jobs[jobid] = job
+            jobs[jobid] = Job(userid, state, t_submit)
             counts[state] = counts.get(state, 0) + 1
-            if state != INACTIVE and jobid in table:
-                info = table.apply(jobid, empty, self.owner_limits, _NS_USER, dryrun=True)
-                if info.old_ns_len:
-                    job.user_bytes = info.old_ns_len
-                    self.user_bytes.add(userid, info.old_ns_len)
+        # Sizes of `user` for the per-user totals: only jobs that have
+        # annotations (one C call lists them), one dry run each.
+        apply, lim, empty = table.apply, self.owner_limits, b"{}"
+        add = self.user_bytes.add
+        for jobid in table.ids():
+            job = jobs.get(jobid)
+            if job is None or job.state == INACTIVE:
+                continue
+            n = apply(jobid, empty, lim, _NS_USER, dryrun=True).old_ns_len
+            if n:
+                job.user_bytes = n
+                add(job.userid, n)
         for jobid, _name, ctx, _ts in self.store.entries(("exception",)):
             try:
                 note = json.loads(ctx).get("note")
