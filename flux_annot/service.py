@@ -30,7 +30,8 @@ Choices where the SPEC is silent (see also docs/DESIGN.md):
 
 - `batch_window`: the constructor argument applies unless the config has
   `[batch] window`, which wins; `self.config.batch.window` holds the value
-  in force.
+  in force. Every call (reads included) first closes the open batch if the
+  window has passed, so in-process window 0 means "the next call closes it".
 - A `note` given with `state(..., "CLEANUP"|"INACTIVE")` (and a DENY note)
   is kept as the job's exception note: an `exception` eventlog entry, and
   `"exception": note` in `get`/`list` output of that job (key absent when
@@ -132,6 +133,11 @@ def _namespaces(tree, is_memo=False):
 def _check_id(id):
     if type(id) is not int or not 0 <= id < _U64:
         raise error(EINVAL, f"job id must be an unsigned 64-bit integer, not {id!r}")
+
+
+def _check_cred(cred):
+    if not isinstance(cred, Cred):
+        raise error(EINVAL, f"cred must be a flux_annot.Cred, not {type(cred).__name__}")
 
 
 def _state_name(state):
@@ -509,7 +515,7 @@ class AnnotationService:
         if self._t0 is not None:
             self._tick()
         if type(cred) is not Cred:
-            raise error(EINVAL, f"cred must be a flux_annot.Cred, not {type(cred).__name__}")
+            _check_cred(cred)
         if type(volatile) is not bool:
             raise self._reject(
                 "invalid", error(EINVAL, f"volatile must be true or false, not {volatile!r}")
@@ -601,7 +607,10 @@ class AnnotationService:
 
     def get(self, cred, id):
         """`{id, userid, state, annotations}` of job `id` as `cred` may see it."""
+        if self._t0 is not None:
+            self._tick()
         self._count("get")
+        _check_cred(cred)
         job = self._lookup(id)
         if cred.owner or cred.userid == job.userid:
             text = self.table.get(id)
@@ -621,7 +630,10 @@ class AnnotationService:
 
     def list(self, cred, states=None, userid=None, max=None):
         """Jobs (submit order) as in `get`, filtered by states and userid; at most `max`."""
+        if self._t0 is not None:
+            self._tick()
         self._count("list")
+        _check_cred(cred)
         try:
             if states is not None:
                 if isinstance(states, str):
@@ -668,6 +680,7 @@ class AnnotationService:
     ):
         """Follow batches (§6); see `flux_annot.events.Subscription`."""
         self._count("subscribe")
+        _check_cred(cred)
         if snapshot:
             # The snapshot must include every change made so far and name the
             # batch that holds them: close it first.
@@ -684,6 +697,8 @@ class AnnotationService:
 
     def stats(self):
         """Counters: jobs by state, requests by kind, rejections by reason, hub/store."""
+        if self._t0 is not None:
+            self._tick()
         requests = dict(self._requests)
         requests["alloc-response"] = self._n_alloc
         requests["annotate"] = self._n_annotate

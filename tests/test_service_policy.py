@@ -231,3 +231,17 @@ def test_namespace_values_must_be_objects():
     assert ann(svc, 1) == before
     svc.annotate(A, 1, '{"user":null}')  # null deletes the namespace
     assert ann(svc, 1) is None
+
+
+def test_cred_must_be_a_cred():
+    svc = make()
+    for call in (
+        lambda: svc.get(ALICE, 1),
+        lambda: svc.list("owner"),
+        lambda: svc.memo(None, 1, {"a": 1}),
+        lambda: svc.annotate({"userid": ALICE}, 1, {"user": {"a": 1}}),
+    ):
+        with pytest.raises(ValueError) as ei:
+            call()
+        assert "cred must be a flux_annot.Cred" in str(ei.value)
+    assert ann(svc, 1) is None
