@@ -303,6 +303,12 @@ class AnnotationService:
         self._rejected[reason] = self._rejected.get(reason, 0) + 1
         return exc
 
+    def _guest_rate(self, cred):
+        """EAGAIN (counted) when a guest's request rate is over its limit (§4:
+        every guest request spends a token, reads included)."""
+        if not cred.owner and not self.rate.take(cred.userid):
+            raise self._reject("rate", error(EAGAIN, self._rate_message))
+
     def _count(self, kind):
         self._requests[kind] = self._requests.get(kind, 0) + 1
 
@@ -611,6 +617,7 @@ class AnnotationService:
             self._tick()
         self._count("get")
         _check_cred(cred)
+        self._guest_rate(cred)
         job = self._lookup(id)
         if cred.owner or cred.userid == job.userid:
             text = self.table.get(id)
@@ -634,6 +641,7 @@ class AnnotationService:
             self._tick()
         self._count("list")
         _check_cred(cred)
+        self._guest_rate(cred)
         try:
             if states is not None:
                 if isinstance(states, str):
@@ -681,6 +689,7 @@ class AnnotationService:
         """Follow batches (§6); see `flux_annot.events.Subscription`."""
         self._count("subscribe")
         _check_cred(cred)
+        self._guest_rate(cred)
         if snapshot:
             # The snapshot must include every change made so far and name the
             # batch that holds them: close it first.

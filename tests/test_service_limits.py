@@ -207,3 +207,18 @@ def test_rejections_counted_by_reason():
             call()
     r = svc.stats()["rejected"]
     assert r == {"permission": 1, "unknown_job": 1, "invalid": 1, "payload_size": 1, "rate": 1}
+
+
+def test_guest_rate_counts_reads_too():
+    svc = make({"guest_rate": 0.001, "guest_burst": 3})
+    svc.get(A, 1)
+    svc.list(A)
+    svc.memo(A, 1, {"a": 1})
+    for call in (lambda: svc.get(A, 1), lambda: svc.list(A), lambda: svc.subscribe(A)):
+        with pytest.raises(LimitError) as ei:
+            call()
+        assert ei.value.errno == errno.EAGAIN
+    assert rejected(svc, "rate") == 3
+    for _ in range(10):
+        svc.get(OWNER, 1)
+        svc.list(OWNER)
