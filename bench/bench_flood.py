@@ -50,9 +50,11 @@ the server is terminated at the end.
 `--profile FILE` runs the server under cProfile (`python -m cProfile -o
 FILE -m flux_annot.server ...`) so `pstats` can show where the flood's
 time goes; the numbers are then slower and only meant for that.
+`--server-cmd CMD` starts another server command (e.g. a patched one).
 """
 
 import argparse
+import gc
 import multiprocessing
 import os
 import shutil
@@ -264,11 +266,11 @@ def measure(pipe, frames, window, pid):
     }
 
 
-def _start_profiled_server(tmp, profile):
+def _start_server_cmd(tmp, prefix):
+    """Like bench_rpc.start_server, with another command before the arguments."""
     path = os.path.join(tmp, "s", "socket")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cProfile", "-o", profile, "-m", "flux_annot.server",
-         "--socket", path, "--store", os.path.join(tmp, "bench.db")],
+        [*prefix, "--socket", path, "--store", os.path.join(tmp, "bench.db")],
         stdout=subprocess.PIPE, text=True,
     )
     line = proc.stdout.readline()
@@ -279,7 +281,7 @@ def _start_profiled_server(tmp, profile):
 
 
 def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, chunk=64,
-        ramp=0.3, phase_timeout=120.0, profile=None, verbose=True):
+        ramp=0.3, phase_timeout=120.0, profile=None, server_cmd=None, verbose=True):
     """Run the three phases; returns a dict of results (see the module doc)."""
     say = print if verbose else (lambda *a, **k: None)
     is_root = os.geteuid() == 0
@@ -287,8 +289,11 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
     kinds = KINDS if is_root else ("sched", "deep")
     tmp = tempfile.mkdtemp(prefix="bench-flood-")
     os.chmod(tmp, 0o755)  # guests must reach tmp/s/socket
-    if profile:
-        proc, path = _start_profiled_server(tmp, os.path.abspath(profile))
+    if profile or server_cmd:
+        prefix = server_cmd or [sys.executable, "-m", "flux_annot.server"]
+        if profile:
+            prefix = [sys.executable, "-m", "cProfile", "-o", os.path.abspath(profile), *prefix[1:]]
+        proc, path = _start_server_cmd(tmp, prefix)
     else:
         proc, path = start_server(tmp)
     pid = proc.pid
@@ -338,6 +343,7 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
         go, stop = ctx.Event(), ctx.Event()
         results = ctx.Queue()
         flood_seconds = phase_timeout + 30  # the flooders' own deadline, if never stopped
+        gc.freeze()  # forked children must not copy our pages by touching refcounts in gc
         for k in range(flooders):
             kind = kinds[k % len(kinds)]
             p = ctx.Process(
@@ -349,6 +355,7 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
             )
             p.start()
             children.append(p)
+        gc.unfreeze()
         for _ in children:
             if not ready.acquire(timeout=30):
                 raise SystemExit("a flooder did not connect")
@@ -486,6 +493,11 @@ def main(argv=None):
     ap.add_argument("--flooders", type=int, default=8)
     ap.add_argument("--guest-window", type=int, default=512, help="requests in flight per flooder")
     ap.add_argument("--profile", help="run the server under cProfile, stats to this file")
+    ap.add_argument(
+        "--server-cmd",
+        help="command starting the server instead of 'python -m flux_annot.server' "
+        "(split on spaces; it gets --socket/--store), e.g. to try a patched server",
+    )
     args = ap.parse_args(argv)
     r = run(
         jobs=args.jobs,
@@ -494,6 +506,7 @@ def main(argv=None):
         flooders=args.flooders,
         guest_window=args.guest_window,
         profile=args.profile,
+        server_cmd=args.server_cmd.split() if args.server_cmd else None,
     )
     report(r)
     return r
