@@ -402,7 +402,19 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
         for e, n in r["errnums"].items():
             errnums[e] = errnums.get(e, 0) + n
     quiet = (quiet1["rate"] + quiet2["rate"]) / 2
+    # Where the server's CPU went while flooded: the scheduler's requests at
+    # their quiet cost, the rest on the guests (CPU time per request, so a
+    # busy machine inflates both alike).
+    sched_cost = (quiet1["server_cpu"] * quiet1["wall"] + quiet2["server_cpu"] * quiet2["wall"]) / (
+        2 * requests
+    )
+    flood_cpu = flood["server_cpu"] * flood["wall"]
+    guest_cpu = max(0.0, flood_cpu - requests * sched_cost)
+    guest_reqs = sum(rejected.values()) * flood["wall"] / flood_wall
     return {
+        "server_us_per_sched_request": 1e6 * sched_cost,
+        "server_us_per_guest_request": 1e6 * guest_cpu / guest_reqs if guest_reqs else None,
+        "guest_share_of_server_cpu": guest_cpu / flood_cpu if flood_cpu else None,
         "jobs": jobs,
         "requests": requests,
         "window": window,
@@ -472,6 +484,12 @@ def report(r):
     )
     for k, v in sorted(r["rejected_per_s"].items(), key=lambda kv: -kv[1]):
         print(f"    {k:<16} {v:>10,.0f}/s  ({r['rejected'][k]:,})")
+    if r["server_us_per_guest_request"] is not None:
+        print(
+            f"  server CPU per request: scheduler {r['server_us_per_sched_request']:.1f} µs (quiet), "
+            f"rejected guest {r['server_us_per_guest_request']:.1f} µs; guests took "
+            f"{100 * r['guest_share_of_server_cpu']:.0f}% of the server's CPU while flooded"
+        )
     errs = ", ".join(
         f"{ERRNO_NAMES.get(e, e)} {n:,}" for e, n in sorted(r["flooder_errnums"].items())
     )
