@@ -97,7 +97,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small workload, 100k jobs memory")
     ap.add_argument("--repeat", type=int, default=None)
+    ap.add_argument("--report", action="store_true",
+                    help="run every §11 measurement and write bench/REPORT.md (bench/report.py)")
     args = ap.parse_args()
+    if args.report:
+        import report
+        return report.main(["--quick"] if args.quick else [])
     njobs, ncycles = (2000, 3) if args.quick else (10_000, 5)
     repeat = args.repeat or (2 if args.quick else 5)
     mem_jobs = 100_000 if args.quick else 1_000_000
