@@ -108,6 +108,12 @@ size_t fa_table_memory (const fa_table *t);
 int fa_table_apply (fa_table *t, uint64_t id, const char *patch, size_t len,
                     const fa_limits *lim, const char *ns, size_t nslen, int flags,
                     fa_info *info);
+/* The hot path of JobTable.annotate: fa_table_apply with the table's
+ * default limits (fa_table_set_limits; owner limits at creation), no ns,
+ * no flags, no info. Returns 1 changed, 0 unchanged, -1. */
+int fa_table_annotate (fa_table *t, uint64_t id, const char *patch, size_t len);
+/* Set the default limits used by fa_table_annotate (copied). */
+void fa_table_set_limits (fa_table *t, const fa_limits *lim);
 /* Install the result staged by the last FA_DRYRUN apply. 0, or -1: EINVAL
  * "nothing staged" (none, or another call came between), ENOMEM. */
 int fa_table_commit (fa_table *t);

@@ -91,6 +91,17 @@ static inline int fa_buf_putc (fa_ctx *ctx, fa_buf *b, char c)
 }
 int fa_buf_put_u64 (fa_ctx *ctx, fa_buf *b, uint64_t v);
 
+/* Key equality: short keys are compared inline (no call). */
+static inline int fa_key_eq (const char *a, const char *b, size_t n)
+{
+    if (n > 16)
+        return memcmp (a, b, n) == 0;
+    for (size_t i = 0; i < n; i++)
+        if (a[i] != b[i])
+            return 0;
+    return 1;
+}
+
 /* ---- parsed trees (fa_json.c) ----
  * Only objects are nodes. A member's value is either an object (obj != NULL)
  * or its canonical text (text/tlen; "null" has is_null). For an object

@@ -100,7 +100,25 @@ static int scan_string (parser *ps, const char **body, size_t *blen, int *esc)
     const unsigned char *end = (const unsigned char *)ps->end;
     int e = 0;
     for (;;) {
-        /* fast run of plain ASCII */
+        /* fast run of plain ASCII, 8 bytes at a time: stop at a word with
+         * a control byte, '"', '\\' or a non-ASCII byte (exact below) */
+        while (end - p >= 8) {
+            uint64_t w, q, bs;
+            memcpy (&w, p, 8);
+            q = w ^ 0x2222222222222222ULL;
+            bs = w ^ 0x5c5c5c5c5c5c5c5cULL;
+            uint64_t hit = w | ((w - 0x2020202020202020ULL) & ~w)
+                           | ((q - 0x0101010101010101ULL) & ~q)
+                           | ((bs - 0x0101010101010101ULL) & ~bs);
+            hit &= 0x8080808080808080ULL;
+            if (hit) { /* the lowest flagged byte is exact */
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                p += __builtin_ctzll (hit) >> 3;
+#endif
+                break;
+            }
+            p += 8;
+        }
         while (p < end && *p >= 0x20 && *p != '"' && *p != '\\' && *p < 0x80)
             p++;
         if (p >= end)
@@ -518,6 +536,11 @@ static int parse_number (parser *ps, const char **t, size_t *tn)
                 lead++;
         size_t sig = sig_int ? sig_int + nfrac : nfrac - lead;
         if (sig == 0 || (sig <= 15 && sig_int <= 16 && lead <= 3)) {
+            if (fz == fe || (nfrac == 0 && fe - fp == 1)) { /* already canonical */
+                *t = s;
+                *tn = (size_t)(p - s);
+                return 0;
+            }
             char *o = fa_arena (ps->ctx, nint + nfrac + 4);
             if (!o)
                 return -1;
@@ -693,7 +716,7 @@ fa_member *fa_node_find (const fa_node *nd, const char *key, size_t klen)
     if (!nd->idx) {
         for (uint32_t i = 0; i < nd->n; i++) {
             fa_member *m = &nd->m[i];
-            if (m->klen == klen && memcmp (m->key, key, klen) == 0)
+            if (m->klen == klen && fa_key_eq (m->key, key, klen))
                 return m;
         }
         return NULL;

@@ -14,17 +14,38 @@
 
 /* ---- scanning trusted canonical text ---- */
 
-/* p on an opening quote: the position after the closing quote. */
+/* p on an opening quote: the position after the closing quote. Words of
+ * 8 bytes without '"' or '\\' are skipped at once (no call: strings are
+ * short). */
 static inline const char *skip_str (const char *p, const char *end)
 {
     p++;
-    while (p < end) {
-        char c = *p;
-        if (c == '"')
+    for (;;) {
+        while (end - p >= 8) {
+            uint64_t w, q, bs;
+            memcpy (&w, p, 8);
+            q = w ^ 0x2222222222222222ULL;
+            bs = w ^ 0x5c5c5c5c5c5c5c5cULL;
+            uint64_t hit = (((q - 0x0101010101010101ULL) & ~q)
+                            | ((bs - 0x0101010101010101ULL) & ~bs))
+                           & 0x8080808080808080ULL;
+            if (hit) { /* the lowest flagged byte is exact */
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+                p += __builtin_ctzll (hit) >> 3;
+#endif
+                break;
+            }
+            p += 8;
+        }
+        /* the word holds a '"' or '\\' (or the text ends): find it */
+        while (p < end && *p != '"' && *p != '\\')
+            p++;
+        if (p >= end)
+            return end;
+        if (*p == '"')
             return p + 1;
-        p += c == '\\' ? 2 : 1;
+        p += 2;
     }
-    return end;
 }
 
 /* p at a value: the position after it. */
@@ -102,49 +123,64 @@ static inline int put_key (fa_ctx *ctx, fa_buf *b, long count, const char *k, si
     return 0;
 }
 
-long fa_merge_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, fa_node *p,
-                    const fa_limits *lim)
+/* Merge p into the canonical object at s (s NULL: none); *endp is set to
+ * the position after the object. See fa_merge_text. */
+static long merge_obj (fa_ctx *ctx, fa_buf *b, const char *s, const char *end,
+                       const char **endp, fa_node *p, const fa_limits *lim)
 {
     size_t start = b->len;
     long count = 0;
     if (fa_buf_putc (ctx, b, '{') < 0)
         return -1;
-    if (slen) {
-        member_it it;
-        const char *k, *v;
-        size_t kn, vn;
-        it_init (&it, s, slen);
-        while (it_next (&it, &k, &kn, &v, &vn)) {
+    if (s) {
+        const char *q = s + 1;
+        while (q < end && *q != '}') {
+            const char *k = q + 1;
+            const char *ke = skip_str (q, end); /* after the closing quote */
+            size_t kn = (size_t)(ke - 1 - k);
+            const char *v = ke + 1, *ve;        /* after ':' */
             fa_member *m = p->n ? fa_node_find (p, k, kn) : NULL;
             if (!m) { /* untouched: copy "key":value as one span */
-                if (fa_buf_reserve (ctx, b, kn + vn + 4) < 0)
+                ve = skip_value (v, end);
+                size_t span = (size_t)(ve - q);
+                if (fa_buf_reserve (ctx, b, span + 1) < 0)
                     return -1;
                 if (count)
                     b->p[b->len++] = ',';
-                memcpy (b->p + b->len, k - 1, (size_t)(v + vn - (k - 1)));
-                b->len += (size_t)(v + vn - (k - 1));
+                memcpy (b->p + b->len, q, span);
+                b->len += span;
                 count++;
-                continue;
             }
-            m->used = 1;
-            if (m->is_null)
-                continue;
-            size_t pos = b->len;
-            if (put_key (ctx, b, count, k, kn) < 0)
-                return -1;
-            if (m->obj) {
-                long r = fa_merge_text (ctx, b, v, *v == '{' ? vn : 0, m->obj, lim);
-                if (r < 0)
-                    return -1;
-                if (r == 0) {
-                    b->len = pos;
-                    continue;
+            else {
+                m->used = 1;
+                if (m->is_null)
+                    ve = skip_value (v, end);
+                else {
+                    size_t pos = b->len;
+                    long r = 1;
+                    if (put_key (ctx, b, count, k, kn) < 0)
+                        return -1;
+                    if (m->obj && *v == '{')
+                        r = merge_obj (ctx, b, v, end, &ve, m->obj, lim);
+                    else {
+                        ve = skip_value (v, end);
+                        if (m->obj)
+                            r = merge_obj (ctx, b, NULL, NULL, NULL, m->obj, lim);
+                        else if (fa_buf_put (ctx, b, m->text, m->tlen) < 0)
+                            return -1;
+                    }
+                    if (r < 0)
+                        return -1;
+                    if (r == 0)
+                        b->len = pos;
+                    else
+                        count++;
                 }
             }
-            else if (fa_buf_put (ctx, b, m->text, m->tlen) < 0)
-                return -1;
-            count++;
+            q = ve < end && *ve == ',' ? ve + 1 : ve;
         }
+        if (endp)
+            *endp = q < end ? q + 1 : end;
     }
     for (uint32_t i = 0; i < p->n; i++) {
         fa_member *m = &p->m[i];
@@ -154,7 +190,7 @@ long fa_merge_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, fa_node 
         if (put_key (ctx, b, count, m->key, m->klen) < 0)
             return -1;
         if (m->obj) {
-            long r = fa_merge_text (ctx, b, NULL, 0, m->obj, lim);
+            long r = merge_obj (ctx, b, NULL, NULL, NULL, m->obj, lim);
             if (r < 0)
                 return -1;
             if (r == 0) {
@@ -175,6 +211,13 @@ long fa_merge_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, fa_node 
     if (fa_buf_putc (ctx, b, '}') < 0)
         return -1;
     return count;
+}
+
+long fa_merge_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, fa_node *p,
+                    const fa_limits *lim)
+{
+    const char *end;
+    return merge_obj (ctx, b, slen ? s : NULL, slen ? s + slen : NULL, &end, p, lim);
 }
 
 /* ---- diff ---- */

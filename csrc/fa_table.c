@@ -39,6 +39,7 @@ struct fa_table {
     int staged;
     uint64_t staged_id;
     fa_buf stage;
+    fa_limits lim; /* defaults of fa_table_annotate */
 };
 
 static inline size_t tlen (const char *t)
@@ -267,6 +268,10 @@ fa_table *fa_table_new (void)
     }
     memset (t, 0, sizeof (*t));
     t->ctx = ctx;
+    t->lim.max_depth = 64; /* the instance owner's limits (SPEC 4) */
+    t->lim.max_key_bytes = 256;
+    t->lim.max_object_keys = 1024;
+    t->lim.strict_keys = 1;
     return t;
 }
 
@@ -366,6 +371,18 @@ int fa_table_apply (fa_table *t, uint64_t id, const char *patch, size_t len,
     fa_begin (t->ctx);
     t->staged = 0;
     return apply1 (t, id, patch, len, lim, ns, nslen, flags, info);
+}
+
+int fa_table_annotate (fa_table *t, uint64_t id, const char *patch, size_t len)
+{
+    fa_begin (t->ctx);
+    t->staged = 0;
+    return apply1 (t, id, patch, len, &t->lim, NULL, 0, 0, NULL);
+}
+
+void fa_table_set_limits (fa_table *t, const fa_limits *lim)
+{
+    t->lim = *lim;
 }
 
 int fa_table_commit (fa_table *t)

@@ -39,6 +39,8 @@ size_t fa_table_memory (const fa_table *t);
 int fa_table_apply (fa_table *t, uint64_t id, const char *patch, size_t len,
                     const fa_limits *lim, const char *ns, size_t nslen, int flags,
                     fa_info *info);
+int fa_table_annotate (fa_table *t, uint64_t id, const char *patch, size_t len);
+void fa_table_set_limits (fa_table *t, const fa_limits *lim);
 int fa_table_commit (fa_table *t);
 int fa_table_apply_many (fa_table *t, const uint64_t *ids, const char *buf,
                          const size_t *offsets, size_t n, const fa_limits *lim,

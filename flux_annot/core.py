@@ -115,6 +115,7 @@ def _ns_list(namespaces):
 
 
 _ctx = None
+_annotate = lib.fa_table_annotate  # the per-call hot path, looked up once
 
 
 def _pure_ctx():
@@ -181,6 +182,7 @@ class JobTable:
         self._ctx = lib.fa_table_ctx(self._t)
         self._limits = limits or OWNER_LIMITS
         self._lim = self._limits._c
+        lib.fa_table_set_limits(self._t, self._lim)
         self._info = ffi.new("fa_info *")  # reused by apply(): no allocation per call
 
     # ---- public (SPEC §10) ----
@@ -190,12 +192,8 @@ class JobTable:
         if type(patch) is not bytes:
             patch = _to_bytes(patch)
         try:
-            r = lib.fa_table_apply(self._t, id, patch, len(patch), self._lim,
-                                   ffi.NULL, 0, 0, ffi.NULL)
-        except OverflowError:
-            _check_id(id)
-            raise
-        except TypeError:
+            r = _annotate(self._t, id, patch, len(patch))
+        except (OverflowError, TypeError):
             _check_id(id)
             raise
         if r < 0:

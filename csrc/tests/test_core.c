@@ -213,6 +213,15 @@ static void test_table_basic (void)
     CHECK (out_is (ctx, "[[6,{\"a\":1,\"sched\":{\"t\":1},\"user\":{\"m\":\"x\\\"\"}}],[7,null],"
                         "[6,{\"sched\":{\"t\":1}}]]"));
     CHECK (fa_table_encode (t, eids, 0, NULL, NULL, 0, 0) == 0 && out_is (ctx, "[]"));
+    /* the hot path with the table's default limits */
+    CHECK (fa_table_annotate (t, 8, "{\"a\":{\"b\":1}}", 13) == 1 && get_is (t, 8, "{\"a\":{\"b\":1}}"));
+    CHECK (fa_table_annotate (t, 8, "{\"a\":{\"b\":1}}", 13) == 0);
+    CHECK (fa_table_annotate (t, 8, "{\"a.b\":1}", 9) == -1 && fa_ctx_errnum (ctx) == EINVAL);
+    fa_limits two = {2, 256, 1024, 1};
+    fa_table_set_limits (t, &two);
+    CHECK (fa_table_annotate (t, 8, "{\"a\":{\"b\":[1]}}", 15) == -1
+           && strcmp (fa_ctx_errmsg (ctx), "nesting depth exceeds 2") == 0);
+    CHECK (get_is (t, 8, "{\"a\":{\"b\":1}}"));
     fa_table_destroy (t);
 }
 
