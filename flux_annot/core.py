@@ -206,7 +206,13 @@ class JobTable:
         Stops at the first bad patch: raises its AnnotError with `.index`
         set (and named in the message); the earlier ones stay applied.
         """
-        patches = [p if type(p) is bytes else _to_bytes(p) for p in patches]
+        if not isinstance(patches, (list, tuple)):
+            patches = list(patches)
+        try:  # the common case, all bytes: no per-item Python work
+            buf = b"".join(patches)
+        except TypeError:
+            patches = [p if type(p) is bytes else _to_bytes(p) for p in patches]
+            buf = b"".join(patches)
         n = len(patches)
         try:
             idarr = ids if isinstance(ids, array) and ids.typecode == "Q" else array("Q", ids)
@@ -219,7 +225,6 @@ class JobTable:
                                f"ids and patches differ in length ({len(idarr)} != {n})")
         if n == 0:
             return 0
-        buf = b"".join(patches)
         offsets = array("Q", itertools.accumulate(map(len, patches), initial=0))
         nchanged = ffi.new("size_t *")
         failed = ffi.new("size_t *")

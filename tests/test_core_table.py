@@ -74,6 +74,8 @@ def test_annotate_many_counts_and_stops_at_the_bad_patch():
     assert t.get(3) is None and t.get(4) is None
     assert t.annotate_many(array("Q", [1, 2, 5]), [b'{"a":1}', {"a": 3}, '{"b":1}']) == 2
     assert t.annotate_many([], []) == 0
+    gen = (p for p in [b'{"g":1}', b'{"g":2}'])
+    assert t.annotate_many(iter([6, 7]), gen) == 2 and t.get(7) == b'{"g":2}'
     with pytest.raises(AnnotValueError, match="differ in length"):
         t.annotate_many([1, 2], [b"{}"])
 
