@@ -104,8 +104,8 @@ def replay_merge(data):
     _, err = _try(scratch.apply, 1, segs[0], lim)
     start = scratch.get(1) if err is None else None
 
-    ta, tb, tc = flux_annot.JobTable(lim), flux_annot.JobTable(lim), flux_annot.JobTable(lim)
-    for t in (ta, tb, tc):
+    ta, tb, tc, tf = (flux_annot.JobTable(lim) for _ in range(4))
+    for t in (ta, tb, tc, tf):
         if start is not None:
             assert t.apply(jobid, start, WIDE, replace=True).changed
         assert t.get(jobid) == start
@@ -130,6 +130,9 @@ def replay_merge(data):
                 first_bad, at_fail = i, cur
         r, berr = _try(tb.apply, jobid, patch, lim)
         assert berr == perr and tb.get(jobid) == want
+        changed, ferr = _try(tf.annotate, jobid, patch)  # the hot path
+        assert ferr == perr and tf.get(jobid) == want
+        assert ferr is not None or changed == (r.changed)
         if perr is None and first_bad is None:
             nchanged += r.changed
         cur = want

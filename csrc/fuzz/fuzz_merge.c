@@ -156,7 +156,7 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     const char *seg[MAX_PATCHES + 1];
     size_t seglen[MAX_PATCHES + 1], nseg = 0;
     fa_limits lim;
-    fa_table *ta, *tb, *tc;
+    fa_table *ta, *tb, *tc, *tf;
     fz_buf start, cur, at_fail = {NULL, 0};
     const char *ns;
     uint64_t id;
@@ -200,10 +200,12 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     ta = fa_table_new ();
     tb = fa_table_new ();
     tc = fa_table_new ();
-    CHECK (ta && tb && tc, "fa_table_new failed");
+    tf = fa_table_new ();
+    CHECK (ta && tb && tc && tf, "fa_table_new failed");
+    fa_table_set_limits (tf, &lim);
     if (start.n) {
-        fa_table *all[3] = {ta, tb, tc};
-        for (int i = 0; i < 3; i++) {
+        fa_table *all[4] = {ta, tb, tc, tf};
+        for (int i = 0; i < 4; i++) {
             int rc = fa_table_apply (all[i], id, start.p, start.n, &wide, NULL, 0,
                                      FA_REPLACE, NULL);
             CHECK (rc == 1, "installing the start tree returned %d: %s", rc,
@@ -326,6 +328,14 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                 nchanged += changed;
         }
         expect_text (tb, id, &want, "direct apply");
+
+        /* The hot path with the table's default limits. */
+        int rcf = fa_table_annotate (tf, id, p, plen);
+        CHECK (rcf == rcb, "fa_table_annotate returned %d, apply %d", rcf, rcb);
+        if (rcf < 0)
+            CHECK (fa_ctx_errnum (fa_table_ctx (tf)) == err, "annotate errno %d, merge %d",
+                   fa_ctx_errnum (fa_table_ctx (tf)), err);
+        expect_text (tf, id, &want, "fa_table_annotate");
 
         check_diff (&cur, &want);
         check_diff (&want, &cur);
@@ -453,6 +463,7 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fa_table_destroy (ta);
     fa_table_destroy (tb);
     fa_table_destroy (tc);
+    fa_table_destroy (tf);
     fz_free (&start);
     fz_free (&cur);
     fz_free (&at_fail);
