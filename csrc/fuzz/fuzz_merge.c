@@ -176,13 +176,17 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     ns = namespaces[(sel >> 5) & 3];
     id = (sel >> 7) & 1 ? 0 : UINT64_MAX;
 
-    /* Split the rest at NULs (the last segment runs to the end). */
+    /* Split the rest at NULs (the last segment runs to the end). Each
+     * segment gets its own exact-size copy: a read past its end is then an
+     * ASan report, not a silent read of the next segment. */
+    fz_buf segcopy[MAX_PATCHES + 1];
     {
         const char *p = (const char *)data + 1, *end = (const char *)data + size;
         while (nseg < MAX_PATCHES + 1) {
             const char *z = nseg < MAX_PATCHES ? memchr (p, '\0', end - p) : NULL;
-            seg[nseg] = p;
             seglen[nseg] = z ? (size_t)(z - p) : (size_t)(end - p);
+            segcopy[nseg] = fz_copy (p, seglen[nseg]);
+            seg[nseg] = segcopy[nseg].p;
             nseg++;
             if (!z)
                 break;
@@ -352,7 +356,10 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         uint64_t ids[MAX_PATCHES];
         size_t offs[MAX_PATCHES + 1], nch = 12345, failed = 12345;
         size_t n = nseg - 1;
-        char *buf = malloc (size + 1);
+        size_t total = 0;
+        for (size_t i = 1; i < nseg; i++)
+            total += seglen[i];
+        char *buf = malloc (total ? total : 1); /* exact size, for ASan */
         CHECK (buf != NULL, "out of memory");
         offs[0] = 0;
         for (size_t i = 0; i < n; i++) {
@@ -467,5 +474,7 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
     fz_free (&start);
     fz_free (&cur);
     fz_free (&at_fail);
+    for (size_t i = 0; i < nseg; i++)
+        fz_free (&segcopy[i]);
     return 0;
 }
