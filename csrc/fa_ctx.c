@@ -13,13 +13,7 @@
 #define FA_MALLOC_OVERHEAD 8
 #define FA_BLOCK_SIZE 16384
 
-struct fa_block {
-    fa_block *next;
-    size_t size, used;
-    /* data follows, 8-aligned */
-};
-
-#define BLOCK_DATA(b) ((char *)(b) + ((sizeof (fa_block) + 7) & ~(size_t)7))
+#define BLOCK_DATA(b) FA_BLOCK_DATA (b)
 
 size_t fa_usable (const void *p)
 {
@@ -124,15 +118,10 @@ static fa_block *block_new (fa_ctx *ctx, size_t need)
     return b;
 }
 
-void *fa_arena (fa_ctx *ctx, size_t n)
+/* fa_arena's slow path (n already rounded): no room in the current block. */
+void *fa_arena_more (fa_ctx *ctx, size_t n)
 {
     fa_block *b = ctx->cur;
-    n = (n + 7) & ~(size_t)7;
-    if (b && b->size - b->used >= n) {
-        void *p = BLOCK_DATA (b) + b->used;
-        b->used += n;
-        return p;
-    }
     /* reuse a following block left by a release, if large enough */
     if (b && b->next && b->next->size >= n) {
         b = b->next;

@@ -21,7 +21,15 @@ typedef struct fa_buf {
     size_t len, cap;
 } fa_buf;
 
-typedef struct fa_block fa_block; /* arena block, fa_ctx.c */
+typedef struct fa_block fa_block; /* arena block */
+
+struct fa_block {
+    fa_block *next;
+    size_t size, used;
+    /* data follows, 8-aligned */
+};
+
+#define FA_BLOCK_DATA(b) ((char *)(b) + ((sizeof (fa_block) + 7) & ~(size_t)7))
 
 typedef struct fa_mark { /* a saved arena position */
     fa_block *blk;
@@ -56,7 +64,20 @@ int fa_nomem (fa_ctx *ctx);
 void fa_quote (char *dst, size_t cap, const char *s, size_t n);
 
 /* ---- scratch arena: 8-byte aligned bump allocation, freed by reset ---- */
-void *fa_arena (fa_ctx *ctx, size_t n); /* NULL: ENOMEM set */
+void *fa_arena_more (fa_ctx *ctx, size_t n); /* a new block: the slow path */
+/* n bytes, 8-aligned; NULL: ENOMEM set. The common case (room in the
+ * current block) is inline: the parser calls this per object. */
+static inline void *fa_arena (fa_ctx *ctx, size_t n)
+{
+    fa_block *b = ctx->cur;
+    n = (n + 7) & ~(size_t)7;
+    if (b && b->size - b->used >= n) {
+        void *p = FA_BLOCK_DATA (b) + b->used;
+        b->used += n;
+        return p;
+    }
+    return fa_arena_more (ctx, n);
+}
 void fa_arena_reset (fa_ctx *ctx);
 fa_mark fa_arena_mark (fa_ctx *ctx);
 void fa_arena_release (fa_ctx *ctx, fa_mark m);
@@ -102,6 +123,45 @@ static inline int fa_key_eq (const char *a, const char *b, size_t n)
     return 1;
 }
 
+/* The key word of a key: its first 8 bytes (zero-padded) as one integer,
+ * so that most key comparisons are one compare (length + word), and only
+ * keys longer than 8 bytes compare the rest. fa_key_word reads exactly n
+ * bytes; fa_key_word_b may read a whole word when end - k >= 8 (the bytes
+ * past the key are masked off). Both give the same value. */
+static inline uint64_t fa_key_word (const char *k, size_t n)
+{
+    uint64_t w = 0;
+    if (n >= 8) {
+        memcpy (&w, k, 8);
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+        w = __builtin_bswap64 (w);
+#endif
+        return w;
+    }
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)(unsigned char)k[i] << (8 * i);
+    return w;
+}
+static inline uint64_t fa_key_word_b (const char *k, size_t n, const char *end)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (end - k >= 8) {
+        uint64_t w;
+        memcpy (&w, k, 8);
+        return n >= 8 ? w : w & ((1ULL << (8 * n)) - 1);
+    }
+#else
+    (void)end;
+#endif
+    return fa_key_word (k, n);
+}
+/* Equal keys, given both key words. */
+static inline int fa_key_same (const char *a, uint64_t aw, size_t an, const char *b,
+                               uint64_t bw, size_t bn)
+{
+    return an == bn && aw == bw && (an <= 8 || fa_key_eq (a + 8, b + 8, an - 8));
+}
+
 /* ---- parsed trees (fa_json.c) ----
  * Only objects are nodes. A member's value is either an object (obj != NULL)
  * or its canonical text (text/tlen; "null" has is_null). For an object
@@ -112,6 +172,7 @@ static inline int fa_key_eq (const char *a, const char *b, size_t n)
 typedef struct fa_node fa_node;
 
 typedef struct fa_member {
+    uint64_t kw; /* fa_key_word of the key */
     const char *key;
     const char *text;
     fa_node *obj;
@@ -137,6 +198,21 @@ int fa_parse (fa_ctx *ctx, const char *s, size_t len, const fa_limits *lim, fa_n
 int fa_parse_object (fa_ctx *ctx, const char *s, size_t len, const fa_limits *lim,
                      const char *what, fa_node **node);
 fa_member *fa_node_find (const fa_node *n, const char *key, size_t klen);
+/* The same, given the key's fa_key_word (no pass over the key). Small
+ * objects are searched inline; big ones (with a hash index) out of line. */
+fa_member *fa_node_find_idx (const fa_node *n, const char *key, size_t klen, uint64_t kw);
+static inline fa_member *fa_node_find_w (const fa_node *nd, const char *key, size_t klen,
+                                         uint64_t kw)
+{
+    if (nd->idx)
+        return fa_node_find_idx (nd, key, klen, kw);
+    for (uint32_t i = 0; i < nd->n; i++) {
+        fa_member *m = &nd->m[i];
+        if (fa_key_same (m->key, m->kw, m->klen, key, kw, klen))
+            return m;
+    }
+    return NULL;
+}
 /* Write the node exactly (nulls and empty objects kept). 0 / -1. */
 int fa_write_node (fa_ctx *ctx, fa_buf *b, const fa_node *n);
 /* Write a string value canonically (with quotes), given raw UTF-8. */

@@ -711,25 +711,22 @@ static inline uint32_t key_hash (const char *k, size_t n)
     return h;
 }
 
-fa_member *fa_node_find (const fa_node *nd, const char *key, size_t klen)
+fa_member *fa_node_find_idx (const fa_node *nd, const char *key, size_t klen, uint64_t kw)
 {
-    if (!nd->idx) {
-        for (uint32_t i = 0; i < nd->n; i++) {
-            fa_member *m = &nd->m[i];
-            if (m->klen == klen && fa_key_eq (m->key, key, klen))
-                return m;
-        }
-        return NULL;
-    }
     uint32_t mask = nd->icap - 1;
     for (uint32_t h = key_hash (key, klen) & mask;; h = (h + 1) & mask) {
         uint32_t v = nd->idx[h];
         if (!v)
             return NULL;
         fa_member *m = &nd->m[v - 1];
-        if (m->klen == klen && memcmp (m->key, key, klen) == 0)
+        if (fa_key_same (m->key, m->kw, m->klen, key, kw, klen))
             return m;
     }
+}
+
+fa_member *fa_node_find (const fa_node *nd, const char *key, size_t klen)
+{
+    return fa_node_find_w (nd, key, klen, fa_key_word (key, klen));
 }
 
 static int index_rebuild (fa_ctx *ctx, fa_node *nd, uint32_t icap)
@@ -751,10 +748,11 @@ static int index_rebuild (fa_ctx *ctx, fa_node *nd, uint32_t icap)
 
 /* Add a member slot for key (already checked). Duplicate keys: the last
  * value wins at the first one's place. */
-static fa_member *node_add (parser *ps, fa_node *nd, const char *key, size_t klen)
+static fa_member *node_add (parser *ps, fa_node *nd, const char *key, size_t klen,
+                            uint64_t kw)
 {
     fa_ctx *ctx = ps->ctx;
-    fa_member *m = fa_node_find (nd, key, klen);
+    fa_member *m = nd->n ? fa_node_find_w (nd, key, klen, kw) : NULL;
     if (m)
         return m;
     if (nd->n >= ps->lim->max_object_keys) {
@@ -774,6 +772,7 @@ static fa_member *node_add (parser *ps, fa_node *nd, const char *key, size_t kle
     m = &nd->m[nd->n++];
     memset (m, 0, sizeof (*m));
     m->key = key;
+    m->kw = kw;
     m->klen = (uint32_t)klen;
     if (nd->n > 8) {
         if (!nd->idx || nd->n * 2 > nd->icap) {
@@ -838,53 +837,181 @@ static int parse_key (parser *ps, const char **k, size_t *kn)
     return 0;
 }
 
+/* ---- fast scanning of the common case ----
+ * The hot path (a scheduler's small patch) is plain ASCII: keys without
+ * escapes or '.', strings without escapes. These scanners stop at the
+ * first byte that is not plain; the caller then takes the exact slow path
+ * (scan_string, parse_key, ...) from the start of the token, so errors and
+ * rare cases are handled by one piece of code. */
+
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+/* bytes of w equal to c (times ONES) flagged: the lowest flag is exact */
+#define HAS_BYTE(w, c) ((((w) ^ (c)) - ONES) & ~((w) ^ (c)))
+
+/* q after an opening quote: the first byte that is a control, '"', '\\',
+ * non-ASCII or (dot != 0) '.'. end when none. */
+static inline const char *scan_plain (const char *q, const char *end, int dot)
+{
+    const unsigned char *p = (const unsigned char *)q;
+    const unsigned char *e = (const unsigned char *)end;
+    while (e - p >= 8) {
+        uint64_t w;
+        memcpy (&w, p, 8);
+        uint64_t hit = w | ((w - 0x2020202020202020ULL) & ~w)
+                       | HAS_BYTE (w, 0x2222222222222222ULL)
+                       | HAS_BYTE (w, 0x5c5c5c5c5c5c5c5cULL);
+        if (dot)
+            hit |= HAS_BYTE (w, 0x2e2e2e2e2e2e2e2eULL);
+        hit &= HIGHS;
+        if (hit) {
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            return (const char *)p + (__builtin_ctzll (hit) >> 3);
+#else
+            break;
+#endif
+        }
+        p += 8;
+    }
+    while (p < e && *p >= 0x20 && *p != '"' && *p != '\\' && *p < 0x80 && !(dot && *p == '.'))
+        p++;
+    return (const char *)p;
+}
+
+static inline const char *ws (const char *p, const char *end)
+{
+    if (p < end && (unsigned char)*p > ' ')
+        return p;
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* p on a digit 1-9: the length of the number there if it is already
+ * canonical and plain (an integer of at most 18 digits, or a decimal
+ * without exponent of at most 15 significant digits whose fraction has no
+ * trailing zero or is "0"); 0 otherwise (then parse_number decides). */
+static inline size_t plain_number (const char *p, const char *end)
+{
+    const char *q = p + 1;
+    while (q < end && (unsigned)(*q - '0') < 10)
+        q++;
+    size_t nint = (size_t)(q - p);
+    if (q >= end || (*q != '.' && *q != 'e' && *q != 'E'))
+        return nint <= 18 ? nint : 0;
+    if (*q != '.')
+        return 0;
+    const char *f = ++q;
+    while (q < end && (unsigned)(*q - '0') < 10)
+        q++;
+    size_t nfrac = (size_t)(q - f);
+    if (nfrac == 0 || (q < end && (*q == 'e' || *q == 'E')) || nint + nfrac > 15)
+        return 0;
+    if (q[-1] == '0' && nfrac != 1)
+        return 0;
+    return (size_t)(q - p);
+}
+
+/* Members stored with the node itself (most objects are that small). */
+#define NODE_INLINE 4
+
 static int parse_object (parser *ps, uint32_t depth, fa_node **out)
 {
     fa_ctx *ctx = ps->ctx;
+    const fa_limits *lim = ps->lim;
+    const char *p, *end = ps->end;
     if (check_depth (ps, depth) < 0)
         return -1;
-    fa_node *nd = fa_arena (ctx, sizeof (fa_node));
+    fa_node *nd = fa_arena (ctx, sizeof (fa_node) + NODE_INLINE * sizeof (fa_member));
     if (!nd)
         return -1;
-    memset (nd, 0, sizeof (*nd));
-    ps->p++; /* '{' */
-    skip_ws (ps);
-    if (ps->p < ps->end && *ps->p == '}') {
-        ps->p++;
+    nd->m = (fa_member *)(nd + 1);
+    nd->n = 0;
+    nd->cap = NODE_INLINE;
+    nd->idx = NULL;
+    nd->icap = 0;
+    p = ws (ps->p + 1, end); /* after '{' */
+    if (p < end && *p == '}') {
+        ps->p = p + 1;
         *out = nd;
         return 0;
     }
     for (;;) {
         const char *k = NULL;
         size_t kn = 0;
-        skip_ws (ps);
-        if (parse_key (ps, &k, &kn) < 0)
-            return -1;
-        skip_ws (ps);
-        if (ps->p >= ps->end || *ps->p != ':')
-            return syntax (ps, ps->p, ps->p < ps->end ? "expected ':'" : "unexpected end of input");
-        ps->p++;
-        skip_ws (ps);
-        if (ps->p >= ps->end)
-            return syntax (ps, ps->p, "unexpected end of input");
-        fa_member *m = node_add (ps, nd, k, kn);
+        uint64_t kw;
+        p = ws (p, end);
+        /* key: fast when plain, non-empty and within the limit */
+        const char *ke = p < end && *p == '"' ? scan_plain (p + 1, end, lim->strict_keys) : NULL;
+        if (ke && ke < end && *ke == '"' && ke > p + 1
+            && (size_t)(ke - p - 1) <= lim->max_key_bytes) {
+            k = p + 1;
+            kn = (size_t)(ke - k);
+            kw = fa_key_word_b (k, kn, end);
+            p = ke + 1;
+        }
+        else {
+            ps->p = p;
+            if (parse_key (ps, &k, &kn) < 0)
+                return -1;
+            kw = fa_key_word (k, kn);
+            p = ps->p;
+        }
+        p = ws (p, end);
+        if (p >= end || *p != ':') {
+            ps->p = p;
+            return syntax (ps, p, p < end ? "expected ':'" : "unexpected end of input");
+        }
+        p = ws (p + 1, end);
+        if (p >= end) {
+            ps->p = p;
+            return syntax (ps, p, "unexpected end of input");
+        }
+        fa_member *m = node_add (ps, nd, k, kn, kw);
         if (!m)
             return -1;
-        const char *vstart = ps->p;
-        char c = *ps->p;
+        const char *vstart = p;
+        char c = *p;
         fa_node *child = NULL;
         const char *t;
         size_t tn;
-        if (c == '{') {
+        if (c == '"') {
+            const char *se = scan_plain (p + 1, end, 0);
+            if (se < end && *se == '"') {
+                t = p;
+                tn = (size_t)(se + 1 - p);
+                p = se + 1;
+            }
+            else {
+                ps->p = p;
+                if (parse_scalar (ps, &t, &tn) < 0)
+                    return -1;
+                p = ps->p;
+            }
+        }
+        else if (c == '{') {
+            ps->p = p;
             if (parse_object (ps, depth + 1, &child) < 0)
                 return -1;
+            p = ps->p;
             t = vstart;
-            tn = (size_t)(ps->p - vstart);
+            tn = (size_t)(p - vstart);
+        }
+        else if ((c >= '1' && c <= '9') && (tn = plain_number (p, end)) != 0) {
+            t = p;
+            p += tn;
+        }
+        else if (c == 'n' && end - p >= 4 && memcmp (p, "null", 4) == 0) {
+            t = "null";
+            tn = 4;
+            p += 4;
         }
         else if (c == '[') {
             size_t mark = ctx->ts.len;
+            ps->p = p;
             if (array_to_ts (ps, depth + 1) < 0)
                 return -1;
+            p = ps->p;
             tn = ctx->ts.len - mark;
             char *o = fa_arena (ctx, tn);
             if (!o)
@@ -893,25 +1020,30 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
             ctx->ts.len = mark;
             t = o;
         }
-        else if (parse_scalar (ps, &t, &tn) < 0)
-            return -1;
+        else {
+            ps->p = p;
+            if (parse_scalar (ps, &t, &tn) < 0)
+                return -1;
+            p = ps->p;
+        }
         m->obj = child;
         m->text = t;
         m->tlen = (uint32_t)tn;
         m->is_null = !child && tn == 4 && t[0] == 'n';
-        skip_ws (ps);
-        if (ps->p >= ps->end)
-            return syntax (ps, ps->p, "unexpected end of input");
-        if (*ps->p == ',') {
-            ps->p++;
+        p = ws (p, end);
+        if (p < end && *p == ',') {
+            p++;
             continue;
         }
-        if (*ps->p == '}') {
-            ps->p++;
+        ps->p = p;
+        if (p >= end)
+            return syntax (ps, p, "unexpected end of input");
+        if (*p == '}') {
+            ps->p = p + 1;
             *out = nd;
             return 0;
         }
-        return syntax (ps, ps->p, "expected ',' or '}'");
+        return syntax (ps, p, "expected ',' or '}'");
     }
 }
 

@@ -72,6 +72,23 @@ static const char *skip_value (const char *p, const char *end)
         }
         return end;
     }
+    /* a number or literal: find the ',' '}' or ']' after it, a word at a
+     * time (numbers are often 10-20 bytes) */
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - p >= 8) {
+        uint64_t w, a, b, c2;
+        memcpy (&w, p, 8);
+        a = w ^ 0x2c2c2c2c2c2c2c2cULL;
+        b = w ^ 0x7d7d7d7d7d7d7d7dULL;
+        c2 = w ^ 0x5d5d5d5d5d5d5d5dULL;
+        uint64_t hit = (((a - 0x0101010101010101ULL) & ~a) | ((b - 0x0101010101010101ULL) & ~b)
+                        | ((c2 - 0x0101010101010101ULL) & ~c2))
+                       & 0x8080808080808080ULL;
+        if (hit)
+            return p + (__builtin_ctzll (hit) >> 3);
+        p += 8;
+    }
+#endif
     while (p < end && *p != ',' && *p != '}' && *p != ']')
         p++;
     return p;
@@ -139,7 +156,7 @@ static long merge_obj (fa_ctx *ctx, fa_buf *b, const char *s, const char *end,
             const char *ke = skip_str (q, end); /* after the closing quote */
             size_t kn = (size_t)(ke - 1 - k);
             const char *v = ke + 1, *ve;        /* after ':' */
-            fa_member *m = p->n ? fa_node_find (p, k, kn) : NULL;
+            fa_member *m = p->n ? fa_node_find_w (p, k, kn, fa_key_word_b (k, kn, end)) : NULL;
             if (!m) { /* untouched: copy "key":value as one span */
                 ve = skip_value (v, end);
                 size_t span = (size_t)(ve - q);
