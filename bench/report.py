@@ -474,39 +474,42 @@ def flood_why(f):
 #: and the fix proposed to the server's owner. Written by hand: the figures
 #: in it are from the runs named, not from this report's run.
 FLOOD_NOTES = """\
-**What limits the flooded throughput.** The service checks the rate limit first
-(`RateLimiter.take` before any encode or parse), but by then the server has
-already read the frame, decoded its JSON, dispatched it, and it still raises,
-counts and encodes an EAGAIN reply. `cProfile` of the server under the flood
-(`python bench/bench_flood.py --jobs 5000 --requests 20000 --profile F`)
-showed, per rejected guest request, the frame decode inline in
-`Server.handle`, `h_annotate` → `service._modify` → `RateLimiter.take` →
-`errors.error`, and `protocol.response_error`; about 85% of the flooded
-server's time went to the guests. The cost of one rejection is small; what
-makes the flood expensive is that the event loop serves every frame a
-connection has sent: `Connection.process` handles the whole read chunk of
-each readable connection, so 8 flooders with 512 requests in flight each get
-8 × 512 requests served for every 256 of the scheduler's, whatever the rate
-limit says.
+**What limits the flooded throughput.** Not the cost of one rejection: the
+service checks the rate limit first (`RateLimiter.take`, before any encode or
+parse), and a refused guest request costs the server less CPU than a
+scheduler request (figures above). What makes the flood expensive is how many
+the server agrees to handle: `Connection.process` serves every complete frame
+a readable connection has sent, each read chunk whole, so 8 flooders with 512
+requests in flight each are served 8 × 512 requests for every 256 of the
+scheduler's, whatever the rate limit says. `cProfile` of the server under the
+flood (`python bench/bench_flood.py --jobs 5000 --requests 20000 --profile F`)
+shows the guest requests' time spread over the frame decode inline in
+`Server.handle`, `h_annotate` → `service._modify` → `RateLimiter.take`, and
+`protocol.response_error`: each is small, their count is the problem.
 
-**Proposed fix (in `flux_annot/server.py`, not made here: another engineer's
-file).** Throttle a guest connection at the socket once its uid's bucket is
+**Proposed fix (in `flux_annot/server.py`, another engineer's file: described,
+not made).** Throttle a guest connection at the socket once its uid's bucket is
 empty: when a guest request is refused with EAGAIN, reply to it as now, then
-`transport.pause_reading()` that connection, stop `process()` at that frame
-(leave the rest in `conn.buf`, like the `paused` path), and
-`loop.call_later(1 / guest_rate, resume)` where `resume` clears the flag,
-calls `resume_reading()` and `process()` (unless the write side paused it).
-Guests still get EAGAIN for every request over the rate (SPEC §4), but a
-flooding connection then costs the server one request per 1/rate seconds
-(5 ms) instead of everything it can send, and the flood's pressure stays in
-its own socket buffer (bounded by the kernel, not the server's memory).
-A prototype of exactly this (a monkey-patched server, kept out of the repo)
-measured 75% instead of 24% (5k jobs, 30k requests per phase, load average
-about 3, same run otherwise); the remaining cost is the 8 × 200 EAGAIN
-replies/s plus the 200 accepted-rate requests/s that reach the full checks.
-A second, independent gain: the rejection path allocates an exception and a
-formatted reply per request; a preformatted EAGAIN reply body (only the
-matchtag varies) would cut the per-rejection cost further.
+`transport.pause_reading()` that connection, stop `process()` after that frame
+(the rest stays in `conn.buf`, as on the `paused` path), and
+`loop.call_later(1 / guest_rate, resume)`, where `resume` clears the flag and,
+unless the write side paused the connection, calls `resume_reading()` and
+`process()`. Guests still get EAGAIN for requests over the rate (SPEC §4), but
+a flooding connection then costs one request per 1/rate seconds (5 ms) instead
+of everything it can send, and the backlog of its requests waits in its own
+kernel socket buffer, not in the server's memory. A prototype of exactly this
+(a monkey-patched server, kept out of the repo; `bench_flood.py --server-cmd`
+runs such a variant) measured, back to back on 2026-11-25 with the default
+sizes (10k jobs, 100k requests per phase, load average about 5): guests took
+6% of the server's CPU instead of 83%, 2.8k instead of 73k rejections/s, and
+the flooded scheduler ran at 127% of the quiet mean (noise: quiet phases
+varied 38–55k/s) instead of 27%.
+
+**RSS.** The growth during the flood is almost all the event backlog kept for
+`since` (up to 4096 batches or 256 MiB): the quiet phase before it, with the
+same scheduler requests and no flood, grows the server by nearly as much
+(row above). The flood itself adds a few MB (read and write buffers of 8
+connections).
 """
 
 
