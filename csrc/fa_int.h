@@ -15,6 +15,10 @@
 
 #include "fa.h"
 
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
+
 /* A growable byte buffer whose memory is accounted in a ctx. */
 typedef struct fa_buf {
     char *p;
@@ -94,12 +98,38 @@ static inline int fa_buf_reserve (fa_ctx *ctx, fa_buf *b, size_t extra)
         return 0;
     return fa_buf_grow (ctx, b, extra);
 }
+/* memcpy for the short spans the merge copies (keys, numbers, small
+ * strings): inline, no call; both halves are loaded before storing. */
+static inline void fa_copy (char *d, const char *s, size_t n)
+{
+    if (n > 16) {
+        memcpy (d, s, n);
+        return;
+    }
+    if (n >= 8) {
+        uint64_t a, z;
+        memcpy (&a, s, 8);
+        memcpy (&z, s + n - 8, 8);
+        memcpy (d, &a, 8);
+        memcpy (d + n - 8, &z, 8);
+        return;
+    }
+    if (n >= 4) {
+        uint32_t a, z;
+        memcpy (&a, s, 4);
+        memcpy (&z, s + n - 4, 4);
+        memcpy (d, &a, 4);
+        memcpy (d + n - 4, &z, 4);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        d[i] = s[i];
+}
 static inline int fa_buf_put (fa_ctx *ctx, fa_buf *b, const void *s, size_t n)
 {
     if (fa_buf_reserve (ctx, b, n) < 0)
         return -1;
-    if (n)
-        memcpy (b->p + b->len, s, n);
+    fa_copy (b->p + b->len, s, n);
     b->len += n;
     return 0;
 }
@@ -159,7 +189,99 @@ static inline uint64_t fa_key_word_b (const char *k, size_t n, const char *end)
 static inline int fa_key_same (const char *a, uint64_t aw, size_t an, const char *b,
                                uint64_t bw, size_t bn)
 {
-    return an == bn && aw == bw && (an <= 8 || fa_key_eq (a + 8, b + 8, an - 8));
+    if (an != bn || aw != bw)
+        return 0;
+    if (an <= 8)
+        return 1;
+    if (an <= 16) { /* the last 8 bytes (they overlap the first word) */
+        uint64_t x, y;
+        memcpy (&x, a + an - 8, 8);
+        memcpy (&y, b + an - 8, 8);
+        return x == y;
+    }
+    return memcmp (a + 8, b + 8, an - 8) == 0;
+}
+
+/* ---- scanning strings: 16 bytes at a time with SSE2 (x86-64 baseline),
+ * 8 with SWAR elsewhere. Both return the exact first stop byte. ---- */
+
+#define FA_ONES 0x0101010101010101ULL
+#define FA_HIGHS 0x8080808080808080ULL
+/* bytes of w equal to the byte of c (c = byte * FA_ONES) flagged (the
+ * lowest flag is exact, later ones may be false) */
+#define FA_HAS_BYTE(w, c) ((((w) ^ (c)) - FA_ONES) & ~((w) ^ (c)))
+
+/* The first byte in [p, end) that is a control, '"', '\', non-ASCII or
+ * (dot != 0) '.'; end if none. */
+static inline const char *fa_scan_plain (const char *p, const char *end, int dot)
+{
+#ifdef __SSE2__
+    const __m128i q = _mm_set1_epi8 ('"'), bs = _mm_set1_epi8 ('\\'),
+                  sp = _mm_set1_epi8 (0x20), dt = _mm_set1_epi8 ('.');
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128 ((const __m128i *)(const void *)p);
+        /* signed compare: controls and bytes >= 0x80 are both < 0x20 */
+        __m128i h = _mm_or_si128 (_mm_or_si128 (_mm_cmpeq_epi8 (v, q), _mm_cmpeq_epi8 (v, bs)),
+                                  _mm_cmplt_epi8 (v, sp));
+        if (dot)
+            h = _mm_or_si128 (h, _mm_cmpeq_epi8 (v, dt));
+        unsigned mask = (unsigned)_mm_movemask_epi8 (h);
+        if (mask)
+            return p + __builtin_ctz (mask);
+        p += 16;
+    }
+#endif
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy (&w, p, 8);
+        uint64_t hit = w | ((w - 0x2020202020202020ULL) & ~w)
+                       | FA_HAS_BYTE (w, 0x2222222222222222ULL)
+                       | FA_HAS_BYTE (w, 0x5c5c5c5c5c5c5c5cULL);
+        if (dot)
+            hit |= FA_HAS_BYTE (w, 0x2e2e2e2e2e2e2e2eULL);
+        hit &= FA_HIGHS;
+        if (hit)
+            return p + (__builtin_ctzll (hit) >> 3);
+        p += 8;
+    }
+#endif
+    const unsigned char *u = (const unsigned char *)p;
+    while (u < (const unsigned char *)end && *u >= 0x20 && *u != '"' && *u != '\\' && *u < 0x80
+           && !(dot && *u == '.'))
+        u++;
+    return (const char *)u;
+}
+
+/* The first '"' or '\\' in [p, end); end if none. */
+static inline const char *fa_scan_quote (const char *p, const char *end)
+{
+#ifdef __SSE2__
+    const __m128i q = _mm_set1_epi8 ('"'), bs = _mm_set1_epi8 ('\\');
+    while (end - p >= 16) {
+        __m128i v = _mm_loadu_si128 ((const __m128i *)(const void *)p);
+        unsigned mask = (unsigned)_mm_movemask_epi8 (
+            _mm_or_si128 (_mm_cmpeq_epi8 (v, q), _mm_cmpeq_epi8 (v, bs)));
+        if (mask)
+            return p + __builtin_ctz (mask);
+        p += 16;
+    }
+#endif
+#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - p >= 8) {
+        uint64_t w;
+        memcpy (&w, p, 8);
+        uint64_t hit = (FA_HAS_BYTE (w, 0x2222222222222222ULL)
+                        | FA_HAS_BYTE (w, 0x5c5c5c5c5c5c5c5cULL))
+                       & FA_HIGHS;
+        if (hit)
+            return p + (__builtin_ctzll (hit) >> 3);
+        p += 8;
+    }
+#endif
+    while (p < end && *p != '"' && *p != '\\')
+        p++;
+    return p;
 }
 
 /* ---- parsed trees (fa_json.c) ----

@@ -844,39 +844,7 @@ static int parse_key (parser *ps, const char **k, size_t *kn)
  * (scan_string, parse_key, ...) from the start of the token, so errors and
  * rare cases are handled by one piece of code. */
 
-#define ONES 0x0101010101010101ULL
-#define HIGHS 0x8080808080808080ULL
-/* bytes of w equal to c (times ONES) flagged: the lowest flag is exact */
-#define HAS_BYTE(w, c) ((((w) ^ (c)) - ONES) & ~((w) ^ (c)))
-
-/* q after an opening quote: the first byte that is a control, '"', '\\',
- * non-ASCII or (dot != 0) '.'. end when none. */
-static inline const char *scan_plain (const char *q, const char *end, int dot)
-{
-    const unsigned char *p = (const unsigned char *)q;
-    const unsigned char *e = (const unsigned char *)end;
-    while (e - p >= 8) {
-        uint64_t w;
-        memcpy (&w, p, 8);
-        uint64_t hit = w | ((w - 0x2020202020202020ULL) & ~w)
-                       | HAS_BYTE (w, 0x2222222222222222ULL)
-                       | HAS_BYTE (w, 0x5c5c5c5c5c5c5c5cULL);
-        if (dot)
-            hit |= HAS_BYTE (w, 0x2e2e2e2e2e2e2e2eULL);
-        hit &= HIGHS;
-        if (hit) {
-#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            return (const char *)p + (__builtin_ctzll (hit) >> 3);
-#else
-            break;
-#endif
-        }
-        p += 8;
-    }
-    while (p < e && *p >= 0x20 && *p != '"' && *p != '\\' && *p < 0x80 && !(dot && *p == '.'))
-        p++;
-    return (const char *)p;
-}
+#define scan_plain fa_scan_plain
 
 static inline const char *ws (const char *p, const char *end)
 {

@@ -14,75 +14,55 @@
 
 /* ---- scanning trusted canonical text ---- */
 
-/* p on an opening quote: the position after the closing quote. Words of
- * 8 bytes without '"' or '\\' are skipped at once (no call: strings are
- * short). */
+/* p on an opening quote: the position after the closing quote (inline,
+ * 16 or 8 bytes at a time: strings are short). */
 static inline const char *skip_str (const char *p, const char *end)
 {
     p++;
     for (;;) {
-        while (end - p >= 8) {
-            uint64_t w, q, bs;
-            memcpy (&w, p, 8);
-            q = w ^ 0x2222222222222222ULL;
-            bs = w ^ 0x5c5c5c5c5c5c5c5cULL;
-            uint64_t hit = (((q - 0x0101010101010101ULL) & ~q)
-                            | ((bs - 0x0101010101010101ULL) & ~bs))
-                           & 0x8080808080808080ULL;
-            if (hit) { /* the lowest flagged byte is exact */
-#if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-                p += __builtin_ctzll (hit) >> 3;
-#endif
-                break;
-            }
-            p += 8;
-        }
-        /* the word holds a '"' or '\\' (or the text ends): find it */
-        while (p < end && *p != '"' && *p != '\\')
-            p++;
+        p = fa_scan_quote (p, end);
         if (p >= end)
             return end;
         if (*p == '"')
             return p + 1;
-        p += 2;
+        p += 2; /* an escape: the next byte is never the end of the string */
     }
 }
 
-/* p at a value: the position after it. */
-static const char *skip_value (const char *p, const char *end)
+/* p on '{' or '[': the position after the container. */
+static const char *skip_container (const char *p, const char *end)
 {
-    char c = *p;
-    if (c == '"')
-        return skip_str (p, end);
-    if (c == '{' || c == '[') {
-        int d = 0;
-        while (p < end) {
-            c = *p;
-            if (c == '"') {
-                p = skip_str (p, end);
-                continue;
-            }
-            if (c == '{' || c == '[')
-                d++;
-            else if (c == '}' || c == ']') {
-                if (--d == 0)
-                    return p + 1;
-            }
-            p++;
+    int d = 0;
+    while (p < end) {
+        char c = *p;
+        if (c == '"') {
+            p = skip_str (p, end);
+            continue;
         }
-        return end;
+        if (c == '{' || c == '[')
+            d++;
+        else if (c == '}' || c == ']') {
+            if (--d == 0)
+                return p + 1;
+        }
+        p++;
     }
-    /* a number or literal: find the ',' '}' or ']' after it, a word at a
-     * time (numbers are often 10-20 bytes) */
+    return end;
+}
+
+/* p at a number or literal: the ',' '}' or ']' after it (or end), a word
+ * at a time (numbers are often 10-20 bytes). */
+static inline const char *skip_scalar (const char *p, const char *end)
+{
 #if defined(__GNUC__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     while (end - p >= 8) {
-        uint64_t w, a, b, c2;
+        uint64_t w, a, b, c;
         memcpy (&w, p, 8);
         a = w ^ 0x2c2c2c2c2c2c2c2cULL;
         b = w ^ 0x7d7d7d7d7d7d7d7dULL;
-        c2 = w ^ 0x5d5d5d5d5d5d5d5dULL;
+        c = w ^ 0x5d5d5d5d5d5d5d5dULL;
         uint64_t hit = (((a - 0x0101010101010101ULL) & ~a) | ((b - 0x0101010101010101ULL) & ~b)
-                        | ((c2 - 0x0101010101010101ULL) & ~c2))
+                        | ((c - 0x0101010101010101ULL) & ~c))
                        & 0x8080808080808080ULL;
         if (hit)
             return p + (__builtin_ctzll (hit) >> 3);
@@ -92,6 +72,17 @@ static const char *skip_value (const char *p, const char *end)
     while (p < end && *p != ',' && *p != '}' && *p != ']')
         p++;
     return p;
+}
+
+/* p at a value: the position after it. */
+static inline const char *skip_value (const char *p, const char *end)
+{
+    char c = *p;
+    if (c == '"')
+        return skip_str (p, end);
+    if (c == '{' || c == '[')
+        return skip_container (p, end);
+    return skip_scalar (p, end);
 }
 
 /* Iterate the members of a canonical object text. */
