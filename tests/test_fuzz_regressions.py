@@ -8,11 +8,20 @@ until the bug is fixed (a crash in the core kills the run, which fails it
 too). GUARDS below are inputs of the classic crash classes (nesting beyond
 the parser's cap, huge keys and numbers, many NUL-separated patches),
 replayed the same way.
+
+Some bugs (undefined behaviour that happens to work) cannot be seen from
+an ordinary build, so the kept crash files are also replayed through the
+C targets themselves, built with ASan + UBSan (clang when present: its
+UBSan checks more, e.g. arithmetic on a NULL pointer; else gcc) and linked
+with csrc/fuzz/driver.c in replay mode.
 """
 
 import errno
+import glob
 import json
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -20,6 +29,7 @@ import flux_annot
 from flux_annot import core
 
 HERE = os.path.join(os.path.dirname(__file__), "fuzz_regressions")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WIDE = core.Limits(depth=core.lib.FA_DEPTH_CAP, key_bytes=2**32 - 1,
                    object_keys=2**32 - 1, strict_keys=False)
 NAMESPACES = ["a", "sched", "user", "x"]
@@ -165,3 +175,27 @@ def test_replay(name, data):
         replay_canonical(data)
     else:
         replay_merge(data)
+
+
+def _kept_files(target):
+    return sorted(glob.glob(os.path.join(HERE, target + "-*")))
+
+
+@pytest.mark.parametrize(
+    "target", [t for t in ("canonical", "merge") if _kept_files(t)] or ["merge"]
+)
+def test_kept_crashes_replay_clean_under_sanitizers(target, tmp_path):
+    files = _kept_files(target) or [os.path.join(HERE, "README.md")]
+    cc = shutil.which("clang") or "gcc"
+    exe = tmp_path / f"fuzz_{target}"
+    srcs = [os.path.join(ROOT, "csrc", "fuzz", f"fuzz_{target}.c"),
+            os.path.join(ROOT, "csrc", "fuzz", "driver.c")]
+    srcs += sorted(glob.glob(os.path.join(ROOT, "csrc", "*.c")))
+    subprocess.run([cc, "-g", "-O1", "-D_GNU_SOURCE", "-fsanitize=address,undefined",
+                    "-fno-sanitize-recover=all", "-I", os.path.join(ROOT, "csrc"),
+                    *srcs, "-o", str(exe), "-lm"], check=True)
+    env = dict(os.environ, ASAN_OPTIONS="detect_leaks=1", UBSAN_OPTIONS="halt_on_error=1")
+    r = subprocess.run([str(exe), "-t", "0", "-a", str(tmp_path) + "/", *files],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, f"{cc} {target}: {r.stderr[-3000:]}"
+    assert "no crash" in r.stdout
