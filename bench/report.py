@@ -476,8 +476,8 @@ def flood_why(f):
 FLOOD_NOTES = """\
 **What limits the flooded throughput.** Not the cost of one rejection: the
 service checks the rate limit first (`RateLimiter.take`, before any encode or
-parse), and a refused guest request costs the server less CPU than a
-scheduler request (figures above). What makes the flood expensive is how many
+parse), and a refused guest request costs the server CPU of the same order
+as a scheduler request, or less (per-request figures in the row above). What makes the flood expensive is how many
 the server agrees to handle: `Connection.process` serves every complete frame
 a readable connection has sent, each read chunk whole, so 8 flooders with 512
 requests in flight each are served 8 × 512 requests for every 256 of the
@@ -505,11 +505,6 @@ sizes (10k jobs, 100k requests per phase, load average about 5): guests took
 the flooded scheduler ran at 127% of the quiet mean (noise: quiet phases
 varied 38–55k/s) instead of 27%.
 
-**RSS.** The growth during the flood is almost all the event backlog kept for
-`since` (up to 4096 batches or 256 MiB): the quiet phase before it, with the
-same scheduler requests and no flood, grows the server by nearly as much
-(row above). The flood itself adds a few MB (read and write buffers of 8
-connections).
 """
 
 
