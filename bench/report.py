@@ -412,7 +412,12 @@ def build_rows(m):
 
         def cpu(key):
             c = rpc.get(key)
-            return f"server CPU {c[0]}% of the wall time, client {c[1]}%; " if c else ""
+            if not c:
+                return ""
+            bound = (" — the single-threaded Python server is CPU-bound" if c[0] >= 80 else
+                     " — neither side CPU-bound: waiting (the machine's other load, or the "
+                     "commit) limits it")
+            return f"server CPU {c[0]}% of the wall time, client {c[1]}%{bound}; "
 
         rows.append(row("annotate RPCs over the socket, pipelined, one client, volatile",
                         fmt_rate(v), "Flux job manager 20–24k/s (C client), 13–15k/s (Python): "
