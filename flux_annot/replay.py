@@ -6,10 +6,19 @@ non-volatile `memo`/`annotate` patch in order, with `sched` discarded where
 a pending job was denied, canceled or requeued. Everything volatile since
 the job's last durable entry is, by construction, not in the store.
 
-Speed (1M jobs in seconds): the store is asked only for the entries that
-change a tree; per job only the entries from its last `alloc` on are kept;
-patches stay JSON text (an `alloc` context is sliced, never parsed) and go
-to the C table in bulk `annotate_many` calls of `CHUNK` patches.
+Two ways to the same durable tree:
+
+- `durable_trees` folds a batch's entries into each touched job's previous
+  durable tree when the batch is written (`Store.write_batch`, same
+  transaction). The store keeps the result per job (`jobs.tree`, with the
+  size of its `user` namespace and the last exception note), so a restart
+  is one ordered scan of the jobs table and ONE bulk `annotate_many`:
+  `restore`. The eventlog stays the RFC 18 record; the snapshot row is a
+  cache of it that is always written with it.
+- `restore_from_eventlog` replays the eventlog itself (the record): used
+  for the jobs whose snapshot the table refuses (e.g. limits lowered since
+  it was written: the eventlog replay then skips only the refused patches),
+  and by tests to check the snapshot rows against the record.
 
 Entry names and what replay does with them (see docs/DESIGN.md "Eventlog
 entries"):
@@ -23,17 +32,38 @@ entries"):
 
 import json
 import logging
+from array import array
 
+from .core import JobTable, Limits
 from .errors import AnnotError
 
 log = logging.getLogger(__name__)
 
 CHUNK = 100_000
 
-_TREE_NAMES = ("alloc", "memo", "annotate", "exception", "cancel", "state")
+TREE_NAMES = ("alloc", "memo", "annotate", "exception", "cancel", "state")
+_TREE_NAMES = TREE_NAMES
 _ALLOC_PREFIX = '{"annotations":'
 _DISCARD_SCHED = b'{"sched":null}'
+_EMPTY = b"{}"
+_NS_USER = b"user"
 _U64 = 1 << 64
+_MISSING = object()
+
+_permissive = None
+
+
+def permissive_limits():
+    """Limits that refuse no stored tree: what was stored passed the live limits.
+
+    Used for merges of stored data where the config's limits are not known
+    (the store) or must not drop data (sizing `user` of a restored tree).
+    """
+    global _permissive
+    if _permissive is None:
+        _permissive = Limits(depth=1 << 16, key_bytes=0xFFFFFFFF,
+                             object_keys=0xFFFFFFFF, strict_keys=False)
+    return _permissive
 
 
 def _alloc_tree(ctx):
@@ -45,13 +75,106 @@ def _alloc_tree(ctx):
     return None if tree == "null" else tree
 
 
-def restore(store, table):
-    """Apply the store's durable trees to `table` (tracking off) in bulk.
+def _alloc_patches(ctx):
+    """An `alloc` context (text) as the patch list that replaces the tree."""
+    try:
+        tree = _alloc_tree(ctx)
+    except (ValueError, AttributeError) as exc:
+        log.warning("replay: unreadable alloc snapshot skipped: %s", exc)
+        return []
+    return [tree.encode("utf-8")] if tree is not None else []
 
-    Returns the job rows [(jobid, userid, t_submit, state), ...] in stored
-    order; the caller builds its own job records from them. A stored patch
-    the table refuses (e.g. limits lowered since it was written) is logged
-    and skipped, so one bad entry does not block the start.
+
+def user_bytes(table, jobid, tree=_MISSING):
+    """Bytes of the job's `user` namespace (compact JSON) in `table`; 0 if none.
+
+    tree: the job's text if the caller already has it (saves a lookup).
+    """
+    if tree is _MISSING:
+        tree = table.get(jobid)
+    if tree is None or b'"user"' not in tree:  # cheap filter, most trees have none
+        return 0
+    return table.apply(jobid, _EMPTY, permissive_limits(), _NS_USER, dryrun=True).old_ns_len
+
+
+# -- write side: the snapshot rows --------------------------------------------
+
+
+def durable_trees(prev, pending):
+    """Fold one batch's tree entries into the touched jobs' durable trees.
+
+    prev: {jobid: (tree bytes or None, allocated)} before the batch (jobs
+    absent: no tree, no alloc yet). pending: {jobid: [(name, context text)]}
+    in entry order, names from TREE_NAMES. Returns {jobid: (tree bytes or
+    None, user namespace bytes, allocated)}. A patch that does not merge
+    (not JSON, not an object) is logged and skipped, as replay does.
+    """
+    scratch = JobTable(permissive_limits())
+    ids, patches, allocated_of = [], [], {}
+    for jobid, ents in pending.items():
+        tree, allocated = prev.get(jobid, (None, False))
+        mine = [tree] if tree else []
+        for name, ctx in ents:
+            if name == "alloc":
+                mine = _alloc_patches(ctx)
+                allocated = True
+            elif name == "memo":
+                mine.append(b'{"user":' + ctx.encode("utf-8") + b"}")
+            elif name == "annotate":
+                mine.append(ctx.encode("utf-8"))
+            elif not allocated and mine:
+                mine.append(_DISCARD_SCHED)
+        allocated_of[jobid] = allocated
+        ids.extend([jobid] * len(mine))
+        patches.extend(mine)
+    if ids:
+        _apply(scratch, ids, patches)
+    out = {}
+    get = scratch.get
+    for jobid, allocated in allocated_of.items():
+        tree = get(jobid)
+        out[jobid] = (tree, user_bytes(scratch, jobid, tree), allocated)
+    return out
+
+
+# -- start-up -----------------------------------------------------------------
+
+
+def restore(store, table):
+    """Load every job's durable tree into `table` (tracking off) in bulk.
+
+    Returns the store's snapshot rows [(stored id, userid, t_submit, state,
+    tree, user_bytes, note), ...] in stored order (`Store.snapshot_rows`:
+    ids signed, add 2**64 when negative); the caller builds its own job
+    records from them in one loop. A snapshot the table refuses (limits
+    lowered since it was written) is rebuilt from the eventlog, skipping
+    only the refused patches (logged); its row gets the new user_bytes.
+    """
+    rows = store.snapshot_rows()
+    with_tree = [r for r in rows if r[4] is not None]
+    # Signed stored ids -> unsigned job ids in one C-level reinterpretation.
+    ids = array("Q", array("q", [r[0] for r in with_tree]).tobytes())
+    trees = [r[4] for r in with_tree]
+    del with_tree
+    refused = _apply(table, ids, trees, what="stored tree refused, replaying its eventlog")
+    del ids, trees
+    if refused:
+        for jobid in refused:
+            table.remove(jobid)
+        restore_from_eventlog(store, table, sorted(refused))
+        for i, r in enumerate(rows):
+            jobid = r[0] if r[0] >= 0 else r[0] + _U64
+            if jobid in refused:
+                rows[i] = r[:4] + (table.get(jobid), user_bytes(table, jobid)) + r[6:]
+    return rows
+
+
+def restore_from_eventlog(store, table, jobids=None):
+    """Replay the eventlog (the record) into `table`, in bulk.
+
+    jobids: only these jobs (default all). Returns the job rows
+    [(jobid, userid, t_submit, state)] read. A stored patch the table
+    refuses is logged and skipped, so one bad entry does not block the start.
     """
     rows = []
     ids, patches = [], []
@@ -59,7 +182,7 @@ def restore(store, table):
     jobid = None
     mine = []
     allocated = False
-    for sid, userid, t_submit, state, name, ctx in store.jobs_with_entries(_TREE_NAMES):
+    for sid, userid, t_submit, state, name, ctx in store.jobs_with_entries(_TREE_NAMES, jobids):
         if sid != cur:
             if mine:
                 ids.extend([jobid] * len(mine))
@@ -79,8 +202,7 @@ def restore(store, table):
             mine = [ctx] if ctx != b"null" else []
             allocated = True
         elif name == "alloc":  # not written by our encoder: parse it
-            tree = _alloc_tree(ctx.decode("utf-8"))
-            mine = [tree.encode("utf-8")] if tree is not None else []
+            mine = _alloc_patches(ctx.decode("utf-8"))
             allocated = True
         elif name == "memo" or name == "annotate":
             mine.append(ctx)
@@ -96,16 +218,20 @@ def restore(store, table):
     return rows
 
 
-def _apply(table, ids, patches):
+def _apply(table, ids, patches, what="stored patch skipped"):
+    """annotate_many, skipping (and logging) refused patches; their job ids."""
+    refused = set()
     start = 0
     while start < len(ids):
         try:
             table.annotate_many(ids[start:] if start else ids, patches[start:] if start else patches)
-            return
+            break
         except AnnotError as exc:
             bad = start + _failed_index(exc)
-            log.warning("replay: job %d: stored patch skipped: %s", ids[bad], exc)
+            log.warning("replay: job %d: %s: %s", ids[bad], what, exc)
+            refused.add(ids[bad])
             start = bad + 1
+    return refused
 
 
 def _failed_index(exc):

@@ -213,33 +213,29 @@ class AnnotationService:
     # -- start-up ---------------------------------------------------------
 
     def _restore(self):
-        """Rebuild jobs, table, per-user totals and notes from the store."""
+        """Rebuild jobs, table, per-user totals and notes from the store.
+
+        One bulk load of the stored snapshots (`replay.restore`), then one
+        pass over the rows: the `user` sizes and notes come with them.
+        """
         self.table.track(False)
         rows = replay.restore(self.store, self.table)
-        jobs, counts, table = self.jobs, self._counts, self.table
-        for jobid, userid, t_submit, state in rows:
-            state = _STATE_NAMES.get(state, state)
-            jobs[jobid] = Job(userid, state, t_submit)
+        jobs, counts, notes = self.jobs, self._counts, self.notes
+        names = _STATE_NAMES
+        totals = {}  # per-user `user` bytes of active jobs, added once per user
+        for jobid, userid, t_submit, state, _tree, ub, note in rows:
+            if jobid < 0:  # stored signed: ids >= 2**63
+                jobid += _U64
+            state = names.get(state, state)
+            jobs[jobid] = Job(userid, state, t_submit, ub)
             counts[state] = counts.get(state, 0) + 1
-        # Sizes of `user` for the per-user totals: only jobs that have
-        # annotations (one C call lists them), one dry run each.
-        apply, lim, empty = table.apply, self.owner_limits, b"{}"
+            if ub and state != INACTIVE:
+                totals[userid] = totals.get(userid, 0) + ub
+            if note:
+                notes[jobid] = note
         add = self.user_bytes.add
-        for jobid in table.ids():
-            job = jobs.get(jobid)
-            if job is None or job.state == INACTIVE:
-                continue
-            n = apply(jobid, empty, lim, _NS_USER, dryrun=True).old_ns_len
-            if n:
-                job.user_bytes = n
-                add(job.userid, n)
-        for jobid, _name, ctx, _ts in self.store.entries(("exception",)):
-            try:
-                note = json.loads(ctx).get("note")
-            except (ValueError, AttributeError):
-                continue
-            if isinstance(note, str) and note:
-                self.notes[jobid] = note
+        for userid, n in totals.items():
+            add(userid, n)
 
     # -- batches -------------------------------------------------------------
 

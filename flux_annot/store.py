@@ -4,7 +4,7 @@ Data flow: the event hub closes a batch and calls `write_batch(seq, entries,
 jobs)`; the store writes the batch's RFC 18 eventlog entries, the touched
 jobs' metadata and the new last seq in ONE transaction and returns only
 once it has committed. On start the service replays the file
-(`flux_annot.replay.restore`, built on `job_rows()` and `tree_entries()`).
+(`flux_annot.replay.restore`, built on `snapshot_rows()`).
 
 Durability choice: WAL with `synchronous=FULL`. Every commit fsyncs the WAL,
 so an acknowledged entry survives `kill -9` *and* a power loss. (WAL with
@@ -14,9 +14,19 @@ loss; batching makes the extra fsync cheap: one per batch, not per request.)
 Schema (version in `PRAGMA user_version`, file identified by
 `PRAGMA application_id`):
 
-    jobs(id, userid, t_submit, state)             one row per job, current state
+    jobs(id, userid, t_submit, state,             one row per job, current state,
+         tree, user_bytes, allocated, note)       and its durable snapshot (below)
     eventlog(id, seq, idx, timestamp, name, context)   RFC 18 entries, context as JSON text
     meta(key, value)                              'last_seq'
+
+The eventlog is the record (SPEC §7). `jobs.tree` is the job's durable tree
+(what replaying its eventlog gives: canonical JSON, NULL for none),
+`user_bytes` the size of its `user` namespace, `allocated` whether it had
+an `alloc` entry, `note` its last exception note. They are computed from the
+previous row and the batch's entries (`replay.durable_trees`) and written in
+the batch's transaction, so a restart reads one row per job instead of the
+whole eventlog (schema 2; a schema-1 file, from before any release, is
+refused rather than migrated).
 
 Job ids are unsigned 64-bit; SQLite integers are signed, so an id >= 2**63
 is stored as id - 2**64 (two's complement) and converted back on read.
@@ -31,11 +41,12 @@ import json
 import os
 import sqlite3
 
+from . import replay as _replay
 from .errors import EINVAL, EPROTO, error
 
 EIO = errno.EIO
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x464C5841  # "FLXA"
 
 _SCHEMA = """
@@ -43,7 +54,11 @@ CREATE TABLE jobs (
     id INTEGER PRIMARY KEY,
     userid INTEGER NOT NULL,
     t_submit REAL,
-    state TEXT NOT NULL
+    state TEXT NOT NULL,
+    tree BLOB,
+    user_bytes INTEGER NOT NULL DEFAULT 0,
+    allocated INTEGER NOT NULL DEFAULT 0,
+    note TEXT
 );
 CREATE TABLE eventlog (
     id INTEGER NOT NULL,
@@ -62,6 +77,9 @@ INSERT INTO meta (key, value) VALUES ('last_seq', 0);
 """
 
 _EXPECTED_TABLES = {"jobs", "eventlog", "meta"}
+
+_TREE_NAMES = frozenset(_replay.TREE_NAMES)
+_IN_CHUNK = 500  # ids per "WHERE id IN (...)" (SQLite's variable limit is 999 on old builds)
 
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
@@ -87,6 +105,19 @@ def encode_context(context):
     if isinstance(context, str):
         return context
     return json.dumps(context, separators=(",", ":"), ensure_ascii=False)
+
+
+def _note_of(ctx):
+    """The note of an `exception` context (dict or JSON text), or None."""
+    if not isinstance(ctx, dict):
+        try:
+            ctx = json.loads(ctx)
+        except ValueError:
+            return None
+        if not isinstance(ctx, dict):
+            return None
+    note = ctx.get("note")
+    return note if isinstance(note, str) and note else None
 
 
 class Store:
@@ -156,6 +187,14 @@ class Store:
                 f"{self.path}: store was written by a newer flux-annot "
                 f"(schema {version}, this version reads up to {SCHEMA_VERSION})",
             )
+        if 1 <= version < SCHEMA_VERSION:
+            db.close()
+            raise error(
+                EINVAL,
+                f"{self.path}: store was written by an older development version of "
+                f"flux-annot (schema {version}, this version reads schema {SCHEMA_VERSION} "
+                f"and does not migrate it)",
+            )
         if version < 1 or not _EXPECTED_TABLES <= tables:
             db.close()
             raise error(EPROTO, f"{self.path}: is not a flux-annot store (missing tables)")
@@ -176,28 +215,68 @@ class Store:
         """
         if seq != self._last_seq + 1:
             raise error(EINVAL, f"store: batch seq {seq} does not follow {self._last_seq}")
-        rows = [
-            (_to_db(jobid), seq, idx, float(ts), name, encode_context(ctx))
-            for idx, (jobid, name, ctx, ts) in enumerate(entries)
-        ]
-        jobrows = [
-            (_to_db(jobid), userid, t_submit, state)
-            for jobid, (userid, state, t_submit) in jobs.items()
-        ]
+        rows = []
+        pending = {}  # jobid -> [(name, context text)] of the entries that change its tree
+        notes = {}  # jobid -> its last exception note in this batch
+        for idx, (jobid, name, ctx, ts) in enumerate(entries):
+            text = encode_context(ctx)
+            rows.append((_to_db(jobid), seq, idx, float(ts), name, text))
+            if name in _TREE_NAMES:
+                mine = pending.get(jobid)
+                if mine is None:
+                    mine = pending[jobid] = []
+                mine.append((name, text))
+                if name == "exception":
+                    note = _note_of(ctx)
+                    if note:
+                        notes[jobid] = note
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
+            # The touched jobs' new snapshots (reads their previous rows).
+            trees = _replay.durable_trees(self._previous(pending), pending) if pending else {}
+            jobrows, snaprows = [], []
+            for jobid, (userid, state, t_submit) in jobs.items():
+                snap = trees.pop(jobid, None)
+                if snap is None:
+                    jobrows.append((_to_db(jobid), userid, t_submit, state))
+                else:
+                    tree, ub, allocated = snap
+                    snaprows.append(
+                        (_to_db(jobid), userid, t_submit, state, tree, ub, 1 if allocated else 0)
+                    )
             if jobrows:
                 db.executemany(
                     "INSERT INTO jobs (id, userid, t_submit, state) VALUES (?,?,?,?) "
                     "ON CONFLICT(id) DO UPDATE SET state=excluded.state",
                     jobrows,
                 )
+            if snaprows:
+                db.executemany(
+                    "INSERT INTO jobs (id, userid, t_submit, state, tree, user_bytes, allocated) "
+                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
+                    "tree=excluded.tree, user_bytes=excluded.user_bytes, "
+                    "allocated=excluded.allocated",
+                    snaprows,
+                )
+            if trees:  # entries of a job missing from `jobs` (the hub sends them all)
+                db.executemany(
+                    "UPDATE jobs SET tree=?, user_bytes=?, allocated=? WHERE id=?",
+                    [
+                        (tree, ub, 1 if allocated else 0, _to_db(jobid))
+                        for jobid, (tree, ub, allocated) in trees.items()
+                    ],
+                )
             if rows:
                 db.executemany(
                     "INSERT INTO eventlog (id, seq, idx, timestamp, name, context) "
                     "VALUES (?,?,?,?,?,?)",
                     rows,
+                )
+            if notes:
+                db.executemany(
+                    "UPDATE jobs SET note=? WHERE id=?",
+                    [(note, _to_db(jobid)) for jobid, note in notes.items()],
                 )
             db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
             db.execute("COMMIT")
@@ -208,6 +287,40 @@ class Store:
                 raise error(EIO, f"{self.path}: store write failed ({exc})") from None
             raise
         self._last_seq = seq
+
+    def _previous(self, pending):
+        """{jobid: (tree, allocated)} before this batch, for the jobs that need it.
+
+        A job whose first tree entry in the batch is an `alloc` starts over
+        from the snapshot, so its previous row is not read.
+        """
+        need = [_to_db(j) for j, ents in pending.items() if ents[0][0] != "alloc"]
+        prev = {}
+        db = self._db
+        for start in range(0, len(need), _IN_CHUNK):
+            part = need[start : start + _IN_CHUNK]
+            sql = "SELECT id, tree, allocated FROM jobs WHERE id IN (%s)" % ",".join(
+                "?" * len(part)
+            )
+            for sid, tree, allocated in db.execute(sql, part):
+                if tree is not None or allocated:
+                    prev[_from_db(sid)] = (tree, bool(allocated))
+        return prev
+
+    def snapshot_rows(self):
+        """Every job with its durable snapshot, in stored id order, as a list.
+
+        Rows (stored id, userid, t_submit, state, tree bytes or None,
+        user_bytes, note). The id is the stored SIGNED integer (add 2**64
+        when negative): the caller converts it in the loop it runs anyway.
+        """
+        try:
+            return self._db.execute(
+                "SELECT id, userid, t_submit, state, tree, user_bytes, note "
+                "FROM jobs ORDER BY id"
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._corrupt(exc) from None
 
     def job_rows(self):
         """All jobs as (jobid, userid, t_submit, state), in stored id order."""
@@ -238,7 +351,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from None
 
-    def jobs_with_entries(self, names):
+    def jobs_with_entries(self, names, jobids=None):
         """One pass for replay: (jobid, userid, t_submit, state, name, patch).
 
         Every job appears (name/patch None when it has no entry of `names`),
@@ -246,9 +359,21 @@ class Store:
         SQLite already shapes it for the tree: a `memo` context comes wrapped
         as `{"user":...}`; an `alloc` context written by us comes as its
         snapshot tree, with the name `alloc-tree` (another `alloc` keeps its
-        whole context). Job ids are the stored signed integers.
+        whole context). Job ids are the stored signed integers. jobids: only
+        these jobs (default all).
         """
         names = list(names)
+        if jobids is not None:
+            rows = []
+            ids = [_to_db(j) for j in jobids]
+            for start in range(0, len(ids), _IN_CHUNK):
+                rows.extend(self._jobs_with_entries(names, ids[start : start + _IN_CHUNK]))
+            rows.sort(key=lambda r: r[0])  # chunks are in id order within; keep it overall
+            yield from rows
+            return
+        yield from self._jobs_with_entries(names, None)
+
+    def _jobs_with_entries(self, names, ids):
         sql = (
             "SELECT j.id, j.userid, j.t_submit, j.state, "
             "CASE WHEN e.name = 'alloc' AND substr(e.context, 1, 15) = '{\"annotations\":' "
@@ -258,10 +383,15 @@ class Store:
             "THEN substr(e.context, 16, length(e.context) - 16) "
             "ELSE e.context END AS BLOB) "
             "FROM jobs j LEFT JOIN eventlog e ON e.id = j.id AND e.name IN (%s) "
-            "ORDER BY j.id, e.seq, e.idx" % ",".join("?" * len(names))
+            % ",".join("?" * len(names))
         )
+        args = names
+        if ids is not None:
+            sql += "WHERE j.id IN (%s) " % ",".join("?" * len(ids))
+            args = names + ids
+        sql += "ORDER BY j.id, e.seq, e.idx"
         try:
-            yield from self._db.execute(sql, names)
+            yield from self._db.execute(sql, args)
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from None
 
