@@ -17,6 +17,16 @@ state transitions (`record_transition`) and durable eventlog entries
    backlog for `since`, forgets the pre-images, runs the after-commit
    callbacks (the server's deferred replies).
 
+In-process, all three happen inside `close_batch()`. The server instead
+starts a background writer (`start_writer`): `close_batch()` encodes the
+batch and detaches it at once (the next batch opens), one writer thread
+commits the batches strictly in seq order (a synchronous=FULL commit
+blocks for a millisecond or more, which the event loop must not), and the
+loop publishes each batch and runs its callbacks when its commit is done.
+So nothing is published or acknowledged before it is durable, and
+`last_seq` is always the last *published* batch. A snapshot subscription
+first waits for the batches in flight (`sync`).
+
 Backlog: per batch, the transitions and two C encodings of the owner view,
 whole trees and deltas. A `since` subscriber with the owner view gets
 those bytes as they are; any other view is derived from them in Python
@@ -34,11 +44,15 @@ queued to it (its seq still counts).
 
 import collections
 import json
+import logging
+import time
 
 from .errors import EINVAL, EOVERFLOW, error
 from .policy import Policy
 
 TOPICS = ("job-state", "job-annotations")
+
+log = logging.getLogger("flux_annot.events")
 
 # Bytes of encoded batches the backlog may hold, all batches together (the
 # `events.backlog` count alone would let a scheduler re-annotating 100k jobs
@@ -70,6 +84,18 @@ class _Backlogged:
         self.nbytes = len(full) + len(delta) + 64 * len(transitions) + 128
 
 
+class _Closed:
+    """A closed batch on its way out: what to publish once it has committed."""
+
+    __slots__ = ("item", "payloads", "callbacks", "future")
+
+    def __init__(self, item, payloads, callbacks):
+        self.item = item  # _Backlogged
+        self.payloads = payloads  # {Subscription: bytes}, subscribers at close time
+        self.callbacks = callbacks  # after-commit callbacks (deferred replies)
+        self.future = None  # the writer's commit (background mode)
+
+
 class Subscription:
     """One subscriber's queue of encoded batches (bytes).
 
@@ -87,6 +113,7 @@ class Subscription:
         self.userid = userid
         self.notify = notify
         self.limit = limit
+        self.from_seq = hub.last_seq  # batches after this one are for it
         self._queue = collections.deque()
         self.queued_bytes = 0
         self._exempt = 0  # bytes of a pending snapshot, not counted against the bound
@@ -165,13 +192,24 @@ class EventHub:
         self.backlog_max = events["backlog"] if events is not None else 4096
         self.queue_limit = events["subscriber_queue_bytes"] if events is not None else 16 << 20
         self.last_seq = self.store.last_seq() if self.store is not None else 0
+        self._closed_seq = self.last_seq  # last closed batch (committed or not)
+        self._pending = collections.deque()  # _Closed batches being committed
+        self._executor = None  # the background writer (start_writer)
+        self._loop = None
+        self._after = None
+        self._writer_stopping = False
         self._transitions = []
         self._entries = []
         self._callbacks = []
         self._subs = []
         self._backlog = collections.deque()
         self._backlog_bytes = 0
-        self._stats = {"batches": 0, "dropped_subscribers": 0, "resync_refused": 0}
+        self._stats = {
+            "batches": 0,
+            "dropped_subscribers": 0,
+            "resync_refused": 0,
+            "store_errors": 0,
+        }
 
     # -- recording -------------------------------------------------------
 
@@ -193,39 +231,70 @@ class EventHub:
         return self.table.batch_count() + len(self._transitions) + len(self._entries)
 
     def after_commit(self, fn):
-        """Run fn() once the open batch has committed (at once if nothing is open)."""
+        """Run fn() once the open batch has committed; with nothing open, once
+        the last batch closed so far has (at once if none is in flight)."""
         if self.open():
             self._callbacks.append(fn)
+        elif self._pending:
+            self._pending[-1].callbacks.append(fn)
         else:
             fn()
 
     # -- closing ---------------------------------------------------------
 
     def close_batch(self):
-        """Commit, publish and clear the open batch; its seq, or None if empty."""
-        ids = self.table.batch_ids()
+        """Close the open batch: commit, publish, after-commit callbacks.
+
+        Returns its seq, or None if it was empty. Without a background
+        writer (the in-process default) all of it is done before returning;
+        a store error then raises and leaves the batch open, so the next
+        close retries it. With one (`start_writer`, the server) the batch is
+        encoded and detached here and the commit runs on the writer thread;
+        publishing and the callbacks follow on the event loop once it has
+        committed, batches strictly in seq order (see `_complete`).
+        """
+        table = self.table
+        ids = table.batch_ids()
         if not ids and not self._transitions and not self._entries:
-            self.table.batch_clear()  # touched-but-unchanged pre-images
-            self._run_callbacks()
+            table.batch_clear()  # touched-but-unchanged pre-images
+            callbacks, self._callbacks = self._callbacks, []
+            if self._pending:  # replies still follow the commits before them
+                self._pending[-1].callbacks.extend(callbacks)
+            else:
+                for fn in callbacks:
+                    fn()
             return None
-        seq = self.last_seq + 1
-        if self.store is not None:
-            self._write(seq)
+        seq = self._closed_seq + 1
+        background = self.store is not None and self._executor is not None
+        if self.store is not None and not background:
+            self.store.write_batch(seq, self._entries, self._meta())
         transitions = self._transitions
-        full = self.table.batch_encode()
-        delta = self.table.batch_encode(delta=True)
-        self._publish(seq, ids, transitions, full, delta)
-        self._keep(_Backlogged(seq, transitions, full, delta))
-        self.table.batch_clear()
+        full = table.batch_encode()
+        delta = table.batch_encode(delta=True)
+        batch = _Closed(
+            _Backlogged(seq, transitions, full, delta),
+            self._payloads(seq, ids, transitions, full, delta),
+            self._callbacks,
+        )
+        if background:
+            batch.future = self._executor.submit(
+                self._write_bg, seq, self._entries, self._meta()
+            )
+        table.batch_clear()
         self._transitions = []
         self._entries = []
-        self.last_seq = seq
-        self._stats["batches"] += 1
-        self._run_callbacks()
+        self._callbacks = []
+        self._closed_seq = seq
+        if background:
+            self._pending.append(batch)
+            batch.future.add_done_callback(self._wake)
+        else:
+            self._finish(batch)
         return seq
 
-    def _write(self, seq):
-        """One store transaction: the entries and the metadata of their jobs."""
+    def _meta(self):
+        """{jobid: (userid, state, t_submit)} of the jobs the open batch's
+        entries and transitions name (state as of now)."""
         meta = {}
         jobs = self.jobs
         for jobid, _name, _ctx, _ts in self._entries:
@@ -236,23 +305,126 @@ class EventHub:
             if jobid not in meta:
                 job = jobs[jobid]
                 meta[jobid] = (job.userid, job.state, job.t_submit)
-        self.store.write_batch(seq, self._entries, meta)
+        return meta
 
-    def _run_callbacks(self):
-        callbacks, self._callbacks = self._callbacks, []
-        for fn in callbacks:
+    def _finish(self, batch):
+        """A batch has committed: publish it, keep it, run its callbacks."""
+        item = batch.item
+        self.last_seq = item.seq
+        payloads = batch.payloads
+        for sub in list(self._subs):
+            payload = payloads.get(sub)
+            if payload is None:
+                if sub.from_seq >= item.seq:
+                    continue
+                # Subscribed while the batch was being committed: derive its
+                # view from the kept encodings (the resume path).
+                payload = self._replay_payload(item, sub.key)
+            if payload:
+                self._queue(sub, payload)
+        self._keep(item)
+        self._stats["batches"] += 1
+        for fn in batch.callbacks:
             fn()
+
+    # -- the background writer (server) -----------------------------------
+
+    def start_writer(self, loop, after=None):
+        """Commit batches on one writer thread from now on (see close_batch).
+
+        loop: the asyncio loop the publishing and callbacks run on; after():
+        called on the loop once committed batches have been published (the
+        server writes out the replies and events they released). No-op
+        without a store.
+        """
+        if self.store is None or self._executor is not None:
+            return
+        import concurrent.futures
+
+        self._loop = loop
+        self._after = after
+        self._writer_stopping = False
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="flux-annot-store"
+        )
+
+    def stop_writer(self):
+        """Wait for the batches in flight, then commit synchronously again."""
+        if self._executor is None:
+            return
+        try:
+            self.sync()
+        finally:
+            self._writer_stopping = True
+            self._executor.shutdown(wait=True)
+            self._executor = None
+            self._loop = None
+
+    def sync(self):
+        """Block until every closed batch has committed and been published."""
+        while self._pending:
+            try:
+                self._pending[0].future.result()
+            except Exception:  # given up (only when stopping): logged in _complete
+                pass
+            self._complete()
+
+    def _write_bg(self, seq, entries, meta):
+        """Writer thread: commit one batch, retrying a failed commit (the
+        later batches and the replies waiting for it stay queued behind)."""
+        delay = 0.05
+        while True:
+            try:
+                self.store.write_batch(seq, entries, meta)
+                return
+            except Exception:
+                self._stats["store_errors"] += 1
+                if self._writer_stopping:
+                    raise
+                log.exception("committing batch %d failed; retrying in %.2f s", seq, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _wake(self, _future):
+        """Writer thread: a commit finished; let the loop publish it."""
+        loop = self._loop
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._complete)
+            except RuntimeError:  # the loop is closed: sync() finishes it
+                pass
+
+    def _complete(self):
+        """Publish the committed batches at the head of the queue, in order."""
+        pending = self._pending
+        done = False
+        while pending and pending[0].future.done():
+            batch = pending.popleft()
+            exc = batch.future.exception()
+            if exc is not None:
+                # Only when the writer was stopped on a failing store: the
+                # batch is lost, its replies are never sent.
+                log.error("batch %d was not committed: %s", batch.item.seq, exc)
+                continue
+            self._finish(batch)
+            done = True
+        if done and self._after is not None:
+            self._after()
 
     # -- publishing ------------------------------------------------------
 
-    def _publish(self, seq, ids, transitions, full, delta):
+    def _payloads(self, seq, ids, transitions, full, delta):
+        """{subscription: payload bytes (b"" = nothing for it)} of one batch,
+        encoded now (the C table still holds its pre-images), queued when
+        it has committed (`_finish`)."""
+        out = {}
         if not self._subs:
-            return
+            return out
         flags_cache = {}
         ann_cache = {(_FULL, False): full, (_FULL, True): delta}
         trans_cache = {}
         payloads = {}
-        for sub in list(self._subs):
+        for sub in self._subs:
             payload = payloads.get(sub.key)
             if payload is None:
                 topics, view, is_delta = sub.key
@@ -275,8 +447,8 @@ class EventHub:
                 else:
                     payload = b""
                 payloads[sub.key] = payload
-            if payload:
-                self._queue(sub, payload)
+            out[sub] = payload
+        return out
 
     def _queue(self, sub, payload):
         if sub.closed:
@@ -448,6 +620,8 @@ class EventHub:
             # Publish what is open first: the snapshot then is exactly the
             # state at last_seq, and live deltas start from it.
             self.close_batch()
+            self.sync()  # the snapshot shows only committed batches
+            sub.from_seq = self.last_seq
             sub._push(self._snapshot(cred, userid), exempt=True)
         elif since is not None:
             for item in self._backlog:
@@ -504,7 +678,9 @@ class EventHub:
         return len(self._subs)
 
     def close(self):
-        """The service is closing: end every subscription (pending batches stay readable)."""
+        """The service is closing: commit what is in flight, end every
+        subscription (pending batches stay readable)."""
+        self.stop_writer()
         for sub in self._subs:
             sub.closed = True
         self._subs = []
@@ -517,6 +693,7 @@ class EventHub:
             "subscribers": len(self._subs),
             "dropped_subscribers": self._stats["dropped_subscribers"],
             "resync_refused": self._stats["resync_refused"],
+            "store_errors": self._stats["store_errors"],
             "backlog_batches": len(self._backlog),
             "backlog_bytes": self._backlog_bytes,
         }

@@ -25,7 +25,8 @@ decoded with one `json.loads` and dispatched through a dict of topic →
 bound method. Replies are built as bytes and collected per connection,
 then written with one `transport.write` per read chunk. A non-volatile
 request's reply is handed to `service.hub.after_commit`, so it leaves only
-once the batch holding its eventlog entry has committed; the open batch is
+once the batch holding its eventlog entry has committed (commits run on the
+hub's writer thread, `hub.start_writer`, never blocking this loop); the open batch is
 closed by this server's loop timer (`call_later(window, service.flush)`,
 armed when a batch opens; `call_soon` for window 0) or by the service when
 it reaches max_entries. Streaming `job-manager.events` subscriptions push
@@ -397,6 +398,11 @@ class Server:
             lambda: Connection(self), path=path, backlog=128
         )
         os.chmod(path, 0o666)
+        # Commits run on the hub's writer thread; committed batches come
+        # back to this loop, which then writes out what they released.
+        start_writer = getattr(self.hub, "start_writer", None)
+        if start_writer is not None:
+            start_writer(self.loop, after=self.after_io)
         log.info("listening on %s", path)
 
     async def stop(self):
@@ -413,6 +419,12 @@ class Server:
             self.service.flush()
         except Exception:
             log.exception("committing the last batch failed")
+        stop_writer = getattr(self.hub, "stop_writer", None)
+        if stop_writer is not None:
+            try:
+                stop_writer()  # every batch in flight committed and published
+            except Exception:
+                log.exception("committing the last batches failed")
         self.after_io()
         for conn in list(self.conns):
             for st in list(conn.streams.values()):

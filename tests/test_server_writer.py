@@ -1,0 +1,152 @@
+"""The server commits batches on a writer thread (events.EventHub.start_writer):
+replies to non-volatile requests and published batches wait for their
+commit, the event loop does not, and a failed commit is retried."""
+
+import asyncio
+import os
+import shutil
+import tempfile
+import threading
+from errno import EIO
+
+import pytest
+
+from flux_annot.errors import AnnotError
+from flux_annot.server import serve
+from flux_annot.service import AnnotationService
+from serverproc import Raw
+
+ME = os.getuid()
+
+
+class GatedStore:
+    """Wraps the service's store: write_batch can be held (gate) or made to fail."""
+
+    def __init__(self, store):
+        self.store = store
+        self.real = store.write_batch
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.fail = 0
+        self.threads = set()
+        self.seqs = []
+        store.write_batch = self.write_batch
+
+    def write_batch(self, seq, entries, jobs):
+        self.threads.add(threading.current_thread().name)
+        self.entered.set()
+        assert self.gate.wait(20)
+        if self.fail:
+            self.fail -= 1
+            raise AnnotError(EIO, "store write failed (test)")
+        self.real(seq, entries, jobs)
+        self.seqs.append(seq)
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A server on a SQLite store, run in a thread; yields (socket path, service, gate)."""
+    d = tempfile.mkdtemp(prefix="fa-writer-", dir="/tmp")
+    path = os.path.join(d, "socket")
+    svc = AnnotationService(store=tmp_path / "annot.db", batch_window=0.005)
+    gated = GatedStore(svc.store)
+    ready = threading.Event()
+    box = {}
+
+    def run():
+        async def main():
+            box["loop"] = asyncio.get_running_loop()
+            box["stop"] = asyncio.Event()
+            await serve(path, service=svc, ready=ready, stop=box["stop"], handle_signals=False)
+
+        asyncio.run(main())
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert ready.wait(20)
+    yield path, svc, gated
+    gated.gate.set()
+    box["loop"].call_soon_threadsafe(box["stop"].set)
+    t.join(20)
+    svc.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def test_reply_waits_for_commit_loop_does_not(served):
+    path, svc, gated = served
+    c = Raw(path)
+    c.send("job-manager.submit", 1, {"id": 7, "userid": ME})
+    assert c.recv()["matchtag"] == 1
+    ev = Raw(path)
+    ev.send("job-manager.events", 1, {"topics": ["job-annotations"]})
+
+    gated.entered.clear()
+    gated.gate.clear()
+    c.send("job-manager.annotate", 2, {"id": 7, "annotations": {"workflow": {"a": 1}}})
+    assert gated.entered.wait(20)  # its batch is being committed, held there
+    # The loop still serves requests meanwhile; only the held reply waits.
+    c.send("job-manager.annotate", 3, {"id": 7, "annotations": {"site": {"b": 2}}, "volatile": True})
+    assert c.recv() == {"matchtag": 3, "errnum": 0, "payload": {}}
+    c.send("job-manager.getattr", 4, {"id": 7})
+    got = c.recv()
+    assert got["matchtag"] == 4
+    assert got["payload"]["annotations"] == {"workflow": {"a": 1}, "site": {"b": 2}}
+    gated.gate.set()
+    assert c.recv() == {"matchtag": 2, "errnum": 0, "payload": {}}
+    # Published in seq order, each batch once, only after its commit.
+    batches = [ev.recv()["payload"], ev.recv()["payload"]]
+    assert [b["annotations"] for b in batches] == [
+        [[7, {"workflow": {"a": 1}}]],
+        [[7, {"workflow": {"a": 1}, "site": {"b": 2}}]],
+    ]
+    assert batches[1]["seq"] == batches[0]["seq"] + 1
+    assert gated.seqs == sorted(gated.seqs)
+    assert all(name.startswith("flux-annot-store") for name in gated.threads)
+    c.close()
+    ev.close()
+
+
+def test_failed_commit_is_retried(served):
+    path, svc, gated = served
+    c = Raw(path)
+    c.send("job-manager.submit", 1, {"id": 9, "userid": ME})
+    assert c.recv()["errnum"] == 0
+    gated.fail = 1
+    c.send("job-manager.memo", 2, {"id": 9, "memo": {"x": 1}})
+    assert c.recv() == {"matchtag": 2, "errnum": 0, "payload": {}}
+    c.send("job-manager.stats", 3, {})
+    stats = c.recv()["payload"]
+    assert stats["store_errors"] == 1
+    assert stats["seq"] == gated.seqs[-1]
+    c.close()
+
+
+def test_snapshot_waits_for_batches_in_flight(served):
+    path, svc, gated = served
+    c = Raw(path)
+    c.send("job-manager.submit", 1, {"id": 5, "userid": ME})
+    assert c.recv()["errnum"] == 0
+    gated.entered.clear()
+    gated.gate.clear()
+    c.send("job-manager.memo", 2, {"id": 5, "memo": {"n": 1}})
+    assert gated.entered.wait(20)
+    threading.Timer(0.2, gated.gate.set).start()
+    ev = Raw(path)
+    ev.send("job-manager.events", 1, {"snapshot": True})
+    snap = ev.recv()["payload"]
+    assert snap["snapshot"] is True
+    assert gated.seqs and snap["seq"] == gated.seqs[-1]  # committed before shown
+    assert snap["jobs"][0]["annotations"] == {"user": {"n": 1}}
+    assert c.recv()["matchtag"] == 2
+    c.close()
+    ev.close()
+
+
+def test_in_process_service_still_commits_in_flush(tmp_path):
+    svc = AnnotationService(store=tmp_path / "a.db")
+    gated = GatedStore(svc.store)
+    svc.submit(1, ME)
+    seq = svc.flush()
+    assert gated.seqs == [seq] and threading.current_thread().name in gated.threads
+    svc.close()
