@@ -129,7 +129,8 @@ static inline int fa_buf_put (fa_ctx *ctx, fa_buf *b, const void *s, size_t n)
 {
     if (fa_buf_reserve (ctx, b, n) < 0)
         return -1;
-    fa_copy (b->p + b->len, s, n);
+    if (n) /* b->p may still be NULL */
+        fa_copy (b->p + b->len, s, n);
     b->len += n;
     return 0;
 }

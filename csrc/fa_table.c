@@ -25,6 +25,9 @@ typedef struct slot {
 typedef struct pre {
     uint64_t id;
     char *text; /* pre-image [uint32 len][bytes], NULL = none */
+    char *cur;  /* the job's current text (NULL = none), kept so by install:
+                   encoding a batch then needs no hash lookup per job */
+    uint32_t plen; /* pre-image length: most net-change checks read no text */
 } pre;
 
 struct fa_table {
@@ -186,12 +189,15 @@ static int pre_reserve (fa_table *t)
 }
 
 /* Prepare the pre-image record of id (current text cur, may be NULL):
- * *rec = 1 and *copy set if one must be appended. 0 / -1 ENOMEM. */
-static int pre_prepare (fa_table *t, uint64_t id, const char *cur, int *rec, char **copy)
+ * *rec = 1 and *copy set if one must be appended; *found = its record if
+ * it has one already. 0 / -1 ENOMEM. */
+static int pre_prepare (fa_table *t, uint64_t id, const char *cur, int *rec, char **copy,
+                        pre **found)
 {
     *rec = 0;
     *copy = NULL;
-    if (!t->tracking || pre_find (t, id))
+    *found = t->npre ? pre_find (t, id) : NULL;
+    if (!t->tracking || *found)
         return 0;
     if (pre_reserve (t) < 0)
         return -1;
@@ -206,6 +212,8 @@ static void pre_append (fa_table *t, uint64_t id, char *copy)
     size_t mask = t->preicap - 1, j = mix (id) & mask;
     t->pres[t->npre].id = id;
     t->pres[t->npre].text = copy;
+    t->pres[t->npre].cur = NULL;
+    t->pres[t->npre].plen = copy ? (uint32_t)tlen (copy) : 0;
     t->npre++;
     while (t->preidx[j])
         j = (j + 1) & mask;
@@ -220,6 +228,7 @@ static int install (fa_table *t, uint64_t id, const char *s, size_t n)
 {
     slot *sl = find (t, id);
     char *fresh = NULL, *copy = NULL;
+    pre *found;
     int rec;
     if (n && !sl && reserve_one (t) < 0)
         return -1;
@@ -229,13 +238,16 @@ static int install (fa_table *t, uint64_t id, const char *s, size_t n)
         if (!(fresh = text_new (t->ctx, s, n)))
             return -1;
     }
-    if (pre_prepare (t, id, sl ? sl->text : NULL, &rec, &copy) < 0) {
+    if (pre_prepare (t, id, sl ? sl->text : NULL, &rec, &copy, &found) < 0) {
         fa_free (t->ctx, fresh);
         return -1;
     }
     /* nothing can fail from here on */
-    if (rec)
+    if (rec) {
         pre_append (t, id, copy);
+        found = &t->pres[t->npre - 1];
+    }
+    char *now = fresh;
     if (n == 0) {
         if (sl)
             delete_slot (t, sl);
@@ -250,7 +262,10 @@ static int install (fa_table *t, uint64_t id, const char *s, size_t n)
         uint32_t n32 = (uint32_t)n;
         memcpy (sl->text, &n32, 4);
         memmove (sl->text + 4, s, n);
+        now = sl->text;
     }
+    if (found)
+        found->cur = now;
     return 0;
 }
 
@@ -504,13 +519,13 @@ static const char *current (fa_table *t, uint64_t id, size_t *n)
     return sl ? sl->text + 4 : NULL;
 }
 
-static int net_changed (fa_table *t, const pre *r, const char **cur, size_t *cn)
+static int net_changed (const pre *r, const char **cur, size_t *cn)
 {
-    *cur = current (t, r->id, cn);
-    size_t pn = r->text ? tlen (r->text) : 0;
-    if (pn != *cn)
+    *cur = r->cur ? r->cur + 4 : NULL;
+    *cn = r->cur ? tlen (r->cur) : 0;
+    if (r->plen != *cn)
         return 1;
-    return pn && memcmp (r->text + 4, *cur, pn) != 0;
+    return *cn && memcmp (r->text + 4, *cur, *cn) != 0;
 }
 
 size_t fa_table_batch_ids (fa_table *t, uint64_t *ids, size_t cap)
@@ -519,7 +534,7 @@ size_t fa_table_batch_ids (fa_table *t, uint64_t *ids, size_t cap)
     for (size_t i = 0; i < t->npre; i++) {
         const char *cur;
         size_t cn;
-        if (!net_changed (t, &t->pres[i], &cur, &cn))
+        if (!net_changed (&t->pres[i], &cur, &cn))
             continue;
         if (k < cap)
             ids[k] = t->pres[i].id;
@@ -528,12 +543,26 @@ size_t fa_table_batch_ids (fa_table *t, uint64_t *ids, size_t cap)
     return k;
 }
 
-/* Append "[id," to the output. */
-static int put_entry_head (fa_ctx *ctx, fa_buf *b, int first, uint64_t id)
+/* Append "[id," (",[id," unless first) to the output, reserving extra
+ * more bytes for what follows. */
+static int put_entry_head (fa_ctx *ctx, fa_buf *b, int first, uint64_t id, size_t extra)
 {
-    if (fa_buf_put (ctx, b, first ? "[" : ",[", first ? 1 : 2) < 0
-        || fa_buf_put_u64 (ctx, b, id) < 0 || fa_buf_putc (ctx, b, ',') < 0)
+    char tmp[24];
+    int i = 24;
+    do {
+        tmp[--i] = (char)('0' + id % 10);
+        id /= 10;
+    } while (id);
+    if (fa_buf_reserve (ctx, b, 48 + extra) < 0)
         return -1;
+    char *o = b->p + b->len;
+    if (!first)
+        *o++ = ',';
+    *o++ = '[';
+    fa_copy (o, tmp + i, (size_t)(24 - i));
+    o += 24 - i;
+    *o++ = ',';
+    b->len = (size_t)(o - b->p);
     return 0;
 }
 
@@ -551,9 +580,17 @@ int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list
         goto error;
     for (i = 0; i < t->npre; i++) {
         const pre *r = &t->pres[i];
+        /* the texts are scattered over the heap: ask for them early */
+        if (i + 8 < t->npre) {
+            const char *ahead = t->pres[i + 8].cur;
+            if (ahead) {
+                __builtin_prefetch (ahead);
+                __builtin_prefetch (ahead + 64);
+            }
+        }
         const char *cur, *pv = r->text ? r->text + 4 : NULL;
-        size_t cn, pn = r->text ? tlen (r->text) : 0;
-        if (!net_changed (t, r, &cur, &cn))
+        size_t cn, pn = r->plen;
+        if (!net_changed (r, &cur, &cn))
             continue;
         int whole = full ? full[idx] != 0 : 1;
         idx++;
@@ -574,17 +611,24 @@ int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list
                 continue; /* this view did not change */
             }
         }
-        if (put_entry_head (ctx, b, first, r->id) < 0)
+        if (put_entry_head (ctx, b, first, r->id, cn + 1) < 0)
             goto error;
         first = 0;
         if (delta) {
-            if (fa_diff_text (ctx, b, pv, pn, cur, cn) < 0)
+            if (fa_diff_text (ctx, b, pv, pn, cur, cn) < 0 || fa_buf_putc (ctx, b, ']') < 0)
                 goto error;
         }
-        else if (cn ? fa_buf_put (ctx, b, cur, cn) < 0 : fa_buf_put (ctx, b, "null", 4) < 0)
-            goto error;
-        if (fa_buf_putc (ctx, b, ']') < 0)
-            goto error;
+        else { /* room reserved by put_entry_head */
+            if (cn) {
+                memcpy (b->p + b->len, cur, cn);
+                b->len += cn;
+            }
+            else {
+                memcpy (b->p + b->len, "null", 4);
+                b->len += 4;
+            }
+            b->p[b->len++] = ']';
+        }
         fa_arena_release (ctx, m);
     }
     if (fa_buf_putc (ctx, b, ']') < 0)
@@ -628,7 +672,7 @@ int fa_table_encode (fa_table *t, const uint64_t *ids, size_t n, const uint8_t *
     for (size_t i = 0; i < n; i++) {
         size_t cn;
         const char *cur = current (t, ids[i], &cn);
-        if (put_entry_head (ctx, b, i == 0, ids[i]) < 0)
+        if (put_entry_head (ctx, b, i == 0, ids[i], 0) < 0)
             goto error;
         int r;
         if (!full || full[i])
