@@ -492,8 +492,8 @@ parse), and a refused guest request costs the server CPU of the same order
 as a scheduler request, or less (per-request figures in the row above). What makes the flood expensive is how many
 the server agrees to handle: `Connection.process` serves every complete frame
 a readable connection has sent, each read chunk whole, so 8 flooders with 512
-requests in flight each are served 8 × 512 requests for every 256 of the
-scheduler's, whatever the rate limit says. `cProfile` of the server under the
+requests in flight each are served up to 8 × 512 requests for every 256 of
+the scheduler's, whatever the rate limit says. `cProfile` of the server under the
 flood (`python bench/bench_flood.py --jobs 5000 --requests 20000 --profile F`)
 shows the guest requests' time spread over the frame decode inline in
 `Server.handle`, `h_annotate` → `service._modify` → `RateLimiter.take`, and
