@@ -124,6 +124,15 @@ int fa_table_commit (fa_table *t);
 int fa_table_apply_many (fa_table *t, const uint64_t *ids, const char *buf,
                          const size_t *offsets, size_t n, const fa_limits *lim,
                          size_t *nchanged, size_t *failed_index);
+/* fa_table_apply_many with the patches joined by NUL bytes instead of
+ * offsets: buf[0..len) holds n patches separated by n-1 NULs (Python's
+ * b"\0".join: no pass over the patches to build offsets). A NUL inside a
+ * patch would split it: the caller checks that buf holds exactly n-1 NULs
+ * (else uses fa_table_apply_many). Fewer segments than n: EINVAL with
+ * *failed_index at the first missing one. Otherwise as apply_many. */
+int fa_table_apply_joined (fa_table *t, const uint64_t *ids, const char *buf, size_t len,
+                           size_t n, const fa_limits *lim, size_t *nchanged,
+                           size_t *failed_index);
 /* The stored canonical text of id: borrowed pointer, valid until the next
  * change of the table. 1 found, 0 none (*text NULL, *len 0). */
 int fa_table_get (fa_table *t, uint64_t id, const char **text, size_t *len);

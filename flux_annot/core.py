@@ -208,11 +208,15 @@ class JobTable:
         """
         if not isinstance(patches, (list, tuple)):
             patches = list(patches)
-        try:  # the common case, all bytes: no per-item Python work
-            buf = b"".join(patches)
+        # The common case, all bytes: joined by NUL, split again in C, so
+        # Python makes no per-item pass. A patch holding a NUL byte (never
+        # valid JSON, but it must fail at its own index) makes the count
+        # of NULs differ: then the patches go with exact offsets.
+        try:
+            buf = b"\0".join(patches)
         except TypeError:
             patches = [p if type(p) is bytes else _to_bytes(p) for p in patches]
-            buf = b"".join(patches)
+            buf = b"\0".join(patches)
         n = len(patches)
         try:
             idarr = ids if isinstance(ids, array) and ids.typecode == "Q" else array("Q", ids)
@@ -225,12 +229,18 @@ class JobTable:
                                f"ids and patches differ in length ({len(idarr)} != {n})")
         if n == 0:
             return 0
-        offsets = array("Q", itertools.accumulate(map(len, patches), initial=0))
         nchanged = ffi.new("size_t *")
         failed = ffi.new("size_t *")
-        r = lib.fa_table_apply_many(
-            self._t, ffi.from_buffer("uint64_t[]", idarr), buf,
-            ffi.from_buffer("size_t[]", offsets), n, self._lim, nchanged, failed)
+        if buf.count(b"\0") == n - 1:
+            r = lib.fa_table_apply_joined(
+                self._t, ffi.from_buffer("uint64_t[]", idarr), buf, len(buf), n,
+                self._lim, nchanged, failed)
+        else:
+            buf = b"".join(patches)
+            offsets = array("Q", itertools.accumulate(map(len, patches), initial=0))
+            r = lib.fa_table_apply_many(
+                self._t, ffi.from_buffer("uint64_t[]", idarr), buf,
+                ffi.from_buffer("size_t[]", offsets), n, self._lim, nchanged, failed)
         if r < 0:
             _raise_from(self._ctx, index=failed[0])
         return nchanged[0]
