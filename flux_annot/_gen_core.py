@@ -12,12 +12,24 @@ import sys
 import cffi
 
 
+# cffi releases the GIL around every C call. Our calls are short (well
+# under a microsecond) and a table or ctx must not be used by two threads
+# at once (fa.h): keep the GIL held, which both makes concurrent calls on
+# one table impossible and saves a release/re-acquire per call.
+_PREAMBLE = """#include "fa.h"
+#undef Py_BEGIN_ALLOW_THREADS
+#undef Py_END_ALLOW_THREADS
+#define Py_BEGIN_ALLOW_THREADS {
+#define Py_END_ALLOW_THREADS }
+"""
+
+
 def build_ffi(cdef_path):
     ffi = cffi.FFI()
     with open(cdef_path, encoding="utf-8") as f:
         ffi.cdef(f.read())
     # The full dotted name: its last part must equal the extension name.
-    ffi.set_source("flux_annot._core", '#include "fa.h"\n')
+    ffi.set_source("flux_annot._core", _PREAMBLE)
     return ffi
 
 
