@@ -33,6 +33,8 @@ entries"):
 import json
 import logging
 from array import array
+from itertools import compress, repeat
+from operator import is_not
 
 from .core import JobTable, Limits
 from .errors import AnnotError
@@ -140,33 +142,71 @@ def durable_trees(prev, pending):
 # -- start-up -----------------------------------------------------------------
 
 
-def restore(store, table):
-    """Load every job's durable tree into `table` (tracking off) in bulk.
+class Restored:
+    """What `restore` read, as aligned columns in stored id order, plus totals.
 
-    Returns the store's snapshot rows [(stored id, userid, t_submit, state,
-    tree, user_bytes, note), ...] in stored order (`Store.snapshot_rows`:
-    ids signed, add 2**64 when negative); the caller builds its own job
-    records from them in one loop. A snapshot the table refuses (limits
-    lowered since it was written) is rebuilt from the eventlog, skipping
-    only the refused patches (logged); its row gets the new user_bytes.
+    ids (unsigned job ids), userids, t_submits, states, user_bytes (size of
+    each job's `user` namespace); notes {jobid: last exception note};
+    totals {userid: `user` bytes over the user's jobs not INACTIVE}.
+    Columns, not rows: the caller builds its job records with C-level
+    `map`/`zip`, so no Python statement runs per job.
     """
+
+    __slots__ = ("ids", "userids", "t_submits", "states", "user_bytes", "notes", "totals")
+
+
+def restore(store, table):
+    """Load every job's durable tree into `table` (tracking off) in bulk; a `Restored`.
+
+    One ordered scan of the snapshot rows, one `annotate_many`. A snapshot
+    the table refuses (limits lowered since it was written) is rebuilt from
+    the eventlog, skipping only the refused patches (logged), and its user
+    size and the totals follow the rebuilt tree.
+    """
+    out = Restored()
     rows = store.snapshot_rows()
-    with_tree = [r for r in rows if r[4] is not None]
+    if rows:
+        sids, out.userids, out.t_submits, out.states, trees, ubs = zip(*rows)
+    else:
+        sids, out.userids, out.t_submits, out.states, trees, ubs = ((),) * 6
+    del rows
     # Signed stored ids -> unsigned job ids in one C-level reinterpretation.
-    ids = array("Q", array("q", [r[0] for r in with_tree]).tobytes())
-    trees = [r[4] for r in with_tree]
-    del with_tree
-    refused = _apply(table, ids, trees, what="stored tree refused, replaying its eventlog")
-    del ids, trees
+    ids = array("Q", array("q", sids).tobytes())
+    del sids
+    has = list(map(is_not, trees, repeat(None)))
+    refused = _apply(
+        table,
+        array("Q", compress(ids, has)),
+        list(compress(trees, has)),
+        what="stored tree refused, replaying its eventlog",
+    )
+    del has, trees
+    out.ids = ids.tolist()
+    out.user_bytes = ubs
+    out.notes = store.notes()
+    out.totals = store.user_totals()
     if refused:
-        for jobid in refused:
-            table.remove(jobid)
-        restore_from_eventlog(store, table, sorted(refused))
-        for i, r in enumerate(rows):
-            jobid = r[0] if r[0] >= 0 else r[0] + _U64
-            if jobid in refused:
-                rows[i] = r[:4] + (table.get(jobid), user_bytes(table, jobid)) + r[6:]
-    return rows
+        _redo(store, table, out, refused)
+    return out
+
+
+def _redo(store, table, out, refused):
+    """Rebuild refused snapshots from the eventlog; fix their sizes and totals."""
+    for jobid in refused:
+        table.remove(jobid)
+    restore_from_eventlog(store, table, sorted(refused))
+    ubs = list(out.user_bytes)
+    totals = out.totals
+    for i, jobid in enumerate(out.ids):
+        if jobid in refused:
+            new = user_bytes(table, jobid)
+            delta, ubs[i] = new - ubs[i], new
+            if delta and out.states[i] != "INACTIVE":
+                uid = out.userids[i]
+                totals[uid] = totals.get(uid, 0) + delta
+                if not totals[uid]:
+                    del totals[uid]
+    out.user_bytes = ubs
 
 
 def restore_from_eventlog(store, table, jobids=None):

@@ -311,14 +311,30 @@ class Store:
         """Every job with its durable snapshot, in stored id order, as a list.
 
         Rows (stored id, userid, t_submit, state, tree bytes or None,
-        user_bytes, note). The id is the stored SIGNED integer (add 2**64
-        when negative): the caller converts it in the loop it runs anyway.
+        user_bytes). The id is the stored SIGNED integer (reinterpret as
+        unsigned 64-bit): replay converts all of them at once.
         """
+        return self._query(
+            "SELECT id, userid, t_submit, state, tree, user_bytes FROM jobs ORDER BY id"
+        )
+
+    def notes(self):
+        """{jobid: note} of the jobs with an exception note (few)."""
+        rows = self._query("SELECT id, note FROM jobs WHERE note IS NOT NULL")
+        return {_from_db(sid): note for sid, note in rows}
+
+    def user_totals(self):
+        """{userid: bytes} of the `user` namespaces of each user's jobs not INACTIVE."""
+        return dict(
+            self._query(
+                "SELECT userid, SUM(user_bytes) FROM jobs "
+                "WHERE user_bytes > 0 AND state != 'INACTIVE' GROUP BY userid"
+            )
+        )
+
+    def _query(self, sql):
         try:
-            return self._db.execute(
-                "SELECT id, userid, t_submit, state, tree, user_bytes, note "
-                "FROM jobs ORDER BY id"
-            ).fetchall()
+            return self._db.execute(sql).fetchall()
         except sqlite3.DatabaseError as exc:
             raise self._corrupt(exc) from None
 

@@ -33,10 +33,12 @@ def eventlog_trees(store):
 
 
 def snapshot_of(store):
-    return {
-        (sid + (1 << 64) if sid < 0 else sid): (tree, ub, note)
-        for sid, _u, _t, _s, tree, ub, note in store.snapshot_rows()
-    }
+    notes = store.notes()
+    out = {}
+    for sid, _u, _t, _s, tree, ub in store.snapshot_rows():
+        jid = sid + (1 << 64) if sid < 0 else sid
+        out[jid] = (tree, ub, notes.get(jid))
+    return out
 
 
 def user_size(tree):
