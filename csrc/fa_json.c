@@ -862,6 +862,17 @@ static inline const char *ws (const char *p, const char *end)
 static inline size_t plain_number (const char *p, const char *end)
 {
     const char *q = p + 1;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - q >= 8) { /* 8 digits at a time (timestamps have 10+) */
+        uint64_t w;
+        memcpy (&w, q, 8);
+        /* each byte 0x30..0x39: high nibble 3, and adding 6 keeps it 3 */
+        if ((w & 0xf0f0f0f0f0f0f0f0ULL) != 0x3030303030303030ULL
+            || ((w + 0x0606060606060606ULL) & 0xf0f0f0f0f0f0f0f0ULL) != 0x3030303030303030ULL)
+            break;
+        q += 8;
+    }
+#endif
     while (q < end && (unsigned)(*q - '0') < 10)
         q++;
     size_t nint = (size_t)(q - p);
@@ -925,10 +936,12 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
             kw = fa_key_word (k, kn);
             p = ps->p;
         }
-        p = ws (p, end);
-        if (p >= end || *p != ':') {
-            ps->p = p;
-            return syntax (ps, p, p < end ? "expected ':'" : "unexpected end of input");
+        if (p >= end || *p != ':') { /* compact JSON has it right here */
+            p = ws (p, end);
+            if (p >= end || *p != ':') {
+                ps->p = p;
+                return syntax (ps, p, p < end ? "expected ':'" : "unexpected end of input");
+            }
         }
         p = ws (p + 1, end);
         if (p >= end) {
@@ -998,6 +1011,10 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
         m->text = t;
         m->tlen = (uint32_t)tn;
         m->is_null = !child && tn == 4 && t[0] == 'n';
+        if (p < end && *p == ',') { /* compact JSON */
+            p++;
+            continue;
+        }
         p = ws (p, end);
         if (p < end && *p == ',') {
             p++;

@@ -222,11 +222,11 @@ static void pre_append (fa_table *t, uint64_t id, char *copy)
 
 /* ---- install a computed text ---- */
 
-/* Replace job id's text by s[0..n) (n 0: remove). Nothing changes on
- * failure. 0 / -1 ENOMEM. */
-static int install (fa_table *t, uint64_t id, const char *s, size_t n)
+/* Replace job id's text by s[0..n) (n 0: remove); sl is find (t, id),
+ * already looked up by the caller. Nothing changes on failure. 0 / -1
+ * ENOMEM. */
+static int install_at (fa_table *t, slot *sl, uint64_t id, const char *s, size_t n)
 {
-    slot *sl = find (t, id);
     char *fresh = NULL, *copy = NULL;
     pre *found;
     int rec;
@@ -267,6 +267,11 @@ static int install (fa_table *t, uint64_t id, const char *s, size_t n)
     if (found)
         found->cur = now;
     return 0;
+}
+
+static int install (fa_table *t, uint64_t id, const char *s, size_t n)
+{
+    return install_at (t, find (t, id), id, s, n);
 }
 
 /* ---- public ---- */
@@ -374,7 +379,8 @@ static int apply1 (fa_table *t, uint64_t id, const char *patch, size_t len,
         t->staged_id = id;
         return changed;
     }
-    if (changed && install (t, id, nt, nlen) < 0)
+    /* sl is still id's slot: parsing and merging do not touch the table */
+    if (changed && install_at (t, sl, id, nt, nlen) < 0)
         return -1;
     return changed;
 }
