@@ -14,14 +14,17 @@
  * Every patch goes through every path, and all of them must agree:
  *   fa_merge (pure)  ==  fa_table_apply with FA_DRYRUN (nothing installed
  *   until fa_table_commit)  ==  fa_table_apply (direct)  ==
- *   fa_table_apply_many (all patches in one call).
+ *   fa_table_apply_many (all patches in one call)  ==  fa_table_apply_joined
+ *   (the same, NUL-joined; one id too many is EINVAL at the missing one).
  * Errors: same errno everywhere, a sentence, the stored text untouched.
  * Then: diff(old, new) is 0 iff old == new, and merge(old, diff) == new
  * (both directions); the merged text is a canonical fixed point; fa_info
  * lengths match; the batch (tracking on from the start) reports the job iff
  * it changed net, its full entry is the current tree, its delta turns the
  * pre-image into the current tree, and its filtered entry is get_view.
- * Other jobs (fillers) in the same table must be left alone.
+ * Other jobs (fillers, enough to grow the hash twice) must be left alone;
+ * fa_table_ids/count/memory agree; the view keeping ns merged with the view
+ * dropping it is the whole tree.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -29,7 +32,7 @@
 #include "fuzz_util.h"
 
 #define MAX_PATCHES 8
-#define NFILL 37
+#define NFILL 100 /* > 3/4 of 64 and of 128 slots: the hash grows twice */
 
 static const fa_limits wide = {.max_depth = 100000,
                                .max_key_bytes = 1u << 30,
@@ -347,9 +350,43 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         cur = want;
     }
 
-    /* Fillers untouched. */
+    /* Fillers untouched; ids lists exactly the jobs with annotations. */
     for (unsigned k = 0; start.n && k < NFILL; k++)
         expect_text (tb, filler_id (k), &start, "filler job");
+    {
+        uint64_t ids[NFILL + 2];
+        size_t want_n = (start.n ? NFILL : 0) + (cur.n > 0);
+        size_t got_n = fa_table_ids (tb, ids, NFILL + 2);
+        CHECK (got_n == want_n && fa_table_count (tb) == want_n,
+               "fa_table_ids %zu, count %zu, expected %zu", got_n, fa_table_count (tb),
+               want_n);
+        size_t seen = 0;
+        for (size_t i = 0; i < got_n; i++)
+            seen += ids[i] == id;
+        CHECK (seen == (cur.n > 0), "job listed %zu times by fa_table_ids", seen);
+        CHECK (fa_table_memory (tb) >= cur.n + (start.n ? NFILL * start.n : 0),
+               "fa_table_memory %zu below the texts it holds", fa_table_memory (tb));
+    }
+
+    /* The view keeping ns and the view dropping it make the whole tree. */
+    if (cur.n) {
+        char list[16];
+        size_t nslen = strlen (ns);
+        memcpy (list, ns, nslen + 1);
+        int ri = fa_table_get_view (tb, id, list, nslen + 1, 0);
+        fz_buf vi = ri == 1 ? fz_output (fa_table_ctx (tb)) : fz_copy ("", 0);
+        int rx = fa_table_get_view (tb, id, list, nslen + 1, 1);
+        fz_buf vx = rx == 1 ? fz_output (fa_table_ctx (tb)) : fz_copy ("", 0);
+        CHECK (ri >= 0 && rx >= 0 && (ri == 1 || rx == 1), "views %d / %d", ri, rx);
+        if (!vx.n)
+            CHECK (fz_eq (vi.p, vi.n, cur.p, cur.n), "include view is not the whole tree");
+        else if (!vi.n)
+            CHECK (fz_eq (vx.p, vx.n, cur.p, cur.n), "exclude view is not the whole tree");
+        else
+            expect_merge (&vx, vi.p, vi.n, &cur, "exclude view + include view");
+        fz_free (&vi);
+        fz_free (&vx);
+    }
 
     /* All patches in one call: stops at the first bad one. */
     if (nseg > 1) {
@@ -381,6 +418,45 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         }
         CHECK (nch == nchanged, "apply_many nchanged %zu, expected %zu", nch, nchanged);
         free (buf);
+
+        /* The same patches joined by NULs (valid when none holds a NUL:
+         * only the last segment can). */
+        if (!memchr (seg[nseg - 1], '\0', seglen[nseg - 1])) {
+            size_t jl = total + n - 1;
+            char *jb = malloc (jl ? jl : 1);
+            CHECK (jb != NULL, "out of memory");
+            for (size_t i = 0, o = 0; i < n; i++) {
+                if (seglen[i + 1])
+                    memcpy (jb + o, seg[i + 1], seglen[i + 1]);
+                o += seglen[i + 1];
+                if (i + 1 < n)
+                    jb[o++] = '\0';
+            }
+            fa_table *tj = fa_table_new ();
+            CHECK (tj != NULL, "fa_table_new failed");
+            if (start.n)
+                CHECK (fa_table_apply (tj, id, start.p, start.n, &wide, NULL, 0, 0, NULL)
+                           == 1,
+                       "installing the start tree failed");
+            nch = 12345;
+            failed = 12345;
+            rc = fa_table_apply_joined (tj, ids, jb, jl, n, &lim, &nch, &failed);
+            CHECK (rc == (first_bad == SIZE_MAX ? 0 : -1)
+                       && (rc == 0 || failed == first_bad) && nch == nchanged,
+                   "apply_joined returned %d failed %zu nchanged %zu", rc, failed, nch);
+            expect_text (tj, id, first_bad == SIZE_MAX ? &cur : &at_fail, "apply_joined");
+            /* One id more than there are patches: EINVAL at the missing one
+             * (on a table where all the patches are then applied again). */
+            if (first_bad == SIZE_MAX && n < MAX_PATCHES) {
+                ids[n] = id;
+                rc = fa_table_apply_joined (tj, ids, jb, jl, n + 1, &lim, NULL, &failed);
+                CHECK (rc == -1 && failed == n && fa_ctx_errnum (fa_table_ctx (tj)) == EINVAL,
+                       "apply_joined with a missing patch returned %d failed %zu", rc,
+                       failed);
+            }
+            fa_table_destroy (tj);
+            free (jb);
+        }
     }
 
     /* The batch of tb: one job (the fillers never changed). */
