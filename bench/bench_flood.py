@@ -36,9 +36,14 @@ nesting deeper than the owner limit 64), and the output says so.
 
 Measured: scheduler RPC/s per phase and the ratio (target >= 80%); server
 VmRSS before the flood, its peak during it (sampled every 50 ms) and after
-(target: growth <= 20 MB); server and client CPU per phase; guest requests
-rejected per second by reason (`job-manager.stats` `rejected` counters,
-after minus before) and the flooders' own reply count by errnum.
+(target: growth <= 20 MB), and, as the control, the growth over quiet 1
+(the event backlog kept for `since` grows with the scheduler's batches,
+flood or not); server and client CPU per phase, and from them the server
+CPU per scheduler request and per rejected guest request and the guests'
+share while flooded; guest requests rejected per second by reason
+(`job-manager.stats` `rejected` counters, after minus before) and the
+flooders' own reply count by errnum (any errnum 0 would be an accepted
+flood request).
 
 Bounded: every loop has a request count and a wall-clock limit, sockets
 have timeouts, the flooders stop on an event or at their deadline, and
