@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from errno import EIO
 
 import pytest
@@ -150,3 +151,31 @@ def test_in_process_service_still_commits_in_flush(tmp_path):
     seq = svc.flush()
     assert gated.seqs == [seq] and threading.current_thread().name in gated.threads
     svc.close()
+
+
+def test_group_commit_while_a_commit_is_in_flight(served):
+    """What arrives while a batch is being committed closes as one batch
+    when that commit is done, however many windows (5 ms here) pass."""
+    path, svc, gated = served
+    c = Raw(path)
+    for i in range(1, 5):
+        c.send("job-manager.submit", i, {"id": i, "userid": ME})
+    assert [c.recv()["errnum"] for _ in range(4)] == [0] * 4
+    ev = Raw(path)
+    ev.send("job-manager.events", 1, {"topics": ["job-annotations"]})
+    gated.entered.clear()
+    gated.gate.clear()
+    c.send("job-manager.memo", 10, {"id": 1, "memo": {"n": 1}})
+    assert gated.entered.wait(20)
+    for i in (2, 3, 4):
+        time.sleep(0.02)  # several batch windows
+        c.send("job-manager.memo", 10 + i, {"id": i, "memo": {"n": i}})
+    time.sleep(0.02)
+    gated.gate.set()
+    assert sorted(c.recv()["matchtag"] for _ in range(4)) == [10, 12, 13, 14]
+    first, second = ev.recv()["payload"], ev.recv()["payload"]
+    assert first["annotations"] == [[1, {"user": {"n": 1}}]]
+    assert second["seq"] == first["seq"] + 1
+    assert second["annotations"] == [[i, {"user": {"n": i}}] for i in (2, 3, 4)]
+    c.close()
+    ev.close()
