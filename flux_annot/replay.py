@@ -46,6 +46,8 @@ CHUNK = 100_000
 TREE_NAMES = ("alloc", "memo", "annotate", "exception", "cancel", "state")
 _TREE_NAMES = TREE_NAMES
 _ALLOC_PREFIX = '{"annotations":'
+_ALLOC_PREFIX_B = _ALLOC_PREFIX.encode()
+_ALLOC_SLICE = len(_ALLOC_PREFIX_B)
 _DISCARD_SCHED = b'{"sched":null}'
 _EMPTY = b"{}"
 _NS_USER = b"user"
@@ -106,37 +108,60 @@ def durable_trees(prev, pending):
     """Fold one batch's tree entries into the touched jobs' durable trees.
 
     prev: {jobid: (tree bytes or None, allocated)} before the batch (jobs
-    absent: no tree, no alloc yet). pending: {jobid: [(name, context text)]}
-    in entry order, names from TREE_NAMES. Returns {jobid: (tree bytes or
-    None, user namespace bytes, allocated)}. A patch that does not merge
-    (not JSON, not an object) is logged and skipped, as replay does.
+    absent: no tree, no alloc yet). pending: {jobid: [(name, context)]} in
+    entry order, names from TREE_NAMES, contexts JSON text (str or bytes).
+    Returns {jobid: (tree bytes or None, user namespace bytes, allocated)}.
+    A patch that does not merge (not JSON, not an object) is logged and
+    skipped, as replay does.
+
+    Fast path: an `alloc` context given as bytes in our own spelling is the
+    hub's snapshot straight from the C table (canonical), so a job whose
+    tree is just that snapshot, without a `user` namespace, needs no merge
+    and no size: the row takes the sliced bytes. (Were such bytes ever not
+    canonical, restore's merge canonicalizes them, or refuses them and the
+    job is replayed from its eventlog.)
     """
-    scratch = JobTable(permissive_limits())
-    ids, patches, allocated_of = [], [], {}
+    out = {}
+    ids, patches, merged = [], [], {}
     for jobid, ents in pending.items():
         tree, allocated = prev.get(jobid, (None, False))
         mine = [tree] if tree else []
+        exact = None  # the hub's own snapshot, when the tree is exactly it
         for name, ctx in ents:
             if name == "alloc":
-                mine = _alloc_patches(ctx)
                 allocated = True
+                if type(ctx) is bytes and ctx.startswith(_ALLOC_PREFIX_B) and ctx.endswith(b"}"):
+                    exact = ctx[_ALLOC_SLICE:-1]
+                    mine = [exact] if exact != b"null" else []
+                else:
+                    exact = None
+                    mine = _alloc_patches(ctx if type(ctx) is str else ctx.decode("utf-8"))
             elif name == "memo":
-                mine.append(b'{"user":' + ctx.encode("utf-8") + b"}")
+                mine.append(b'{"user":' + _as_bytes(ctx) + b"}")
             elif name == "annotate":
-                mine.append(ctx.encode("utf-8"))
+                mine.append(_as_bytes(ctx))
             elif not allocated and mine:
                 mine.append(_DISCARD_SCHED)
-        allocated_of[jobid] = allocated
-        ids.extend([jobid] * len(mine))
-        patches.extend(mine)
+        if not mine:
+            out[jobid] = (None, 0, allocated)
+        elif len(mine) == 1 and mine[0] is exact and b'"user"' not in exact:
+            out[jobid] = (exact, 0, allocated)
+        else:
+            merged[jobid] = allocated
+            ids.extend([jobid] * len(mine))
+            patches.extend(mine)
     if ids:
+        scratch = JobTable(permissive_limits())
         _apply(scratch, ids, patches)
-    out = {}
-    get = scratch.get
-    for jobid, allocated in allocated_of.items():
-        tree = get(jobid)
-        out[jobid] = (tree, user_bytes(scratch, jobid, tree), allocated)
+        get = scratch.get
+        for jobid, allocated in merged.items():
+            tree = get(jobid)
+            out[jobid] = (tree, user_bytes(scratch, jobid, tree), allocated)
     return out
+
+
+def _as_bytes(ctx):
+    return ctx if type(ctx) is bytes else ctx.encode("utf-8")
 
 
 # -- start-up -----------------------------------------------------------------

@@ -225,7 +225,8 @@ class Store:
                 mine = pending.get(jobid)
                 if mine is None:
                     mine = pending[jobid] = []
-                mine.append((name, text))
+                # bytes stay bytes: replay trusts the hub's own alloc snapshots
+                mine.append((name, ctx if type(ctx) is bytes else text))
                 if name == "exception":
                     note = _note_of(ctx)
                     if note:
