@@ -128,8 +128,9 @@ int fa_table_apply_many (fa_table *t, const uint64_t *ids, const char *buf,
  * offsets: buf[0..len) holds n patches separated by n-1 NULs (Python's
  * b"\0".join: no pass over the patches to build offsets). A NUL inside a
  * patch would split it: the caller checks that buf holds exactly n-1 NULs
- * (else uses fa_table_apply_many). Fewer segments than n: EINVAL with
- * *failed_index at the first missing one. Otherwise as apply_many. */
+ * (else uses fa_table_apply_many). Fewer segments than n: the segments
+ * there are are applied, then EINVAL with *failed_index at the first
+ * missing one. Otherwise as apply_many. */
 int fa_table_apply_joined (fa_table *t, const uint64_t *ids, const char *buf, size_t len,
                            size_t n, const fa_limits *lim, size_t *nchanged,
                            size_t *failed_index);

@@ -123,7 +123,7 @@ static inline int put_key (fa_ctx *ctx, fa_buf *b, long count, const char *k, si
     if (count)
         *o++ = ',';
     *o++ = '"';
-    memcpy (o, k, kn);
+    fa_copy (o, k, kn);
     o += kn;
     *o++ = '"';
     *o++ = ':';
@@ -138,6 +138,8 @@ static long merge_obj (fa_ctx *ctx, fa_buf *b, const char *s, const char *end,
 {
     size_t start = b->len;
     long count = 0;
+    uint32_t left = p->n; /* patch members not yet matched by a stored key */
+    uint32_t hint = 0;    /* where the next match likely is: same key order */
     if (fa_buf_putc (ctx, b, '{') < 0)
         return -1;
     if (s) {
@@ -147,35 +149,57 @@ static long merge_obj (fa_ctx *ctx, fa_buf *b, const char *s, const char *end,
             const char *ke = skip_str (q, end); /* after the closing quote */
             size_t kn = (size_t)(ke - 1 - k);
             const char *v = ke + 1, *ve;        /* after ':' */
-            fa_member *m = p->n ? fa_node_find_w (p, k, kn, fa_key_word_b (k, kn, end)) : NULL;
+            fa_member *m = NULL;
+            if (left) {
+                uint64_t kw = fa_key_word_b (k, kn, end);
+                if (hint < p->n
+                    && fa_key_same (p->m[hint].key, p->m[hint].kw, p->m[hint].klen, k, kw, kn))
+                    m = &p->m[hint];
+                else
+                    m = fa_node_find_w (p, k, kn, kw);
+            }
             if (!m) { /* untouched: copy "key":value as one span */
                 ve = skip_value (v, end);
                 size_t span = (size_t)(ve - q);
                 if (fa_buf_reserve (ctx, b, span + 1) < 0)
                     return -1;
-                if (count)
-                    b->p[b->len++] = ',';
-                memcpy (b->p + b->len, q, span);
-                b->len += span;
+                char *o = b->p + b->len;
+                *o = ',';
+                o += count != 0;
+                fa_copy (o, q, span);
+                b->len = (size_t)(o + span - b->p);
                 count++;
             }
             else {
                 m->used = 1;
+                left--;
+                hint = (uint32_t)(m - p->m) + 1;
                 if (m->is_null)
                     ve = skip_value (v, end);
+                else if (!m->obj) { /* a scalar replaces: "key": from s, value from p */
+                    ve = skip_value (v, end);
+                    size_t kspan = (size_t)(v - q);
+                    if (fa_buf_reserve (ctx, b, kspan + m->tlen + 1) < 0)
+                        return -1;
+                    char *o = b->p + b->len;
+                    *o = ',';
+                    o += count != 0;
+                    fa_copy (o, q, kspan);
+                    o += kspan;
+                    fa_copy (o, m->text, m->tlen);
+                    b->len = (size_t)(o + m->tlen - b->p);
+                    count++;
+                }
                 else {
                     size_t pos = b->len;
-                    long r = 1;
+                    long r;
                     if (put_key (ctx, b, count, k, kn) < 0)
                         return -1;
-                    if (m->obj && *v == '{')
+                    if (*v == '{')
                         r = merge_obj (ctx, b, v, end, &ve, m->obj, lim);
                     else {
                         ve = skip_value (v, end);
-                        if (m->obj)
-                            r = merge_obj (ctx, b, NULL, NULL, NULL, m->obj, lim);
-                        else if (fa_buf_put (ctx, b, m->text, m->tlen) < 0)
-                            return -1;
+                        r = merge_obj (ctx, b, NULL, NULL, NULL, m->obj, lim);
                     }
                     if (r < 0)
                         return -1;
@@ -190,9 +214,12 @@ static long merge_obj (fa_ctx *ctx, fa_buf *b, const char *s, const char *end,
         if (endp)
             *endp = q < end ? q + 1 : end;
     }
-    for (uint32_t i = 0; i < p->n; i++) {
+    for (uint32_t i = 0; left && i < p->n; i++) {
         fa_member *m = &p->m[i];
-        if (m->used || m->is_null)
+        if (m->used)
+            continue;
+        left--;
+        if (m->is_null)
             continue;
         size_t pos = b->len;
         if (put_key (ctx, b, count, m->key, m->klen) < 0)

@@ -457,16 +457,18 @@ int fa_table_apply_joined (fa_table *t, const uint64_t *ids, const char *buf, si
 {
     size_t changed = 0, i;
     const char *p = buf, *end = buf + len;
+    int more = 1; /* a segment starts at p */
     t->staged = 0;
     for (i = 0; i < n; i++) {
         fa_begin (t->ctx);
-        const char *e = end;
-        if (i + 1 < n) {
-            e = p <= end ? memchr (p, '\0', (size_t)(end - p)) : NULL;
-            if (!e) {
-                fa_fail (t->ctx, EINVAL, "fewer patches than ids (%zu < %zu)", i + 1, n);
-                goto error;
-            }
+        if (!more) {
+            fa_fail (t->ctx, EINVAL, "fewer patches than ids (%zu < %zu)", i, n);
+            goto error;
+        }
+        const char *e = end; /* the last patch takes the rest (a NUL in it fails) */
+        if (i + 1 < n && !(e = memchr (p, '\0', (size_t)(end - p)))) {
+            e = end;
+            more = 0;
         }
         int r = apply1 (t, ids[i], p, (size_t)(e - p), lim, NULL, 0, 0, NULL);
         if (r < 0)
