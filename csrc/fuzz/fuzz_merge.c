@@ -445,14 +445,29 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
                        && (rc == 0 || failed == first_bad) && nch == nchanged,
                    "apply_joined returned %d failed %zu nchanged %zu", rc, failed, nch);
             expect_text (tj, id, first_bad == SIZE_MAX ? &cur : &at_fail, "apply_joined");
-            /* One id more than there are patches: EINVAL at the missing one
-             * (on a table where all the patches are then applied again). */
+            /* One id more than there are patches: the n patches are applied
+             * again (as apply_many would: tk), then EINVAL at index n, the
+             * missing one; or the first of them that fails now. */
             if (first_bad == SIZE_MAX && n < MAX_PATCHES) {
+                fa_table *tk = fa_table_new ();
+                size_t fk = 12345;
+                CHECK (tk != NULL, "fa_table_new failed");
+                if (cur.n)
+                    CHECK (fa_table_apply (tk, id, cur.p, cur.n, &wide, NULL, 0, 0, NULL)
+                               == 1,
+                           "installing the current tree failed");
+                int rk = fa_table_apply_joined (tk, ids, jb, jl, n, &lim, NULL, &fk);
                 ids[n] = id;
                 rc = fa_table_apply_joined (tj, ids, jb, jl, n + 1, &lim, NULL, &failed);
-                CHECK (rc == -1 && failed == n && fa_ctx_errnum (fa_table_ctx (tj)) == EINVAL,
-                       "apply_joined with a missing patch returned %d failed %zu", rc,
-                       failed);
+                CHECK (rc == -1 && failed == (rk == 0 ? n : fk)
+                           && fa_ctx_errnum (fa_table_ctx (tj)) == EINVAL,
+                       "apply_joined with a missing patch returned %d failed %zu "
+                       "(expected %zu)",
+                       rc, failed, rk == 0 ? n : fk);
+                fz_buf want = table_text (tk, id);
+                expect_text (tj, id, &want, "apply_joined before the missing patch");
+                fz_free (&want);
+                fa_table_destroy (tk);
             }
             fa_table_destroy (tj);
             free (jb);
