@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 CHUNK = 100_000
 
+# Job states by the small code `Store.snapshot_rows` reads them as.
+STATE_CODES = ("NEW", "DEPEND", "PRIORITY", "SCHED", "RUN", "CLEANUP", "INACTIVE")
 TREE_NAMES = ("alloc", "memo", "annotate", "exception", "cancel", "state")
 _TREE_NAMES = TREE_NAMES
 _ALLOC_PREFIX = '{"annotations":'
@@ -191,10 +193,13 @@ def restore(store, table):
     out = Restored()
     rows = store.snapshot_rows()
     if rows:
-        sids, out.userids, out.t_submits, out.states, trees, ubs = zip(*rows)
+        sids, out.userids, out.t_submits, codes, trees, ubs = zip(*rows)
     else:
-        sids, out.userids, out.t_submits, out.states, trees, ubs = ((),) * 6
+        sids, out.userids, out.t_submits, codes, trees, ubs = ((),) * 6
     del rows
+    names = dict(enumerate(STATE_CODES))
+    out.states = list(map(names.get, codes, codes))
+    del codes
     # Signed stored ids -> unsigned job ids in one C-level reinterpretation.
     ids = array("Q", array("q", sids).tobytes())
     del sids

@@ -79,6 +79,12 @@ INSERT INTO meta (key, value) VALUES ('last_seq', 0);
 _EXPECTED_TABLES = {"jobs", "eventlog", "meta"}
 
 _TREE_NAMES = frozenset(_replay.TREE_NAMES)
+STATE_CODES = _replay.STATE_CODES
+_STATE_CASE = (
+    "CASE state "
+    + " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(STATE_CODES))
+    + " ELSE state END"
+)
 _IN_CHUNK = 500  # ids per "WHERE id IN (...)" (SQLite's variable limit is 999 on old builds)
 
 _U64 = 1 << 64
@@ -313,10 +319,14 @@ class Store:
 
         Rows (stored id, userid, t_submit, state, tree bytes or None,
         user_bytes). The id is the stored SIGNED integer (reinterpret as
-        unsigned 64-bit): replay converts all of them at once.
+        unsigned 64-bit): replay converts all of them at once. The state is
+        its index in STATE_CODES (a small int: Python shares those, where
+        a million state strings would each be a new object; measured
+        -0.2..0.4 s per 1M rows), or the stored text if it is not listed.
         """
         return self._query(
-            "SELECT id, userid, t_submit, state, tree, user_bytes FROM jobs ORDER BY id"
+            "SELECT id, userid, t_submit, %s, tree, user_bytes FROM jobs ORDER BY id"
+            % _STATE_CASE
         )
 
     def notes(self):
