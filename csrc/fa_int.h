@@ -310,6 +310,13 @@ struct fa_node {
     uint32_t n, cap;
     uint32_t *idx; /* hash index of member positions + 1 (n > 8), icap slots */
     uint32_t icap;
+    /* 1: a non-empty object whose members are all plain (compact source,
+     * keys without escapes, string and number values already canonical;
+     * no null, object or array value, no duplicate key). Its source span
+     * is then its canonical text, and merging it into nothing, or into a
+     * stored object with the same keys in the same order, gives exactly
+     * that span (the merge's fast path for a scheduler's repeated note). */
+    uint32_t plain;
 };
 
 /* Parse a whole JSON text (nothing but whitespace after the value). If the

@@ -891,6 +891,18 @@ static inline size_t plain_number (const char *p, const char *end)
     return (size_t)(q - p);
 }
 
+/* ws for parse_object: any byte that is not plainly a token start (a
+ * blank, or the end) clears *plain. */
+static inline const char *ws_pl (const char *p, const char *end, int *plain)
+{
+    if (p < end && (unsigned char)*p > ' ')
+        return p;
+    *plain = 0;
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
 /* Members stored with the node itself (most objects are that small). */
 #define NODE_INLINE 4
 
@@ -909,17 +921,19 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
     nd->cap = NODE_INLINE;
     nd->idx = NULL;
     nd->icap = 0;
+    nd->plain = 0;
     p = ws (ps->p + 1, end); /* after '{' */
     if (p < end && *p == '}') {
         ps->p = p + 1;
         *out = nd;
         return 0;
     }
+    int plain = p == ps->p + 1; /* see fa_node.plain; cleared by any slow path */
     for (;;) {
         const char *k = NULL;
         size_t kn = 0;
         uint64_t kw;
-        p = ws (p, end);
+        p = ws_pl (p, end, &plain);
         /* key: fast when plain, non-empty and within the limit */
         const char *ke = p < end && *p == '"' ? scan_plain (p + 1, end, lim->strict_keys) : NULL;
         if (ke && ke < end && *ke == '"' && ke > p + 1
@@ -935,22 +949,26 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
                 return -1;
             kw = fa_key_word (k, kn);
             p = ps->p;
+            plain = 0;
         }
         if (p >= end || *p != ':') { /* compact JSON has it right here */
+            plain = 0;
             p = ws (p, end);
             if (p >= end || *p != ':') {
                 ps->p = p;
                 return syntax (ps, p, p < end ? "expected ':'" : "unexpected end of input");
             }
         }
-        p = ws (p + 1, end);
+        p = ws_pl (p + 1, end, &plain);
         if (p >= end) {
             ps->p = p;
             return syntax (ps, p, "unexpected end of input");
         }
+        uint32_t n0 = nd->n;
         fa_member *m = node_add (ps, nd, k, kn, kw);
         if (!m)
             return -1;
+        plain &= nd->n != n0; /* a duplicate key is not plain */
         const char *vstart = p;
         char c = *p;
         fa_node *child = NULL;
@@ -968,9 +986,11 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
                 if (parse_scalar (ps, &t, &tn) < 0)
                     return -1;
                 p = ps->p;
+                plain = 0;
             }
         }
         else if (c == '{') {
+            plain = 0;
             ps->p = p;
             if (parse_object (ps, depth + 1, &child) < 0)
                 return -1;
@@ -983,11 +1003,13 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
             p += tn;
         }
         else if (c == 'n' && end - p >= 4 && memcmp (p, "null", 4) == 0) {
+            plain = 0;
             t = "null";
             tn = 4;
             p += 4;
         }
         else if (c == '[') {
+            plain = 0;
             size_t mark = ctx->ts.len;
             ps->p = p;
             if (array_to_ts (ps, depth + 1) < 0)
@@ -1002,6 +1024,7 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
             t = o;
         }
         else {
+            plain = 0;
             ps->p = p;
             if (parse_scalar (ps, &t, &tn) < 0)
                 return -1;
@@ -1015,7 +1038,7 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
             p++;
             continue;
         }
-        p = ws (p, end);
+        p = ws_pl (p, end, &plain);
         if (p < end && *p == ',') {
             p++;
             continue;
@@ -1025,6 +1048,7 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
             return syntax (ps, p, "unexpected end of input");
         if (*p == '}') {
             ps->p = p + 1;
+            nd->plain = (uint32_t)plain;
             *out = nd;
             return 0;
         }

@@ -131,6 +131,48 @@ static inline int put_key (fa_ctx *ctx, fa_buf *b, long count, const char *k, si
     return 0;
 }
 
+/* Does the canonical object at v have exactly the keys of the plain node
+ * p, in p's order? Then merging p into it gives p's source span, and *endp
+ * is set after the object. */
+static int same_keys (const char *v, const char *end, const fa_node *p, const char **endp)
+{
+    const char *q = v + 1;
+    uint32_t i = 0;
+    while (q < end && *q != '}') {
+        if (i == p->n)
+            return 0;
+        const char *k = q + 1, *ke = skip_str (q, end);
+        size_t kn = (size_t)(ke - 1 - k);
+        const fa_member *m = &p->m[i++];
+        if (m->klen != kn
+            || !fa_key_same (m->key, m->kw, m->klen, k, fa_key_word_b (k, kn, end), kn))
+            return 0;
+        const char *ve = skip_value (ke + 1, end);
+        q = ve < end && *ve == ',' ? ve + 1 : ve;
+    }
+    if (i != p->n)
+        return 0;
+    *endp = q < end ? q + 1 : end;
+    return 1;
+}
+
+/* Append ["," if count] "key":text (kspan bytes from the stored key's
+ * opening quote to after its ':'). 0 / -1. */
+static inline int put_member (fa_ctx *ctx, fa_buf *b, long count, const char *q, size_t kspan,
+                              const char *text, size_t tlen)
+{
+    if (fa_buf_reserve (ctx, b, kspan + tlen + 1) < 0)
+        return -1;
+    char *o = b->p + b->len;
+    *o = ',';
+    o += count != 0;
+    fa_copy (o, q, kspan);
+    o += kspan;
+    fa_copy (o, text, tlen);
+    b->len = (size_t)(o + tlen - b->p);
+    return 0;
+}
+
 /* Merge p into the canonical object at s (s NULL: none); *endp is set to
  * the position after the object. See fa_merge_text. */
 static long merge_obj (fa_ctx *ctx, fa_buf *b, const char *s, const char *end,
@@ -176,18 +218,16 @@ static long merge_obj (fa_ctx *ctx, fa_buf *b, const char *s, const char *end,
                 hint = (uint32_t)(m - p->m) + 1;
                 if (m->is_null)
                     ve = skip_value (v, end);
-                else if (!m->obj) { /* a scalar replaces: "key": from s, value from p */
-                    ve = skip_value (v, end);
-                    size_t kspan = (size_t)(v - q);
-                    if (fa_buf_reserve (ctx, b, kspan + m->tlen + 1) < 0)
+                else if (!m->obj
+                         || (m->obj->plain && (*v == '{' ? same_keys (v, end, m->obj, &ve)
+                                                         : (ve = skip_value (v, end), 1)))) {
+                    /* the patch's value replaces: a scalar, or a plain object
+                     * over the same keys or over a non-object ("key": from
+                     * s, the value's text from p) */
+                    if (!m->obj)
+                        ve = skip_value (v, end);
+                    if (put_member (ctx, b, count, q, (size_t)(v - q), m->text, m->tlen) < 0)
                         return -1;
-                    char *o = b->p + b->len;
-                    *o = ',';
-                    o += count != 0;
-                    fa_copy (o, q, kspan);
-                    o += kspan;
-                    fa_copy (o, m->text, m->tlen);
-                    b->len = (size_t)(o + m->tlen - b->p);
                     count++;
                 }
                 else {
@@ -224,7 +264,7 @@ static long merge_obj (fa_ctx *ctx, fa_buf *b, const char *s, const char *end,
         size_t pos = b->len;
         if (put_key (ctx, b, count, m->key, m->klen) < 0)
             return -1;
-        if (m->obj) {
+        if (m->obj && !m->obj->plain) {
             long r = merge_obj (ctx, b, NULL, NULL, NULL, m->obj, lim);
             if (r < 0)
                 return -1;
