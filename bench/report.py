@@ -12,7 +12,7 @@ so every ratio compares figures taken minutes apart under the same load):
   (orjson in process, jansson compiled with gcc -O2, skipped if libjansson-dev
   is missing), plus the stdlib-json anchor `py_merge.py` as shipped. Every
   final state digest must equal the orjson anchor's, or the figure is marked
-  wrong. 10k jobs x 5 cycles, best of 3: the §11 rows.
+  wrong. 10k jobs x 5 cycles, best of 5 (round-robin): the §11 rows.
 - The plot: 10k..1M jobs x 2 cycles (--quick: 1 cycle, up to 100k) through
   the same implementations with lighter loops (`sweep_point`: no digest
   above 100k jobs, where it would cost minutes).
@@ -578,7 +578,8 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick):
     L.append("")
     L.append("Updates per second, the standard workload with NJOBS varied, all in this process "
              "except jansson (the anchors' own merge function with orjson and with the stdlib "
-             "`json`; `JobTable.annotate` per update and `annotate_many` for all); best of 2 up "
+             "`json`; `JobTable.annotate` per update and `annotate_many` for all); best of 3 "
+             "(round-robin) up "
              "to 100k jobs, once above. Final state digests were compared with the orjson "
              "anchor's up to 100k jobs (the pure-Python digest would take minutes at 1M) and "
              + (f"differ for {bad}." if bad else "all agree."))
@@ -666,7 +667,7 @@ def main(argv=None):
     info = machine()
     say(f"machine: {info['nproc']} CPUs, {info['cpu']}, Python {info['python']}, "
         f"load {info['load_start'][0]:.1f}")
-    m = {"repeat": 1 if quick else 3, "load": {}}
+    m = {"repeat": 1 if quick else 5, "load": {}}
 
     def measure(key, label, fn):
         say(f"{label} ...")
@@ -693,10 +694,10 @@ def main(argv=None):
         measure("enc", "batch encoding, 100k entries", lambda: batch_encoding(100_000))
         for n in QUICK_SWEEP if quick else SWEEP:
             say(f"throughput sweep: {n:,} jobs ...")
-            # best of 2 where it is cheap: single runs on a shared machine are noisy
+            # best of 3 where it is cheap: single runs on a shared machine are noisy
             small = n <= 100_000
             points.append(sweep_point(tmp, n, 1 if quick else 2, verify=small,
-                                      repeat=2 if small and not quick else 1))
+                                      repeat=3 if small and not quick else 1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     for k in ("core", "mem", "rpc", "enc"):
