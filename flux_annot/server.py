@@ -247,6 +247,8 @@ class Connection(asyncio.Protocol):
         self.buf += data
         if not self.paused:
             self.process()
+        if self.out:
+            self.flush()  # replies first (round-trip latency), then the rest
         self.server.after_io()
         if self.out:
             self.flush()
