@@ -224,9 +224,19 @@ class Store:
         rows = []
         pending = {}  # jobid -> [(name, context text)] of the entries that change its tree
         notes = {}  # jobid -> its last exception note in this batch
+        append = rows.append
         for idx, (jobid, name, ctx, ts) in enumerate(entries):
-            text = encode_context(ctx)
-            rows.append((_to_db(jobid), seq, idx, float(ts), name, text))
+            # encode_context and _to_db inlined: this loop runs per entry
+            t = type(ctx)
+            text = ctx.decode("utf-8") if t is bytes else ctx if t is str else encode_context(ctx)
+            append((
+                jobid if jobid <= _I64_MAX else jobid - _U64,
+                seq,
+                idx,
+                ts if type(ts) is float else float(ts),
+                name,
+                text,
+            ))
             if name in _TREE_NAMES:
                 mine = pending.get(jobid)
                 if mine is None:

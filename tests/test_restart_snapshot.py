@@ -197,3 +197,33 @@ def test_restart_after_alloc_and_later_volatile_change(tmp_path):
         "user": {"d": 1},
     }
     svc.close()
+
+
+def test_exception_notes_from_any_context_spelling(tmp_path):
+    """The note column follows the last readable note; unreadable contexts keep it."""
+    st_ = Store(tmp_path / "s.db")
+    st_.write_batch(
+        1,
+        [
+            (1, "submit", {"userid": ALICE}, 0.0),
+            (1, "exception", '{"type":"cancel","severity":0,"note":"first"}', 1.0),
+            (2, "submit", {"userid": ALICE}, 0.0),
+            (2, "exception", {"type": "alloc", "severity": 0, "note": "denied"}, 1.0),
+        ],
+        {1: (ALICE, "INACTIVE", 0.0), 2: (ALICE, "INACTIVE", 0.0)},
+    )
+    st_.write_batch(
+        2,
+        [
+            (1, "exception", "not json", 2.0),  # kept in the eventlog, note unchanged
+            (2, "exception", b'{"type":"cancel","severity":0,"note":"later"}', 2.0),
+        ],
+        {1: (ALICE, "INACTIVE", 0.0), 2: (ALICE, "INACTIVE", 0.0)},
+    )
+    st_.close()
+    svc = open_svc(tmp_path / "s.db")
+    own = Cred.owner_of(svc)
+    assert svc.get(own, 1)["exception"] == "first"
+    assert svc.get(own, 2)["exception"] == "later"
+    assert len(list(svc.store.entries(("exception",)))) == 4
+    svc.close()
