@@ -372,10 +372,12 @@ class EventHub:
         """Wait for the batches in flight, then commit synchronously again."""
         if self._executor is None:
             return
+        # From now on a failing commit is given up after a few tries, so a
+        # broken store cannot hang the shutdown.
+        self._writer_stopping = True
         try:
             self.sync()
         finally:
-            self._writer_stopping = True
             self._executor.shutdown(wait=True)
             self._executor = None
             self._loop = None
@@ -393,13 +395,15 @@ class EventHub:
         """Writer thread: commit one batch, retrying a failed commit (the
         later batches and the replies waiting for it stay queued behind)."""
         delay = 0.05
+        tries = 0
         while True:
             try:
                 self.store.write_batch(seq, entries, meta)
                 return
             except Exception:
                 self._stats["store_errors"] += 1
-                if self._writer_stopping:
+                tries += 1
+                if self._writer_stopping and tries >= 5:
                     raise
                 log.exception("committing batch %d failed; retrying in %.2f s", seq, delay)
                 time.sleep(delay)

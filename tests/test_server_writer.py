@@ -179,3 +179,22 @@ def test_group_commit_while_a_commit_is_in_flight(served):
     assert second["annotations"] == [[i, {"user": {"n": i}}] for i in (2, 3, 4)]
     c.close()
     ev.close()
+
+
+def test_shutdown_gives_up_on_a_broken_store(tmp_path):
+    """A store that never commits cannot hang the shutdown: the batch is
+    given up after a few tries (logged), the hub commits synchronously again."""
+    svc = AnnotationService(store=tmp_path / "b.db")
+    gated = GatedStore(svc.store)
+
+    async def main():
+        svc.hub.start_writer(asyncio.get_running_loop())
+        svc.submit(1, ME)
+        gated.fail = 10**6
+        svc.flush()
+        svc.hub.stop_writer()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert svc.hub.stats()["store_errors"] >= 5 and svc.hub.last_seq == 0
+    gated.fail = 0
+    svc.store.close()
