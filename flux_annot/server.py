@@ -67,6 +67,7 @@ from .errors import (
     ENOSYS,
     EPERM,
     EPROTO,
+    EAGAIN,
     AnnotError,
 )
 from .protocol import (
@@ -196,6 +197,7 @@ class Connection(asyncio.Protocol):
         self.out = []  # reply frames waiting for the next write
         self.outn = 0
         self.paused = False  # transport above its high-water mark
+        self.throttled = False  # a guest over its rate: reading paused a while
         self.closing = False  # EMSGSIZE sent, or shutting down
         self.streams = {}  # matchtag -> _Stream
         self.ndeferred = 0  # replies waiting for a commit
@@ -245,7 +247,7 @@ class Connection(asyncio.Protocol):
         if self.closing:
             return
         self.buf += data
-        if not self.paused:
+        if not (self.paused or self.throttled):
             self.process()
         if self.out:
             self.flush()  # replies first (round-trip latency), then the rest
@@ -268,11 +270,12 @@ class Connection(asyncio.Protocol):
         self.paused = False
         if self.transport is None or self.closing:
             return
-        self.transport.resume_reading()
+        if not self.throttled:
+            self.transport.resume_reading()
         srv = self.server
         for st in list(self.streams.values()):
             srv.drain(st)
-        if self.buf:
+        if self.buf and not self.throttled:
             self.process()
         srv.after_io()
         if self.out:
@@ -311,8 +314,39 @@ class Connection(asyncio.Protocol):
                     self.flush()
                     if self.paused:
                         break
+            if self.throttled:
+                break
         if off:
             del buf[:off]
+
+    def throttle(self, delay):
+        """A guest request was refused for its rate (EAGAIN): serve nothing
+        more from this connection for `delay` seconds.
+
+        The reply to the refused request is sent as usual; the frames after
+        it wait in this connection's buffer and, once reading is paused, in
+        the kernel's socket buffer. So a flooding guest costs the server one
+        request per `delay` (the time its bucket takes to earn a token), not
+        every request it manages to send, and the scheduler's requests keep
+        their share of the event loop (SPEC §4, §11 flood target).
+        """
+        if self.throttled or self.transport is None:
+            return
+        self.throttled = True
+        self.transport.pause_reading()
+        self.server.loop.call_later(delay, self.unthrottle)
+
+    def unthrottle(self):
+        self.throttled = False
+        if self.transport is None or self.closing:
+            return
+        if not self.paused:
+            self.transport.resume_reading()
+            if self.buf:
+                self.process()
+        self.server.after_io()
+        if self.out:
+            self.flush()
 
     def push(self, reply):
         """Queue a reply produced outside `process` (streamed)."""
@@ -358,6 +392,9 @@ class Server:
         self.message_bytes = int(
             _config_value(cfg, "limits", "message_bytes", protocol.DEFAULT_MESSAGE_BYTES)
         )
+        # How long a guest connection refused for its rate is left unread:
+        # the time its token bucket takes to earn one token.
+        self.throttle_delay = 1.0 / float(_config_value(cfg, "limits", "guest_rate", 200))
         self.conns = set()
         self.dirty = set()  # connections with replies pushed from outside process()
         self.ready = set()  # streams the service has notified
@@ -568,6 +605,8 @@ class Server:
         try:
             return h(conn, mt, payload)
         except AnnotError as e:
+            if e.errno == EAGAIN and not conn.owner:
+                conn.throttle(self.throttle_delay)
             return response_error(mt, e.errno, e.message)
         except Exception as e:
             log.exception("unexpected error serving %s (uid %d)", topic, conn.uid)

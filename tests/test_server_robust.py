@@ -177,3 +177,77 @@ def test_slow_subscriber_gets_eoverflow(tmp_path):
         sub.close()
     finally:
         s.cleanup()
+
+
+@needs_root
+def test_a_guest_over_its_rate_is_answered_slowly_and_the_owner_at_once(tmp_path):
+    """A guest that floods past its rate gets every reply (EAGAIN past the
+    burst), but the server serves that connection one request per token
+    interval, so the owner's requests sent later are answered first."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[limits]\nguest_rate = 20\nguest_burst = 2\n")  # a token every 50 ms
+    s = ServerProc(config=cfg).start()
+    try:
+        with Client(s.path) as c:
+            c.submit(2, NOBODY)
+        path = s.path
+
+        def guest():
+            g = Raw(path)
+            n = 30
+            for mt in range(1, n + 1):
+                g.send("job-manager.memo", mt, {"id": 2, "memo": {"n": mt}, "volatile": True})
+            got = [g.recv()]  # the first reply: the flood has reached the server
+            os.write(w, b"x")  # tell the parent to run its owner request now
+            os.read(r2, 1)  # wait until the parent's request was answered
+            seen_when_owner_done = len(got) + _drain_nowait(g, got)
+            while len(got) < n:
+                got.append(g.recv())
+            g.close()
+            return {
+                "seen": seen_when_owner_done,
+                "errnums": [m["errnum"] for m in got],
+                "tags": [m["matchtag"] for m in got],
+            }
+
+        r, w = os.pipe()
+        r2, w2 = os.pipe()
+        result = {}
+
+        def owner():
+            os.read(r, 1)
+            with Client(s.path) as c:
+                result["owner"] = c.get(2)["state"]
+            os.write(w2, b"x")
+
+        t = threading.Thread(target=owner)
+        t.start()
+        out = run_as(NOBODY, guest)
+        t.join(30)
+        assert "value" in out, out
+        v = out["value"]
+        assert result["owner"] == "SCHED"
+        assert v["seen"] < 30  # the guest's flood was still being served slowly
+        assert v["tags"] == list(range(1, 31))  # every request answered, in order
+        assert v["errnums"][:2] == [0, 0]  # the burst
+        assert set(v["errnums"][2:]) <= {0, errno.EAGAIN} and errno.EAGAIN in v["errnums"]
+        with Client(s.path) as c:  # the connection-level pause changed no data
+            assert c.get(2)["annotations"]["user"]["n"] in range(1, 31)
+    finally:
+        s.cleanup()
+
+
+def _drain_nowait(raw, into):
+    """Read every reply already waiting on `raw` without blocking."""
+    n = 0
+    raw.sock.setblocking(False)
+    try:
+        while True:
+            try:
+                into.append(raw.recv())
+                n += 1
+            except (BlockingIOError, socket.timeout):
+                break
+    finally:
+        raw.sock.setblocking(True)
+    return n
