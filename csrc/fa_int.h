@@ -343,6 +343,9 @@ static inline fa_member *fa_node_find_w (const fa_node *nd, const char *key, siz
     }
     return NULL;
 }
+/* Give a node built outside the parser (n members filled in) the hash
+ * index that fa_node_find_w expects when n > 8. 0 / -1 ENOMEM. */
+int fa_node_index (fa_ctx *ctx, fa_node *nd);
 /* Write the node exactly (nulls and empty objects kept). 0 / -1. */
 int fa_write_node (fa_ctx *ctx, fa_buf *b, const fa_node *n);
 /* Write a string value canonically (with quotes), given raw UTF-8. */
@@ -358,6 +361,10 @@ long fa_merge_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, fa_node 
  * may be length 0). Returns 1 written, 0 equal (nothing appended), -1. */
 int fa_diff_text (fa_ctx *ctx, fa_buf *b, const char *o, size_t olen, const char *n,
                   size_t nlen);
+/* The same for texts the core wrote itself (stored and pre-image texts):
+ * they are walked with the trusted scanner instead of being parsed. */
+int fa_diff_trusted (fa_ctx *ctx, fa_buf *b, const char *o, size_t olen, const char *n,
+                     size_t nlen);
 /* Append the view of canonical object text s keeping (exclude=0) or
  * dropping the top-level keys in the list of canonical keys ns[0..nns).
  * Returns 1 written, 0 empty view (nothing appended), -1. */

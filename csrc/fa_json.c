@@ -746,6 +746,16 @@ static int index_rebuild (fa_ctx *ctx, fa_node *nd, uint32_t icap)
     return 0;
 }
 
+int fa_node_index (fa_ctx *ctx, fa_node *nd)
+{
+    if (nd->n <= 8)
+        return 0;
+    uint32_t icap = 32;
+    while (icap < nd->n * 4)
+        icap *= 2;
+    return index_rebuild (ctx, nd, icap);
+}
+
 /* Add a member slot for key (already checked). Duplicate keys: the last
  * value wins at the first one's place. */
 static fa_member *node_add (parser *ps, fa_node *nd, const char *key, size_t klen,

@@ -367,6 +367,115 @@ int fa_diff_text (fa_ctx *ctx, fa_buf *b, const char *o, size_t olen, const char
     return diff_nodes (ctx, b, on ? on : &empty, nn ? nn : &empty);
 }
 
+/* ---- diff of trusted texts ---- */
+
+/* The top-level members of canonical object text s as a node (arena):
+ * key spans and value spans (obj NULL: objects stay text). */
+static fa_node *node_of_text (fa_ctx *ctx, const char *s, size_t slen)
+{
+    uint32_t n = 0, cap = 8;
+    member_it it;
+    const char *k, *v;
+    size_t kn, vn;
+    fa_node *nd = fa_arena (ctx, sizeof (fa_node));
+    fa_member *m = fa_arena (ctx, cap * sizeof (fa_member));
+    if (!nd || !m)
+        return NULL;
+    it_init (&it, s, slen);
+    while (it_next (&it, &k, &kn, &v, &vn)) {
+        if (n == cap) {
+            fa_member *nm = fa_arena (ctx, 2 * (size_t)cap * sizeof (fa_member));
+            if (!nm)
+                return NULL;
+            memcpy (nm, m, n * sizeof (fa_member));
+            m = nm;
+            cap *= 2;
+        }
+        fa_member *x = &m[n++];
+        x->key = k;
+        x->klen = (uint32_t)kn;
+        x->kw = fa_key_word_b (k, kn, s + slen);
+        x->text = v;
+        x->tlen = (uint32_t)vn;
+        x->obj = NULL;
+        x->is_null = 0;
+        x->used = 0;
+    }
+    memset (nd, 0, sizeof (*nd));
+    nd->m = m;
+    nd->n = nd->cap = n;
+    if (fa_node_index (ctx, nd) < 0)
+        return NULL;
+    return nd;
+}
+
+/* diff_nodes over texts: see fa_diff_trusted. o may be len 0. */
+static int diff_texts (fa_ctx *ctx, fa_buf *b, const char *o, size_t olen, const char *n,
+                       size_t nlen)
+{
+    fa_node *on = NULL;
+    size_t start = b->len;
+    long count = 0;
+    member_it it;
+    const char *k, *v;
+    size_t kn, vn;
+    if (olen && !(on = node_of_text (ctx, o, olen)))
+        return -1;
+    if (fa_buf_putc (ctx, b, '{') < 0)
+        return -1;
+    if (nlen) {
+        it_init (&it, n, nlen);
+        while (it_next (&it, &k, &kn, &v, &vn)) {
+            fa_member *om = on ? fa_node_find_w (on, k, kn, fa_key_word_b (k, kn, n + nlen))
+                               : NULL;
+            size_t pos = b->len;
+            if (om) {
+                om->used = 1;
+                if (*v == '{' && om->text[0] == '{') {
+                    if (put_key (ctx, b, count, k, kn) < 0)
+                        return -1;
+                    int r = diff_texts (ctx, b, om->text, om->tlen, v, vn);
+                    if (r < 0)
+                        return -1;
+                    if (r == 0)
+                        b->len = pos;
+                    else
+                        count++;
+                    continue;
+                }
+                if (om->tlen == vn && memcmp (om->text, v, vn) == 0)
+                    continue;
+            }
+            if (put_member (ctx, b, count, k - 1, kn + 3, v, vn) < 0)
+                return -1;
+            count++;
+        }
+    }
+    for (uint32_t i = 0; on && i < on->n; i++) {
+        const fa_member *om = &on->m[i];
+        if (om->used)
+            continue;
+        if (put_member (ctx, b, count, om->key - 1, om->klen + 3, "null", 4) < 0)
+            return -1;
+        count++;
+    }
+    if (count == 0) {
+        b->len = start;
+        return 0;
+    }
+    if (fa_buf_putc (ctx, b, '}') < 0)
+        return -1;
+    return 1;
+}
+
+int fa_diff_trusted (fa_ctx *ctx, fa_buf *b, const char *o, size_t olen, const char *n,
+                     size_t nlen)
+{
+    if (olen == nlen && (olen == 0 || memcmp (o, n, olen) == 0))
+        return 0;
+    return diff_texts (ctx, b, o, olen, n, nlen);
+}
+
 /* ---- views ---- */
 
 static inline int ns_has (const fa_key *ns, size_t nns, const char *k, size_t kn)

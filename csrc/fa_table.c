@@ -657,7 +657,7 @@ int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list
             goto error;
         first = 0;
         if (delta) {
-            if (fa_diff_text (ctx, b, pv, pn, cur, cn) < 0 || fa_buf_putc (ctx, b, ']') < 0)
+            if (fa_diff_trusted (ctx, b, pv, pn, cur, cn) < 0 || fa_buf_putc (ctx, b, ']') < 0)
                 goto error;
         }
         else { /* room reserved by put_entry_head */

@@ -54,7 +54,7 @@ if [ "${SANITIZE_PYTHON:-1}" = 1 ] && [ -x "$root/.venv/bin/python" ]; then
         # load the normal build); the venv's packages come from PYTHONPATH.
         sp=$("$root/.venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')
         rm -rf "$out/pkg" && mkdir -p "$pkg"
-        cp "$root"/flux_annot/*.py "$pkg/"
+        cp "$root"/flux_annot/*.py "$root"/flux_annot/*.pyi "$root"/flux_annot/_cdef.h "$pkg/"
         cp "$pybuild"/_core*.so "$pkg/"
         if (cd "$out/pkg" && LD_PRELOAD="$libasan" ASAN_OPTIONS=detect_leaks=0 \
                 PYTHONPATH="$out/pkg:$sp" "$root/.venv/bin/python" -S -c \

@@ -3,7 +3,7 @@
  * ../shared/anchors/workload.py), applies every line with
  * fa_table_annotate (or fa_table_apply_many with -m), then, with -e,
  * re-annotates every job once more with tracking on and runs
- * fa_table_batch_encode. Run it under callgrind:
+ * fa_table_batch_encode (-d: delta). Run it under callgrind:
  *   cc -O2 -g -D_GNU_SOURCE -Icsrc csrc/tests/bench_annotate.c csrc/fa_*.c -o /tmp/ba -lm
  *   valgrind --tool=callgrind /tmp/ba ops.txt
  * and divide Ir by the number of ops it prints. */
@@ -15,18 +15,20 @@
 
 int main (int argc, char **argv)
 {
-    int many = 0, enc = 0;
+    int many = 0, enc = 0, delta = 0;
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv[i], "-m") == 0)
             many = 1;
         else if (strcmp (argv[i], "-e") == 0)
             enc = 1;
+        else if (strcmp (argv[i], "-d") == 0)
+            enc = delta = 1;
         else
             path = argv[i];
     }
     if (!path) {
-        fprintf (stderr, "usage: bench_annotate [-m] [-e] OPS-FILE\n");
+        fprintf (stderr, "usage: bench_annotate [-m] [-e|-d] OPS-FILE\n");
         return 2;
     }
     FILE *f = fopen (path, "rb");
@@ -91,7 +93,7 @@ int main (int argc, char **argv)
             fa_table_annotate (t, all[i], p, (size_t)pl);
         }
         for (int k = 0; k < 10; k++)
-            fa_table_batch_encode (t, NULL, "", 0, 0, 0);
+            fa_table_batch_encode (t, NULL, "", 0, 0, delta);
         fa_ctx_output (fa_table_ctx (t), &n);
         printf ("batch: %zu entries x 10 encodes, %zu bytes\n", nj, n);
         free (all);
