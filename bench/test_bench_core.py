@@ -67,3 +67,23 @@ def test_batch_encode_100k(benchmark):
     table.annotate_many(range(100_000), [SCHED] * 100_000)
     out = benchmark(table.batch_encode)
     assert out.startswith(b"[[0,")
+
+
+def test_batch_encode_delta_100k(benchmark):
+    """Delta entries: each the merge patch from the job's pre-image."""
+    table = JobTable()
+    table.annotate_many(range(100_000), [b'{"sched":{"t_estimate":1.0}}'] * 100_000)
+    table.track(True)
+    table.annotate_many(range(100_000), [SCHED] * 100_000)
+    out = benchmark(table.batch_encode, delta=True)
+    assert out.startswith(b'[[0,{"sched":{"t_estimate":1700000123.5,')
+
+
+def test_annotate_many_plain_repeat(benchmark, ops):
+    """A scheduler cycle re-sent over the same jobs: the verbatim-copy path."""
+    table = JobTable()
+    ids = [j for j, _ in ops]
+    patches = [p for _, p in ops]
+    table.annotate_many(ids, patches)
+    benchmark(table.annotate_many, ids, patches)
+    assert len(table) == 2000

@@ -74,8 +74,10 @@ def _raise_from(ctx, index=None):
     raise exc
 
 
-def _output(ctx):
-    n = ffi.new("size_t *")
+def _output(ctx, n=None):
+    """The ctx's last output as bytes; n: a reusable size_t * (else a new one)."""
+    if n is None:
+        n = ffi.new("size_t *")
     p = lib.fa_ctx_output(ctx, n)
     return ffi.unpack(p, n[0])
 
@@ -171,7 +173,7 @@ class JobTable:
     1024 keys per object, strict keys).
     """
 
-    __slots__ = ("_t", "_ctx", "_limits", "_lim", "_info", "__weakref__")
+    __slots__ = ("_t", "_ctx", "_limits", "_lim", "_info", "_text", "_len", "__weakref__")
 
     def __init__(self, limits=None):
         t = lib.fa_table_new()
@@ -184,6 +186,10 @@ class JobTable:
         self._lim = self._limits._c
         lib.fa_table_set_limits(self._t, self._lim)
         self._info = ffi.new("fa_info *")  # reused by apply(): no allocation per call
+        # out-parameters of get() / __contains__, reused likewise (a table is
+        # used by one thread at a time, as the C table itself requires)
+        self._text = ffi.new("char **")
+        self._len = ffi.new("size_t *")
 
     # ---- public (SPEC §10) ----
 
@@ -247,10 +253,15 @@ class JobTable:
 
     def get(self, id):
         """The job's canonical annotations as compact JSON bytes, or None."""
-        _check_id(id)
-        text = ffi.new("char **")
-        n = ffi.new("size_t *")
-        if not lib.fa_table_get(self._t, id, text, n):
+        if type(id) is not int:  # bool, str, ...: the same error as everywhere
+            _check_id(id)
+        text, n = self._text, self._len
+        try:
+            found = lib.fa_table_get(self._t, id, text, n)
+        except (OverflowError, TypeError):
+            _check_id(id)
+            raise
+        if not found:
             return None
         return ffi.unpack(text[0], n[0])
 
@@ -268,9 +279,7 @@ class JobTable:
     def __contains__(self, id):
         if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id <= _U64_MAX:
             return False
-        text = ffi.new("char **")
-        n = ffi.new("size_t *")
-        return bool(lib.fa_table_get(self._t, id, text, n))
+        return bool(lib.fa_table_get(self._t, id, self._text, self._len))
 
     def memory_bytes(self):
         """Every byte the C core holds for this table (malloc overhead included)."""
@@ -320,7 +329,7 @@ class JobTable:
         r = lib.fa_table_get_view(self._t, id, nsl, len(nsl), 1 if exclude else 0)
         if r < 0:
             _raise_from(self._ctx)
-        return _output(self._ctx) if r else None
+        return _output(self._ctx, self._len) if r else None
 
     def ids(self):
         """All job ids with annotations (table order)."""
@@ -359,7 +368,7 @@ class JobTable:
         if lib.fa_table_batch_encode(self._t, fp, nsl, len(nsl), 1 if exclude else 0,
                                      1 if delta else 0) < 0:
             _raise_from(self._ctx)
-        return _output(self._ctx)
+        return _output(self._ctx, self._len)
 
     def batch_clear(self):
         """Forget the recorded pre-images (start a new batch)."""
@@ -380,4 +389,4 @@ class JobTable:
         if lib.fa_table_encode(self._t, ffi.from_buffer("uint64_t[]", idarr), len(idarr),
                                fp, nsl, len(nsl), 1 if exclude else 0) < 0:
             _raise_from(self._ctx)
-        return _output(self._ctx)
+        return _output(self._ctx, self._len)
