@@ -653,11 +653,21 @@ int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list
                 continue; /* this view did not change */
             }
         }
+        size_t entry_start = b->len;
         if (put_entry_head (ctx, b, first, r->id, cn + 1) < 0)
             goto error;
-        first = 0;
         if (delta) {
-            if (fa_diff_trusted (ctx, b, pv, pn, cur, cn) < 0 || fa_buf_putc (ctx, b, ']') < 0)
+            int d = fa_diff_trusted (ctx, b, pv, pn, cur, cn);
+            if (d < 0)
+                goto error;
+            if (d == 0) {
+                /* same value, other text (a key deleted and re-added moves
+                 * to the end): nothing for a delta reader to apply */
+                b->len = entry_start;
+                fa_arena_release (ctx, m);
+                continue;
+            }
+            if (fa_buf_putc (ctx, b, ']') < 0)
                 goto error;
         }
         else { /* room reserved by put_entry_head */
@@ -671,6 +681,7 @@ int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list
             }
             b->p[b->len++] = ']';
         }
+        first = 0;
         fa_arena_release (ctx, m);
     }
     if (fa_buf_putc (ctx, b, ']') < 0)

@@ -199,3 +199,19 @@ def test_kept_crashes_replay_clean_under_sanitizers(target, tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, f"{cc} {target}: {r.stderr[-3000:]}"
     assert "no crash" in r.stdout
+
+
+def test_delta_batch_leaves_out_a_job_whose_keys_only_moved():
+    """Fuzz finding: deleting a key and adding it back changes the text (the
+    key moves to the end) but not the value; the delta batch wrote an empty
+    entry `[[id,]]` (invalid JSON) instead of leaving the job out."""
+    from flux_annot import JobTable
+
+    t = JobTable()
+    t.annotate(7, b'{"a":1,"y":2}')
+    t.track(True)
+    t.annotate(7, b'{"a":null}')
+    t.annotate(7, b'{"a":1}')
+    assert t.get(7) == b'{"y":2,"a":1}'
+    assert json.loads(t.batch_encode()) == [[7, {"y": 2, "a": 1}]]
+    assert t.batch_encode(delta=True) == b"[]"
