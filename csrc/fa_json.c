@@ -780,10 +780,10 @@ static fa_member *node_add (parser *ps, fa_node *nd, const char *key, size_t kle
         nd->cap = cap;
     }
     m = &nd->m[nd->n++];
-    memset (m, 0, sizeof (*m));
-    m->key = key;
+    m->key = key; /* the value's fields are set by the caller */
     m->kw = kw;
     m->klen = (uint32_t)klen;
+    m->used = 0;
     if (nd->n > 8) {
         if (!nd->idx || nd->n * 2 > nd->icap) {
             uint32_t icap = 32;
@@ -1043,7 +1043,7 @@ static int parse_object (parser *ps, uint32_t depth, fa_node **out)
         m->obj = child;
         m->text = t;
         m->tlen = (uint32_t)tn;
-        m->is_null = !child && tn == 4 && t[0] == 'n';
+        m->is_null = plain ? 0 : !child && tn == 4 && t[0] == 'n'; /* plain: no null */
         if (p < end && *p == ',') { /* compact JSON */
             p++;
             continue;
