@@ -15,12 +15,19 @@ import cffi
 # cffi releases the GIL around every C call. Our calls are short (well
 # under a microsecond) and a table or ctx must not be used by two threads
 # at once (fa.h): keep the GIL held, which both makes concurrent calls on
-# one table impossible and saves a release/re-acquire per call.
+# one table impossible and saves a release/re-acquire per call. Errors
+# come back in the fa_ctx (errno value + sentence), never through C's
+# errno, so cffi's save/restore of errno around each call (ffi.errno) is
+# dropped too.
 _PREAMBLE = """#include "fa.h"
 #undef Py_BEGIN_ALLOW_THREADS
 #undef Py_END_ALLOW_THREADS
 #define Py_BEGIN_ALLOW_THREADS {
 #define Py_END_ALLOW_THREADS }
+#undef _cffi_restore_errno
+#undef _cffi_save_errno
+#define _cffi_restore_errno() ((void)0)
+#define _cffi_save_errno() ((void)0)
 """
 
 
