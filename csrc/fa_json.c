@@ -604,7 +604,8 @@ static int parse_literal (parser *ps, const char **t, size_t *tn)
 
 /* A scalar (string, number, literal): its canonical text. Strings with
  * escapes are re-encoded into the arena. */
-static int parse_scalar (parser *ps, const char **t, size_t *tn)
+/* (Not inlined: parse_object calls it only off its fast paths.) */
+__attribute__ ((noinline)) static int parse_scalar (parser *ps, const char **t, size_t *tn)
 {
     char c = *ps->p;
     if (c == '"') {
@@ -805,7 +806,9 @@ static fa_member *node_add (parser *ps, fa_node *nd, const char *key, size_t kle
 
 /* Parse a key at ps->p: canonical text (no quotes) in *k, *kn, checked
  * against the key limits. */
-static int parse_key (parser *ps, const char **k, size_t *kn)
+/* (Not inlined into parse_object: its fast path handles plain keys; kept
+ * out of the hot loop this gives it better code.) */
+__attribute__ ((noinline, cold)) static int parse_key (parser *ps, const char **k, size_t *kn)
 {
     const char *body;
     size_t blen, dlen;
