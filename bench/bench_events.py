@@ -25,6 +25,7 @@ import orjson
 from flux_annot import AnnotationService
 from flux_annot.core import JobTable
 from flux_annot.store import Store
+from timing import best_of
 
 
 def sched_notes(i):
@@ -36,15 +37,6 @@ def sched_notes(i):
             "jobs_ahead": i % 1000,
         }
     }
-
-
-def best_of(fn, repeat):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def bench_encode(n, repeat=7):

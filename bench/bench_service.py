@@ -21,17 +21,9 @@ import time
 
 from flux_annot import AnnotationService, Cred, JobTable, sched
 from flux_annot.errors import AnnotError
+from timing import best_of
 
 OWNER_UID, GUEST = 1000, 2001
-
-
-def best_of(fn, repeat):
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def sched_payloads(n, cycle):

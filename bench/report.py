@@ -101,6 +101,23 @@ def run_stdlib_anchor(path):
     return float(m.group(1)), m.group(2)
 
 
+def jansson_point(path, n, repeat, res):
+    """Run the jansson anchor on the ops file `path` of n updates (best of
+    `repeat`); set res["jansson"] (updates/s) and return its digest, or note
+    why it was skipped and return None."""
+    import anchors
+
+    gc.collect()
+    jans = [anchors.run_jansson(path) for _ in range(repeat)]
+    good = [j for j in jans if isinstance(j, tuple)]
+    if not good:
+        res["notes"].append(f"jansson anchor skipped: {jans[0]}")
+        return None
+    t, d = min(good)
+    res["jansson"] = n / t
+    return d
+
+
 def workload_point(tmp, njobs, ncycles, repeat=1):
     """ops/s (best of `repeat`) of every implementation on one workload, digests
     checked against the orjson anchor's (as bench/run.py does)."""
@@ -128,16 +145,9 @@ def workload_point(tmp, njobs, ncycles, repeat=1):
     path = os.path.join(tmp, f"ops-{njobs}-{ncycles}.txt")
     anchors.write_ops(ops, path)
     del ops
-    gc.collect()
-    jans = [anchors.run_jansson(path) for _ in range(repeat)]
-    good = [j for j in jans if isinstance(j, tuple)]
-    if good:
-        t, d = min(good)
-        res["jansson"] = n / t
-        if d != ref:
-            res["wrong"].append("jansson")
-    else:
-        res["notes"].append(f"jansson anchor skipped: {jans[0]}")
+    d = jansson_point(path, n, repeat, res)
+    if d is not None and d != ref:
+        res["wrong"].append("jansson")
     best_rate = 0.0
     for _ in range(repeat):
         rate, d = run_stdlib_anchor(path)
@@ -219,15 +229,9 @@ def sweep_point(tmp, njobs, ncycles, verify, repeat=1):
     path = os.path.join(tmp, f"ops-{njobs}-{ncycles}.txt")
     anchors.write_ops(ops, path)
     del ops
-    gc.collect()
-    jans = [anchors.run_jansson(path) for _ in range(repeat)]
-    good = [j for j in jans if isinstance(j, tuple)]
-    if good:
-        t, d = min(good)
-        res["jansson"] = n / t
+    d = jansson_point(path, n, repeat, res)
+    if d is not None:
         digests["jansson"] = d
-    else:
-        res["notes"].append(f"jansson anchor skipped: {jans[0]}")
     os.unlink(path)
     ref = digests.get("orjson")
     res["verified"] = verify
