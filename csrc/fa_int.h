@@ -352,6 +352,53 @@ int fa_write_node (fa_ctx *ctx, fa_buf *b, const fa_node *n);
 int fa_write_string (fa_ctx *ctx, fa_buf *b, const char *s, size_t n);
 
 /* ---- merge, diff, filter over canonical texts (fa_merge.c) ---- */
+/* p on a digit 1-9: the length of the number there if it is already
+ * canonical and plain (an integer of at most 18 digits, or a decimal
+ * without exponent of at most 15 significant digits whose fraction has no
+ * trailing zero or is "0"); 0 otherwise (then parse_number decides). */
+static inline size_t fa_plain_number (const char *p, const char *end)
+{
+    const char *q = p + 1;
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - q >= 8) { /* 8 digits at a time (timestamps have 10+) */
+        uint64_t w;
+        memcpy (&w, q, 8);
+        /* each byte 0x30..0x39: high nibble 3, and adding 6 keeps it 3 */
+        if ((w & 0xf0f0f0f0f0f0f0f0ULL) != 0x3030303030303030ULL
+            || ((w + 0x0606060606060606ULL) & 0xf0f0f0f0f0f0f0f0ULL) != 0x3030303030303030ULL)
+            break;
+        q += 8;
+    }
+#endif
+    while (q < end && (unsigned)(*q - '0') < 10)
+        q++;
+    size_t nint = (size_t)(q - p);
+    if (q >= end || (*q != '.' && *q != 'e' && *q != 'E'))
+        return nint <= 18 ? nint : 0;
+    if (*q != '.')
+        return 0;
+    const char *f = ++q;
+    while (q < end && (unsigned)(*q - '0') < 10)
+        q++;
+    size_t nfrac = (size_t)(q - f);
+    if (nfrac == 0 || (q < end && (*q == 'e' || *q == 'E')) || nint + nfrac > 15)
+        return 0;
+    if (q[-1] == '0' && nfrac != 1)
+        return 0;
+    return (size_t)(q - p);
+}
+
+/* The plain path of fa_merge_text, straight from the patch text: 1 if the
+ * patch is a plain object tree (compact; keys plain, non-empty, within
+ * lim; values plain strings, canonical plain numbers, true, false or such
+ * non-empty objects; no null or array) whose keys all exist, in stored
+ * order, in the stored objects at their places (an object over an object)
+ * of the canonical text s: then the merge result (no key added, deleted or
+ * moved) is appended to b. 0 otherwise, b's length unchanged: the caller
+ * parses and merges (which reports any error, ENOMEM included). */
+int fa_merge_plain (fa_ctx *ctx, fa_buf *b, const char *patch, size_t plen, const char *s,
+                    size_t slen, const fa_limits *lim);
+
 /* Merge patch node p into the canonical object text s[0..slen) (slen 0:
  * none), appending to b; nothing is appended when the result is empty.
  * Returns members written at the top (0 = empty) or -1. */

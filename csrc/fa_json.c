@@ -868,41 +868,7 @@ static inline const char *ws (const char *p, const char *end)
     return p;
 }
 
-/* p on a digit 1-9: the length of the number there if it is already
- * canonical and plain (an integer of at most 18 digits, or a decimal
- * without exponent of at most 15 significant digits whose fraction has no
- * trailing zero or is "0"); 0 otherwise (then parse_number decides). */
-static inline size_t plain_number (const char *p, const char *end)
-{
-    const char *q = p + 1;
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    while (end - q >= 8) { /* 8 digits at a time (timestamps have 10+) */
-        uint64_t w;
-        memcpy (&w, q, 8);
-        /* each byte 0x30..0x39: high nibble 3, and adding 6 keeps it 3 */
-        if ((w & 0xf0f0f0f0f0f0f0f0ULL) != 0x3030303030303030ULL
-            || ((w + 0x0606060606060606ULL) & 0xf0f0f0f0f0f0f0f0ULL) != 0x3030303030303030ULL)
-            break;
-        q += 8;
-    }
-#endif
-    while (q < end && (unsigned)(*q - '0') < 10)
-        q++;
-    size_t nint = (size_t)(q - p);
-    if (q >= end || (*q != '.' && *q != 'e' && *q != 'E'))
-        return nint <= 18 ? nint : 0;
-    if (*q != '.')
-        return 0;
-    const char *f = ++q;
-    while (q < end && (unsigned)(*q - '0') < 10)
-        q++;
-    size_t nfrac = (size_t)(q - f);
-    if (nfrac == 0 || (q < end && (*q == 'e' || *q == 'E')) || nint + nfrac > 15)
-        return 0;
-    if (q[-1] == '0' && nfrac != 1)
-        return 0;
-    return (size_t)(q - p);
-}
+#define plain_number fa_plain_number /* fa_int.h */
 
 /* ws for parse_object: any byte that is not plainly a token start (a
  * blank, or the end) clears *plain. */

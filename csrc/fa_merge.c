@@ -75,7 +75,8 @@ static inline const char *skip_scalar (const char *p, const char *end)
 }
 
 /* p at a value: the position after it. */
-static inline const char *skip_value (const char *p, const char *end)
+static inline __attribute__ ((always_inline)) const char *skip_value (const char *p,
+                                                                      const char *end)
 {
     char c = *p;
     if (c == '"')
@@ -293,6 +294,239 @@ long fa_merge_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, fa_node 
 {
     const char *end;
     return merge_obj (ctx, b, slen ? s : NULL, slen ? s + slen : NULL, &end, p, lim);
+}
+
+/* ---- the plain path: a plain patch over the stored key layout ---- */
+
+/* p at a patch value that is not an object: the position after it if it
+ * is a plain string, a canonical plain number, true or false; else NULL. */
+static inline const char *plain_scalar (const char *p, const char *end)
+{
+    char c = *p;
+    if (c == '"') {
+        const char *q = fa_scan_plain (p + 1, end, 0);
+        return q < end && *q == '"' ? q + 1 : NULL;
+    }
+    if (c >= '1' && c <= '9') {
+        size_t tn = fa_plain_number (p, end);
+        return tn ? p + tn : NULL;
+    }
+    if (c == 't' && end - p >= 4 && memcmp (p, "true", 4) == 0)
+        return p + 4;
+    if (c == 'f' && end - p >= 5 && memcmp (p, "false", 5) == 0)
+        return p + 5;
+    return NULL;
+}
+
+/* k on a patch key's quote, s on a stored key's: the span of the patch
+ * key with both quotes if it is plain, non-empty, within lim and the same
+ * bytes as the stored key (then it is the same key), followed by ':' and
+ * a value; else 0 (a different key, or one the full path must judge:
+ * either way it stays unmatched). */
+static inline size_t same_key (const char *k, const char *end, const char *s, const char *se,
+                               const fa_limits *lim)
+{
+#ifdef __SSE2__
+    if (end - k >= 17 && se - s >= 17) { /* the key's bytes in one load */
+        const __m128i pv = _mm_loadu_si128 ((const __m128i *)(const void *)(k + 1));
+        const __m128i sv = _mm_loadu_si128 ((const __m128i *)(const void *)(s + 1));
+        __m128i h = _mm_or_si128 (
+            _mm_or_si128 (_mm_cmpeq_epi8 (pv, _mm_set1_epi8 ('"')),
+                          _mm_cmpeq_epi8 (pv, _mm_set1_epi8 ('\\'))),
+            _mm_cmplt_epi8 (pv, _mm_set1_epi8 (0x20))); /* controls and >= 0x80 */
+        if (lim->strict_keys)
+            h = _mm_or_si128 (h, _mm_cmpeq_epi8 (pv, _mm_set1_epi8 ('.')));
+        unsigned sp = (unsigned)_mm_movemask_epi8 (h);
+        if (sp) {
+            unsigned q = (unsigned)__builtin_ctz (sp); /* key bytes before it */
+            unsigned ne = ~(unsigned)_mm_movemask_epi8 (_mm_cmpeq_epi8 (pv, sv));
+            if (k[1 + q] != '"' || q == 0 || q > lim->max_key_bytes || (ne & ((2u << q) - 1)))
+                return 0;
+            size_t kl = q + 2;
+            return end - k > (ptrdiff_t)kl + 1 && k[kl] == ':' && s[kl] == ':' ? kl : 0;
+        }
+    }
+#endif
+    const char *ke = fa_scan_plain (k + 1, end, lim->strict_keys);
+    if (end - ke < 3 || *ke != '"' || ke == k + 1 || (size_t)(ke - k - 1) > lim->max_key_bytes
+        || ke[1] != ':')
+        return 0;
+    size_t kl = (size_t)(ke + 1 - k);
+    return (size_t)(se - s) > kl && memcmp (k, s, kl) == 0 && s[kl] == ':' ? kl : 0;
+}
+
+/* k on a patch key that matched no stored key of the object s..se (s
+ * after its '{', se on its '}'): the span of the key with both quotes if
+ * it is plain, non-empty, within lim, followed by ':' and a value, and is
+ * neither a stored key of the object nor one of the n earlier new keys
+ * nk[] (a plain key has one canonical spelling: the same bytes); else 0. */
+static size_t new_key (const char *k, const char *end, const char *s, const char *se,
+                       const char *const *nk, unsigned n, const fa_limits *lim)
+{
+    const char *ke = fa_scan_plain (k + 1, end, lim->strict_keys);
+    if (end - ke < 3 || *ke != '"' || ke == k + 1 || (size_t)(ke - k - 1) > lim->max_key_bytes
+        || ke[1] != ':')
+        return 0;
+    size_t kl = (size_t)(ke + 1 - k);
+    if (k[kl + 1] == '{') /* a new object: the full path writes it */
+        return 0;
+    while (s < se) { /* s on a stored key */
+        if ((size_t)(se - s) > kl && memcmp (k, s, kl) == 0 && s[kl] == ':')
+            return 0;
+        s = skip_value (skip_str (s, se) + 1, se);
+        if (*s == ',')
+            s++;
+    }
+    for (unsigned i = 0; i < n; i++)
+        if (memcmp (nk[i], k, kl) == 0 && nk[i][kl] == ':')
+            return 0;
+    return kl;
+}
+
+/* New keys one patch object may add on the plain path. */
+#define PLAIN_NEW 8
+
+/* p and *sp on '{' (patch, stored object): writes the merge at *op (room
+ * reserved), moves *sp and *op past the stored object and the output;
+ * returns the position after the patch object, or NULL to give up (see
+ * fa_merge_plain). The patch keys that are stored must come in stored
+ * order: a stored key that is not the next patch key is copied, and a
+ * patch key left over at the stored '}' must be new (not stored, no
+ * duplicate) with a scalar or null value, else the full path decides.
+ * A result object left empty is given up too (the full path prunes). */
+static const char *plain_obj (const char *p, const char *end, const char **sp, const char *se,
+                              char **op, const fa_limits *lim, uint32_t depth, uint32_t maxdepth)
+{
+    const char *s0 = *sp + 1, *s = s0, *k = p + 1; /* k: the next patch key (NULL: none) */
+    char *o = *op;
+    uint32_t count = 0, np = 0; /* members written; patch members (the parser's limit) */
+    if (depth > maxdepth || k >= end || *k != '"')
+        return NULL;
+    *o++ = '{';
+    while (*s != '}') {
+        size_t kl = k ? same_key (k, end, s, se, lim) : 0;
+        if (kl) {
+            if (++np > lim->max_object_keys)
+                return NULL;
+            s += kl + 1;
+            p = k + kl + 1;
+            if (*p == 'n') { /* null: the member goes */
+                if (end - p < 4 || memcmp (p, "null", 4) != 0)
+                    return NULL;
+                p += 4;
+                s = skip_value (s, se);
+            }
+            else {
+                if (++count > lim->max_object_keys)
+                    return NULL;
+                if (count > 1)
+                    *o++ = ',';
+                fa_copy (o, k, kl + 1); /* "key": */
+                o += kl + 1;
+                if (*p == '{') {
+                    if (*s != '{'
+                        || !(p = plain_obj (p, end, &s, se, &o, lim, depth + 1, maxdepth)))
+                        return NULL;
+                }
+                else {
+                    const char *v = p;
+                    if (!(p = plain_scalar (p, end)))
+                        return NULL;
+                    fa_copy (o, v, (size_t)(p - v));
+                    o += p - v;
+                    s = skip_value (s, se);
+                }
+            }
+            if (p >= end)
+                return NULL;
+            if (*p == ',') {
+                k = p + 1;
+                if (k >= end || *k != '"')
+                    return NULL;
+            }
+            else if (*p == '}') {
+                p++;
+                k = NULL;
+            }
+            else
+                return NULL;
+        }
+        else { /* untouched: "key":value as one span */
+            if (++count > lim->max_object_keys)
+                return NULL;
+            if (count > 1)
+                *o++ = ',';
+            const char *ms = s;
+            s = skip_value (skip_str (s, se) + 1, se);
+            fa_copy (o, ms, (size_t)(s - ms));
+            o += s - ms;
+        }
+        if (*s == ',')
+            s++;
+    }
+    const char *nk[PLAIN_NEW];
+    unsigned nn = 0;
+    while (k) { /* the patch's new keys, appended in patch order */
+        size_t kl;
+        if (nn == PLAIN_NEW || ++np > lim->max_object_keys
+            || !(kl = new_key (k, end, s0, s, nk, nn, lim)))
+            return NULL;
+        nk[nn++] = k;
+        p = k + kl + 1;
+        if (*p == 'n') { /* deleting what is not there */
+            if (end - p < 4 || memcmp (p, "null", 4) != 0)
+                return NULL;
+            p += 4;
+        }
+        else {
+            if (!(p = plain_scalar (p, end)))
+                return NULL;
+            if (++count > lim->max_object_keys)
+                return NULL;
+            if (count > 1)
+                *o++ = ',';
+            fa_copy (o, k, (size_t)(p - k)); /* "key":value */
+            o += p - k;
+        }
+        if (p >= end)
+            return NULL;
+        if (*p == ',') {
+            k = p + 1;
+            if (k >= end || *k != '"')
+                return NULL;
+        }
+        else if (*p == '}') {
+            p++;
+            k = NULL;
+        }
+        else
+            return NULL;
+    }
+    if (count == 0)
+        return NULL;
+    *o++ = '}';
+    *sp = s + 1;
+    *op = o;
+    return p;
+}
+
+int fa_merge_plain (fa_ctx *ctx, fa_buf *b, const char *patch, size_t plen, const char *s,
+                    size_t slen, const fa_limits *lim)
+{
+    if (plen < 2 || slen < 2 || patch[0] != '{' || s[0] != '{')
+        return 0;
+    /* the result is at most both texts: stored members, patch members and
+     * the commas between them */
+    if (fa_buf_reserve (ctx, b, slen + plen + 8) < 0)
+        return 0; /* the full path reports it */
+    uint32_t maxdepth = lim->max_depth > FA_DEPTH_CAP ? FA_DEPTH_CAP : lim->max_depth;
+    const char *sp = s;
+    char *o = b->p + b->len;
+    const char *e = plain_obj (patch, patch + plen, &sp, s + slen, &o, lim, 1, maxdepth);
+    if (e != patch + plen || sp != s + slen)
+        return 0;
+    b->len = (size_t)(o - b->p);
+    return 1;
 }
 
 /* ---- diff ---- */

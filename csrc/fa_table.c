@@ -3,10 +3,11 @@
  * Slots of an open-addressing hash (linear probing, backward-shift delete,
  * load <= 3/4) hold the 64-bit id and a pointer to one allocation
  * [uint32 length][canonical text]. An update parses the patch, merges it
- * with the stored text into the ctx output, compares (memcmp) and installs
- * the new text: in place when it fits the old allocation. Every allocation
- * that can fail is made before anything changes, so a failed update leaves
- * the table as it was.
+ * with the stored text into the ctx output (a plain patch over the stored
+ * key layout is merged straight from its text: fa_merge_plain), compares
+ * (memcmp) and installs the new text: in place when it fits the old
+ * allocation. Every allocation that can fail is made before anything
+ * changes, so a failed update leaves the table as it was.
  *
  * Batch tracking: while on, the first change of a job records its
  * pre-image (a copy of its text, or none) in first-touch order; the net
@@ -342,11 +343,13 @@ static int apply1 (fa_table *t, uint64_t id, const char *patch, size_t len,
         old = sl->text + 4;
         olen = tlen (sl->text);
     }
-    if (fa_parse_object (ctx, patch, len, lim, "annotations", &p) < 0)
-        return -1;
     ctx->out.len = 0;
-    if (fa_merge_text (ctx, &ctx->out, old, olen, p, lim) < 0)
-        return -1;
+    if (!(olen && fa_merge_plain (ctx, &ctx->out, patch, len, old, olen, lim))) {
+        if (fa_parse_object (ctx, patch, len, lim, "annotations", &p) < 0)
+            return -1;
+        if (fa_merge_text (ctx, &ctx->out, old, olen, p, lim) < 0)
+            return -1;
+    }
     if (flags & FA_REPLACE && sl) { /* compare with what is really stored */
         old = sl->text + 4;
         olen = tlen (sl->text);

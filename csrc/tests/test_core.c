@@ -357,6 +357,108 @@ static void test_enomem_atomic (void)
     fa_ctx_destroy (ctx);
 }
 
+/* The plain path (fa_merge_plain: a plain patch whose keys are all stored,
+ * in stored order, merged straight from its text) and every way out of it
+ * to the full parse + merge: results, "changed", and errors that leave the
+ * job as it was. */
+static int apply_lim (fa_table *t, uint64_t id, const char *s, const fa_limits *lim)
+{
+    char *b = dup_exact (s, strlen (s));
+    int r = fa_table_apply (t, id, b, strlen (s), lim, NULL, 0, 0, NULL);
+    free (b);
+    return r;
+}
+
+static int fails_with (fa_table *t, uint64_t id, const char *s, const fa_limits *lim,
+                       const char *msg, const char *kept)
+{
+    fa_ctx *ctx = fa_table_ctx (t);
+    int r = apply_lim (t, id, s, lim);
+    int ok = r == -1 && fa_ctx_errnum (ctx) == EINVAL && strstr (fa_ctx_errmsg (ctx), msg);
+    if (!ok)
+        fprintf (stderr, "  %s: r %d, error '%s'\n", s, r, fa_ctx_errmsg (ctx));
+    return ok && get_is (t, id, kept);
+}
+
+static void test_plain_path (void)
+{
+    fa_table *t = fa_table_new ();
+    const char *s0 = "{\"s\":{\"a\":1,\"b\":\"x\",\"c\":true},\"t\":2}";
+    CHECK (apply_lim (t, 1, s0, &owner) == 1);
+    /* a subsequence of the stored keys: untouched members copied */
+    CHECK (apply_lim (t, 1, "{\"s\":{\"a\":2,\"c\":false}}", &owner) == 1);
+    CHECK (get_is (t, 1, "{\"s\":{\"a\":2,\"b\":\"x\",\"c\":false},\"t\":2}"));
+    CHECK (apply_lim (t, 1, "{\"s\":{\"a\":2,\"c\":false}}", &owner) == 0);
+    CHECK (apply_lim (t, 1, "{\"t\":3,\"s\":{\"a\":2}}", &owner) == 1); /* out of order */
+    CHECK (get_is (t, 1, "{\"s\":{\"a\":2,\"b\":\"x\",\"c\":false},\"t\":3}"));
+    CHECK (apply_lim (t, 1, "{\"s\":{\"a\":3,\"d\":4.5}}", &owner) == 1); /* a new key */
+    CHECK (get_is (t, 1, "{\"s\":{\"a\":3,\"b\":\"x\",\"c\":false,\"d\":4.5},\"t\":3}"));
+    CHECK (apply_lim (t, 1, "{\"s\":{\"b\":null}}", &owner) == 1);
+    CHECK (get_is (t, 1, "{\"s\":{\"a\":3,\"c\":false,\"d\":4.5},\"t\":3}"));
+    CHECK (apply_lim (t, 1, "{\"s\":{\"\\u0061\":7}}", &owner) == 1); /* escaped key */
+    CHECK (get_is (t, 1, "{\"s\":{\"a\":7,\"c\":false,\"d\":4.5},\"t\":3}"));
+    CHECK (apply_lim (t, 1, "{\"s\":{\"d\":4.50}}", &owner) == 0); /* not canonical: 4.5 */
+    CHECK (apply_lim (t, 1, "{\"s\":{\"a\":8} }", &owner) == 1);   /* not compact */
+    CHECK (get_is (t, 1, "{\"s\":{\"a\":8,\"c\":false,\"d\":4.5},\"t\":3}"));
+    CHECK (apply_lim (t, 1, "{\"t\":{\"u\":1}}", &owner) == 1); /* object over a scalar */
+    CHECK (get_is (t, 1, "{\"s\":{\"a\":8,\"c\":false,\"d\":4.5},\"t\":{\"u\":1}}"));
+    /* a scalar over an object */
+    CHECK (apply_lim (t, 1, "{\"s\":\"gone\",\"t\":{\"u\":2}}", &owner) == 1);
+    CHECK (get_is (t, 1, "{\"s\":\"gone\",\"t\":{\"u\":2}}"));
+    /* bad patches that start out plain: an error, the job kept */
+    const char *kept = "{\"s\":\"gone\",\"t\":{\"u\":2}}";
+    CHECK (fails_with (t, 1, "{\"t\":{\"u\":3}}x", &owner, "trailing data", kept));
+    CHECK (fails_with (t, 1, "{\"t\":{\"u\":3},}", &owner, "", kept));
+    CHECK (fails_with (t, 1, "{\"t\":{\"u\":03}}", &owner, "", kept));
+    CHECK (fails_with (t, 1, "{\"t\":{\"u\":3}", &owner, "unexpected end of input", kept));
+    CHECK (fails_with (t, 1, "{\"t\":{\"u\":\"a\x01\"}}", &owner, "", kept));
+    /* limits hold on the plain path: keys, depth, key bytes, '.' */
+    fa_limits two = owner;
+    two.max_object_keys = 1;
+    CHECK (fails_with (t, 1, "{\"s\":\"x\",\"t\":{\"u\":3}}", &two, "object has more than 1 keys",
+                       kept));
+    CHECK (fails_with (t, 1, "{\"t\":{\"u\":3}}", &two, "object has more than 1 keys", kept));
+    /* deletions and new keys on the plain path; the patch's own keys count */
+    CHECK (apply_lim (t, 3, "{\"s\":{\"a\":1,\"b\":2},\"z\":0.5}", &owner) == 1);
+    CHECK (apply_lim (t, 3, "{\"s\":{\"a\":null,\"c\":3,\"d\":null}}", &owner) == 1);
+    CHECK (get_is (t, 3, "{\"s\":{\"b\":2,\"c\":3},\"z\":0.5}"));
+    CHECK (apply_lim (t, 3, "{\"s\":{\"x\":1,\"x\":2}}", &owner) == 1); /* duplicate: last wins */
+    CHECK (get_is (t, 3, "{\"s\":{\"b\":2,\"c\":3,\"x\":2},\"z\":0.5}"));
+    CHECK (apply_lim (t, 3, "{\"s\":{\"b\":null,\"c\":null,\"x\":null}}", &owner) == 1);
+    CHECK (get_is (t, 3, "{\"z\":0.5}")); /* the emptied object is pruned */
+    CHECK (apply_lim (t, 3, "{\"z\":null}", &owner) == 1);
+    CHECK (get_is (t, 3, NULL));
+    CHECK (apply_lim (t, 3, "{\"s\":{\"a\":1}}", &owner) == 1);
+    fa_limits one = owner;
+    one.max_object_keys = 1;
+    CHECK (fails_with (t, 3, "{\"s\":{\"a\":null,\"b\":2}}", &one, "object has more than 1 keys",
+                       "{\"s\":{\"a\":1}}"));
+    CHECK (apply_lim (t, 3, "{\"s\":{\"a\":null,\"b\":2}}", &owner) == 1);
+    CHECK (get_is (t, 3, "{\"s\":{\"b\":2}}"));
+    fa_limits flat = owner;
+    flat.max_depth = 1;
+    CHECK (fails_with (t, 1, "{\"t\":{\"u\":3}}", &flat, "nesting depth exceeds 1", kept));
+    CHECK (apply_lim (t, 2, "{\"a.b\":1,\"longer key than sixteen bytes\":{\"k\":1}}", &generic)
+           == 1);
+    CHECK (fails_with (t, 2, "{\"a.b\":2,\"longer key than sixteen bytes\":{\"k\":3}}",
+                       &owner, "key contains '.'",
+                       "{\"a.b\":1,\"longer key than sixteen bytes\":{\"k\":1}}"));
+    fa_limits shortk = generic;
+    shortk.max_key_bytes = 2;
+    CHECK (fails_with (t, 2, "{\"a.b\":\"a long string value\"}", &shortk, "key exceeds 2 bytes",
+                       "{\"a.b\":1,\"longer key than sixteen bytes\":{\"k\":1}}"));
+    CHECK (fails_with (t, 2, "{\"longer key than sixteen bytes\":{\"k\":3}}", &shortk,
+                       "key exceeds 2 bytes",
+                       "{\"a.b\":1,\"longer key than sixteen bytes\":{\"k\":1}}"));
+    CHECK (fails_with (t, 2, "{\"a.b\":2,\"longer key than sixteen bytes\":{\"k\":3}}",
+                       &shortk, "key exceeds 2 bytes",
+                       "{\"a.b\":1,\"longer key than sixteen bytes\":{\"k\":1}}"));
+    CHECK (apply_lim (t, 2, "{\"a.b\":2,\"longer key than sixteen bytes\":{\"k\":2}}", &generic)
+           == 1);
+    CHECK (get_is (t, 2, "{\"a.b\":2,\"longer key than sixteen bytes\":{\"k\":2}}"));
+    fa_table_destroy (t);
+}
+
 int main (void)
 {
     test_ctx ();
@@ -368,6 +470,7 @@ int main (void)
     test_batches ();
     test_hash_stress ();
     test_enomem_atomic ();
+    test_plain_path ();
     printf ("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
