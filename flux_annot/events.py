@@ -49,6 +49,9 @@ import time
 
 from .errors import EINVAL, EOVERFLOW, error
 from .policy import Policy
+from .replay import TREE_NAMES
+
+_TREE_NAMES = frozenset(TREE_NAMES)
 
 TOPICS = ("job-state", "job-annotations")
 
@@ -287,7 +290,7 @@ class EventHub:
         seq = self._closed_seq + 1
         background = self.store is not None and self._executor is not None
         if self.store is not None and not background:
-            self.store.write_batch(seq, self._entries, self._meta())
+            self.store.write_batch(seq, self._entries, *self._meta())
         transitions = self._transitions
         full = table.batch_encode()
         delta = table.batch_encode(delta=True)
@@ -298,7 +301,7 @@ class EventHub:
         )
         if background:
             batch.future = self._executor.submit(
-                self._write_bg, seq, self._entries, self._meta()
+                self._write_bg, seq, self._entries, *self._meta()
             )
         table.batch_clear()
         self._transitions = []
@@ -313,19 +316,33 @@ class EventHub:
         return seq
 
     def _meta(self):
-        """{jobid: (userid, state, t_submit)} of the jobs the open batch's
-        entries and transitions name (state as of now)."""
+        """(meta, known) for `Store.write_batch`, read now, on the loop.
+
+        meta: {jobid: (userid, state, t_submit)} of the jobs the open batch's
+        entries and transitions name (state as of now). known: {jobid: (tree,
+        user_bytes)} of those with a tree entry whose live tree is their
+        durable tree (`Job.durable`: no volatile change since their last
+        durable state), so the store takes it as is instead of reading the
+        previous row and merging the batch's entries into it.
+        """
         meta = {}
+        known = {}
         jobs = self.jobs
-        for jobid, _name, _ctx, _ts in self._entries:
+        get = self.table.get
+        tree_names = _TREE_NAMES
+        for jobid, name, _ctx, _ts in self._entries:
             if jobid not in meta:
                 job = jobs[jobid]
                 meta[jobid] = (job.userid, job.state, job.t_submit)
+                if job.durable and name in tree_names:
+                    known[jobid] = (get(jobid), job.user_bytes)
+            elif name in tree_names and jobid not in known and jobs[jobid].durable:
+                known[jobid] = (get(jobid), jobs[jobid].user_bytes)
         for jobid, _state, _ts in self._transitions:
             if jobid not in meta:
                 job = jobs[jobid]
                 meta[jobid] = (job.userid, job.state, job.t_submit)
-        return meta
+        return meta, known
 
     def _finish(self, batch):
         """A batch has committed: publish it, keep it, run its callbacks."""
@@ -391,14 +408,14 @@ class EventHub:
                 pass
             self._complete()
 
-    def _write_bg(self, seq, entries, meta):
+    def _write_bg(self, seq, entries, meta, known):
         """Writer thread: commit one batch, retrying a failed commit (the
         later batches and the replies waiting for it stay queued behind)."""
         delay = 0.05
         tries = 0
         while True:
             try:
-                self.store.write_batch(seq, entries, meta)
+                self.store.write_batch(seq, entries, meta, known)
                 return
             except Exception:
                 self._stats["store_errors"] += 1

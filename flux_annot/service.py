@@ -108,13 +108,19 @@ _now = time.time
 class Job:
     """What the service knows of a job besides its annotations."""
 
-    __slots__ = ("userid", "state", "t_submit", "user_bytes")
+    __slots__ = ("userid", "state", "t_submit", "user_bytes", "durable")
 
     def __init__(self, userid, state, t_submit, user_bytes=0):
         self.userid = userid
         self.state = state
         self.t_submit = t_submit
         self.user_bytes = user_bytes  # size of its `user` namespace (compact JSON)
+        # True while the live tree IS the durable tree (no volatile change
+        # since the last durable state): the batch's snapshot row is then
+        # just `table.get` (events.EventHub._meta). Cleared by any volatile
+        # change, set again by SUCCESS (its alloc snapshot is the live tree).
+        # A new or restored job starts with its durable tree.
+        self.durable = True
 
     def __repr__(self):
         return f"Job(userid={self.userid}, state={self.state}, user_bytes={self.user_bytes})"
@@ -469,6 +475,7 @@ class AnnotationService:
             tree = self.table.get(id)
             snap = b'{"annotations":' + (tree if tree is not None else b"null") + b"}"
             hub.record_entry(id, "alloc", snap, now)
+            job.durable = True
             self._set_state(id, job, RUN, now)
         elif typ == A_DENY:
             self._discard_sched(id, job)
@@ -522,6 +529,7 @@ class AnnotationService:
             raise self._reject(
                 "invalid", error(EPROTO, f"alloc response annotations are not valid JSON: {exc}")
             ) from None
+        job.durable = False  # ANNOTATE's notes are volatile until a SUCCESS snapshot
         if changed:
             self._n_open += 1
             if self._t0 is None:
@@ -588,6 +596,8 @@ class AnnotationService:
                                 id, "memo" if is_memo else "annotate", context, _now()
                             )
                             self._touched()
+                        else:
+                            job.durable = False
                         return
                     info = table.apply(id, data, self.owner_limits, _NS_USER)
                 else:
@@ -608,6 +618,8 @@ class AnnotationService:
             # Durable even when unchanged: the same notes may so far be volatile.
             self.hub.record_entry(id, "memo" if is_memo else "annotate", context, _now())
             self._touched()
+        else:
+            job.durable = False
 
     def _guest_trial(self, cred, id, job, data, tree, is_memo):
         """All guest checks after the length check; leaves the result staged."""

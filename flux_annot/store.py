@@ -211,13 +211,18 @@ class Store:
     def last_seq(self):
         return self._last_seq
 
-    def write_batch(self, seq, entries, jobs):
+    def write_batch(self, seq, entries, jobs, known=None):
         """Write one batch in one transaction; returns once committed.
 
         entries: [(jobid, name, context, timestamp), ...] in order; context a
         dict or pre-encoded JSON text. jobs: {jobid: (userid, state, t_submit)}
-        for every job the batch touched. On failure nothing is written and
-        the error is raised (the caller must not publish the batch).
+        for every job the batch touched. known: {jobid: (tree bytes or None,
+        user_bytes)}, the durable tree after this batch of jobs whose caller
+        knows it (the service's live tree, when no volatile change happened
+        since the job's last durable state): their snapshot row is written
+        as given, without reading the previous row or merging. On failure
+        nothing is written and the error is raised (the caller must not
+        publish the batch).
         """
         if seq != self._last_seq + 1:
             raise error(EINVAL, f"store: batch seq {seq} does not follow {self._last_seq}")
@@ -247,11 +252,21 @@ class Store:
                     note = _note_of(ctx)
                     if note:
                         notes[jobid] = note
+        # Jobs of `known` take their tree as given; `allocated` only ever
+        # goes 0 -> 1, so it is 1 when the batch has an alloc, else unchanged.
+        given = {}
+        if known and pending:
+            for jobid in [j for j in pending if j in known]:
+                tree, ub = known[jobid]
+                allocated = any(name == "alloc" for name, _ctx in pending.pop(jobid))
+                given[jobid] = (tree, ub, allocated)
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
-            # The touched jobs' new snapshots (reads their previous rows).
+            # The other touched jobs' new snapshots (reads their previous rows).
             trees = _replay.durable_trees(self._previous(pending), pending) if pending else {}
+            if given:
+                trees.update(given)
             jobrows, snaprows = [], []
             for jobid, (userid, state, t_submit) in jobs.items():
                 snap = trees.pop(jobid, None)
@@ -273,12 +288,12 @@ class Store:
                     "INSERT INTO jobs (id, userid, t_submit, state, tree, user_bytes, allocated) "
                     "VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
                     "tree=excluded.tree, user_bytes=excluded.user_bytes, "
-                    "allocated=excluded.allocated",
+                    "allocated=max(allocated, excluded.allocated)",
                     snaprows,
                 )
             if trees:  # entries of a job missing from `jobs` (the hub sends them all)
                 db.executemany(
-                    "UPDATE jobs SET tree=?, user_bytes=?, allocated=? WHERE id=?",
+                    "UPDATE jobs SET tree=?, user_bytes=?, allocated=max(allocated, ?) WHERE id=?",
                     [
                         (tree, ub, 1 if allocated else 0, _to_db(jobid))
                         for jobid, (tree, ub, allocated) in trees.items()
