@@ -404,8 +404,10 @@ int fa_merge_plain (fa_ctx *ctx, fa_buf *b, const char *patch, size_t plen, cons
  * Returns members written at the top (0 = empty) or -1. */
 long fa_merge_text (fa_ctx *ctx, fa_buf *b, const char *s, size_t slen, fa_node *p,
                     const fa_limits *lim);
-/* Append the merge patch turning canonical object text o into n (either
- * may be length 0). Returns 1 written, 0 equal (nothing appended), -1. */
+/* Append the merge patch turning object text o into n (either may be
+ * length 0; both are parsed, so any JSON object text, and re-encoded
+ * canonically into ctx->tmp before fa_diff_trusted diffs them).
+ * Returns 1 written, 0 equal (nothing appended), -1. */
 int fa_diff_text (fa_ctx *ctx, fa_buf *b, const char *o, size_t olen, const char *n,
                   size_t nlen);
 /* The same for texts the core wrote itself (stored and pre-image texts):

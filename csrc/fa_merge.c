@@ -533,64 +533,11 @@ int fa_merge_plain (fa_ctx *ctx, fa_buf *b, const char *patch, size_t plen, cons
 
 static const fa_limits generic = {FA_DEPTH_CAP, UINT32_MAX, UINT32_MAX, 0};
 
-static int put_value (fa_ctx *ctx, fa_buf *b, const fa_member *m)
-{
-    if (m->obj)
-        return fa_write_node (ctx, b, m->obj);
-    return fa_buf_put (ctx, b, m->text, m->tlen);
-}
-
-static int diff_nodes (fa_ctx *ctx, fa_buf *b, const fa_node *o, const fa_node *n)
-{
-    size_t start = b->len;
-    long count = 0;
-    if (fa_buf_putc (ctx, b, '{') < 0)
-        return -1;
-    for (uint32_t i = 0; i < n->n; i++) {
-        const fa_member *m = &n->m[i];
-        const fa_member *om = fa_node_find (o, m->key, m->klen);
-        size_t pos = b->len;
-        if (om && m->obj && om->obj) {
-            if (put_key (ctx, b, count, m->key, m->klen) < 0)
-                return -1;
-            int r = diff_nodes (ctx, b, om->obj, m->obj);
-            if (r < 0)
-                return -1;
-            if (r == 0)
-                b->len = pos;
-            else
-                count++;
-            continue;
-        }
-        if (om && !m->obj && !om->obj && om->tlen == m->tlen
-            && memcmp (om->text, m->text, m->tlen) == 0)
-            continue;
-        if (put_key (ctx, b, count, m->key, m->klen) < 0 || put_value (ctx, b, m) < 0)
-            return -1;
-        count++;
-    }
-    for (uint32_t i = 0; i < o->n; i++) {
-        const fa_member *om = &o->m[i];
-        if (fa_node_find (n, om->key, om->klen))
-            continue;
-        if (put_key (ctx, b, count, om->key, om->klen) < 0
-            || fa_buf_put (ctx, b, "null", 4) < 0)
-            return -1;
-        count++;
-    }
-    if (count == 0) {
-        b->len = start;
-        return 0;
-    }
-    if (fa_buf_putc (ctx, b, '}') < 0)
-        return -1;
-    return 1;
-}
-
 int fa_diff_text (fa_ctx *ctx, fa_buf *b, const char *o, size_t olen, const char *n,
                   size_t nlen)
 {
-    static const fa_node empty; /* read-only, no members */
+    /* Parse and re-encode both sides canonically (side by side in tmp),
+     * then diff them as trusted texts: one diff algorithm for both. */
     fa_node *on = NULL, *nn = NULL;
     if (olen == nlen && (olen == 0 || memcmp (o, n, olen) == 0))
         return 0;
@@ -598,7 +545,13 @@ int fa_diff_text (fa_ctx *ctx, fa_buf *b, const char *o, size_t olen, const char
         return -1;
     if (nlen && fa_parse_object (ctx, n, nlen, &generic, "new", &nn) < 0)
         return -1;
-    return diff_nodes (ctx, b, on ? on : &empty, nn ? nn : &empty);
+    ctx->tmp.len = 0;
+    if (on && fa_write_node (ctx, &ctx->tmp, on) < 0)
+        return -1;
+    size_t a = ctx->tmp.len;
+    if (nn && fa_write_node (ctx, &ctx->tmp, nn) < 0)
+        return -1;
+    return fa_diff_trusted (ctx, b, ctx->tmp.p, a, ctx->tmp.p + a, ctx->tmp.len - a);
 }
 
 /* ---- diff of trusted texts ---- */
