@@ -1,15 +1,16 @@
-"""Helpers that run the shared anchors (../shared/anchors) for bench/run.py.
+"""Helpers that run the bench's anchors (bench/py_merge.py, bench/jansson_merge.c)
+for bench/run.py and bench/report.py.
 
-- `workload(njobs, ncycles)`: the standard workload as (jobid, patch bytes)
-  pairs, byte-identical to the lines `workload.py` writes.
+- `workload(njobs, ncycles)`: the standard workload (bench/workload.py) as
+  (jobid, patch bytes) pairs, byte-identical to the lines it writes.
 - `run_orjson(ops)`: py_merge.py's logic with orjson, in this process.
-- `run_jansson(ops_file)`: compile jansson_merge.c and run it (None if it
-  cannot be built here).
-- `digest(trees)`: the anchors' state digest.
+- `run_jansson(ops_file)`: compile jansson_merge.c and run it (a str saying
+  why if it cannot be built here: no gcc, no jansson headers).
+- `digest(trees)`: the state digest every contender must print.
 """
 
+import functools
 import importlib.util
-import json
 import re
 import shutil
 import subprocess
@@ -17,9 +18,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ANCHORS = Path(__file__).resolve().parents[2] / "shared" / "anchors"
+ANCHORS = Path(__file__).resolve().parent  # workload.py, py_merge.py, jansson_merge.c
 
 
+@functools.lru_cache(maxsize=None)
 def _load(name):
     spec = importlib.util.spec_from_file_location(f"_anchor_{name}", ANCHORS / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
@@ -28,9 +30,7 @@ def _load(name):
 
 
 def workload(njobs=10_000, ncycles=5):
-    wl = _load("workload")
-    return [(jid, json.dumps(p, separators=(",", ":")).encode())
-            for jid, p in wl.ops(njobs, ncycles)]
+    return _load("workload").lines(njobs, ncycles)
 
 
 def write_ops(ops, path):
@@ -40,15 +40,8 @@ def write_ops(ops, path):
 
 
 def digest(items):
-    """items: (jobid, tree dict) in any order; the anchors' djb2 digest."""
-    h = 5381
-    for jid, tree in sorted(items):
-        if not tree:
-            continue
-        s = f"{jid}:" + json.dumps(tree, separators=(",", ":"), sort_keys=True)
-        for c in s.encode():
-            h = (h * 33 + c) & 0xFFFFFFFFFFFFFFFF
-    return f"{h:x}"
+    """items: (jobid, tree dict) in any order; bench/workload.py's djb2 digest."""
+    return _load("workload").digest(items)
 
 
 def run_orjson(ops):
@@ -79,7 +72,7 @@ def run_jansson(ops_file):
         flags = subprocess.run(["pkg-config", "--cflags", "--libs", "jansson"],
                                capture_output=True, text=True, check=True).stdout.split()
     except (subprocess.CalledProcessError, OSError):
-        return "libjansson-dev not installed (apt-get install -y libjansson-dev)"
+        return "jansson headers not found (Debian: apt-get install -y libjansson-dev)"
     exe = Path(tempfile.mkdtemp(prefix="fa-jansson-")) / "jansson_merge"
     r = subprocess.run(["gcc", "-O2", "-o", str(exe), str(ANCHORS / "jansson_merge.c"), *flags],
                        capture_output=True, text=True)

@@ -6,7 +6,7 @@ and a plot bench/throughput.png (issue 6).
 What runs, in one process unless said otherwise (all on this machine, in one go,
 so every ratio compares figures taken minutes apart under the same load):
 
-- The standard workload (`../shared/anchors/workload.py`) through flux-annot —
+- The standard workload (`bench/workload.py`) through flux-annot —
   per call (`JobTable.annotate(id, bytes)`) and bulk (`annotate_many`, one call)
   — and the anchors, with bench/run.py's and bench/anchors.py's runners
   (orjson in process, jansson compiled with gcc -O2, skipped if libjansson-dev
@@ -47,7 +47,7 @@ from flux_annot import JobTable
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-ANCHORS = os.path.normpath(os.path.join(ROOT, "..", "shared", "anchors"))
+ANCHORS = os.path.join(ROOT, "bench")  # workload.py, py_merge.py, jansson_merge.c
 sys.path.insert(0, HERE)
 
 SWEEP = (10_000, 30_000, 100_000, 300_000, 1_000_000)

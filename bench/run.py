@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""flux-annot core benchmark: ratios against the shared anchors (SPEC §11).
+"""flux-annot core benchmark: ratios against the anchors (docs/performance.md).
 
-Runs the standard workload (10k jobs x 5 cycles, 62,506 ops) through
+Runs the standard workload (bench/workload.py: 10k jobs x 5 cycles, 62,506
+ops) through
   - the orjson anchor (py_merge.py's logic, in this process),
   - JobTable.annotate, one call per line (bytes in),
   - JobTable.annotate_many, one call for all lines,
-  - the jansson anchor (Flux's merge path, compiled from the shared C),
+  - the jansson anchor (Flux's merge path, compiled from bench/jansson_merge.c),
 checks each reproduces the anchor digest, prints ops/s and ratios; then
 memory per job at 1M jobs with typical sched notes (memory_bytes and RSS
 growth) against the same jobs as Python dicts.

@@ -6,9 +6,9 @@
 writes DIR/canonical/ and DIR/merge/, one file per seed, named by the
 SHA-1 of its bytes (so rebuilding is idempotent). Sources:
 
-- every case of JSONTestSuite's test_parsing/ (../shared/jsontestsuite
-  beside the repo): valid, invalid and implementation-defined JSON;
-- the standard workload (../shared/anchors/workload.py 200 2): each patch
+- every case of JSONTestSuite's test_parsing/ (tests/data/jsontestsuite/):
+  valid, invalid and implementation-defined JSON;
+- the standard workload (bench/workload.py 200 2): each patch
   for the canonical target, each job's patch sequence for the merge target;
 - a few hand-written edge cases (§2 examples, numbers, escapes, nesting);
 - the crash inputs kept in tests/fuzz_regressions/ (canonical-* and
@@ -63,10 +63,7 @@ MERGE_CASES = [
 
 
 def workload_lines(repo):
-    script = os.path.join(repo, "..", "shared", "anchors", "workload.py")
-    if not os.path.exists(script):
-        print(f"build_corpus: no workload at {script}, skipped", file=sys.stderr)
-        return []
+    script = os.path.join(repo, "bench", "workload.py")
     out = subprocess.run([sys.executable, script, "200", "2"], check=True,
                          capture_output=True).stdout
     lines = []
@@ -77,10 +74,7 @@ def workload_lines(repo):
 
 
 def suite_cases(repo):
-    d = os.path.join(repo, "..", "shared", "jsontestsuite", "test_parsing")
-    if not os.path.isdir(d):
-        print(f"build_corpus: no JSONTestSuite at {d}, skipped", file=sys.stderr)
-        return []
+    d = os.path.join(repo, "tests", "data", "jsontestsuite", "test_parsing")
     cases = []
     for name in sorted(os.listdir(d)):
         with open(os.path.join(d, name), "rb") as f:
