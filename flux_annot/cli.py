@@ -48,6 +48,74 @@ _TOPICS = {
 }
 
 
+# `flux-annotate COMMAND --help` ends with these examples (docs/cli.md has more).
+EXAMPLES = {
+    "serve": """\
+examples:
+  flux-annotate serve --store :memory: &        # everything in memory
+  flux-annotate serve --store jobs.db --config site.toml
+  FLUX_ANNOT_SOCKET=/tmp/a.sock flux-annotate serve""",
+    "set": """\
+examples:
+  flux-annotate set 1234 workflow.stage=2 workflow.name=prep   # owner: any writable namespace
+  flux-annotate set 1234 user.note="waiting for input"
+  flux-annotate set --volatile 1234 user.progress=0.5          # not written to the eventlog
+  flux-annotate set 1234 user.note=null                        # null deletes
+  echo '{"a": [1, 2]}' | flux-annotate set 1234 user.data=-    # value read from stdin""",
+    "memo": """\
+examples:
+  flux-annotate memo 1234 step=3 label=warmup    # sets user.step and user.label
+  flux-annotate memo 1234 label=null             # deletes user.label
+  flux-annotate memo ƒNH step=4                  # ƒNH is job 1234 in F58 (0x4d2 works too)""",
+    "get": """\
+examples:
+  flux-annotate get 1234                     # {"sched":{...},"user":{...}} or null
+  flux-annotate get 1234 sched.t_estimate    # one value
+  flux-annotate get --job 1234               # {"id":...,"userid":...,"state":...,"annotations":...}""",
+    "list": """\
+examples:
+  flux-annotate list                                   # your active jobs
+  flux-annotate list -A -a                             # every user's jobs, inactive ones too
+  flux-annotate list --states pending -o '{id.f58:>12} {sched.t_estimate} {sched.reason_pending}'
+  flux-annotate list -o '{id} {user.a-b} {annotations.workflow.stage}'
+  flux-annotate list --json""",
+    "watch": """\
+examples:
+  flux-annotate watch                          # a snapshot, then every change
+  flux-annotate watch --topic job-state        # state transitions only
+  flux-annotate watch --since 42               # resume after batch 42
+  flux-annotate watch -o '{seq} {id} {event} {sched.reason_pending}'""",
+    "stats": """\
+example:
+  flux-annotate stats          # jobs by state, requests, rejections by reason, store state""",
+    "submit": """\
+examples:
+  flux-annotate submit 1234                    # a job of yours, in SCHED
+  flux-annotate submit 1235 --userid alice --t-submit 1700000000""",
+    "state": """\
+examples:
+  flux-annotate state 1234 CLEANUP             # RUN -> CLEANUP
+  flux-annotate state 1234 INACTIVE --note "node failure"   # kept as the exception note""",
+    "sched": """\
+examples:
+  flux-annotate sched 1234 t_estimate=1700000000 reason_pending="insufficient resources"
+  flux-annotate sched 1234 jobs_ahead=3 reason_pending=null""",
+    "alloc": """\
+example:
+  flux-annotate alloc 1234 resource_summary="rank0/core[0-1]"   # job -> RUN""",
+    "deny": """\
+example:
+  flux-annotate deny 1234 "requested 8 GPUs, the instance has 4"   # job -> INACTIVE""",
+    "cancel": """\
+example:
+  flux-annotate cancel 1234        # drops the job's sched notes; it stays pending""",
+    "demo": """\
+examples:
+  flux-annotate demo                           # 12 jobs on 4 cores for 5 seconds
+  flux-annotate demo --jobs 40 --cores 8 --seconds 20""",
+}
+
+
 class UsageError(Exception):
     """A bad argument: exit status 2."""
 
@@ -396,7 +464,9 @@ def build_parser():
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name, func, help):
-        sp = sub.add_parser(name, parents=[common], help=help, description=help)
+        sp = sub.add_parser(name, parents=[common], help=help, description=help,
+                            epilog=EXAMPLES.get(name),
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
         sp.set_defaults(func=func)
         return sp
 
