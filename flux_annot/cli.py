@@ -222,10 +222,8 @@ def default_store_path():
 
 def load_config(path):
     """Read a TOML config file into a dict (validated by the service)."""
-    try:
-        import tomllib
-    except ImportError:  # Python < 3.11
-        raise AnnotError(22, "reading a TOML --config needs Python 3.11 or later (tomllib)") from None
+    import tomllib
+
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)

@@ -23,6 +23,8 @@ import asyncio
 import collections
 import errno as _errno
 import socket as _socket
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeAlias
 
 from . import protocol
 from .errors import EMSGSIZE, ENODATA, AnnotError, error
@@ -30,8 +32,14 @@ from .protocol import FrameReader, ProtocolError, parse_response, request
 
 _RECV = 256 << 10
 
+# A patch: a dict, or JSON text of an object (decoded before sending).
+Patch: TypeAlias = dict[str, Any] | str | bytes | bytearray
+JobId: TypeAlias = int | str
+# A response: (matchtag, errnum, errstr, payload)
+Response: TypeAlias = tuple[int, int, str | None, Any]
 
-def _connect_error(path, exc):
+
+def _connect_error(path: str, exc: BaseException) -> AnnotError:
     return AnnotError(
         getattr(exc, "errno", None) or _errno.ECONNREFUSED,
         f"cannot connect to the flux-annot service at {path}: "
@@ -39,13 +47,13 @@ def _connect_error(path, exc):
     )
 
 
-def _lost(path):
+def _lost(path: str) -> AnnotError:
     return AnnotError(
         _errno.ECONNRESET, f"the flux-annot service at {path} closed the connection"
     )
 
 
-def _jobid(id):
+def _jobid(id: JobId) -> int:
     if isinstance(id, int) and not isinstance(id, bool):
         return int(id)
     if isinstance(id, str):
@@ -55,7 +63,7 @@ def _jobid(id):
     raise TypeError(f"job id must be an int or a string, not {type(id).__name__}")
 
 
-def _patch(obj):
+def _patch(obj: Patch) -> Any:
     """A patch given as dict, or as JSON text/bytes (decoded here so that
     a syntax error is reported before anything is sent)."""
     if isinstance(obj, (str, bytes, bytearray)):
@@ -71,36 +79,36 @@ def _patch(obj):
 # Payload builders shared by both clients: topic and payload of each call.
 
 
-def _p_submit(id, userid, t_submit=None):
-    p = {"id": _jobid(id), "userid": userid}
+def _p_submit(id: JobId, userid: int, t_submit: float | None = None) -> tuple[str, dict[str, Any]]:
+    p: dict[str, Any] = {"id": _jobid(id), "userid": userid}
     if t_submit is not None:
         p["t_submit"] = t_submit
     return "job-manager.submit", p
 
 
-def _p_state(id, state, note=None):
+def _p_state(id: JobId, state: str, note: str | None = None) -> tuple[str, dict[str, Any]]:
     p = {"id": _jobid(id), "state": state}
     if note is not None:
         p["note"] = note
     return "job-manager.state", p
 
 
-def _p_annotate(id, annotations, volatile=False):
+def _p_annotate(id: JobId, annotations: Patch, volatile: bool = False) -> tuple[str, dict[str, Any]]:
     p = {"id": _jobid(id), "annotations": _patch(annotations)}
     if volatile:
         p["volatile"] = True
     return "job-manager.annotate", p
 
 
-def _p_memo(id, memo, volatile=False):
+def _p_memo(id: JobId, memo: Patch, volatile: bool = False) -> tuple[str, dict[str, Any]]:
     p = {"id": _jobid(id), "memo": _patch(memo)}
     if volatile:
         p["volatile"] = True
     return "job-manager.memo", p
 
 
-def _p_list(states=None, userid=None, max=None):
-    p = {}
+def _p_list(states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> tuple[str, dict[str, Any]]:
+    p: dict[str, Any] = {}
     if states is not None:
         p["states"] = [states] if isinstance(states, str) else list(states)
     if userid is not None:
@@ -110,8 +118,8 @@ def _p_list(states=None, userid=None, max=None):
     return "job-manager.list", p
 
 
-def _p_events(topics=None, userid=None, since=None, snapshot=False, delta=False):
-    p = {}
+def _p_events(topics: str | Iterable[str] | None = None, userid: int | None = None, since: int | None = None, snapshot: bool = False, delta: bool = False) -> tuple[str, dict[str, Any]]:
+    p: dict[str, Any] = {}
     if topics is not None:
         p["topics"] = [topics] if isinstance(topics, str) else list(topics)
     if userid is not None:
@@ -128,7 +136,7 @@ def _p_events(topics=None, userid=None, since=None, snapshot=False, delta=False)
 class _Conn:
     """A blocking connection: send frames, read frame bodies."""
 
-    def __init__(self, path, timeout=None, message_bytes=protocol.DEFAULT_MESSAGE_BYTES):
+    def __init__(self, path: str, timeout: float | None = None, message_bytes: int = protocol.DEFAULT_MESSAGE_BYTES) -> None:
         self.path = path
         self.message_bytes = message_bytes
         self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
@@ -139,9 +147,9 @@ class _Conn:
             self.sock.close()
             raise _connect_error(path, e) from None
         self.reader = FrameReader()
-        self.frames = collections.deque()
+        self.frames: collections.deque[bytes] = collections.deque()
 
-    def check(self, frame):
+    def check(self, frame: bytes) -> None:
         if len(frame) - protocol.HEADER_SIZE > self.message_bytes:
             raise error(
                 EMSGSIZE,
@@ -149,7 +157,7 @@ class _Conn:
                 f"the message limit of {self.message_bytes} bytes",
             )
 
-    def send(self, data, check=True):
+    def send(self, data: bytes, check: bool = True) -> None:
         """Send one frame (checked against the message limit) or, with
         check=False, any number of frames already checked."""
         if check:
@@ -159,7 +167,7 @@ class _Conn:
         except (BrokenPipeError, ConnectionResetError):
             raise _lost(self.path) from None
 
-    def next(self):
+    def next(self) -> Response:
         """The next response as (matchtag, errnum, errstr, payload)."""
         frames = self.frames
         while not frames:
@@ -170,37 +178,38 @@ class _Conn:
             if not data:
                 raise _lost(self.path)
             frames.extend(self.reader.feed(data))
-        return parse_response(frames.popleft())
+        resp: Response = parse_response(frames.popleft())
+        return resp
 
-    def close(self):
+    def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
-            self.sock = None
+            self.sock = None  # type: ignore[assignment]  # closed: unusable
 
 
 class Client:
     """Blocking client (module doc). `socket`: path, default SPEC §8."""
 
-    def __init__(self, socket=None, timeout=None, message_bytes=protocol.DEFAULT_MESSAGE_BYTES):
+    def __init__(self, socket: str | None = None, timeout: float | None = None, message_bytes: int = protocol.DEFAULT_MESSAGE_BYTES) -> None:
         self.path = socket or protocol.default_socket_path()
         self._timeout = timeout
         self._message_bytes = message_bytes
         self._conn = _Conn(self.path, timeout, message_bytes)
         self._mt = 0
 
-    def __enter__(self):
+    def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         """Close the connection (idempotent)."""
         if self._conn is not None:
             self._conn.close()
-            self._conn = None
+            self._conn = None  # type: ignore[assignment]  # closed: rpc raises EBADF
 
-    def rpc(self, topic, payload):
+    def rpc(self, topic: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send one request, return its payload (a dict) or raise its error."""
         conn = self._conn
         if conn is None:
@@ -215,46 +224,47 @@ class Client:
                     raise error(errnum, errstr)
                 return rpayload if rpayload is not None else {}
 
-    def _call(self, built):
+    def _call(self, built: tuple[str, dict[str, Any]]) -> dict[str, Any]:
         return self.rpc(*built)
 
     # the service's calls
 
-    def submit(self, id, userid, t_submit=None):
+    def submit(self, id: JobId, userid: int, t_submit: float | None = None) -> None:
         self._call(_p_submit(id, userid, t_submit))
 
-    def state(self, id, state, note=None):
+    def state(self, id: JobId, state: str, note: str | None = None) -> None:
         self._call(_p_state(id, state, note))
 
-    def alloc_response(self, payload):
+    def alloc_response(self, payload: dict[str, Any]) -> dict[str, Any]:
         """RFC 27 alloc response; returns the reply (`{"ignored": true}` for a
         response about a job that is not in SCHED)."""
         return self.rpc("job-manager.alloc-response", dict(payload))
 
-    def annotate(self, id, annotations, volatile=False):
+    def annotate(self, id: JobId, annotations: Patch, volatile: bool = False) -> None:
         self._call(_p_annotate(id, annotations, volatile))
 
-    def memo(self, id, memo, volatile=False):
+    def memo(self, id: JobId, memo: Patch, volatile: bool = False) -> None:
         self._call(_p_memo(id, memo, volatile))
 
-    def get(self, id):
+    def get(self, id: JobId) -> dict[str, Any]:
         """{id, userid, state, annotations} as this connection may see it."""
         return self.rpc("job-manager.getattr", {"id": _jobid(id)})
 
-    def list(self, states=None, userid=None, max=None):
+    def list(self, states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> list[dict[str, Any]]:
         """List of {id, userid, state, annotations}."""
-        return self._call(_p_list(states, userid, max)).get("jobs", [])
+        jobs: list[dict[str, Any]] = self._call(_p_list(states, userid, max)).get("jobs", [])
+        return jobs
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         return self.rpc("job-manager.stats", {})
 
-    def events(self, topics=None, userid=None, since=None, snapshot=False, delta=False):
+    def events(self, topics: str | Iterable[str] | None = None, userid: int | None = None, since: int | None = None, snapshot: bool = False, delta: bool = False) -> "EventStream":
         """An iterator of event payloads (§6) on its own connection; ends when
         the service ends the stream (ENODATA); other errors raise."""
         topic, p = _p_events(topics, userid, since, snapshot, delta)
         return EventStream(self.path, p, self._timeout)
 
-    def annotate_pipelined(self, ids, patches, volatile=False, window=256):
+    def annotate_pipelined(self, ids: Sequence[JobId], patches: Sequence[Patch], volatile: bool = False, window: int = 256) -> int:
         """Send many annotate requests with up to `window` in flight; returns
         how many succeeded, raises the first error after all replies."""
         conn = self._conn
@@ -287,14 +297,14 @@ class Client:
 class EventStream:
     """Iterator over one `job-manager.events` subscription (own connection)."""
 
-    def __init__(self, path, payload, timeout=None):
+    def __init__(self, path: str, payload: dict[str, Any], timeout: float | None = None) -> None:
         self._conn = _Conn(path, timeout)
         self._conn.send(request("job-manager.events", 1, payload))
 
-    def __iter__(self):
+    def __iter__(self) -> "EventStream":
         return self
 
-    def __next__(self):
+    def __next__(self) -> dict[str, Any]:
         conn = self._conn
         if conn is None:
             raise StopIteration
@@ -309,18 +319,19 @@ class EventStream:
         if errnum:
             self.close()
             raise error(errnum, errstr)
-        return payload
+        batch: dict[str, Any] = payload
+        return batch
 
-    def close(self):
+    def close(self) -> None:
         """Cancel the subscription (closes its connection)."""
         if self._conn is not None:
             self._conn.close()
-            self._conn = None
+            self._conn = None  # type: ignore[assignment]  # closed: iteration stops
 
-    def __enter__(self):
+    def __enter__(self) -> "EventStream":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
@@ -330,18 +341,18 @@ class EventStream:
 class _AsyncProto(asyncio.Protocol):
     """Matches responses to pending futures (rpc) or a queue (stream)."""
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
-        self.transport = None
+        self.transport: Any = None
         self.reader = FrameReader()
-        self.pending = {}  # matchtag -> Future
-        self.queue = None  # stream mode: asyncio.Queue of parsed responses
-        self.lost = None
+        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}  # matchtag -> Future
+        self.queue: asyncio.Queue[Response | None] | None = None  # stream mode: parsed responses
+        self.lost: AnnotError | None = None
 
-    def connection_made(self, transport):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
-    def data_received(self, data):
+    def data_received(self, data: bytes) -> None:
         for body in self.reader.feed(data):
             try:
                 resp = parse_response(body)
@@ -365,20 +376,20 @@ class _AsyncProto(asyncio.Protocol):
             else:
                 fut.set_result(payload if payload is not None else {})
 
-    def _fail_all(self, exc):
+    def _fail_all(self, exc: BaseException) -> None:
         pending, self.pending = self.pending, {}
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(exc)
 
-    def connection_lost(self, exc):
+    def connection_lost(self, exc: Exception | None) -> None:
         self.lost = _lost(self.path)
         self._fail_all(self.lost)
         if self.queue is not None:
             self.queue.put_nowait(None)
 
 
-async def _aconnect(path):
+async def _aconnect(path: str) -> _AsyncProto:
     loop = asyncio.get_running_loop()
     try:
         _, proto = await loop.create_unix_connection(lambda: _AsyncProto(path), path)
@@ -393,30 +404,30 @@ class AsyncClient:
     Use `async with AsyncClient(path) as c:` or `c = await AsyncClient.connect(path)`.
     """
 
-    def __init__(self, socket=None, message_bytes=protocol.DEFAULT_MESSAGE_BYTES):
+    def __init__(self, socket: str | None = None, message_bytes: int = protocol.DEFAULT_MESSAGE_BYTES) -> None:
         self.path = socket or protocol.default_socket_path()
         self._message_bytes = message_bytes
-        self._proto = None
+        self._proto: _AsyncProto | None = None
         self._mt = 0
 
     @classmethod
-    async def connect(cls, socket=None, **kw):
+    async def connect(cls, socket: str | None = None, **kw: Any) -> "AsyncClient":
         c = cls(socket, **kw)
         await c.open()
         return c
 
-    async def open(self):
+    async def open(self) -> "AsyncClient":
         if self._proto is None:
             self._proto = await _aconnect(self.path)
         return self
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> "AsyncClient":
         return await self.open()
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    async def close(self):
+    async def close(self) -> None:
         p = self._proto
         if p is not None:
             self._proto = None
@@ -424,7 +435,7 @@ class AsyncClient:
                 p.transport.close()
         await asyncio.sleep(0)
 
-    def send(self, topic, payload):
+    def send(self, topic: str, payload: dict[str, Any]) -> "asyncio.Future[dict[str, Any]]":
         """Queue one request now; returns a future of its reply payload.
         (Lets a caller put many requests in flight without a task each.)"""
         p = self._proto
@@ -446,34 +457,35 @@ class AsyncClient:
         p.transport.write(frame)
         return fut
 
-    async def rpc(self, topic, payload):
+    async def rpc(self, topic: str, payload: dict[str, Any]) -> dict[str, Any]:
         return await self.send(topic, payload)
 
-    async def submit(self, id, userid, t_submit=None):
+    async def submit(self, id: JobId, userid: int, t_submit: float | None = None) -> None:
         await self.rpc(*_p_submit(id, userid, t_submit))
 
-    async def state(self, id, state, note=None):
+    async def state(self, id: JobId, state: str, note: str | None = None) -> None:
         await self.rpc(*_p_state(id, state, note))
 
-    async def alloc_response(self, payload):
+    async def alloc_response(self, payload: dict[str, Any]) -> dict[str, Any]:
         return await self.rpc("job-manager.alloc-response", dict(payload))
 
-    async def annotate(self, id, annotations, volatile=False):
+    async def annotate(self, id: JobId, annotations: Patch, volatile: bool = False) -> None:
         await self.rpc(*_p_annotate(id, annotations, volatile))
 
-    async def memo(self, id, memo, volatile=False):
+    async def memo(self, id: JobId, memo: Patch, volatile: bool = False) -> None:
         await self.rpc(*_p_memo(id, memo, volatile))
 
-    async def get(self, id):
+    async def get(self, id: JobId) -> dict[str, Any]:
         return await self.rpc("job-manager.getattr", {"id": _jobid(id)})
 
-    async def list(self, states=None, userid=None, max=None):
-        return (await self.rpc(*_p_list(states, userid, max))).get("jobs", [])
+    async def list(self, states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = (await self.rpc(*_p_list(states, userid, max))).get("jobs", [])
+        return jobs
 
-    async def stats(self):
+    async def stats(self) -> dict[str, Any]:
         return await self.rpc("job-manager.stats", {})
 
-    def events(self, topics=None, userid=None, since=None, snapshot=False, delta=False):
+    def events(self, topics: str | Iterable[str] | None = None, userid: int | None = None, since: int | None = None, snapshot: bool = False, delta: bool = False) -> "AsyncEventStream":
         """An async iterator of event payloads on its own connection
         (`async for ev in c.events(...)`); `await it.aclose()` cancels."""
         _, p = _p_events(topics, userid, since, snapshot, delta)
@@ -483,13 +495,13 @@ class AsyncClient:
 class AsyncEventStream:
     """Async iterator over one subscription; connects on first use."""
 
-    def __init__(self, path, payload):
+    def __init__(self, path: str, payload: dict[str, Any]) -> None:
         self._path = path
         self._payload = payload
-        self._proto = None
+        self._proto: Any = None  # _AsyncProto once started
         self._done = False
 
-    async def start(self):
+    async def start(self) -> "AsyncEventStream":
         """Connect and send the subscription now (else on first iteration)."""
         if self._proto is None and not self._done:
             self._proto = await _aconnect(self._path)
@@ -497,10 +509,10 @@ class AsyncEventStream:
             self._proto.transport.write(request("job-manager.events", 1, self._payload))
         return self
 
-    def __aiter__(self):
+    def __aiter__(self) -> "AsyncEventStream":
         return self
 
-    async def __anext__(self):
+    async def __anext__(self) -> dict[str, Any]:
         if self._done:
             raise StopAsyncIteration
         await self.start()
@@ -515,16 +527,17 @@ class AsyncEventStream:
         if errnum:
             await self.aclose()
             raise error(errnum, errstr)
-        return payload
+        batch: dict[str, Any] = payload
+        return batch
 
-    async def aclose(self):
+    async def aclose(self) -> None:
         self._done = True
         p, self._proto = self._proto, None
         if p is not None and p.transport is not None:
             p.transport.close()
 
-    async def __aenter__(self):
+    async def __aenter__(self) -> "AsyncEventStream":
         return await self.start()
 
-    async def __aexit__(self, *exc):
+    async def __aexit__(self, *exc: object) -> None:
         await self.aclose()

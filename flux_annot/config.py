@@ -17,6 +17,7 @@ written by the site is more deliberate than a library default).
 """
 
 import math
+from typing import Any
 
 from .errors import EINVAL, error
 
@@ -92,6 +93,11 @@ class Section:
 
 class Config:
     """A validated configuration (see the module docstring)."""
+
+    # the sections, set in __init__ from DEFAULTS (attributes read as config.limits.key_bytes)
+    batch: Any
+    events: Any
+    limits: Any
 
     def __init__(self, data=None):
         if data is None:

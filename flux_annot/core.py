@@ -10,6 +10,8 @@ import itertools
 import json
 from array import array
 from collections import namedtuple
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn, TypeAlias
 
 from . import errors
 from ._core import ffi, lib
@@ -19,6 +21,9 @@ __all__ = ["Limits", "merge", "canonical", "JobTable", "ApplyInfo"]
 _U64_MAX = (1 << 64) - 1
 
 ApplyInfo = namedtuple("ApplyInfo", "changed old_len new_len old_ns_len new_ns_len")
+
+# What a patch may be given as: JSON text (bytes, str) or a dict (dumped compact).
+Patch: TypeAlias = bytes | bytearray | memoryview | str | dict[str, Any]
 
 
 class Limits:
@@ -31,8 +36,13 @@ class Limits:
     """
 
     __slots__ = ("_c", "depth", "key_bytes", "object_keys", "strict_keys")
+    _c: Any
+    depth: int
+    key_bytes: int
+    object_keys: int
+    strict_keys: bool
 
-    def __init__(self, depth=64, key_bytes=256, object_keys=1024, strict_keys=True):
+    def __init__(self, depth: int = 64, key_bytes: int = 256, object_keys: int = 1024, strict_keys: bool = True) -> None:
         for name, v in (("depth", depth), ("key_bytes", key_bytes),
                         ("object_keys", object_keys)):
             if isinstance(v, bool) or not isinstance(v, int) or not 0 < v <= 0xFFFFFFFF:
@@ -48,10 +58,10 @@ class Limits:
         object.__setattr__(self, "object_keys", object_keys)
         object.__setattr__(self, "strict_keys", bool(strict_keys))
 
-    def __setattr__(self, name, value):
+    def __setattr__(self, name: str, value: Any) -> NoReturn:
         raise AttributeError("Limits is immutable")
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"Limits(depth={self.depth}, key_bytes={self.key_bytes}, "
                 f"object_keys={self.object_keys}, strict_keys={self.strict_keys})")
 
@@ -62,7 +72,7 @@ _GENERIC = Limits(depth=lib.FA_DEPTH_CAP, key_bytes=0xFFFFFFFF,
                   object_keys=0xFFFFFFFF, strict_keys=False)
 
 
-def _raise_from(ctx, index=None):
+def _raise_from(ctx: Any, index: int | None = None) -> NoReturn:
     """Turn the last error of a C ctx into the matching AnnotError."""
     errnum = lib.fa_ctx_errnum(ctx)
     msg = ffi.string(lib.fa_ctx_errmsg(ctx)).decode("utf-8", "replace")
@@ -74,7 +84,7 @@ def _raise_from(ctx, index=None):
     raise exc
 
 
-def _output(ctx, n=None):
+def _output(ctx: Any, n: Any = None) -> bytes:
     """The ctx's last output as bytes; n: a reusable size_t * (else a new one)."""
     if n is None:
         n = ffi.new("size_t *")
@@ -82,7 +92,7 @@ def _output(ctx, n=None):
     return ffi.unpack(p, n[0])
 
 
-def _to_bytes(data, what="annotations"):
+def _to_bytes(data: object, what: str = "annotations") -> bytes:
     """bytes/str/dict → JSON bytes for the core (dicts dumped compact)."""
     if isinstance(data, bytes):
         return data
@@ -101,7 +111,7 @@ def _to_bytes(data, what="annotations"):
                        f"not {type(data).__name__}")
 
 
-def _check_id(id):
+def _check_id(id: object) -> int:
     if isinstance(id, bool) or not isinstance(id, int):
         raise errors.error(errors.EINVAL, f"job id must be an integer, not {type(id).__name__}")
     if not 0 <= id <= _U64_MAX:
@@ -109,18 +119,18 @@ def _check_id(id):
     return id
 
 
-def _ns_list(namespaces):
+def _ns_list(namespaces: Iterable[str]) -> bytes:
     """["a", "b"] → b"a\\0b\\0" (the C form of a namespace list)."""
     if not namespaces:
         return b""
     return b"".join(n.encode("utf-8") + b"\0" for n in namespaces)
 
 
-_ctx = None
+_ctx: Any = None
 _annotate = lib.fa_table_annotate  # the per-call hot path, looked up once
 
 
-def _pure_ctx():
+def _pure_ctx() -> Any:
     # One ctx for the pure functions. The GIL is held for the whole C call,
     # so calls never interleave on it.
     global _ctx
@@ -132,7 +142,7 @@ def _pure_ctx():
     return _ctx
 
 
-def canonical(data):
+def canonical(data: bytes | str) -> bytes:
     """Any JSON text (bytes) → its canonical compact form (bytes).
 
     Nulls and empty objects are kept; duplicate keys: the last wins at the
@@ -145,7 +155,7 @@ def canonical(data):
     return _output(ctx)
 
 
-def merge(tree, patch, limits=None):
+def merge(tree: Patch | None, patch: Patch, limits: Limits | None = None) -> dict[str, Any] | None:
     """SPEC §2 merge of `patch` (dict/bytes/str, a JSON object) into `tree`.
 
     `tree` may be None, a dict, or JSON bytes/str of an object. It is taken
@@ -163,7 +173,8 @@ def merge(tree, patch, limits=None):
         _raise_from(ctx)
     if r == 0:
         return None
-    return json.loads(_output(ctx))
+    out: dict[str, Any] = json.loads(_output(ctx))
+    return out
 
 
 class JobTable:
@@ -175,7 +186,7 @@ class JobTable:
 
     __slots__ = ("_t", "_ctx", "_limits", "_lim", "_info", "_text", "_len", "__weakref__")
 
-    def __init__(self, limits=None):
+    def __init__(self, limits: Limits | None = None) -> None:
         t = lib.fa_table_new()
         if t == ffi.NULL:
             raise MemoryError("fa_table_new")
@@ -193,7 +204,7 @@ class JobTable:
 
     # ---- public (SPEC §10) ----
 
-    def annotate(self, id, patch):
+    def annotate(self, id: int, patch: Patch) -> bool:
         """Merge patch into job `id`; True if its annotations changed."""
         if type(patch) is not bytes:
             patch = _to_bytes(patch)
@@ -206,7 +217,7 @@ class JobTable:
             _raise_from(self._ctx)
         return r == 1
 
-    def annotate_many(self, ids, patches):
+    def annotate_many(self, ids: Iterable[int], patches: Sequence[Patch] | Iterable[Patch]) -> int:
         """Apply patches[i] to ids[i] in order in one C call; how many changed.
 
         Stops at the first bad patch: raises its AnnotError with `.index`
@@ -219,10 +230,10 @@ class JobTable:
         # valid JSON, but it must fail at its own index) makes the count
         # of NULs differ: then the patches go with exact offsets.
         try:
-            buf = b"\0".join(patches)
+            buf = b"\0".join(patches)  # type: ignore[arg-type]  # not all bytes: TypeError
         except TypeError:
             patches = [p if type(p) is bytes else _to_bytes(p) for p in patches]
-            buf = b"\0".join(patches)
+            buf = b"\0".join(patches)  # type: ignore[arg-type]  # all bytes now
         n = len(patches)
         try:
             idarr = ids if isinstance(ids, array) and ids.typecode == "Q" else array("Q", ids)
@@ -242,16 +253,17 @@ class JobTable:
                 self._t, ffi.from_buffer("uint64_t[]", idarr), buf, len(buf), n,
                 self._lim, nchanged, failed)
         else:
-            buf = b"".join(patches)
+            buf = b"".join(patches)  # type: ignore[arg-type]  # all bytes (above)
             offsets = array("Q", itertools.accumulate(map(len, patches), initial=0))
             r = lib.fa_table_apply_many(
                 self._t, ffi.from_buffer("uint64_t[]", idarr), buf,
                 ffi.from_buffer("size_t[]", offsets), n, self._lim, nchanged, failed)
         if r < 0:
             _raise_from(self._ctx, index=failed[0])
-        return nchanged[0]
+        changed: int = nchanged[0]
+        return changed
 
-    def get(self, id):
+    def get(self, id: int) -> bytes | None:
         """The job's canonical annotations as compact JSON bytes, or None."""
         if type(id) is not int:  # bool, str, ...: the same error as everywhere
             _check_id(id)
@@ -265,7 +277,7 @@ class JobTable:
             return None
         return ffi.unpack(text[0], n[0])
 
-    def remove(self, id):
+    def remove(self, id: int) -> bool:
         """Drop the job's annotations; True if it had any."""
         _check_id(id)
         r = lib.fa_table_remove(self._t, id)
@@ -273,21 +285,21 @@ class JobTable:
             _raise_from(self._ctx)
         return r == 1
 
-    def __len__(self):
+    def __len__(self) -> int:
         return lib.fa_table_count(self._t)
 
-    def __contains__(self, id):
+    def __contains__(self, id: object) -> bool:
         if isinstance(id, bool) or not isinstance(id, int) or not 0 <= id <= _U64_MAX:
             return False
         return bool(lib.fa_table_get(self._t, id, self._text, self._len))
 
-    def memory_bytes(self):
+    def memory_bytes(self) -> int:
         """Every byte the C core holds for this table (malloc overhead included)."""
         return lib.fa_table_memory(self._t)
 
     # ---- internal, for the service ----
 
-    def apply(self, id, patch, limits, ns=None, replace=False, dryrun=False):
+    def apply(self, id: int, patch: Patch, limits: Limits, ns: str | bytes | None = None, replace: bool = False, dryrun: bool = False) -> ApplyInfo:
         """Merge with explicit limits and flags; an ApplyInfo.
 
         ns (str or bytes): a top-level key whose value sizes are reported.
@@ -316,12 +328,12 @@ class JobTable:
         return ApplyInfo(bool(info.changed), info.old_len, info.new_len,
                          info.old_ns_len, info.new_ns_len)
 
-    def commit(self):
+    def commit(self) -> None:
         """Install the result staged by the last dry-run apply."""
         if lib.fa_table_commit(self._t) < 0:
             _raise_from(self._ctx)
 
-    def get_view(self, id, namespaces, exclude=False):
+    def get_view(self, id: int, namespaces: Iterable[str], exclude: bool = False) -> bytes | None:
         """The job's tree keeping only (or, exclude=True, dropping) the
         top-level `namespaces`: compact JSON bytes, or None if empty."""
         _check_id(id)
@@ -331,29 +343,29 @@ class JobTable:
             _raise_from(self._ctx)
         return _output(self._ctx, self._len) if r else None
 
-    def ids(self):
+    def ids(self) -> list[int]:
         """All job ids with annotations (table order)."""
         n = lib.fa_table_count(self._t)
         buf = array("Q", bytes(8 * n))
         got = lib.fa_table_ids(self._t, ffi.from_buffer("uint64_t[]", buf), n)
         return buf.tolist()[:got]
 
-    def track(self, on):
+    def track(self, on: bool) -> None:
         """Turn batch tracking (pre-image recording) on or off."""
         lib.fa_table_track(self._t, 1 if on else 0)
 
-    def batch_count(self):
+    def batch_count(self) -> int:
         """Jobs touched since the last batch_clear (upper bound)."""
         return lib.fa_table_batch_count(self._t)
 
-    def batch_ids(self):
+    def batch_ids(self) -> list[int]:
         """Net-changed job ids since the last batch_clear, first-touch order."""
         n = lib.fa_table_batch_count(self._t)
         buf = array("Q", bytes(8 * n))
         got = lib.fa_table_batch_ids(self._t, ffi.from_buffer("uint64_t[]", buf), n)
         return buf.tolist()[:got]
 
-    def batch_encode(self, full=None, namespaces=(), exclude=False, delta=False):
+    def batch_encode(self, full: bytes | None = None, namespaces: Iterable[str] = (), exclude: bool = False, delta: bool = False) -> bytes:
         """b'[[id,tree|null],...]' of the net-changed jobs (batch_ids order).
 
         full: bytes with one flag per net-changed job (1: whole tree, 0:
@@ -370,11 +382,11 @@ class JobTable:
             _raise_from(self._ctx)
         return _output(self._ctx, self._len)
 
-    def batch_clear(self):
+    def batch_clear(self) -> None:
         """Forget the recorded pre-images (start a new batch)."""
         lib.fa_table_batch_clear(self._t)
 
-    def encode(self, ids, full=None, namespaces=(), exclude=False):
+    def encode(self, ids: Iterable[int], full: bytes | None = None, namespaces: Iterable[str] = (), exclude: bool = False) -> bytes:
         """b'[[id,tree|null],...]' of the current trees of `ids`."""
         try:
             idarr = ids if isinstance(ids, array) and ids.typecode == "Q" else array("Q", ids)

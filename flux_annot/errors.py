@@ -25,16 +25,18 @@ EDQUOT = _errno.EDQUOT
 class AnnotError(Exception):
     """An error with an errno value and a sentence a user can read."""
 
-    def __init__(self, errnum, message=None):
+    index: int  # JobTable.annotate_many: the index of the patch that failed
+
+    def __init__(self, errnum: int, message: str | None = None) -> None:
         self.errno = int(errnum)
         self.message = message if message else _errno_sentence(self.errno)
         super().__init__(self.errno, self.message)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return self.message
 
 
-class AnnotPermissionError(AnnotError, PermissionError):
+class AnnotPermissionError(AnnotError, PermissionError):  # type: ignore[misc]  # .errno is always an int here
     """EPERM: the credential may not do this."""
 
 
@@ -50,7 +52,7 @@ class LimitError(AnnotError):
     """E2BIG / EDQUOT / EAGAIN / EMSGSIZE: a limit of SPEC §4 was hit."""
 
 
-_CLASSES = {
+_CLASSES: dict[int, type[AnnotError]] = {
     EPERM: AnnotPermissionError,
     ENOENT: UnknownJobError,
     EINVAL: AnnotValueError,
@@ -62,7 +64,7 @@ _CLASSES = {
 }
 
 
-def _errno_sentence(errnum):
+def _errno_sentence(errnum: int) -> str:
     import os
 
     try:
@@ -71,6 +73,6 @@ def _errno_sentence(errnum):
         return f"error {errnum}"
 
 
-def error(errnum, message=None):
+def error(errnum: int, message: str | None = None) -> AnnotError:
     """Build the `AnnotError` subclass that matches `errnum`."""
     return _CLASSES.get(int(errnum), AnnotError)(errnum, message)

@@ -15,7 +15,14 @@ questions the service asks on every request:
   C core applies (`JobTable.get_view` / `encode`) without building dicts.
 """
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from .errors import EINVAL, EPERM, error
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .service import AnnotationService
 
 _U32 = 1 << 32
 
@@ -25,26 +32,26 @@ class Cred:
 
     __slots__ = ("userid", "owner")
 
-    def __init__(self, userid, owner=False):
+    def __init__(self, userid: int, owner: bool = False) -> None:
         if isinstance(userid, bool) or not isinstance(userid, int) or not 0 <= userid < _U32:
             raise error(EINVAL, f"userid must be an unsigned 32-bit integer, not {userid!r}")
         self.userid = userid
         self.owner = bool(owner)
 
     @classmethod
-    def owner_of(cls, service):
+    def owner_of(cls, service: "AnnotationService") -> "Cred":
         """The instance owner's credential for `service`."""
         return cls(service.owner_uid, owner=True)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if not isinstance(other, Cred):
             return NotImplemented
         return self.userid == other.userid and self.owner == other.owner
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.userid, self.owner))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Cred({self.userid}, owner={self.owner})"
 
 
@@ -54,7 +61,7 @@ SCHED_RESERVED = "the sched namespace is reserved for the scheduler"
 class Policy:
     """The namespace rules of one `Config`, precomputed for cheap checks."""
 
-    def __init__(self, config):
+    def __init__(self, config: "Config") -> None:
         self.config = config
         named = {n: r for n, r in config.namespace.items() if n != "default"}
         default = config.namespace["default"]
@@ -79,12 +86,12 @@ class Policy:
             self.view_exclude = False
             self.view_namespaces = sorted(n for n, r in named.items() if "all" in r.read)
 
-    def writable(self, role, ns):
+    def writable(self, role: str, ns: str) -> bool:
         """Whether `role` ("sched", "owner", "job-owner") may write namespace `ns`."""
         ok, dflt = self._write[role]
         return ns in ok or (dflt and ns not in self._named)
 
-    def check_sched(self, keys):
+    def check_sched(self, keys: Iterable[str]) -> None:
         """EPERM unless an alloc response may write every namespace in `keys`."""
         if self.sched_writes_all:
             return
@@ -93,7 +100,7 @@ class Policy:
             if ns not in ok and not (dflt and ns not in self._named):
                 raise error(EPERM, f"the scheduler may not write the {ns!r} namespace")
 
-    def check_owner(self, keys, own_job):
+    def check_owner(self, keys: Iterable[str], own_job: bool) -> None:
         """EPERM unless the instance owner may write every namespace in `keys`.
 
         `own_job`: the job belongs to the owner's uid (then "job-owner" applies too).
@@ -103,13 +110,13 @@ class Policy:
                 continue
             raise error(EPERM, self._refusal(ns, "the instance owner"))
 
-    def check_guest(self, keys):
+    def check_guest(self, keys: Iterable[str]) -> None:
         """EPERM unless a guest may write every namespace in `keys` of its own job."""
         for ns in keys:
             if not self.writable("job-owner", ns):
                 raise error(EPERM, self._refusal(ns, "guests"))
 
-    def _refusal(self, ns, who):
+    def _refusal(self, ns: str, who: str) -> str:
         if ns == "sched" and self.writable("sched", "sched"):
             return SCHED_RESERVED
         allowed = sorted(n for n in self._named if self.writable("job-owner", n))
@@ -120,6 +127,6 @@ class Policy:
             )
         return f"{who} may not write the {ns!r} namespace"
 
-    def sees_all(self, cred, job_userid):
+    def sees_all(self, cred: Cred, job_userid: int) -> bool:
         """Whether `cred` reads the job's whole tree (owner role or its own job)."""
         return cred.owner or cred.userid == job_userid

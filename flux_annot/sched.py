@@ -14,12 +14,14 @@ ANNOTATE = 1
 DENY = 2
 CANCEL = 3
 
-_UNSET = object()
+from typing import Any
+
+_UNSET: Any = object()
 
 
-def annotate(id, t_estimate=_UNSET, reason_pending=_UNSET, **extra):
+def annotate(id: int, t_estimate: Any = _UNSET, reason_pending: Any = _UNSET, **extra: Any) -> dict[str, Any]:
     """ANNOTATE: set (or with None, delete) `sched` keys of a pending job."""
-    notes = {}
+    notes: dict[str, Any] = {}
     if t_estimate is not _UNSET:
         notes["t_estimate"] = t_estimate
     if reason_pending is not _UNSET:
@@ -28,20 +30,20 @@ def annotate(id, t_estimate=_UNSET, reason_pending=_UNSET, **extra):
     return {"id": id, "type": ANNOTATE, "annotations": {"sched": notes}}
 
 
-def success(id, resource_summary=None, **extra):
+def success(id: int, resource_summary: str | None = None, **extra: Any) -> dict[str, Any]:
     """SUCCESS: the job got its resources; pending-only notes are cleared."""
-    notes = {"t_estimate": None, "reason_pending": None, "jobs_ahead": None}
+    notes: dict[str, Any] = {"t_estimate": None, "reason_pending": None, "jobs_ahead": None}
     if resource_summary is not None:
         notes["resource_summary"] = resource_summary
     notes.update(extra)
     return {"id": id, "type": SUCCESS, "annotations": {"sched": notes}}
 
 
-def deny(id, note):
+def deny(id: int, note: str) -> dict[str, Any]:
     """DENY: the job can never run; `note` says why (kept as its exception)."""
     return {"id": id, "type": DENY, "note": note}
 
 
-def cancel(id):
+def cancel(id: int) -> dict[str, Any]:
     """CANCEL: the scheduler drops the request; the job stays pending."""
     return {"id": id, "type": CANCEL}

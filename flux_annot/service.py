@@ -48,12 +48,14 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, KeysView
+from typing import Any
 
 from . import replay
 from .config import Config
-from .core import JobTable, Limits
+from .core import ApplyInfo, JobTable, Limits
 from .errors import E2BIG, EAGAIN, EEXIST, EINVAL, ENOENT, EPERM, EPROTO, AnnotError, error
-from .events import EventHub
+from .events import EventHub, Subscription
 from .limits import RateLimiter, UserBytes
 from .policy import Cred, Policy
 from .store import Store
@@ -82,20 +84,20 @@ _encode_json = json.JSONEncoder(
 ).encode
 
 
-def _unserializable(obj):
+def _unserializable(obj: object) -> Any:
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 try:  # Hot path: the C encoder object itself, built once (JSONEncoder.encode
     # builds one per call, about half of the cost for a small dict). Same
     # output and errors as `_encode_json` above.
-    from json.encoder import c_make_encoder as _c_make_encoder, encode_basestring as _enc_str
+    from json.encoder import c_make_encoder as _c_make_encoder, encode_basestring as _enc_str  # type: ignore[attr-defined]
 
     _c_iterencode = _c_make_encoder(
         None, _unserializable, _enc_str, None, ":", ",", False, False, False
     )
 
-    def _encode_json(obj, _join="".join, _it=_c_iterencode):  # noqa: F811
+    def _encode_json(obj: Any, _join: Callable[[Any], str] = "".join, _it: Any = _c_iterencode) -> str:  # type: ignore[misc]  # noqa: F811
         return _join(_it(obj, 0))
 
 except ImportError:  # a Python without the _json accelerator
@@ -110,7 +112,7 @@ class Job:
 
     __slots__ = ("userid", "state", "t_submit", "user_bytes", "durable")
 
-    def __init__(self, userid, state, t_submit, user_bytes=0):
+    def __init__(self, userid: int, state: str, t_submit: float, user_bytes: int = 0) -> None:
         self.userid = userid
         self.state = state
         self.t_submit = t_submit
@@ -122,11 +124,11 @@ class Job:
         # A new or restored job starts with its durable tree.
         self.durable = True
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Job(userid={self.userid}, state={self.state}, user_bytes={self.user_bytes})"
 
 
-def _encode(obj, what):
+def _encode(obj: object, what: str) -> tuple[bytes, dict[str, Any] | None]:
     """Annotations as JSON bytes, and the dict itself when it is one (else None)."""
     if type(obj) is dict:
         try:
@@ -147,7 +149,7 @@ def _encode(obj, what):
     raise error(EINVAL, f"{what} must be a JSON object, not {type(obj).__name__}")
 
 
-def _namespaces(tree, is_memo=False):
+def _namespaces(tree: dict[str, Any], is_memo: bool = False) -> KeysView[str]:
     """The top-level keys of `tree`; EINVAL unless every value is an object
     or null (SPEC §1: a namespace's value is an object)."""
     for ns, v in tree.items():
@@ -158,17 +160,17 @@ def _namespaces(tree, is_memo=False):
     return tree.keys()
 
 
-def _check_id(id):
+def _check_id(id: object) -> None:
     if type(id) is not int or not 0 <= id < _U64:
         raise error(EINVAL, f"job id must be an unsigned 64-bit integer, not {id!r}")
 
 
-def _check_cred(cred):
+def _check_cred(cred: object) -> None:
     if not isinstance(cred, Cred):
         raise error(EINVAL, f"cred must be a flux_annot.Cred, not {type(cred).__name__}")
 
 
-def _state_name(state):
+def _state_name(state: object) -> str:
     name = _STATE_NAMES.get(state.upper()) if isinstance(state, str) else None
     if name is None:
         raise error(EINVAL, f"unknown job state {state!r} (expected one of {' '.join(STATES)})")
@@ -178,7 +180,7 @@ def _state_name(state):
 class AnnotationService:
     """The whole service in-process (SPEC §10); see the module docstring."""
 
-    def __init__(self, owner_uid=None, store=None, config=None, batch_window=0.01):
+    def __init__(self, owner_uid: int | None = None, store: str | os.PathLike[str] | Store | None = None, config: dict[str, Any] | Config | None = None, batch_window: float = 0.01) -> None:
         if owner_uid is None:
             owner_uid = os.getuid()
         if isinstance(owner_uid, bool) or not isinstance(owner_uid, int) or not 0 <= owner_uid < _U32:
@@ -216,19 +218,19 @@ class AnnotationService:
         self._payload_max = lim.guest_payload_bytes
         self._ns_max = lim.guest_namespace_bytes
         self.table = JobTable(self.owner_limits)
-        self.jobs = {}
-        self.notes = {}  # jobid -> exception note (few jobs have one)
+        self.jobs: dict[int, Job] = {}
+        self.notes: dict[int, str] = {}  # jobid -> exception note (few jobs have one)
         self.rate = RateLimiter(lim.guest_rate, lim.guest_burst)
         self._rate_message = self.rate.message()
         self.user_bytes = UserBytes(lim.guest_user_total_bytes)
         self._counts = {s: 0 for s in (SCHED, RUN, CLEANUP, INACTIVE)}
-        self._requests = {}
+        self._requests: dict[str, int] = {}
         self._n_alloc = 0  # hot paths count in attributes, not dict items
         self._n_annotate = 0
         self._n_memo = 0
         self._n_ignored = 0
-        self._rejected = {}
-        self._t0 = None  # monotonic time of the first change of the open batch
+        self._rejected: dict[str, int] = {}
+        self._t0: float | None = None  # monotonic time of the first change of the open batch
         self._n_open = 0  # upper bound of the open batch's size (see _tick)
         self._closed = False
         self.store = None
@@ -240,7 +242,7 @@ class AnnotationService:
 
     # -- start-up ---------------------------------------------------------
 
-    def _restore(self):
+    def _restore(self) -> None:
         """Rebuild jobs, table, per-user totals and notes from the store.
 
         One bulk load of the stored snapshots (`replay.restore`); the job
@@ -256,7 +258,7 @@ class AnnotationService:
         try:
             r = replay.restore(self.store, self.table)
             names = _STATE_NAMES
-            states = list(map(names.get, r.states, r.states))
+            states: list[Any] = list(map(names.get, r.states, r.states))
             self.jobs.update(zip(r.ids, map(Job, r.userids, states, r.t_submits, r.user_bytes)))
         finally:
             if gc_was_on:
@@ -264,14 +266,14 @@ class AnnotationService:
         counts = self._counts
         for state, n in collections.Counter(states).items():
             counts[state] = counts.get(state, 0) + n
-        add = self.user_bytes.add
+        add: Callable[[int, int], None] = self.user_bytes.add
         for userid, n in r.totals.items():
             add(userid, n)
         self.notes.update(r.notes)
 
     # -- batches -------------------------------------------------------------
 
-    def _tick(self):
+    def _tick(self) -> None:
         """Close the open batch if its window has passed or it is full.
 
         `_n_open` is an upper bound of the batch's size (every change and
@@ -291,21 +293,22 @@ class AnnotationService:
             else:
                 self._n_open = size
 
-    def _touched(self, n=1):
+    def _touched(self, n: int = 1) -> None:
         """Note `n` (at most) new entries in the open batch."""
         self._n_open += n
         if self._t0 is None:
             self._t0 = _monotonic()
 
-    def flush(self):
+    def flush(self) -> int | None:
         """Close the open batch: store commit, publish. Returns its seq or None."""
         self._t0 = None
         self._n_open = 0
         if self.hub.open():
-            return self.hub.close_batch()
+            seq: int | None = self.hub.close_batch()
+            return seq
         return None
 
-    def close(self):
+    def close(self) -> None:
         """Flush, then release the hub and the store. Idempotent."""
         if self._closed:
             return
@@ -319,28 +322,28 @@ class AnnotationService:
             if self.store is not None:
                 self.store.close()
 
-    def __enter__(self):
+    def __enter__(self) -> "AnnotationService":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # -- bookkeeping -----------------------------------------------------------
 
-    def _reject(self, reason, exc):
+    def _reject(self, reason: str, exc: AnnotError) -> AnnotError:
         self._rejected[reason] = self._rejected.get(reason, 0) + 1
         return exc
 
-    def _guest_rate(self, cred):
+    def _guest_rate(self, cred: Cred) -> None:
         """EAGAIN (counted) when a guest's request rate is over its limit (§4:
         every guest request spends a token, reads included)."""
         if not cred.owner and not self.rate.take(cred.userid):
             raise self._reject("rate", error(EAGAIN, self._rate_message))
 
-    def _count(self, kind):
+    def _count(self, kind: str) -> None:
         self._requests[kind] = self._requests.get(kind, 0) + 1
 
-    def _lookup(self, id, reason_prefix=""):
+    def _lookup(self, id: int, reason_prefix: str = "") -> Job:
         """The job, or ENOENT (counted) when unknown."""
         job = self.jobs.get(id)
         if job is None:
@@ -349,7 +352,7 @@ class AnnotationService:
             raise self._reject("unknown_job", error(ENOENT, "unknown job id"))
         return job
 
-    def _set_state(self, id, job, state, now):
+    def _set_state(self, id: int, job: Job, state: str, now: float) -> None:
         counts = self._counts
         counts[job.state] -= 1
         counts[state] = counts.get(state, 0) + 1
@@ -360,7 +363,7 @@ class AnnotationService:
         self.hub.record_transition(id, state, now)
         self._touched(3)  # the transition and the caller's entries
 
-    def _account(self, job, info):
+    def _account(self, job: Job, info: ApplyInfo) -> None:
         """Keep the job's and its user's `user` byte counts in step with a change."""
         d = info.new_ns_len - info.old_ns_len
         if d:
@@ -368,14 +371,14 @@ class AnnotationService:
             if job.state != INACTIVE:
                 self.user_bytes.add(job.userid, d)
 
-    def _discard_sched(self, id, job):
+    def _discard_sched(self, id: int, job: Job) -> None:
         info = self.table.apply(id, _DISCARD_SCHED, self.owner_limits, _NS_USER)
         if info.changed:
             self._touched()
 
     # -- life cycle (§5) -------------------------------------------------------
 
-    def submit(self, id, userid, t_submit=None):
+    def submit(self, id: int, userid: int, t_submit: float | None = None) -> None:
         """Create job `id` of `userid` in SCHED; EEXIST when the id is known."""
         self._tick()
         self._count("submit")
@@ -402,7 +405,7 @@ class AnnotationService:
         hub.record_transition(id, SCHED, t_submit)
         self._touched(2)
 
-    def state(self, id, state, note=None):
+    def state(self, id: int, state: str, note: str | None = None) -> None:
         """Move job `id` on (RUN→CLEANUP, CLEANUP→INACTIVE, RUN→INACTIVE, SCHED→INACTIVE)."""
         self._tick()
         self._count("state")
@@ -432,7 +435,7 @@ class AnnotationService:
         hub.record_entry(id, "state", {"state": target}, now)
         self._set_state(id, job, target, now)
 
-    def alloc_response(self, payload):
+    def alloc_response(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Apply an RFC 27 alloc response; `{"ignored": True}` when the job is not in SCHED."""
         t0 = self._t0
         if t0 is not None and (
@@ -491,7 +494,7 @@ class AnnotationService:
             self._touched(1)
         return {}
 
-    def _apply_sched(self, id, job, ann):
+    def _apply_sched(self, id: int, job: Job, ann: Any) -> None:
         ok = self._sched_ok
         for ns, v in ann.items():
             if v is not None and type(v) is not dict:
@@ -537,17 +540,17 @@ class AnnotationService:
 
     # -- annotate / memo (§3, §4) ------------------------------------------------
 
-    def annotate(self, cred, id, annotations, volatile=False):
+    def annotate(self, cred: Cred, id: int, annotations: dict[str, Any] | str | bytes, volatile: bool = False) -> None:
         """Merge `annotations` (dict, or JSON text of an object) into job `id`."""
         self._n_annotate += 1
         self._modify(cred, id, annotations, volatile, False)
 
-    def memo(self, cred, id, memo, volatile=False):
+    def memo(self, cred: Cred, id: int, memo: dict[str, Any] | str | bytes, volatile: bool = False) -> None:
         """`annotate(cred, id, {"user": memo})`, as `flux job memo`."""
         self._n_memo += 1
         self._modify(cred, id, memo, volatile, True)
 
-    def _modify(self, cred, id, obj, volatile, is_memo):
+    def _modify(self, cred: Cred, id: int, obj: object, volatile: bool, is_memo: bool) -> None:
         if self._t0 is not None:
             self._tick()
         if type(cred) is not Cred:
@@ -621,7 +624,7 @@ class AnnotationService:
         else:
             job.durable = False
 
-    def _guest_trial(self, cred, id, job, data, tree, is_memo):
+    def _guest_trial(self, cred: Cred, id: int, job: Job, data: bytes, tree: dict[str, Any] | None, is_memo: bool) -> ApplyInfo:
         """All guest checks after the length check; leaves the result staged."""
         try:
             info = self.table.apply(id, data, self.guest_limits, _NS_USER, dryrun=True)
@@ -656,7 +659,7 @@ class AnnotationService:
 
     # -- reading -------------------------------------------------------------------
 
-    def get(self, cred, id):
+    def get(self, cred: Cred, id: int) -> dict[str, Any]:
         """`{id, userid, state, annotations}` of job `id` as `cred` may see it."""
         if self._t0 is not None:
             self._tick()
@@ -680,7 +683,7 @@ class AnnotationService:
             out["exception"] = note
         return out
 
-    def list(self, cred, states=None, userid=None, max=None):
+    def list(self, cred: Cred, states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> list[dict[str, Any]]:
         """Jobs (submit order) as in `get`, filtered by states and userid; at most `max`."""
         if self._t0 is not None:
             self._tick()
@@ -729,8 +732,8 @@ class AnnotationService:
         return out
 
     def subscribe(
-        self, cred, topics=None, since=None, snapshot=False, delta=False, userid=None, notify=None
-    ):
+        self, cred: Cred, topics: str | Iterable[str] | None = None, since: int | None = None, snapshot: bool = False, delta: bool = False, userid: int | None = None, notify: Callable[[], None] | None = None
+    ) -> Subscription:
         """Follow batches (§6); see `flux_annot.events.Subscription`."""
         self._count("subscribe")
         _check_cred(cred)
@@ -739,7 +742,7 @@ class AnnotationService:
             # The snapshot must include every change made so far and name the
             # batch that holds them: close it first.
             self.flush()
-        return self.hub.subscribe(
+        sub: Subscription = self.hub.subscribe(
             cred,
             topics=topics,
             userid=userid,
@@ -748,8 +751,9 @@ class AnnotationService:
             delta=delta,
             notify=notify,
         )
+        return sub
 
-    def stats(self):
+    def stats(self) -> dict[str, Any]:
         """Counters: jobs by state, requests by kind, rejections by reason, hub/store."""
         if self._t0 is not None:
             self._tick()
@@ -773,7 +777,7 @@ class AnnotationService:
         return out
 
 
-def _malformed(id, typ, ann):
+def _malformed(id: object, typ: object, ann: object) -> AnnotError:
     if id is _MISSING:
         return error(EPROTO, "alloc response has no field 'id'")
     if type(id) is not int:
