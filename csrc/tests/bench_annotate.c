@@ -1,6 +1,6 @@
 /* bench_annotate.c - a driver for instruction counts (not a test): reads
  * a workload file ("<id> <patch>" per line, bench/anchors.py write_ops or
- * ../shared/anchors/workload.py), applies every line with
+ * bench/workload.py), applies every line with
  * fa_table_annotate (or fa_table_apply_many with -m), then, with -e,
  * re-annotates every job once more with tracking on and runs
  * fa_table_batch_encode (-d: delta). Run it under callgrind:
