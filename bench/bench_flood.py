@@ -276,7 +276,7 @@ def _start_server_cmd(tmp, prefix):
     path = os.path.join(tmp, "s", "socket")
     proc = subprocess.Popen(
         [*prefix, "--socket", path, "--store", os.path.join(tmp, "bench.db")],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, text=True, cwd=tmp,  # not the checkout (bench_rpc.start_server)
     )
     line = proc.stdout.readline()
     if not line.startswith("ready"):

@@ -63,6 +63,9 @@ def start_server(tmp):
         ],
         stdout=subprocess.PIPE,
         text=True,
+        # not the checkout: `-m` puts the cwd first on sys.path, and the source
+        # folder flux_annot/ (no compiled core) would shadow the installed package
+        cwd=tmp,
     )
     line = proc.stdout.readline()
     if not line.startswith("ready"):
