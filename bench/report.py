@@ -172,22 +172,15 @@ def sweep_point(tmp, njobs, ncycles, verify, repeat=1):
 
     ops = anchors.workload(njobs, ncycles)
     n = len(ops)
-    merge = anchors._load("py_merge").merge
     texts = [(jid, p.decode()) for jid, p in ops]  # the anchors read str lines
     std = json.JSONEncoder(separators=(",", ":"))
     res = {"njobs": njobs, "ncycles": ncycles, "ops": n, "wrong": [], "notes": []}
     digests = {}
 
+    apply = anchors._load("py_merge").apply
+
     def python_anchor(loads, dumps):
-        jobs = {}
-        out = 0
-        for jid, text in texts:
-            ann = jobs.get(jid)
-            if ann is None:
-                ann = jobs[jid] = {}
-            merge(ann, loads(text))
-            out += len(dumps(ann))
-        return jobs
+        return apply(texts, loads, dumps)[1]
 
     def percall():
         table = JobTable()
