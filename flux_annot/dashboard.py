@@ -393,7 +393,8 @@ class Dashboard:
                     raise exc
         finally:
             stop.set()
-            for page in list(self.pages):
+            pages, self.pages = list(self.pages), set()
+            for page in pages:
                 page.drop()
             follower.cancel()
             try:
