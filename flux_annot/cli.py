@@ -381,6 +381,22 @@ def cmd_demo(args):
     return run_demo(jobs=args.jobs, cores=args.cores, seconds=args.seconds, seed=args.seed)
 
 
+def cmd_dashboard(args):
+    # `flux-annotate dashboard`: the live web page (docs/dashboard.md).
+    try:
+        from .dashboard import run_dashboard
+    except ImportError as e:
+        print(f"{PROG}: dashboard: needs the dashboard extra ({e.name or e} is missing): "
+              "pip install 'flux-annot[dashboard]'", file=sys.stderr)
+        return 1
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port must be between 0 and 65535")
+    if args.page_buffer < 65536:
+        raise UsageError("--page-buffer must be at least 65536 bytes")
+    return run_dashboard(socket=args.socket, bind=args.bind, port=args.port,
+                         page_buffer=args.page_buffer)
+
+
 # --- parser -----------------------------------------------------------------
 
 
@@ -466,6 +482,12 @@ def build_parser():
     sp.add_argument("--cores", type=int, default=4, metavar="C", help="cores to schedule (default 4)")
     sp.add_argument("--seconds", type=float, default=5.0, metavar="S", help="run time on a terminal (default 5)")
     sp.add_argument("--seed", type=int, default=5, help="random seed (default 5)")
+
+    sp = add("dashboard", cmd_dashboard, "serve a live web page of the queue (prints its URL with a token)")
+    sp.add_argument("--bind", default="127.0.0.1", metavar="ADDR", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=0, metavar="N", help="port (default 0: any free port)")
+    sp.add_argument("--page-buffer", type=int, default=16 << 20, metavar="BYTES",
+                    help="bytes queued for a page that stops reading before it is dropped (default 16 MiB)")
     return p
 
 
