@@ -17,8 +17,67 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
+class _Forked:
+    """A forked child as much like a Popen as DashboardProc needs."""
+
+    def __init__(self, pid, stdout, stderr):
+        self.pid = pid
+        self.stdout = stdout
+        self.stderr = stderr
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = time.monotonic() + (timeout if timeout is not None else 1e9)
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired("dashboard", timeout)
+            time.sleep(0.05)
+        return self.returncode
+
+    def send_signal(self, sig):
+        if self.returncode is None:
+            os.kill(self.pid, sig)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+
+def _fork_dashboard(uid, argv):
+    """The dashboard run by `uid` in a forked child (the venv's interpreter
+    may not be executable by that uid; a fork needs no exec)."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: never return into pytest
+        code = 1
+        try:
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            from flux_annot.cli import main
+
+            sys.stdout = os.fdopen(1, "w", buffering=1)
+            sys.stderr = os.fdopen(2, "w", buffering=1)
+            code = main(argv)
+        finally:
+            os._exit(code or 0)
+    os.close(out_w)
+    os.close(err_w)
+    return _Forked(pid, os.fdopen(out_r, "rb"), os.fdopen(err_r, "rb"))
+
+
 class DashboardProc:
-    """`python -m flux_annot dashboard --socket P` and the URL it prints."""
+    """`python -m flux_annot dashboard --socket P` and the URL it prints
+    (with `user`: the same run by that uid, in a forked child)."""
 
     def __init__(self, socket_path, extra=(), user=None):
         self.socket_path = socket_path
@@ -30,10 +89,10 @@ class DashboardProc:
     def start(self, timeout=30):
         cmd = [sys.executable, "-m", "flux_annot", "dashboard", "--socket", self.socket_path]
         cmd += self.extra
-        kw = {}
         if self.user is not None:
-            kw = {"user": self.user, "group": self.user, "extra_groups": []}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+            self.proc = _fork_dashboard(self.user, cmd[3:])
+        else:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out = self.proc.stdout
         deadline = time.monotonic() + timeout
         line = b""

@@ -263,7 +263,7 @@
     if (filter.text !== "") {
       if (j.search === null) {
         j.search = (
-          j.f58 + " " + j.id + " " + username(j.userid) + " " + j.state + " " +
+          j.f58 + " f" + j.f58.slice(1) + " " + j.id + " " + username(j.userid) + " " + j.state + " " +
           (j.ann ? JSON.stringify(j.ann) : "")
         ).toLowerCase();
       }
@@ -588,6 +588,7 @@
   window.fluxDash = { state: S, render: render };
   $("filter-user").addEventListener("change", onFilter);
   $("filter-text").addEventListener("input", onFilter);
+  $("filter-text").addEventListener("change", onFilter);
   setInterval(schedule, 1000); // the clock moves: relative times and bars
   renderStatus();
   connect();
