@@ -347,7 +347,7 @@
         var td = tr.cells[i];
         td.textContent = cells[i];
         td.className = classes[i] === "state" ? "state st-" + j.state : classes[i] || "";
-        if (classes[i] === "wide") td.title = cells[i];
+        if ((classes[i] || "").indexOf("wide") >= 0) td.title = cells[i];
       }
     };
   }
