@@ -23,7 +23,7 @@ Run: python bench/bench_dashboard.py [--jobs N] [--rate R] [--seconds S] [--extr
 
 import argparse
 import asyncio
-import json
+import contextlib
 import multiprocessing
 import os
 import re
@@ -190,6 +190,33 @@ def browser():
     return webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
 
 
+@contextlib.contextmanager
+def service_dashboard_browser(prepare=None, window=(1400, 1000)):
+    """A service on a fresh socket (in memory), `prepare(path)` run against
+    it, `flux-annotate dashboard` on it and headless Chromium; yields
+    (path, service process, dashboard process, page URL, driver); all of
+    them are stopped afterwards."""
+    tmp = tempfile.mkdtemp(prefix="fa-dash-bench-")
+    path = os.path.join(tmp, "socket")
+    srv, _ = start([sys.executable, "-m", "flux_annot.server", "--socket", path, "--store", ":memory:"],
+                   r"^ready ")
+    dash = driver = None
+    try:
+        if prepare is not None:
+            prepare(path)
+        dash, m = start([sys.executable, "-m", "flux_annot", "dashboard", "--socket", path],
+                        r"(http://\S+)")
+        driver = browser()
+        driver.set_window_size(*window)
+        yield path, srv, dash, m.group(1), driver
+    finally:
+        if driver is not None:
+            driver.quit()
+        if dash is not None:
+            stop(dash)
+        stop(srv)
+
+
 def phase(name, args, srv, dash, driver, path, ids, n_pages):
     from flux_annot import Client
 
@@ -255,18 +282,12 @@ def main(argv=None):
     ap.add_argument("--extra", type=int, default=4, help="more pages in the second phase")
     args = ap.parse_args(argv)
 
-    tmp = tempfile.mkdtemp(prefix="fa-dash-bench-")
-    path = os.path.join(tmp, "socket")
-    srv, _ = start([sys.executable, "-m", "flux_annot.server", "--socket", path, "--store", ":memory:"],
-                   r"^ready ")
-    dash = driver = None
-    readers = []
-    try:
-        from flux_annot import AsyncClient, sched
+    from flux_annot import AsyncClient, sched
 
-        ids = list(range(1, args.jobs + 1))
+    ids = list(range(1, args.jobs + 1))
 
-        async def fill():
+    def fill(path):
+        async def main():
             c = await AsyncClient.connect(path)
             for i in range(0, len(ids), 1000):
                 await asyncio.gather(*[c.send("job-manager.submit", {"id": j, "userid": os.getuid()})
@@ -278,13 +299,11 @@ def main(argv=None):
                     jobs_ahead=k)) for k, j in enumerate(ids[i:i + 1000], i)])
             await c.close()
 
-        asyncio.run(fill())
-        dash, m = start([sys.executable, "-m", "flux_annot", "dashboard", "--socket", path],
-                        r"(http://\S+)")
-        url = m.group(1)
+        asyncio.run(main())
+
+    with service_dashboard_browser(fill) as (path, srv, dash, url, driver):
         parts = urllib.parse.urlsplit(url)
         token = urllib.parse.parse_qs(parts.query)["token"][0]
-        driver = browser()
         driver.get(url)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -297,8 +316,12 @@ def main(argv=None):
               f"{args.seconds:g} s per phase; Chromium {driver.capabilities.get('browserVersion')}")
         one = phase("browser page alone", args, srv, dash, driver, path, ids, 1)
         readers = [Reader(parts.hostname, parts.port, token) for _ in range(args.extra)]
-        more = phase(f"browser + {args.extra} more pages", args, srv, dash, driver, path, ids,
-                     1 + args.extra)
+        try:
+            more = phase(f"browser + {args.extra} more pages", args, srv, dash, driver, path, ids,
+                         1 + args.extra)
+        finally:
+            for r in readers:
+                r.close()
         if args.extra:
             per = (more["cpu"] - one["cpu"]) / args.extra
             print(f"\ndashboard CPU per additional connected page: {100 * per:.2f}% of one core "
@@ -307,14 +330,6 @@ def main(argv=None):
         print(f"target: the page keeps up with {args.rate:,} updates/s over {args.jobs:,} jobs: "
               f"{'met' if ok else 'MISSED'}")
         return 0 if ok else 1
-    finally:
-        for r in readers:
-            r.close()
-        if driver is not None:
-            driver.quit()
-        if dash is not None:
-            stop(dash)
-        stop(srv)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,10 @@ Run: python bench/dashboard_screenshot.py [--out bench/dashboard.png]
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_dashboard import browser, start, stop  # noqa: E402
+from bench_dashboard import service_dashboard_browser  # noqa: E402
 
 
 class SocketService:
@@ -64,29 +63,19 @@ def main(argv=None):
     from flux_annot import Client
     from flux_annot.demo import Demo
 
-    tmp = tempfile.mkdtemp(prefix="fa-dash-shot-")
-    path = os.path.join(tmp, "socket")
-    srv, _ = start([sys.executable, "-m", "flux_annot.server", "--socket", path, "--store", ":memory:"],
-                   r"^ready ")
-    dash = driver = None
-    try:
+    demo = Demo(args.jobs, args.cores, seed=5, out=sys.stdout)
+    demo.sub.close()
+    demo.svc.close()
+    demo.sub = []
+    with service_dashboard_browser(window=(1400, 1700)) as (path, srv, dash, url, driver):
         with Client(path) as c:
-            demo = Demo(args.jobs, args.cores, seed=5, out=sys.stdout)
-            demo.sub.close()
-            demo.svc.close()
-            demo.svc, demo.sub = SocketService(c), []
-            # real time: the page's "now" is the scheduler's
-            demo.t0 = demo.now = time.time()
+            demo.svc = SocketService(c)
+            demo.t0 = demo.now = time.time()  # real time: the page's "now" is the scheduler's
             demo.submit_all()
-            dash, m = start([sys.executable, "-m", "flux_annot", "dashboard", "--socket", path],
-                            r"(http://\S+)")
-            driver = browser()
-            driver.set_window_size(1400, 1700)
-            driver.get(m.group(1))
+            driver.get(url)
             dt = demo.makespan / 45
             for _ in range(args.cycles):
                 demo.cycle(dt)
-                demo.now = time.time() + (demo.now - time.time())
                 time.sleep(0.15)
             seq = c.stats()["seq"]
         deadline = time.monotonic() + 30
@@ -96,14 +85,8 @@ def main(argv=None):
             time.sleep(0.1)
         time.sleep(1.2)  # one more redraw of the clock
         driver.save_screenshot(args.out)
-        print(f"dashboard_screenshot: {args.out} (seq {seq}, {args.jobs} jobs, {args.cores} cores)")
-        return 0
-    finally:
-        if driver is not None:
-            driver.quit()
-        if dash is not None:
-            stop(dash)
-        stop(srv)
+    print(f"dashboard_screenshot: {args.out} (seq {seq}, {args.jobs} jobs, {args.cores} cores)")
+    return 0
 
 
 if __name__ == "__main__":

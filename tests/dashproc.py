@@ -5,13 +5,14 @@ downloaded browser or driver: Selenium Manager is kept offline)."""
 
 import os
 import re
-import select
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.parse
+
+from serverproc import read_line, stop_process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -93,19 +94,7 @@ class DashboardProc:
             self.proc = _fork_dashboard(self.user, cmd[3:])
         else:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out = self.proc.stdout
-        deadline = time.monotonic() + timeout
-        line = b""
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([out], [], [], left)[0]:
-                self.proc.kill()
-                raise RuntimeError("the dashboard printed no URL")
-            ch = os.read(out.fileno(), 1)
-            if not ch:
-                err = self.proc.stderr.read().decode(errors="replace")
-                raise RuntimeError(f"the dashboard exited at start: {err}")
-            line += ch
+        line = read_line(self.proc, timeout, "the dashboard")
         m = re.search(r"(http://\S+)", line.decode())
         assert m, line
         self.url = m.group(1)
@@ -118,16 +107,7 @@ class DashboardProc:
     def stop(self, timeout=20):
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.stderr = self.proc.stderr.read().decode(errors="replace")
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        rc, self.stderr = stop_process(self.proc, signal.SIGTERM, timeout)
         self.proc = None
         return rc
 
