@@ -27,7 +27,7 @@ snapshot). So N pages cost the service one subscription in total, and a
 stalled browser costs this process at most `page_buffer` bytes.
 
 Every request needs the token printed at start: `?token=T` on any URL, or
-the cookie that the first load with the token sets (it then redirects to
+the cookie (`flux-annot-dashboard-PORT`) that the first load with the token sets (it then redirects to
 the bare URL so the token leaves the address bar). Anything else is 403.
 """
 
@@ -150,7 +150,7 @@ class Dashboard:
         self.pages = set()
         self.dropped = 0
         self.port = None
-        self.cookie = "flux-annot-dashboard"
+        self.cookie = "flux-annot-dashboard"  # + "-PORT" once bound (cookies ignore ports)
         self._users = {}  # uid -> name (pwd lookups cached)
         self._snapshot = None  # (key, frame) of the last snapshot frame built
         self._generation = 0  # bumped by every snapshot/status the model reports
@@ -378,6 +378,7 @@ class Dashboard:
         await site.start()
         sockets = site._server.sockets if site._server is not None else ()
         self.port = sockets[0].getsockname()[1] if sockets else port
+        self.cookie = f"flux-annot-dashboard-{self.port}"
         stop = stop or asyncio.Event()
         follower = asyncio.ensure_future(
             follow(self.model, self.socket, retry=self.retry, stop=stop))

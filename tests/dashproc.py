@@ -12,7 +12,7 @@ import sys
 import time
 import urllib.parse
 
-from serverproc import read_line, stop_process
+from serverproc import ServerProc, read_line, stop_process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -111,12 +111,7 @@ class DashboardProc:
         self.proc = None
         return rc
 
-    def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
+    rss_kib = ServerProc.rss_kib
 
 
 def http_raw(host, port, data, timeout=10):

@@ -96,6 +96,11 @@ def wait_equal(browser, socket_path, timeout=90):
 
 
 def open_page(browser, dash):
+    # without the token: 403, and a sentence saying where the token is
+    browser.delete_all_cookies()
+    browser.get(dash.base + "/")
+    assert "403 Forbidden" in browser.find_element("tag name", "body").text
+    assert browser.execute_script("return window.fluxDash === undefined;")
     browser.get(dash.url)
     wait_for(lambda: browser.execute_script(JS_SEQ) >= 0, 30, what="the first render")
     # the token left the address bar; the cookie carries it

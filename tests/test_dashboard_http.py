@@ -45,7 +45,7 @@ def test_every_request_without_the_token_is_403(dash):
         assert status_of(r) == 403, (path, r[:200])
         assert b"needs its token" in r
     # a cookie with the wrong value is refused too
-    r = get(dash.host, dash.port, "/", [("Cookie", "flux-annot-dashboard=nope")])
+    r = get(dash.host, dash.port, "/", [("Cookie", f"flux-annot-dashboard-{dash.port}=nope")])
     assert status_of(r) == 403
 
 
@@ -56,10 +56,10 @@ def test_token_in_url_sets_cookie_and_leaves_the_address_bar(dash):
     assert "Location: /" in head
     cookie = [ln for ln in head.split("\r\n") if ln.lower().startswith("set-cookie:")]
     assert len(cookie) == 1
-    assert f"flux-annot-dashboard={dash.token}" in cookie[0]
+    assert f"flux-annot-dashboard-{dash.port}={dash.token}" in cookie[0]
     assert "HttpOnly" in cookie[0] and "SameSite=Strict" in cookie[0]
     # the cookie alone now opens the page and its files
-    c = [("Cookie", f"flux-annot-dashboard={dash.token}")]
+    c = [("Cookie", f"flux-annot-dashboard-{dash.port}={dash.token}")]
     page = get(dash.host, dash.port, "/", c)
     assert status_of(page) == 200
     assert b"<title>flux-annot dashboard</title>" in page
