@@ -358,7 +358,7 @@ class Dashboard:
         self.pages.add(page)
         try:
             await page.run(resp)
-        except (ConnectionError, RuntimeError, asyncio.CancelledError, OSError):
+        except (ConnectionError, RuntimeError, OSError):
             pass  # the page went away (or was dropped)
         finally:
             if page.dropped:
@@ -394,6 +394,8 @@ class Dashboard:
                     raise exc
         finally:
             stop.set()
+            if self._owner_task is not None:
+                self._owner_task.cancel()
             pages, self.pages = list(self.pages), set()
             for page in pages:
                 page.drop()
