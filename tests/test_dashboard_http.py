@@ -266,3 +266,13 @@ def test_sigterm_ends_the_dashboard_and_its_pages(dash):
         while True:
             page.next()
     page.close()
+
+
+def test_without_aiohttp_the_command_says_which_extra_to_install():
+    code = ("import sys; sys.modules['aiohttp'] = None\n"
+            "from flux_annot.cli import main\n"
+            "sys.exit(main(['dashboard']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "needs the dashboard extra (aiohttp is missing)" in r.stderr
+    assert "pip install 'flux-annot[dashboard]'" in r.stderr
