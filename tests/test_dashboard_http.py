@@ -37,6 +37,17 @@ def _submit(client, n, start=1):
         client.submit(i, 0)
 
 
+def health(dash):
+    r = get(dash.host, dash.port, "/healthz?token=" + dash.token)
+    return json.loads(r.split(b"\r\n\r\n", 1)[1])
+
+
+def caught_up(dash, client):
+    """Wait until the dashboard's model has the service's last batch."""
+    seq = client.stats()["seq"]
+    wait_for(lambda: health(dash)["seq"] >= seq, 30, what="the dashboard to catch up")
+
+
 def test_every_request_without_the_token_is_403(dash):
     for path in ("/", "/events", "/static/dashboard.js", "/static/merge.js", "/healthz",
                  "/nope", "/?token=wrong", "/events?token=" + dash.token[:-1],
@@ -104,6 +115,7 @@ def test_stream_starts_with_a_snapshot_then_relays_deltas(server, dash):
     with Client(server.path) as c:
         _submit(c, 3)
         c.annotate(1, {"user": {"a": 1, "b": {"c": 2}}})
+        caught_up(dash, c)
         page = SSEReader(dash.host, dash.port, dash.token)
         try:
             ev, data = page.next()
@@ -190,12 +202,7 @@ def test_a_page_that_stops_reading_is_dropped_and_others_go_on(server):
                     seq = c.stats()["seq"]
                     wait_for(lambda: got["seq"] >= seq or got["error"], 30, what="the reader")
             last = c.stats()["seq"]
-
-            def health():
-                r = get(dash.host, dash.port, "/healthz?token=" + dash.token)
-                return json.loads(r.split(b"\r\n\r\n", 1)[1])
-
-            wait_for(lambda: health()["dropped_pages"] == 1, 30, what="the stalled page dropped")
+            wait_for(lambda: health(dash)["dropped_pages"] == 1, 30, what="the stalled page dropped")
             # the stalled page finds its stream closed once it reads what was sent
             stalled.sock.settimeout(10)
             with pytest.raises(EOFError):
@@ -204,7 +211,7 @@ def test_a_page_that_stops_reading_is_dropped_and_others_go_on(server):
             # the page that reads got everything
             wait_for(lambda: got["seq"] >= last or got["error"], 30, what="the reading page")
             assert got["error"] is None and got["seq"] >= last
-            assert health()["pages"] == 1
+            assert health(dash)["pages"] == 1
             assert dash.rss_kib() - rss0 < 40 * 1024  # about the bound, not 30 MB per page
             assert c.stats()["subscribers"] == 1
             stalled.close()
