@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from flux_annot import Client, sched
+from flux_annot import Client, merge, sched
 
 from dashproc import DashboardProc, SSEReader, get, http_raw, status_of, wait_for
 from serverproc import ServerProc
@@ -283,3 +283,43 @@ def test_without_aiohttp_the_command_says_which_extra_to_install():
     assert r.returncode == 1
     assert "needs the dashboard extra (aiohttp is missing)" in r.stderr
     assert "pip install 'flux-annot[dashboard]'" in r.stderr
+
+
+def test_a_service_that_lost_its_state_gives_every_page_a_new_snapshot(server, dash):
+    # an in-memory service restarts empty: the dashboard cannot resume
+    # (its seq is in the new service's future), resynchronises, and every
+    # page is sent the new state whole
+    with Client(server.path) as c:
+        _submit(c, 4)
+        caught_up(dash, c)
+    pages = [SSEReader(dash.host, dash.port, dash.token) for _ in range(3)]
+    try:
+        for p in pages:
+            assert len(json.loads(p.next()[1])["jobs"]) == 4
+        server.stop()
+        server.start()
+        with Client(server.path) as c:
+            c.submit(100, 0)
+            c.memo(100, {"fresh": 1})
+        for p in pages:
+            statuses, jobs = [], None
+            while True:
+                ev, data = p.next()
+                msg = json.loads(data)
+                if ev == "status":
+                    statuses.append(msg["status"])
+                elif ev == "snapshot":
+                    jobs = {j[0]: j[3] for j in msg["jobs"]}
+                elif ev == "batch" and jobs is not None:
+                    for jid, patch in msg.get("annotations", ()):
+                        jobs[jid] = merge(jobs.get(jid), patch)
+                    for jid, *_ in msg.get("transitions", ()):
+                        jobs.setdefault(jid, None)
+                if jobs is not None and jobs.get("100") == {"user": {"fresh": 1}}:
+                    break
+            assert "1" not in jobs and list(jobs) == ["100"]
+            assert "disconnected" in statuses and "resync" in statuses
+        assert health(dash)["status"] == "live"
+    finally:
+        for p in pages:
+            p.close()
