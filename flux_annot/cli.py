@@ -397,6 +397,26 @@ def cmd_dashboard(args):
                          page_buffer=args.page_buffer)
 
 
+
+def cmd_top(args):
+    # `flux-annotate top`: the live full-screen view (docs/top.md).
+    from .top import run_top
+
+    fmt = _format(args.format) if args.format else None
+    states = None
+    if args.states:
+        try:
+            states = listing.parse_states(args.states)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if not 0 < args.give_up <= 86400:
+        raise UsageError("--give-up must be > 0 and at most 86400 seconds")
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise UsageError("top needs a terminal (use list or watch in scripts)")
+    return run_top(socket=args.socket, fmt=fmt, states=states, all_users=args.all_users,
+                   give_up=args.give_up)
+
+
 # --- parser -----------------------------------------------------------------
 
 
@@ -488,6 +508,13 @@ def build_parser():
     sp.add_argument("--port", type=int, default=0, metavar="N", help="port (default 0: any free port)")
     sp.add_argument("--page-buffer", type=int, default=16 << 20, metavar="BYTES",
                     help="bytes queued for a page that stops reading before it is dropped (default 16 MiB)")
+
+    sp = add("top", cmd_top, "full-screen live view of the queue (like flux top)")
+    sp.add_argument("-o", "--format", metavar="FORMAT", help="row format, as list -o")
+    sp.add_argument("-A", dest="all_users", action="store_true", help="jobs of all users")
+    sp.add_argument("--states", metavar="S,...", help="states shown (default: active)")
+    sp.add_argument("--give-up", type=float, default=60.0, metavar="SECONDS",
+                    help="exit when the service has been gone this long (default 60)")
     return p
 
 
