@@ -52,13 +52,26 @@ from .core import JobTable, Limits
 from .errors import EINVAL, ENODATA, EOVERFLOW, AnnotError, error
 from .protocol import ProtocolError, parse_response, request
 
-__all__ = ["LiveJob", "LiveModel", "LiveThread", "follow"]
+__all__ = ["LiveJob", "LiveModel", "LiveThread", "decode_tree", "follow"]
 
 # The model stores whatever the service sends: no key rules or limits of
 # its own beyond the parser's depth cap (the service has checked them).
 _LIMITS = Limits(depth=4096, key_bytes=0xFFFFFFFF, object_keys=0xFFFFFFFF, strict_keys=False)
 
 _UNSET = object()
+
+try:  # a job's tree is decoded on each change shown: the fast decoder if there
+    from orjson import loads as _loads
+except ImportError:  # the text is the C core's canonical JSON: trusted, one value
+    _raw_decode = json.JSONDecoder().raw_decode
+
+    def _loads(raw):
+        return _raw_decode(raw.decode("utf-8"))[0]
+
+
+def decode_tree(raw):
+    """Canonical tree bytes (`LiveJob.annotations_json`) → dict, or None."""
+    return None if raw is None else _loads(raw)
 _RATE_WINDOW = 5.0  # seconds of history behind events_per_second()
 
 STATUSES = ("connecting", "live", "resync", "disconnected")
@@ -94,7 +107,7 @@ class LiveJob:
         ann = self._ann
         if ann is _UNSET:
             raw = self._model._table.get(self.id)
-            ann = self._ann = None if raw is None else json.loads(raw)
+            ann = self._ann = None if raw is None else _loads(raw)
         return ann
 
     @property
