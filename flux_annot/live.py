@@ -410,6 +410,7 @@ class _Session:
     def __init__(self, proto):
         self.proto = proto
         self.mt = _EVENTS_MT
+        self.closed = False
 
     @classmethod
     async def open(cls, path):
@@ -434,6 +435,7 @@ class _Session:
         return fut
 
     def close(self):
+        self.closed = True
         t = self.proto.transport
         if t is not None:
             t.close()
@@ -496,10 +498,12 @@ async def follow(model, socket=None, *, retry=1.0, stop=None, userid=None, give_
             # arrives the resume from `since` has been accepted.
             accepted = session.send("job-manager.stats", {})
             if since is not None:
-                accepted.add_done_callback(
-                    lambda f: f.cancelled() or f.exception() or model.set_status("live")
-                )
-            await _pump(model, session, stop)
+                def resumed(f, session=session):
+                    if not (f.cancelled() or f.exception() or session.closed):
+                        model.set_status("live")
+
+                accepted.add_done_callback(resumed)
+            await _pump(model, session, stop, userid)
             if stop is not None and stop.is_set():
                 return
             raise _client._lost(path)  # the service ended the stream
@@ -524,8 +528,9 @@ async def follow(model, socket=None, *, retry=1.0, stop=None, userid=None, give_
     return
 
 
-async def _pump(model, session, stop):
-    """Apply the subscription's payloads until the stream ends or stop."""
+async def _pump(model, session, stop, userid=None):
+    """Apply the subscription's payloads until the stream ends or stop.
+    userid: the subscription's owner filter (new jobs are that user's)."""
     proto = session.proto
     stopper = None
     if stop is not None:
@@ -558,7 +563,11 @@ async def _pump(model, session, stop):
             else:
                 model.apply_batch(payload)
             if model._unknown_userid:
-                await _fill_userids(model, session)
+                if userid is not None:
+                    for jid in model.unknown_userids():
+                        model.set_userid(jid, userid)
+                else:
+                    await _fill_userids(model, session)
     finally:
         if stopper is not None:
             stopper.cancel()

@@ -520,6 +520,14 @@ def _loop(win, view, thread, term, source, refresh):
             dirty = False
 
 
+def _source(path, stats):
+    """What the header names: the socket, and the Flux instance a mirror
+    follows when its stats say which."""
+    flux = stats.get("flux") if isinstance(stats, dict) else None
+    uri = flux.get("uri") if isinstance(flux, dict) else None
+    return f"{path} (Flux {uri})" if isinstance(uri, str) and uri else path
+
+
 def run_top(socket=None, fmt=None, states=None, all_users=False, give_up=60.0,
             refresh=REFRESH):
     """`flux-annotate top`; returns the exit status (0: q, 130: Ctrl-C,
@@ -533,7 +541,7 @@ def run_top(socket=None, fmt=None, states=None, all_users=False, give_up=60.0,
     path = socket or default_socket_path()
     try:  # a service that is not there at all: say so before taking the screen
         with Client(path, timeout=10) as c:
-            c.stats()
+            source = _source(path, c.stats())
     except AnnotError as e:
         print(f"flux-annotate: top: {e}", file=sys.stderr)
         return 1
@@ -554,7 +562,7 @@ def run_top(socket=None, fmt=None, states=None, all_users=False, give_up=60.0,
     status = 0
     err = None
     try:
-        err = curses.wrapper(_loop, view, thread, term, path, refresh)
+        err = curses.wrapper(_loop, view, thread, term, source, refresh)
     except KeyboardInterrupt:
         status = 130
     finally:
