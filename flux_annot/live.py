@@ -209,7 +209,9 @@ class LiveModel:
             jobs = self.jobs
             changed = self._changed
             n = 0
-            for jid, state, ts in payload.get("transitions", ()):
+            for entry in payload.get("transitions", ()):
+                jid, state = entry[0], entry[1]
+                ts = entry[2] if len(entry) > 2 else None
                 job = jobs.get(jid)
                 if job is None:
                     job = jobs[jid] = LiveJob(self, jid)
