@@ -165,12 +165,12 @@ ns_patch = st.dictionaries(namespaces, patches, min_size=1, max_size=2)
 _ids = iter(range(1000, 1 << 40, 16))
 
 op = st.one_of(
-    st.tuples(st.just("submit"), st.integers(0, 3), st.integers(1000, 1003)),
-    st.tuples(st.just("annotate"), st.integers(0, 3), ns_patch, st.booleans()),
-    st.tuples(st.just("memo"), st.integers(0, 3), st.dictionaries(keys, leaves, min_size=1, max_size=2)),
-    st.tuples(st.just("alloc"), st.integers(0, 3), st.sampled_from([0, 1, 2, 3]),
+    st.tuples(st.just("submit"), st.integers(4, 5), st.integers(1000, 1003)),
+    st.tuples(st.just("annotate"), st.integers(0, 5), ns_patch, st.booleans()),
+    st.tuples(st.just("memo"), st.integers(0, 5), st.dictionaries(keys, leaves, min_size=1, max_size=2)),
+    st.tuples(st.just("alloc"), st.integers(0, 5), st.sampled_from([0, 1, 2, 3]),
               st.one_of(st.none(), st.dictionaries(keys, leaves, max_size=2))),
-    st.tuples(st.just("state"), st.integers(0, 3), st.sampled_from(["CLEANUP", "INACTIVE"])),
+    st.tuples(st.just("state"), st.integers(0, 5), st.sampled_from(["CLEANUP", "INACTIVE"])),
 )
 
 
@@ -195,10 +195,13 @@ def run_op(c, base, o):
 
 
 @settings(max_examples=100)
-@given(before=st.lists(op, max_size=8), after=st.lists(op, max_size=25))
-def test_model_equals_list_after_any_changes(srv, before, after):
+@given(owners=st.lists(st.integers(1000, 1003), min_size=4, max_size=4),
+       before=st.lists(op, max_size=8), after=st.lists(op, max_size=25))
+def test_model_equals_list_after_any_changes(srv, owners, before, after):
     base = next(_ids)
     with Client(srv.path) as c:
+        for k, uid in enumerate(owners):  # jobs 0-3 exist; 4 and 5 may be submitted
+            c.submit(base + k, uid)
         for o in before:  # seen through the snapshot
             run_op(c, base, o)
         model = LiveModel()
