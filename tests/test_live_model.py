@@ -115,6 +115,9 @@ def catch_up(c, model):
         return bool(ann) and ann.get("test", {}).get("mark") == n
 
     wait_until(seen, f"the model to see mark {n}")
+    # a job first seen in a batch has userid None until the driver's getattr
+    # comes back (it may share the mark's batch)
+    wait_until(lambda: not model.unknown_userids(), "the owners of new jobs")
 
 
 class Recorder:
