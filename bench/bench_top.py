@@ -223,7 +223,12 @@ def main(argv=None):
     load = os.getloadavg()
     print(f"scheduler: {sent_total} ANNOTATE responses in {wall:.1f} s "
           f"= {sent_total / wall:.0f}/s (asked {args.rate}/s); load average {load[0]:.2f} {load[1]:.2f}")
-    print(f"refreshes: {refreshes} every {args.refresh} s, 80x24")
+    try:
+        import orjson  # noqa: F401
+        decoder = "orjson"
+    except ImportError:
+        decoder = "json (stdlib)"
+    print(f"refreshes: {refreshes} every {args.refresh} s, 80x24; tree decoder {decoder}")
     ok = max_ui <= 50
     print(f"top UI CPU per refresh (update + draw): mean {mean_ui:.1f} ms, p95 {p95_ui:.1f} ms, "
           f"max {max_ui:.1f} ms; target <= 50 ms: {'met' if ok else 'MISSED'}")
