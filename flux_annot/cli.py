@@ -113,6 +113,14 @@ example:
 examples:
   flux-annotate demo                           # 12 jobs on 4 cores for 5 seconds
   flux-annotate demo --jobs 40 --cores 8 --seconds 20""",
+    "dashboard": """\
+examples:
+  flux-annotate dashboard                      # prints http://127.0.0.1:PORT/?token=...
+  flux-annotate dashboard --port 8080 --socket /run/flux-annot/socket""",
+    "top": """\
+examples:
+  flux-annotate top                            # your active jobs, live (q quits)
+  flux-annotate top -A -o '{id.f58:>12} {username:<8} {state:<8} {sched.reason_pending}'""",
 }
 
 
@@ -447,6 +455,42 @@ def cmd_demo(args):
     return run_demo(jobs=args.jobs, cores=args.cores, seconds=args.seconds, seed=args.seed)
 
 
+def cmd_dashboard(args):
+    # `flux-annotate dashboard`: the live web page (docs/dashboard.md).
+    try:
+        from .dashboard import run_dashboard
+    except ImportError as e:
+        print(f"{PROG}: dashboard: needs the dashboard extra ({e.name or e} is missing): "
+              "pip install 'flux-annot[dashboard]'", file=sys.stderr)
+        return 1
+    if not 0 <= args.port <= 65535:
+        raise UsageError("--port must be between 0 and 65535")
+    if args.page_buffer < 65536:
+        raise UsageError("--page-buffer must be at least 65536 bytes")
+    return run_dashboard(socket=args.socket, bind=args.bind, port=args.port,
+                         page_buffer=args.page_buffer)
+
+
+
+def cmd_top(args):
+    # `flux-annotate top`: the live full-screen view (docs/top.md).
+    from .top import run_top
+
+    fmt = _format(args.format) if args.format else None
+    states = None
+    if args.states:
+        try:
+            states = listing.parse_states(args.states)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    if not 0 < args.give_up <= 86400:
+        raise UsageError("--give-up must be > 0 and at most 86400 seconds")
+    if not sys.stdin.isatty() or not sys.stdout.isatty():
+        raise UsageError("top needs a terminal (use list or watch in scripts)")
+    return run_top(socket=args.socket, fmt=fmt, states=states, all_users=args.all_users,
+                   give_up=args.give_up)
+
+
 # --- parser -----------------------------------------------------------------
 
 
@@ -534,6 +578,19 @@ def build_parser():
     sp.add_argument("--cores", type=int, default=4, metavar="C", help="cores to schedule (default 4)")
     sp.add_argument("--seconds", type=float, default=5.0, metavar="S", help="run time on a terminal (default 5)")
     sp.add_argument("--seed", type=int, default=5, help="random seed (default 5)")
+
+    sp = add("dashboard", cmd_dashboard, "serve a live web page of the queue (prints its URL with a token)")
+    sp.add_argument("--bind", default="127.0.0.1", metavar="ADDR", help="address to listen on (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=0, metavar="N", help="port (default 0: any free port)")
+    sp.add_argument("--page-buffer", type=int, default=16 << 20, metavar="BYTES",
+                    help="bytes queued for a page that stops reading before it is dropped (default 16 MiB)")
+
+    sp = add("top", cmd_top, "full-screen live view of the queue (like flux top)")
+    sp.add_argument("-o", "--format", metavar="FORMAT", help="row format, as list -o")
+    sp.add_argument("-A", dest="all_users", action="store_true", help="jobs of all users")
+    sp.add_argument("--states", metavar="S,...", help="states shown (default: active)")
+    sp.add_argument("--give-up", type=float, default=60.0, metavar="SECONDS",
+                    help="exit when the service has been gone this long (default 60)")
     return p
 
 

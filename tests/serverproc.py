@@ -19,6 +19,39 @@ from flux_annot import protocol
 NOBODY = 65534
 
 
+def read_line(proc, timeout, what):
+    """The first line `proc` prints on stdout (bytes), within `timeout` s."""
+    out = proc.stdout
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([out], [], [], left)[0]:
+            proc.kill()
+            raise RuntimeError(f"{what} did not become ready")
+        ch = os.read(out.fileno(), 1)
+        if not ch:
+            err = proc.stderr.read().decode(errors="replace")
+            raise RuntimeError(f"{what} exited at start: {err}")
+        line += ch
+    return line
+
+
+def stop_process(proc, sig=signal.SIGTERM, timeout=20):
+    """Signal proc, wait (SIGKILL after `timeout` s); (exit status, stderr text)."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        rc = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
+    err = proc.stderr.read().decode(errors="replace")
+    proc.stdout.close()
+    proc.stderr.close()
+    return rc, err
+
+
 class ServerProc:
     """`python -m flux_annot.server` on a socket in a fresh 0755 directory
     under /tmp (pytest's tmp_path is 0700: guests could not reach it)."""
@@ -39,19 +72,7 @@ class ServerProc:
         self.proc = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=False
         )
-        out = self.proc.stdout
-        deadline = time.monotonic() + timeout
-        line = b""
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([out], [], [], left)[0]:
-                self.proc.kill()
-                raise RuntimeError("server did not become ready")
-            ch = os.read(out.fileno(), 1)
-            if not ch:
-                err = self.proc.stderr.read().decode(errors="replace")
-                raise RuntimeError(f"server exited at start: {err}")
-            line += ch
+        line = read_line(self.proc, timeout, "server")
         assert line.startswith(b"ready "), line
         return self
 
@@ -59,16 +80,7 @@ class ServerProc:
         """Signal the server and return its exit status."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            rc = self.proc.wait()
-        self.stderr = self.proc.stderr.read().decode(errors="replace")
-        self.proc.stdout.close()
-        self.proc.stderr.close()
+        rc, self.stderr = stop_process(self.proc, sig, timeout)
         self.proc = None
         return rc
 
