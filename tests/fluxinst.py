@@ -1,0 +1,217 @@
+"""Test helpers for a real Flux instance (flux-core built by `.ci/run`):
+`flux start --test-size=1` instances and `flux-annotate serve --flux`.
+
+The Flux installation comes from $FLUX_ANNOT_TEST_FLUX_PREFIX. Without it
+the tests that need Flux skip with that reason, except in CI (CI=true),
+where they fail: CI builds Flux and must run them.
+"""
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from flux_annot.client import Client
+from flux_annot.ids import parse_jobid
+
+PREFIX = os.environ.get("FLUX_ANNOT_TEST_FLUX_PREFIX")
+
+
+def flux_prefix():
+    """The Flux prefix, or skip (fail in CI) saying what is missing."""
+    if PREFIX and os.access(os.path.join(PREFIX, "bin", "flux"), os.X_OK):
+        return PREFIX
+    why = (
+        "needs a Flux installation: set FLUX_ANNOT_TEST_FLUX_PREFIX to the prefix "
+        "that ../shared/flux-core/build.sh prints"
+        + (f" ({PREFIX}/bin/flux is missing)" if PREFIX else "")
+    )
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def flux_pythonpath(prefix):
+    lib = os.path.join(prefix, "lib", "flux")
+    found = sorted(d for d in os.listdir(lib) if d.startswith("python3"))
+    return os.path.join(lib, found[-1])
+
+
+def wait_for(what, fn, timeout=60.0, step=0.1):
+    """Poll fn() until it returns a true value; fail naming `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(step)
+    pytest.fail(f"timed out waiting for {what} (last: {last!r})")
+
+
+class FluxInstance:
+    """`flux start --test-size=1` in a run directory of our own, so that a
+    restart in the same directory keeps the URI."""
+
+    def __init__(self, prefix, rundir=None):
+        self.prefix = prefix
+        self.base = tempfile.mkdtemp(prefix="fa-flux-", dir="/tmp")
+        os.chmod(self.base, 0o755)
+        self.rundir = rundir or os.path.join(self.base, "run")
+        self.uri = f"local://{self.rundir}/local-0"
+        self.proc = None
+        self.env = dict(os.environ)
+        self.env["PATH"] = os.path.join(prefix, "bin") + os.pathsep + self.env.get("PATH", "")
+        self.env["FLUX_URI"] = self.uri
+
+    def start(self, timeout=60):
+        os.makedirs(self.rundir, exist_ok=True)
+        ready = os.path.join(self.base, "ready")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        cmd = [
+            "timeout", "1200", os.path.join(self.prefix, "bin", "flux"), "start",
+            "--test-size=1", f"--test-rundir={self.rundir}",
+            "sh", "-c", f"touch {ready}; exec sleep 1200",
+        ]
+        self.proc = subprocess.Popen(
+            cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        wait_for("the Flux instance to start", lambda: os.path.exists(ready) or self.proc.poll() is not None, timeout)
+        assert self.proc.poll() is None, "flux start exited"
+        return self
+
+    def stop(self):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def kill(self):
+        """The instance dies (SIGKILL): nothing is canceled or cleaned up."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+        shutil.rmtree(self.rundir, ignore_errors=True)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def flux(self, *args, check=True):
+        """Run `flux ARGS` in the instance; the CompletedProcess (text)."""
+        r = subprocess.run(
+            [os.path.join(self.prefix, "bin", "flux"), *args], env=self.env,
+            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(f"flux {' '.join(args)} failed: {r.stderr}")
+        return r
+
+    def jobs(self):
+        """`flux jobs -a --json`: {id: job dict}."""
+        out = self.flux("jobs", "-a", "--json").stdout
+        return {j["id"]: j for j in json.loads(out)["jobs"]}
+
+
+def submit(inst, *args):
+    """`flux submit ARGS` → the job id as an integer."""
+    return parse_jobid(inst.flux("submit", *args).stdout.strip())
+
+
+class Mirror:
+    """`flux-annotate serve --flux-uri URI` on a socket guests can reach."""
+
+    def __init__(self, inst, store):
+        self.inst = inst
+        self.dir = tempfile.mkdtemp(prefix="fa-msock-", dir="/tmp")
+        os.chmod(self.dir, 0o755)
+        self.socket = os.path.join(self.dir, "run", "socket")
+        self.store = str(store)
+        self.proc = None
+        self.env = dict(inst.env)
+        pp = flux_pythonpath(inst.prefix)
+        self.env["PYTHONPATH"] = pp + os.pathsep + self.env.get("PYTHONPATH", "")
+
+    def start(self, timeout=60):
+        cmd = [sys.executable, "-m", "flux_annot", "serve", "--flux-uri", self.inst.uri,
+               "--socket", self.socket, "--store", self.store]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        err = self.proc.stderr
+        deadline = time.monotonic() + timeout
+        line = b""
+        while b"serving on" not in line:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([err], [], [], left)[0]:
+                self.proc.kill()
+                pytest.fail(f"the mirror did not start: {line!r}")
+            ch = os.read(err.fileno(), 1)
+            if not ch:
+                pytest.fail(f"the mirror exited at start: {line!r}")
+            line += ch
+        return self
+
+    def wait_synced(self, timeout=60):
+        def synced():
+            st = self.stats()["flux"]
+            return st if st["connected"] and st["synced"] else None
+        return wait_for("the mirror to synchronise with Flux", synced, timeout)
+
+    def client(self):
+        return Client(self.socket)
+
+    def stats(self):
+        with self.client() as c:
+            return c.stats()
+
+    def cli(self, *args, check=True, input=None):
+        r = subprocess.run(
+            [sys.executable, "-m", "flux_annot", "--socket", self.socket, *args],
+            env=self.env, capture_output=True, text=True, timeout=120, input=input,
+        )
+        if check and r.returncode != 0:
+            raise AssertionError(f"flux-annotate {' '.join(args)} failed: {r.stderr}")
+        return r
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.stderr = self.proc.stderr.read().decode(errors="replace")
+        self.proc.stderr.close()
+        self.proc = None
+        return rc
+
+    def kill(self):
+        """The instance dies (SIGKILL): nothing is canceled or cleaned up."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+        shutil.rmtree(self.rundir, ignore_errors=True)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
