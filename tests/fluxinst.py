@@ -72,41 +72,54 @@ class FluxInstance:
         self.env["FLUX_URI"] = self.uri
 
     def start(self, timeout=60):
+        """Start the instance. Its initial program waits on our pipe: closing
+        the pipe ends the program, and so the instance (`stop`)."""
         os.makedirs(self.rundir, exist_ok=True)
-        ready = os.path.join(self.base, "ready")
-        if os.path.exists(ready):
-            os.unlink(ready)
         cmd = [
             "timeout", "1200", os.path.join(self.prefix, "bin", "flux"), "start",
             "--test-size=1", f"--test-rundir={self.rundir}",
-            "sh", "-c", f"touch {ready}; exec sleep 1200",
+            "sh", "-c", "flux getattr broker.pid; read x",
         ]
         self.proc = subprocess.Popen(
-            cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            cmd, env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        wait_for("the Flux instance to start", lambda: os.path.exists(ready) or self.proc.poll() is not None, timeout)
-        assert self.proc.poll() is None, "flux start exited"
+        out = self.proc.stdout
+        if not select.select([out], [], [], timeout)[0]:
+            self.kill()
+            pytest.fail("the Flux instance did not start")
+        line = out.readline()
+        if not line.strip().isdigit():
+            self.kill()
+            pytest.fail(f"the Flux instance did not start ({line!r})")
+        self.broker = int(line)
         return self
 
     def stop(self):
+        """End the instance as its user would (the initial program exits)."""
         if self.proc is None:
             return
         try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(30)
+            self.proc.stdin.close()
+            self.proc.wait(60)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            self.kill()
+            return
+        self.proc.stdout.close()
         self.proc = None
 
     def kill(self):
         """The instance dies (SIGKILL): nothing is canceled or cleaned up."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc is None:
+            return
+        for pid in (self.broker, -self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, TypeError):
+                pass
         self.proc.wait()
+        self.proc.stdin.close()
+        self.proc.stdout.close()
         self.proc = None
         shutil.rmtree(self.rundir, ignore_errors=True)
 
@@ -204,13 +217,6 @@ class Mirror:
         self.proc.stderr.close()
         self.proc = None
         return rc
-
-    def kill(self):
-        """The instance dies (SIGKILL): nothing is canceled or cleaned up."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-        self.proc = None
-        shutil.rmtree(self.rundir, ignore_errors=True)
 
     def cleanup(self):
         self.stop()
