@@ -46,8 +46,8 @@ def load_flux():
             what = f"Flux's Python bindings need the {missing!r} module (pip install cffi pyyaml ply)"
         raise AnnotError(
             EIO,
-            f"serve --flux: {what}; point PYTHONPATH at PREFIX/lib/flux/python3.X of your "
-            "Flux installation or run under `flux python`",
+            f"{what}: point PYTHONPATH at your Flux installation's PREFIX/lib/flux/python3.X "
+            "(`flux config builtin python_path` prints it) or run under `flux python`",
         ) from None
     return flux
 

@@ -5,6 +5,8 @@ tests/data/README.md) and by hand-made journal responses."""
 import errno
 import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -342,3 +344,73 @@ def test_odd_keys_from_flux_are_held_and_listed():
     fmt = JobFormat("{id.dec} {state} {user.a-b}")
     out = [fmt.format(j) for j in svc.list(OWNER)]
     assert f"{A} SCHED 1" in out and len(out) == 5
+
+
+def test_serve_flux_without_the_bindings_says_what_is_missing(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run(
+        [sys.executable, "-m", "flux_annot", "serve", "--flux-uri", "local:///nowhere",
+         "--socket", str(tmp_path / "s"), "--store", ":memory:"],
+        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert "Flux's Python bindings" in lines[0] and "PYTHONPATH" in lines[0]
+    assert "flux python" in lines[0]
+    assert not (tmp_path / "s").exists()
+
+
+def test_the_socket_server_of_a_mirror(tmp_path):
+    """MirrorServer with a recorded journal: the source wakes the loop, a
+    memo is answered once back, what Flux owns is EPERM on the wire."""
+    import asyncio
+    import threading
+
+    from flux_annot.client import Client
+    from flux_annot.mirror_server import MirrorServer
+    from flux_annot.server import serve
+
+    src = ListSource(guest_journal())
+    svc = MirrorService(src)
+    path = str(tmp_path / "s")
+    started = threading.Event()
+    holder = {}
+
+    def run():
+        async def main():
+            holder["loop"] = asyncio.get_running_loop()
+            holder["stop"] = asyncio.Event()
+            await serve(path, service=svc, server_class=MirrorServer, ready=started,
+                        stop=holder["stop"], handle_signals=False)
+        asyncio.run(main())
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert started.wait(30)
+    try:
+        with Client(path) as c:
+            deadline = time.monotonic() + 30
+            while not c.stats()["flux"]["synced"] and time.monotonic() < deadline:
+                time.sleep(0.01)
+            c.memo(1 << 24, {"k": 1})
+            assert c.get(1 << 24)["annotations"] == {"user": {"k": 1}}
+            c.annotate(1 << 24, {"user": {"k": None, "n": 2}})
+            assert c.get(1 << 24)["annotations"] == {"user": {"n": 2}}
+            for call in (lambda: c.submit(7, 0), lambda: c.state(1 << 24, "INACTIVE"),
+                         lambda: c.annotate(1 << 24, {"sched": {"x": 1}})):
+                with pytest.raises(AnnotError) as exc:
+                    call()
+                assert exc.value.errno == errno.EPERM and "Flux instance owns" in str(exc.value)
+            with pytest.raises(AnnotError) as exc:
+                c.memo(3 << 24, {"x": 1})
+            assert exc.value.errno == errno.ENOENT
+            # A live event pushed by the source reaches a subscriber.
+            events = c.events(topics=["job-state"])
+            src.push({"id": 2 << 24, "events": [{"timestamp": 99.0, "name": "depend"}]})
+            batch = next(iter(events))
+            assert batch["transitions"] == [[2 << 24, "PRIORITY", 99.0]]
+        assert len(src.sent) == 2
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        t.join(30)
