@@ -21,7 +21,6 @@ The machine is shared: the load average is printed with the figures.
 """
 
 import argparse
-import json
 import os
 import select
 import shutil

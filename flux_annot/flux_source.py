@@ -26,7 +26,7 @@ import threading
 from errno import EIO
 
 from .errors import AnnotError
-from .mirror import EVENTS, SENTINEL_ID
+from .mirror import EVENTS, SENTINEL_ID, ItemQueue
 
 log = logging.getLogger("flux_annot.flux")
 
@@ -52,16 +52,14 @@ def load_flux():
     return flux
 
 
-class FluxJournal:
+class FluxJournal(ItemQueue):
     """A journal source following a real Flux instance (module doc)."""
 
     def __init__(self, uri=None, reconnect=1.0):
+        super().__init__()
         self.flux = load_flux()
         self.uri = uri or os.environ.get("FLUX_URI")
         self.reconnect = reconnect
-        self._items = collections.deque()
-        self._cond = threading.Condition()
-        self._wakeup = None
         self._memos = collections.deque()
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
@@ -75,17 +73,6 @@ class FluxJournal:
     def start(self):
         self._thread = threading.Thread(target=self._run, name="flux-annot-journal", daemon=True)
         self._thread.start()
-
-    def set_wakeup(self, fn):
-        self._wakeup = fn
-
-    def poll(self, timeout=0.0):
-        with self._cond:
-            if not self._items and timeout:
-                self._cond.wait(timeout)
-            items = list(self._items)
-            self._items.clear()
-        return items
 
     def send_memo(self, token, jobid, memo, volatile):
         self._memos.append((token, jobid, memo, volatile))
@@ -109,14 +96,6 @@ class FluxJournal:
                 pass
 
     # -- the thread ------------------------------------------------------------
-
-    def _push(self, item):
-        with self._cond:
-            was_empty = not self._items
-            self._items.append(item)
-            self._cond.notify_all()
-        if was_empty and self._wakeup is not None:
-            self._wakeup()
 
     def _run(self):
         reported = None

@@ -638,76 +638,25 @@ class _Scratch:
             pass
 
 
-# -- a journal source from recorded responses -------------------------------------
+# -- journal sources ------------------------------------------------------------------
 
 
-class ListSource:
-    """A journal source that replays recorded journal responses (dicts as
-    Flux sends them: `{"id", "events"}`, the sentinel's id `SENTINEL_ID`)
-    and answers memos as Flux's job manager does (`unknown job id`,
-    `job is inactive`, else the memo event, then the reply). `push` adds
-    responses later (live events); `sent` lists the memos that reached it.
-    """
+class ItemQueue:
+    """The item queue of a journal source: `_push` from any thread, `poll`
+    and `set_wakeup` of the source interface (module doc)."""
 
-    uri = "recorded://journal"
-
-    def __init__(self, responses=(), uri=None):
-        if uri is not None:
-            self.uri = uri
-        self._items = deque([("connected", self.uri)])
-        self._inactive = set()
-        self._known = set()
-        self.sent = []
-        self._wakeup = None
+    def __init__(self):
+        self._items = deque()
         self._cond = threading.Condition()
-        for r in responses:
-            self._add(r)
+        self._wakeup = None
 
-    @classmethod
-    def from_file(cls, path, **kw):
-        """Responses from a JSON-lines file (one journal response a line)."""
-        with open(path, encoding="utf-8") as f:
-            return cls([json.loads(line) for line in f if line.strip()], **kw)
-
-    def _add(self, resp):
-        jobid = resp["id"]
-        if jobid == SENTINEL_ID or jobid == -1:
-            self._items.append(("sentinel",))
-            return
-        for e in resp.get("events", ()):
-            if e.get("name") == "submit":
-                self._known.add(jobid)
-            elif e.get("name") == "clean":
-                self._inactive.add(jobid)
-        self._items.append(("journal", jobid, list(resp.get("events", ()))))
-
-    def push(self, resp):
+    def _push(self, item):
         with self._cond:
-            self._add(resp)
-            self._cond.notify_all()
-        if self._wakeup is not None:
-            self._wakeup()
-
-    def disconnect(self, reason="connection lost"):
-        """As if Flux went away (then `reconnect` with its new history)."""
-        self.push_item(("disconnected", reason))
-
-    def reconnect(self, responses):
-        self.push_item(("connected", self.uri))
-        self._known.clear()
-        self._inactive.clear()
-        for r in responses:
-            self.push(r)
-
-    def push_item(self, item):
-        with self._cond:
+            was_empty = not self._items
             self._items.append(item)
             self._cond.notify_all()
-        if self._wakeup is not None:
+        if was_empty and self._wakeup is not None:
             self._wakeup()
-
-    def start(self):
-        pass
 
     def set_wakeup(self, fn):
         self._wakeup = fn
@@ -720,16 +669,73 @@ class ListSource:
             self._items.clear()
         return items
 
+
+class ListSource(ItemQueue):
+    """A journal source that replays recorded journal responses (dicts as
+    Flux sends them: `{"id", "events"}`, the sentinel's id `SENTINEL_ID`)
+    and answers memos as Flux's job manager does (`unknown job id`,
+    `job is inactive`, else the memo event, then the reply). `push` adds
+    responses later (live events); `sent` lists the memos that reached it.
+    """
+
+    uri = "recorded://journal"
+
+    def __init__(self, responses=(), uri=None):
+        super().__init__()
+        if uri is not None:
+            self.uri = uri
+        self._items.append(("connected", self.uri))
+        self._inactive = set()
+        self._known = set()
+        self.sent = []
+        for r in responses:
+            self._items.append(self._add(r))
+
+    @classmethod
+    def from_file(cls, path, **kw):
+        """Responses from a JSON-lines file (one journal response a line)."""
+        with open(path, encoding="utf-8") as f:
+            return cls([json.loads(line) for line in f if line.strip()], **kw)
+
+    def _add(self, resp):
+        jobid = resp["id"]
+        if jobid == SENTINEL_ID or jobid == -1:
+            return ("sentinel",)
+        for e in resp.get("events", ()):
+            if e.get("name") == "submit":
+                self._known.add(jobid)
+            elif e.get("name") == "clean":
+                self._inactive.add(jobid)
+        return ("journal", jobid, list(resp.get("events", ())))
+
+    def push(self, resp):
+        """One more journal response (a live event)."""
+        self._push(self._add(resp))
+
+    def disconnect(self, reason="connection lost"):
+        """As if Flux went away (then `reconnect` with its new history)."""
+        self._push(("disconnected", reason))
+
+    def reconnect(self, responses):
+        self._push(("connected", self.uri))
+        self._known.clear()
+        self._inactive.clear()
+        for r in responses:
+            self.push(r)
+
+    def start(self):
+        pass
+
     def send_memo(self, token, jobid, memo, volatile):
         if jobid not in self._known:
-            self.push_item(("memo", token, ENOENT, "unknown job id"))
+            self._push(("memo", token, ENOENT, "unknown job id"))
         elif jobid in self._inactive:
-            self.push_item(("memo", token, ENOENT, "job is inactive"))
+            self._push(("memo", token, ENOENT, "job is inactive"))
         else:
             self.sent.append((jobid, memo, volatile))
             event = {"timestamp": time.time(), "name": "memo", "context": memo}
             self.push({"id": jobid, "events": [event]})
-            self.push_item(("memo", token, 0, None))
+            self._push(("memo", token, 0, None))
 
     def close(self):
         pass

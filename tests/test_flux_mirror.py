@@ -7,7 +7,6 @@ Needs $FLUX_ANNOT_TEST_FLUX_PREFIX (set by .ci/run; see tests/fluxinst.py).
 
 import errno
 import json
-import os
 
 import pytest
 
