@@ -84,6 +84,9 @@ log = logging.getLogger("flux_annot.mirror")
 
 NEW, DEPEND, PRIORITY, SCHED, RUN, CLEANUP = STATES[:6]
 
+#: Live events whose lag (Flux timestamp -> batch published) `stats` summarises.
+LAG_SAMPLES = 100_000
+
 #: The journal's sentinel job id (FLUX_JOBID_ANY).
 SENTINEL_ID = (1 << 64) - 1
 
@@ -155,6 +158,9 @@ class MirrorService(AnnotationService):
             "memos_refused_by_flux": 0,
         }
         self._last_event = None  # (jobid, name, timestamp)
+        # Lag of live events: Flux's timestamp -> their batch published.
+        self._lag_open = []  # timestamps of the live events in the open batch
+        self._lags = deque(maxlen=LAG_SAMPLES)  # seconds, most recent last
         self._since = None  # when connected/disconnected
         self._reason = "not connected yet"
         if self.store is not None:
@@ -302,6 +308,8 @@ class MirrorService(AnnotationService):
             ctx = {}
         self._flux["events"] += 1
         self._last_event = (jobid, name, ts)
+        if live:
+            self._lag_open.append(ts)
         job = self.jobs.get(jobid)
         if name == "submit":
             if job is None and type(ctx) is dict:
@@ -448,12 +456,26 @@ class MirrorService(AnnotationService):
         """Close the open batch (in-process: held annotations included)."""
         if self._held:
             self._release_held(all_=True)
+        self._lag_mark()
         return super().flush()
 
     def flush_live(self):
         """The server's timer: release what has been held long enough, then close."""
         self._release_held()
+        self._lag_mark()
         return AnnotationService.flush(self)
+
+    def _lag_mark(self):
+        """When the open batch is published, note how late its live events are."""
+        if self._lag_open:
+            stamps, self._lag_open = self._lag_open, []
+            lags = self._lags
+
+            def published():
+                now = time.time()
+                lags.extend(now - ts for ts in stamps)
+
+            self.hub.after_commit(published)
 
     def holding(self):
         """Whether held annotations wait for release (the server arms its timer)."""
@@ -598,6 +620,7 @@ class MirrorService(AnnotationService):
     def stats(self):
         out = super().stats()
         last = self._last_event
+        lags = sorted(self._lags)
         out["flux"] = {
             "mirror": True,
             "uri": self.uri,
@@ -608,6 +631,12 @@ class MirrorService(AnnotationService):
             "last_event": (
                 None if last is None else {"id": last[0], "name": last[1], "timestamp": last[2]}
             ),
+            "lag_ms": {
+                "samples": len(lags),
+                "median": round(1e3 * lags[len(lags) // 2], 3) if lags else None,
+                "p99": round(1e3 * lags[min(len(lags) - 1, len(lags) * 99 // 100)], 3)
+                if lags else None,
+            },
             **self._flux,
         }
         return out

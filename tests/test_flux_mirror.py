@@ -86,6 +86,7 @@ def test_every_job_as_flux_shows_it(inst, mirror):
     st = mirror.stats()
     assert st["flux"]["mirror"] and st["flux"]["uri"] == inst.uri
     assert st["flux"]["connected"] and st["flux"]["last_event"]["name"]
+    assert st["flux"]["lag_ms"]["samples"] > 0
     assert st["jobs"]["SCHED"] == 2 and st["jobs"]["RUN"] == 1
 
 
