@@ -242,6 +242,11 @@ class MirrorService(AnnotationService):
         self._reason = reason
         self._history = None
         self._release_held(all_=True)
+        # Memos sent and not answered: Flux's answer is lost with the connection.
+        waiters, self._waiters = self._waiters, {}
+        for done in waiters.values():
+            done(EIO, f"the connection to the Flux instance at {self.uri} was lost before it "
+                      "answered; the memo may or may not have been applied")
 
     def _end_history(self):
         """Apply the collected history (module doc: resynchronisation)."""
@@ -281,6 +286,9 @@ class MirrorService(AnnotationService):
                 scratch.memo(ctx)
         job = self.jobs[jobid]
         self._set_tree(jobid, job, scratch.tree)
+        ts = self._last_ts.get(jobid, time.time())
+        self.hub.record_entry(jobid, "annotations", {"annotations": scratch.tree}, ts)
+        self._touched()
 
     def _vanish(self, jobid, job, now):
         self._flux["vanished"] += 1

@@ -168,6 +168,18 @@ def test_restart_of_the_mirror_keeps_seq_and_since(tmp_path):
             cur["a"] = merge(cur["a"], patch) if patch is not None else None
     assert seqs and seqs[0] == last + 1
     assert {j: (v["s"], v["a"]) for j, v in state.items()} == expect
+    svc2.close()
+    # The eventlog (Flux's events under their names) replays to the same trees.
+    from flux_annot.core import JobTable
+    from flux_annot.replay import permissive_limits, restore_from_eventlog
+    from flux_annot.store import Store
+
+    st = Store(store)
+    table = JobTable(permissive_limits())
+    restore_from_eventlog(st, table)
+    st.close()
+    replayed = {j: json.loads(table.get(j)) if table.get(j) else None for j in expect}
+    assert replayed == {j: ann for j, (_s, ann) in expect.items()}
 
 
 def test_flux_restart_vanished_jobs_become_inactive():
@@ -414,3 +426,19 @@ def test_the_socket_server_of_a_mirror(tmp_path):
     finally:
         holder["loop"].call_soon_threadsafe(holder["stop"].set)
         t.join(30)
+
+
+def test_a_memo_in_flight_when_flux_goes_away_is_answered():
+    src = ListSource(guest_journal())
+    svc = MirrorService(src)
+    svc.pump(0)
+    answers = []
+    src.send_memo = lambda *a: None  # sent; Flux never answers
+    svc.send_memo(1 << 24, {"x": 1}, False, lambda e, s: answers.append((e, s)))
+    assert answers == []
+    src.disconnect("broker gone")
+    svc.pump(0)
+    assert answers and answers[0][0] == errno.EIO and "may or may not" in answers[0][1]
+    with pytest.raises(AnnotError) as exc:  # and while it is away
+        svc.memo(OWNER, 1 << 24, {"x": 1})
+    assert exc.value.errno == errno.EIO and "not reachable" in str(exc.value)
