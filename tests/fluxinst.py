@@ -29,8 +29,8 @@ def flux_prefix():
     if PREFIX and os.access(os.path.join(PREFIX, "bin", "flux"), os.X_OK):
         return PREFIX
     why = (
-        "needs a Flux installation: set FLUX_ANNOT_TEST_FLUX_PREFIX to the prefix "
-        "that ../shared/flux-core/build.sh prints"
+        "needs a Flux installation: set FLUX_ANNOT_TEST_FLUX_PREFIX to a flux-core "
+        "install prefix (.ci/run builds one)"
         + (f" ({PREFIX}/bin/flux is missing)" if PREFIX else "")
     )
     if os.environ.get("CI"):
