@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 
-from errno import EIO
+from errno import EIO, EPERM
 
 from .errors import AnnotError
 from .mirror import EVENTS, SENTINEL_ID, ItemQueue
@@ -65,8 +65,30 @@ class FluxJournal(ItemQueue):
         os.set_blocking(self._rfd, False)
         self._stop = False
         self._thread = None
-        self._handle = None
         self.received = 0  # journal responses
+
+    def check_owner(self):
+        """EPERM (a sentence) when Flux answers and we are not its owner: the
+        journal and memos on users' behalf need the owner's credentials.
+        Flux not answering is no error: the mirror serves what it has and
+        connects when Flux is back."""
+        try:
+            h = self.flux.Flux(self.uri) if self.uri else self.flux.Flux()
+        except OSError:
+            return
+        try:
+            owner = int(h.attr_get("security.owner"))
+        except (OSError, ValueError):
+            return
+        finally:
+            del h  # the bindings close a handle when it is collected
+        if owner != os.getuid():
+            raise AnnotError(
+                EPERM,
+                f"serve --flux must run as the owner of the Flux instance at {self.uri} "
+                f"(uid {owner}), not as uid {os.getuid()}: its journal and memos on "
+                "users' behalf need the owner's credentials",
+            )
 
     # -- the source interface (flux_annot.mirror) -------------------------
 
@@ -145,7 +167,6 @@ class FluxJournal(ItemQueue):
             h = flux.Flux(self.uri) if self.uri else flux.Flux()
         except OSError as exc:
             return f"cannot connect: {exc.strerror or exc}"
-        self._handle = h
         if not self.uri:
             try:
                 self.uri = h.attr_get("local-uri")
@@ -213,11 +234,6 @@ class FluxJournal(ItemQueue):
         finally:
             pipe.stop()
             timer.stop()
-            self._handle = None
         if not ended:
             ended.append("connection lost" if rc < 0 else "the reactor stopped")
-        try:
-            h.close()
-        except Exception:  # noqa: BLE001
-            pass
-        return ended[0]
+        return ended[0]  # the handle closes when collected (the bindings refuse close())

@@ -111,6 +111,7 @@ def run_mirror(uri=None, socket_path=None, store=None, config=None, ready=None):
     from .flux_source import FluxJournal
 
     source = FluxJournal(uri)
+    source.check_owner()
     service = MirrorService(source, owner_uid=os.getuid(), store=store, config=config)
     try:
         return asyncio.run(

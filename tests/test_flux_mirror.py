@@ -7,11 +7,12 @@ Needs $FLUX_ANNOT_TEST_FLUX_PREFIX (set by .ci/run; see tests/fluxinst.py).
 
 import errno
 import json
+import sys
 
 import pytest
 
 from flux_annot.errors import AnnotError
-from fluxinst import FluxInstance, Mirror, flux_prefix, submit, wait_for
+from fluxinst import FluxInstance, Mirror, flux_prefix, flux_pythonpath, submit, wait_for
 from serverproc import NOBODY, is_root, run_as
 
 
@@ -216,3 +217,36 @@ def test_mirror_across_a_restart_of_flux(inst, tmp_path):
         assert m.stats()["flux"]["vanished"] == 2
     finally:
         m.cleanup()
+
+
+@pytest.mark.skipif(not is_root(), reason="dropping to another uid (nobody) needs root")
+def test_the_mirror_must_run_as_the_instance_owner():
+    """`serve --flux` by another uid that Flux lets connect stops at start
+    with a sentence (Flux would refuse it the journal)."""
+    inst = FluxInstance(flux_prefix(), access_guests=True).start()
+    try:
+        # Import Flux's bindings here: the child, as nobody, may not be able
+        # to read this Python's own files.
+        sys.path.insert(0, flux_pythonpath(inst.prefix))
+        try:
+            from flux_annot.flux_source import FluxJournal, load_flux
+
+            load_flux()
+            source = FluxJournal(inst.uri)
+        finally:
+            sys.path.pop(0)
+
+        def as_guest():
+            source.check_owner()
+            return "started"
+
+        r = run_as(NOBODY, as_guest)
+        assert "exception" in r, r
+        err, msg, _cls = r["exception"]
+        assert err == errno.EPERM, r
+        assert "must run as the owner of the Flux instance" in msg
+        assert f"not as uid {NOBODY}" in msg
+        assert source.check_owner() is None  # the owner passes
+        source.close()
+    finally:
+        inst.cleanup()
