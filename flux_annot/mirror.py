@@ -139,7 +139,8 @@ class MirrorService(AnnotationService):
         self._hold_for = max(self._window, 0.002)
         self._last_ts = {}  # jobid -> Flux timestamp of the last event applied
         self._severity = {}  # jobid -> severity of the note shown
-        self._held = {}  # jobid -> (annotations context, ts, monotonic time)
+        self._held = {}  # jobid -> (annotations context, ts, self.clock() when held)
+        self.clock = time.monotonic  # how long annotations are held (tests may replace it)
         self._history = None  # {jobid: [entries]} while a history arrives
         self._waiters = {}  # memo token -> fn(errnum, errstr)
         self._token = 0
@@ -279,7 +280,9 @@ class MirrorService(AnnotationService):
         scratch = _Scratch()
         for e in entries:
             name = e.get("name")
-            ctx = e.get("context") or {}
+            ctx = e.get("context")
+            if type(ctx) is not dict:
+                continue
             if name == "alloc" and type(ctx.get("annotations")) is dict:
                 scratch.tree = ctx["annotations"]
             elif name == "memo" and type(ctx) is dict:
@@ -296,7 +299,8 @@ class MirrorService(AnnotationService):
             self._discard_sched(jobid, job)
         ctx = {"type": "flux-annot", "severity": 0, "note": VANISHED}
         self.hub.record_entry(jobid, "exception", ctx, now)
-        if self._severity.get(jobid) is None:
+        old = self._severity.get(jobid)
+        if old is None or old > 0:
             self.notes[jobid] = VANISHED
             self._severity[jobid] = 0
         self._set_state(jobid, job, INACTIVE, now)
@@ -364,7 +368,7 @@ class MirrorService(AnnotationService):
             return
         if name == "annotations":
             if live and job.state == SCHED:
-                self._held[jobid] = (ctx, ts, time.monotonic())
+                self._held[jobid] = (ctx, ts, self.clock())
                 return
             self._apply_annotations(jobid, job, ctx, ts)
         elif name == "memo":
@@ -446,13 +450,22 @@ class MirrorService(AnnotationService):
         """Apply held annotations (all, or those held one window or more)."""
         if not self._held:
             return
-        now = time.monotonic()
+        now = self.clock()
         for jobid, (ctx, ts, since) in list(self._held.items()):
             if all_ or now - since >= self._hold_for:
                 del self._held[jobid]
                 job = self.jobs.get(jobid)
                 if job is not None:
                     self._apply_annotations(jobid, job, ctx, ts)
+
+    def _tick(self):
+        """The service's batch check, closing with `flush_live`: a batch that
+        closes because its window passed keeps what is held for the next."""
+        t0 = self._t0
+        if t0 is not None and (
+            time.monotonic() - t0 >= self._window or self._n_open >= self._max_entries
+        ):
+            self.flush_live()
 
     def _tick_mirror(self):
         if self._held:

@@ -80,21 +80,46 @@ def test_allocation_annotations_and_run_share_a_batch_whatever_the_timing():
     still published in the batch of the RUN transition."""
     src = ListSource([])
     svc = MirrorService(src, batch_window=0.001)
+    clock = [0.0]
+    svc.clock = lambda: clock[0]  # held annotations age only when we say
     sub = svc.subscribe(OWNER)
     for resp in lines(LIVE):
         src.push(resp)
         svc.pump(0)
         svc.flush_live()
-    time.sleep(0.01)
+    assert svc.holding() is False  # every alloc came right behind its annotations
+    batches = list(sub)
+    ran = 0
+    for b in batches:
+        anns = dict(b.get("annotations", ()))
+        for jobid, state, _ts in b.get("transitions", ()):
+            if state == "RUN":
+                ran += 1
+                assert "resource_summary" in anns[jobid]["sched"], b
+    assert ran == 3
+    assert view(svc) == FLUX_VIEW
+
+
+def test_annotations_without_an_alloc_are_released_after_a_window():
+    """A scheduler's note on a pending job (no alloc behind it) is published
+    once it has waited one batch window."""
+    src = ListSource(lines(LIVE))
+    svc = MirrorService(src)
+    clock = [0.0]
+    svc.clock = lambda: clock[0]
+    svc.pump(0)
+    svc.flush()
+    sub = svc.subscribe(OWNER, topics=["job-annotations"])
+    note = {"annotations": {"sched": {"t_estimate": 5.0}, "user": {"v": 1}}}
+    src.push({"id": A, "events": [{"timestamp": 3e9, "name": "annotations", "context": note}]})
     svc.pump(0)
     svc.flush_live()
-    batches = list(sub)
-    for b in batches:
-        ran = [t[0] for t in b.get("transitions", ()) if t[1] == "RUN"]
-        anns = dict(b.get("annotations", ()))
-        for jobid in ran:
-            assert "resource_summary" in anns[jobid]["sched"], b
-    assert view(svc) == FLUX_VIEW
+    assert svc.holding() and list(sub) == []
+    clock[0] += 1.0
+    svc.pump(0)
+    svc.flush_live()
+    assert not svc.holding()
+    assert [b["annotations"] for b in sub] == [[[A, note["annotations"]]]]
 
 
 def test_history_replay_gives_what_flux_holds():
