@@ -44,9 +44,10 @@ lowest severity, first of equals, is the job's exception note, as
 `{"user": memo}`; invalidate forgets the job. Other events change nothing.
 
 Batches: one journal `annotations` event of a pending job is held back
-until the job's next event (the alloc that Flux posts right after it) or
-until it has waited one batch window, so a job's allocation annotations
-and its RUN transition always share a batch.
+until the job's next event (the alloc that Flux posts right after it),
+or any live event of another job (then no alloc was coming), or, with
+no event at all, `HOLD_IDLE` seconds (at least ten batch windows); so a
+job's allocation annotations and its RUN transition always share a batch.
 
 Resynchronisation (start, reconnect): the history is collected until the
 sentinel, then applied job by job: a job the mirror knows takes only the
@@ -83,6 +84,10 @@ from .service import (
 log = logging.getLogger("flux_annot.mirror")
 
 NEW, DEPEND, PRIORITY, SCHED, RUN, CLEANUP = STATES[:6]
+
+#: Seconds a held `annotations` tree waits for its alloc when no other
+#: journal event comes (at least ten batch windows).
+HOLD_IDLE = 0.1
 
 #: Live events whose lag (Flux timestamp -> batch published) `stats` summarises.
 LAG_SAMPLES = 100_000
@@ -136,7 +141,9 @@ class MirrorService(AnnotationService):
         self.uri = getattr(source, "uri", None)
         self.memo_timeout = memo_timeout
         self.flux_limits = permissive_limits()  # Flux's data: never refused
-        self._hold_for = max(self._window, 0.002)
+        # A held tree waits for its alloc: until any other journal event comes
+        # (Flux posts the alloc right behind it), or this long with none.
+        self._hold_for = max(10 * self._window, HOLD_IDLE)
         self._last_ts = {}  # jobid -> Flux timestamp of the last event applied
         self._severity = {}  # jobid -> severity of the note shown
         self._held = {}  # jobid -> (annotations context, ts, self.clock() when held)
@@ -330,6 +337,8 @@ class MirrorService(AnnotationService):
         if job is None:
             self._flux["events_ignored"] += 1
             return
+        if self._held and live:
+            self._release_others(jobid)
         held = self._held.pop(jobid, None) if self._held else None
         if held is not None:
             if name == "annotations":
@@ -457,6 +466,15 @@ class MirrorService(AnnotationService):
                 job = self.jobs.get(jobid)
                 if job is not None:
                     self._apply_annotations(jobid, job, ctx, ts)
+
+    def _release_others(self, jobid):
+        """A live event of another job came: Flux sent no alloc right behind
+        the held trees of other jobs, so they were the scheduler's notes."""
+        for other in [j for j in self._held if j != jobid]:
+            ctx, ts, _since = self._held.pop(other)
+            job = self.jobs.get(other)
+            if job is not None:
+                self._apply_annotations(other, job, ctx, ts)
 
     def _tick(self):
         """The service's batch check, closing with `flush_live`: a batch that

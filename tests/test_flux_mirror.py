@@ -8,6 +8,7 @@ Needs $FLUX_ANNOT_TEST_FLUX_PREFIX (set by .ci/run; see tests/fluxinst.py).
 import errno
 import json
 import sys
+import time
 
 import pytest
 
@@ -250,3 +251,41 @@ def test_the_mirror_must_run_as_the_instance_owner():
         source.close()
     finally:
         inst.cleanup()
+
+
+def test_run_comes_with_its_allocation_annotations(inst, mirror):
+    """Every RUN transition a subscriber sees is in the batch that carries
+    the job's sched.resource_summary (Flux sends them as two messages)."""
+    import threading
+
+    batches = []
+    stream_open = threading.Event()
+
+    def follow():
+        with mirror.client() as c:
+            events = c.events()
+            stream_open.set()
+            try:
+                for batch in events:
+                    batches.append(batch)
+            except AnnotError:
+                pass  # the mirror stopped: ENODATA
+
+    t = threading.Thread(target=follow, daemon=True)
+    t.start()
+    assert stream_open.wait(30)
+    time.sleep(0.2)  # the subscription is registered before the first job
+    jobs = [submit(inst, "sleep", "0") for _ in range(6)]
+
+    def all_ran():
+        runs = [tr[0] for b in list(batches) for tr in b.get("transitions", ()) if tr[1] == "RUN"]
+        return set(jobs) <= set(runs)
+
+    wait_for("every job's RUN in the stream", all_ran)
+    for b in list(batches):
+        anns = dict(b.get("annotations", ()))
+        for jobid, state, _ts in b.get("transitions", ()):
+            if state == "RUN" and jobid in jobs:
+                assert anns[jobid]["sched"]["resource_summary"].startswith("rank0/core"), b
+    mirror.stop()
+    t.join(30)

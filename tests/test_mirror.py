@@ -100,9 +100,9 @@ def test_allocation_annotations_and_run_share_a_batch_whatever_the_timing():
     assert view(svc) == FLUX_VIEW
 
 
-def test_annotations_without_an_alloc_are_released_after_a_window():
+def test_annotations_without_an_alloc_are_released_when_the_journal_moves_on():
     """A scheduler's note on a pending job (no alloc behind it) is published
-    once it has waited one batch window."""
+    with the next event of another job, or after HOLD_IDLE without any."""
     src = ListSource(lines(LIVE))
     svc = MirrorService(src)
     clock = [0.0]
@@ -115,11 +115,23 @@ def test_annotations_without_an_alloc_are_released_after_a_window():
     svc.pump(0)
     svc.flush_live()
     assert svc.holding() and list(sub) == []
+    clock[0] += 0.05  # five windows: still waiting for an alloc
+    svc.pump(0)
+    svc.flush_live()
+    assert svc.holding() and list(sub) == []
     clock[0] += 1.0
     svc.pump(0)
     svc.flush_live()
     assert not svc.holding()
     assert [b["annotations"] for b in sub] == [[[A, note["annotations"]]]]
+    # Another job's event releases it at once.
+    note2 = {"annotations": {"sched": {"t_estimate": 6.0}, "user": {"v": 1}}}
+    src.push({"id": A, "events": [{"timestamp": 3e9 + 1, "name": "annotations", "context": note2}]})
+    src.push({"id": E, "events": [{"timestamp": 3e9 + 2, "name": "memo", "context": {"z": 1}}]})
+    svc.pump(0)
+    assert not svc.holding()
+    svc.flush_live()
+    assert dict(next(iter(sub))["annotations"])[A] == note2["annotations"]
 
 
 def test_history_replay_gives_what_flux_holds():
