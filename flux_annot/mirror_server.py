@@ -14,6 +14,7 @@ says why).
 import asyncio
 import logging
 import os
+import sys
 
 from .errors import EPERM, AnnotError
 from .mirror import MirrorService
@@ -21,6 +22,9 @@ from .protocol import response, response_error
 from .server import Server, _jobid, _object, _opt_bool, serve
 
 log = logging.getLogger("flux_annot.mirror")
+
+#: seconds between GIL hand-overs in `serve --flux` (Python's default: 0.005)
+GIL_SWITCH = 0.0005
 
 
 class MirrorServer(Server):
@@ -112,6 +116,10 @@ def run_mirror(uri=None, socket_path=None, store=None, config=None, ready=None):
 
     source = FluxJournal(uri)
     source.check_owner()
+    # Three threads share the GIL (the loop, the journal, the store writer);
+    # hand it over sooner than the default 5 ms, or every wake-up of the
+    # loop waits behind a burst of journal parsing (the lag, docs/flux.md).
+    sys.setswitchinterval(GIL_SWITCH)
     service = MirrorService(source, owner_uid=os.getuid(), store=store, config=config)
     try:
         return asyncio.run(
