@@ -183,6 +183,9 @@ def cmd_serve(args):
     def ready(srv):
         where = store if store else "in memory"
         print(f"{PROG}: serving on {srv.socket_path} (store: {where})", file=sys.stderr, flush=True)
+        if flux:
+            uri = args.flux_uri or os.environ.get("FLUX_URI") or "the default instance"
+            print(f"{PROG}: mirroring the Flux instance at {uri}", file=sys.stderr, flush=True)
 
     if flux:
         from .mirror_server import run_mirror
