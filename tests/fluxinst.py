@@ -172,21 +172,22 @@ class Mirror:
     def start(self, timeout=60):
         cmd = [sys.executable, "-m", "flux_annot", "serve", "--flux-uri", self.inst.uri,
                "--socket", self.socket, "--store", self.store]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        err = self.proc.stderr
-        deadline = time.monotonic() + timeout
-        line = b""
-        while b"serving on" not in line:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([err], [], [], left)[0]:
-                self.proc.kill()
-                pytest.fail(f"the mirror did not start: {line!r}")
-            ch = os.read(err.fileno(), 1)
-            if not ch:
-                pytest.fail(f"the mirror exited at start: {line!r}")
-            line += ch
+        self.log = os.path.join(self.dir, "serve.log")  # a file: a full pipe would block it
+        with open(self.log, "wb") as log:  # a new log for each start
+            self.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=log)
+
+        def serving():
+            if self.proc.poll() is not None:
+                pytest.fail(f"the mirror exited at start: {self.stderr_text()}")
+            return "serving on" in self.stderr_text()
+
+        wait_for("the mirror to listen", serving, timeout)
         return self
+
+    def stderr_text(self):
+        with open(self.log, encoding="utf-8", errors="replace") as f:
+            return f.read()
 
     def wait_synced(self, timeout=60):
         def synced():
@@ -220,8 +221,6 @@ class Mirror:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rc = self.proc.wait()
-        self.stderr = self.proc.stderr.read().decode(errors="replace")
-        self.proc.stderr.close()
         self.proc = None
         return rc
 
