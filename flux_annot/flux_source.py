@@ -66,6 +66,7 @@ class FluxJournal(ItemQueue):
         self._stop = False
         self._thread = None
         self.received = 0  # journal responses
+        self._was_connected = False  # the last session got as far as connecting
 
     def check_owner(self):
         """EPERM (a sentence) when Flux answers and we are not its owner: the
@@ -128,9 +129,10 @@ class FluxJournal(ItemQueue):
                 reason = f"{type(exc).__name__}: {exc}"
             if self._stop:
                 break
-            if reason != reported:
+            if reason != reported or self._was_connected:
                 self._push(("disconnected", reason))
                 reported = reason
+            self._was_connected = False
             self._fail_memos(reason)
             self._sleep(self.reconnect)
 
@@ -173,6 +175,7 @@ class FluxJournal(ItemQueue):
             except OSError:
                 pass
         ended = []
+        self._was_connected = True
         self._push(("connected", self.uri))
         payload = {"full": True, "allow": {name: 1 for name in EVENTS}}
         fut = h.rpc("job-manager.events-journal", payload, flags=FLUX_RPC_STREAMING)

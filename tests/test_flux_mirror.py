@@ -216,6 +216,13 @@ def test_mirror_across_a_restart_of_flux(inst, tmp_path):
             assert view[jobid][1] == "INACTIVE"
             assert "no longer known to the Flux instance" in view[jobid][3]
         assert m.stats()["flux"]["vanished"] == 2
+        # And again: every loss is seen, every return resynchronises.
+        inst.kill()
+        wait_for("the mirror to notice again", lambda: not m.stats()["flux"]["connected"])
+        inst.start()
+        m.wait_synced()
+        assert m.stats()["flux"]["disconnects"] == 2
+        assert mirror_view(m)[new][1] == "INACTIVE"
     finally:
         m.cleanup()
 
