@@ -55,15 +55,20 @@ def best_wall(cmd, env, n=3):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--prefix", default=os.environ.get("FLUX_ANNOT_TEST_FLUX_PREFIX"),
-                    help="Flux installation prefix (default $FLUX_ANNOT_TEST_FLUX_PREFIX)")
+    ap.add_argument(
+        "--prefix",
+        default=os.environ.get("FLUX_ANNOT_TEST_FLUX_PREFIX"),
+        help="Flux installation prefix (default $FLUX_ANNOT_TEST_FLUX_PREFIX)",
+    )
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--markdown", action="store_true", help="print a REPORT.md section too")
     ap.add_argument("--config", help="TOML configuration for the mirror (e.g. its [batch] window)")
     args = ap.parse_args(argv)
     if not args.prefix or not os.access(os.path.join(args.prefix, "bin", "flux"), os.X_OK):
-        print("bench_flux: give the Flux prefix (--prefix or FLUX_ANNOT_TEST_FLUX_PREFIX)",
-              file=sys.stderr)
+        print(
+            "bench_flux: give the Flux prefix (--prefix or FLUX_ANNOT_TEST_FLUX_PREFIX)",
+            file=sys.stderr,
+        )
         return 2
     lib = os.path.join(args.prefix, "lib", "flux")
     pypath = os.path.join(lib, sorted(d for d in os.listdir(lib) if d.startswith("python3"))[-1])
@@ -86,9 +91,21 @@ def main(argv=None):
     fluxcmd = os.path.join(args.prefix, "bin", "flux")
     load0 = os.getloadavg()
     inst = subprocess.Popen(
-        ["timeout", "1800", fluxcmd, "start", "--test-size=1", f"--test-rundir={rundir}",
-         "sh", "-c", "echo up; read x"],
-        env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            "timeout",
+            "1800",
+            fluxcmd,
+            "start",
+            "--test-size=1",
+            f"--test-rundir={rundir}",
+            "sh",
+            "-c",
+            "echo up; read x",
+        ],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
     mirror = None
@@ -97,10 +114,23 @@ def main(argv=None):
             raise SystemExit("bench_flux: the Flux instance did not start")
         sock = os.path.join(base, "socket")
         mirror = subprocess.Popen(
-            [sys.executable, "-m", "flux_annot", "serve", "--flux-uri", uri, "--socket", sock,
-             "--store", os.path.join(base, "mirror.db")]
+            [
+                sys.executable,
+                "-m",
+                "flux_annot",
+                "serve",
+                "--flux-uri",
+                uri,
+                "--socket",
+                sock,
+                "--store",
+                os.path.join(base, "mirror.db"),
+            ]
             + (["--config", args.config] if args.config else []),
-            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + 60
         while True:
@@ -111,8 +141,10 @@ def main(argv=None):
             except (OSError, KeyError, AnnotError):
                 pass
             if time.monotonic() > deadline or mirror.poll() is not None:
-                raise SystemExit("bench_flux: the mirror did not start: "
-                                 + mirror.stderr.read().decode(errors="replace"))
+                raise SystemExit(
+                    "bench_flux: the mirror did not start: "
+                    + mirror.stderr.read().decode(errors="replace")
+                )
             time.sleep(0.1)
 
         # The subscriber: lag of each transition (Flux timestamp -> arrival).
@@ -157,8 +189,9 @@ def main(argv=None):
                 seen_at[e["timestamp"]] = now
 
         journal_h = flux.Flux(uri)
-        jf = journal_h.rpc("job-manager.events-journal", {"full": False},
-                           flags=FLUX_RPC_STREAMING).then(on_journal)
+        jf = journal_h.rpc(
+            "job-manager.events-journal", {"full": False}, flags=FLUX_RPC_STREAMING
+        ).then(on_journal)
         jthread = threading.Thread(target=journal_h.reactor_run, daemon=True)
         jthread.start()
 
@@ -168,11 +201,17 @@ def main(argv=None):
             ev0 = c.stats()["flux"]["events"]
         out = subprocess.run(
             [fluxcmd, "submit", f"--cc=1-{args.jobs}", "--quiet", "true"],
-            env=env, check=True, capture_output=True, text=True, timeout=600,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
         ).stdout
         ids = [flux.job.JobID(x) for x in out.split()]
-        futures = [h.rpc("job-manager.memo", {"id": int(j), "memo": {"bench": i}})
-                   for i, j in enumerate(ids)]
+        futures = [
+            h.rpc("job-manager.memo", {"id": int(j), "memo": {"bench": i}})
+            for i, j in enumerate(ids)
+        ]
         memo_errors = 0
         for f in futures:
             try:
@@ -205,40 +244,76 @@ def main(argv=None):
         ap99 = added[min(len(added) - 1, int(len(added) * 0.99))] * 1e3 if added else float("nan")
         jobs_wall, jobs_out = best_wall([fluxcmd, "jobs", "-a", "-n", "--count=0"], env)
         list_wall, list_out = best_wall(
-            [sys.executable, "-m", "flux_annot", "--socket", sock, "list", "-a", "-A", "-n"], env)
+            [sys.executable, "-m", "flux_annot", "--socket", sock, "list", "-a", "-A", "-n"], env
+        )
 
         def verdict(ok):
             return "met" if ok else "MISSED"
 
         rows = [
-            ("jobs", f"{args.jobs} (`flux submit --cc`), a memo on each "
-                     f"({memo_errors} memo RPCs refused), sched-simple running them"),
-            ("run wall time", f"{wall:.1f} s (queue stopped, submit, memos, queue started, "
-                              "until the subscriber saw every job INACTIVE)"),
-            ("Flux's journal", f"{len(stamps)} events over {span:.1f} s of their timestamps: "
-                               f"{flux_rate:,.0f} events/s"),
-            ("mirror, events applied", f"{events} in {wall:.1f} s: {events / wall:,.0f} events/s "
-                                       f"({1e6 * cpu / max(events, 1):.0f} µs of CPU per event)"),
-            ("mirror CPU", f"{cpu:.2f} s over {wall:.1f} s = {cpu_pct:.1f}% of one core "
-                           f"(target <= 25%: {verdict(cpu_pct <= 25)})"),
-            ("lag, Flux event -> batch at a subscriber (this bench)", f"median {med:.1f} ms, p99 {p99:.1f} ms "
-                                                         f"over {len(lags)} transitions "
-                                                         f"(target p99 <= 100 ms: {verdict(p99 <= 100)})"),
-            ("lag inside the mirror, Flux event -> its batch published (stats lag_ms)",
-             f"median {st['flux']['lag_ms']['median']:.1f} ms, p99 {st['flux']['lag_ms']['p99']:.1f} ms "
-             f"over {st['flux']['lag_ms']['samples']} events "
-             f"(target p99 <= 100 ms: {verdict(st['flux']['lag_ms']['p99'] <= 100)})"),
-            ("for comparison: Flux event -> a plain journal consumer (this bench)",
-             f"median {dmed:.1f} ms, p99 {dp99:.1f} ms over {len(direct)} events"),
-            ("what the mirror adds (the same event: at that consumer -> in a batch at the subscriber)",
-             f"median {amed:.1f} ms, p99 {ap99:.1f} ms over {len(added)} transitions"),
-            ("`flux jobs -a -n --count=0` wall (best of 3)",
-             f"{jobs_wall * 1e3:.0f} ms, {jobs_out} lines" if jobs_wall else f"failed: {jobs_out}"),
-            ("`flux-annotate list -a -A -n` wall (best of 3)",
-             f"{list_wall * 1e3:.0f} ms, {list_out} lines" if list_wall else f"failed: {list_out}"),
-            ("load average", f"{load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} at the start, "
-                             f"{load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} at the end "
-                             f"({os.cpu_count()} CPUs, shared)"),
+            (
+                "jobs",
+                f"{args.jobs} (`flux submit --cc`), a memo on each "
+                f"({memo_errors} memo RPCs refused), sched-simple running them",
+            ),
+            (
+                "run wall time",
+                f"{wall:.1f} s (queue stopped, submit, memos, queue started, "
+                "until the subscriber saw every job INACTIVE)",
+            ),
+            (
+                "Flux's journal",
+                f"{len(stamps)} events over {span:.1f} s of their timestamps: "
+                f"{flux_rate:,.0f} events/s",
+            ),
+            (
+                "mirror, events applied",
+                f"{events} in {wall:.1f} s: {events / wall:,.0f} events/s "
+                f"({1e6 * cpu / max(events, 1):.0f} µs of CPU per event)",
+            ),
+            (
+                "mirror CPU",
+                f"{cpu:.2f} s over {wall:.1f} s = {cpu_pct:.1f}% of one core "
+                f"(target <= 25%: {verdict(cpu_pct <= 25)})",
+            ),
+            (
+                "lag, Flux event -> batch at a subscriber (this bench)",
+                f"median {med:.1f} ms, p99 {p99:.1f} ms "
+                f"over {len(lags)} transitions "
+                f"(target p99 <= 100 ms: {verdict(p99 <= 100)})",
+            ),
+            (
+                "lag inside the mirror, Flux event -> its batch published (stats lag_ms)",
+                f"median {st['flux']['lag_ms']['median']:.1f} ms, p99 {st['flux']['lag_ms']['p99']:.1f} ms "
+                f"over {st['flux']['lag_ms']['samples']} events "
+                f"(target p99 <= 100 ms: {verdict(st['flux']['lag_ms']['p99'] <= 100)})",
+            ),
+            (
+                "for comparison: Flux event -> a plain journal consumer (this bench)",
+                f"median {dmed:.1f} ms, p99 {dp99:.1f} ms over {len(direct)} events",
+            ),
+            (
+                "what the mirror adds (the same event: at that consumer -> in a batch at the subscriber)",
+                f"median {amed:.1f} ms, p99 {ap99:.1f} ms over {len(added)} transitions",
+            ),
+            (
+                "`flux jobs -a -n --count=0` wall (best of 3)",
+                f"{jobs_wall * 1e3:.0f} ms, {jobs_out} lines"
+                if jobs_wall
+                else f"failed: {jobs_out}",
+            ),
+            (
+                "`flux-annotate list -a -A -n` wall (best of 3)",
+                f"{list_wall * 1e3:.0f} ms, {list_out} lines"
+                if list_wall
+                else f"failed: {list_out}",
+            ),
+            (
+                "load average",
+                f"{load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} at the start, "
+                f"{load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} at the end "
+                f"({os.cpu_count()} CPUs, shared)",
+            ),
         ]
         for name, value in rows:
             print(f"{name}: {value}")

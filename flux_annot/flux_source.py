@@ -43,7 +43,9 @@ def load_flux():
         if missing and missing.split(".")[0] == "flux":
             what = "Flux's Python bindings (the `flux` module) are not importable"
         else:
-            what = f"Flux's Python bindings need the {missing!r} module (pip install cffi pyyaml ply)"
+            what = (
+                f"Flux's Python bindings need the {missing!r} module (pip install cffi pyyaml ply)"
+            )
         raise AnnotError(
             EIO,
             f"{what}: point PYTHONPATH at your Flux installation's PREFIX/lib/flux/python3.X "
@@ -156,8 +158,12 @@ class FluxJournal(ItemQueue):
         while self._memos:
             token = self._memos.popleft()[0]
             self._push(
-                ("memo", token, EIO,
-                 f"the Flux instance at {self.uri} is not reachable ({reason}); the memo was not sent")
+                (
+                    "memo",
+                    token,
+                    EIO,
+                    f"the Flux instance at {self.uri} is not reachable ({reason}); the memo was not sent",
+                )
             )
 
     def _session(self):

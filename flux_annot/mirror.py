@@ -97,9 +97,20 @@ SENTINEL_ID = (1 << 64) - 1
 
 #: The events the mirror maps; a source may ask Flux for only these.
 EVENTS = (
-    "submit", "invalidate", "validate", "depend", "priority", "urgency",
-    "jobspec-update", "flux-restart", "alloc", "exception", "finish",
-    "clean", "annotations", "memo",
+    "submit",
+    "invalidate",
+    "validate",
+    "depend",
+    "priority",
+    "urgency",
+    "jobspec-update",
+    "flux-restart",
+    "alloc",
+    "exception",
+    "finish",
+    "clean",
+    "annotations",
+    "memo",
 )
 
 # name -> (required state, new state): the simple transitions.
@@ -131,10 +142,16 @@ class MirrorService(AnnotationService):
     `memo_timeout`: seconds an in-process `memo` waits for Flux.
     """
 
-    def __init__(self, source=None, owner_uid=None, store=None, config=None,
-                 batch_window=0.01, memo_timeout=30.0):
-        super().__init__(owner_uid=owner_uid, store=store, config=config,
-                         batch_window=batch_window)
+    def __init__(
+        self,
+        source=None,
+        owner_uid=None,
+        store=None,
+        config=None,
+        batch_window=0.01,
+        memo_timeout=30.0,
+    ):
+        super().__init__(owner_uid=owner_uid, store=store, config=config, batch_window=batch_window)
         for s in STATES:
             self._counts.setdefault(s, 0)
         self.source = source
@@ -253,8 +270,11 @@ class MirrorService(AnnotationService):
         # Memos sent and not answered: Flux's answer is lost with the connection.
         waiters, self._waiters = self._waiters, {}
         for done in waiters.values():
-            done(EIO, f"the connection to the Flux instance at {self.uri} was lost before it "
-                      "answered; the memo may or may not have been applied")
+            done(
+                EIO,
+                f"the connection to the Flux instance at {self.uri} was lost before it "
+                "answered; the memo may or may not have been applied",
+            )
 
     def _end_history(self):
         """Apply the collected history (module doc: resynchronisation)."""
@@ -384,8 +404,10 @@ class MirrorService(AnnotationService):
             if type(ctx) is not dict:
                 raise error(EINVAL, "memo context is not an object")
             info = self.table.apply(
-                jobid, b'{"user":' + _encode_json(ctx).encode() + b"}",
-                self.flux_limits, _NS_USER,
+                jobid,
+                b'{"user":' + _encode_json(ctx).encode() + b"}",
+                self.flux_limits,
+                _NS_USER,
             )
             self._changed(job, info)
             self.hub.record_entry(jobid, "memo", ctx, ts)
@@ -596,9 +618,7 @@ class MirrorService(AnnotationService):
                 self.table.apply(id, full, self.owner_limits, _NS_USER, dryrun=True)
                 self.policy.check_owner(["user"], job.userid == cred.userid)
             except AnnotError as exc:
-                raise self._reject(
-                    "permission" if exc.errno == EPERM else "invalid", exc
-                ) from None
+                raise self._reject("permission" if exc.errno == EPERM else "invalid", exc) from None
             if tree is None:
                 try:
                     wrapped = json.loads(full)
@@ -674,7 +694,8 @@ class MirrorService(AnnotationService):
                 "samples": len(lags),
                 "median": round(1e3 * lags[len(lags) // 2], 3) if lags else None,
                 "p99": round(1e3 * lags[min(len(lags) - 1, len(lags) * 99 // 100)], 3)
-                if lags else None,
+                if lags
+                else None,
             },
             **self._flux,
         }

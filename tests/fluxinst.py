@@ -77,9 +77,15 @@ class FluxInstance:
         the pipe ends the program, and so the instance (`stop`)."""
         os.makedirs(self.rundir, exist_ok=True)
         cmd = [
-            "timeout", "1200", os.path.join(self.prefix, "bin", "flux"), "start",
-            "--test-size=1", f"--test-rundir={self.rundir}",
-            "sh", "-c", "flux getattr broker.pid; read x",
+            "timeout",
+            "1200",
+            os.path.join(self.prefix, "bin", "flux"),
+            "start",
+            "--test-size=1",
+            f"--test-rundir={self.rundir}",
+            "sh",
+            "-c",
+            "flux getattr broker.pid; read x",
         ]
         if self.access_guests:  # other uids may connect (flux-config-access(5))
             conf = os.path.join(self.base, "conf")
@@ -88,8 +94,12 @@ class FluxInstance:
                 f.write("[access]\nallow-guest-user = true\nallow-root-owner = true\n")
             cmd[5:5] = [f"--config-path={conf}"]
         self.proc = subprocess.Popen(
-            cmd, env=self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, start_new_session=True,
+            cmd,
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         out = self.proc.stdout
         if not select.select([out], [], [], timeout)[0]:
@@ -137,8 +147,12 @@ class FluxInstance:
     def flux(self, *args, check=True):
         """Run `flux ARGS` in the instance; the CompletedProcess (text)."""
         r = subprocess.run(
-            [os.path.join(self.prefix, "bin", "flux"), *args], env=self.env,
-            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+            [os.path.join(self.prefix, "bin", "flux"), *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
         )
         if check and r.returncode != 0:
             raise AssertionError(f"flux {' '.join(args)} failed: {r.stderr}")
@@ -170,12 +184,23 @@ class Mirror:
         self.env["PYTHONPATH"] = pp + os.pathsep + self.env.get("PYTHONPATH", "")
 
     def start(self, timeout=60):
-        cmd = [sys.executable, "-m", "flux_annot", "serve", "--flux-uri", self.inst.uri,
-               "--socket", self.socket, "--store", self.store]
+        cmd = [
+            sys.executable,
+            "-m",
+            "flux_annot",
+            "serve",
+            "--flux-uri",
+            self.inst.uri,
+            "--socket",
+            self.socket,
+            "--store",
+            self.store,
+        ]
         self.log = os.path.join(self.dir, "serve.log")  # a file: a full pipe would block it
         with open(self.log, "wb") as log:  # a new log for each start
-            self.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=log)
+            self.proc = subprocess.Popen(
+                cmd, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+            )
 
         def serving():
             if self.proc.poll() is not None:
@@ -193,6 +218,7 @@ class Mirror:
         def synced():
             st = self.stats()["flux"]
             return st if st["connected"] and st["synced"] else None
+
         return wait_for("the mirror to synchronise with Flux", synced, timeout)
 
     def client(self):
@@ -205,7 +231,11 @@ class Mirror:
     def cli(self, *args, check=True, input=None):
         r = subprocess.run(
             [sys.executable, "-m", "flux_annot", "--socket", self.socket, *args],
-            env=self.env, capture_output=True, text=True, timeout=120, input=input,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            input=input,
         )
         if check and r.returncode != 0:
             raise AssertionError(f"flux-annotate {' '.join(args)} failed: {r.stderr}")

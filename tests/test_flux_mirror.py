@@ -46,10 +46,7 @@ def flux_view(inst):
 def mirror_view(m):
     with m.client() as c:
         jobs = c.list()
-    return {
-        j["id"]: (j["userid"], j["state"], j["annotations"], j.get("exception"))
-        for j in jobs
-    }
+    return {j["id"]: (j["userid"], j["state"], j["annotations"], j.get("exception")) for j in jobs}
 
 
 def test_every_job_as_flux_shows_it(inst, mirror):
@@ -79,8 +76,7 @@ def test_every_job_as_flux_shows_it(inst, mirror):
     assert view[held[0]][1:3] == ("SCHED", {"user": {"note": "held"}})
     assert view[running][2]["sched"]["resource_summary"].startswith("rank0/core")
     assert view[running][2]["user"] == {"progress": 0.5, "deep": {"a": {"b": [1, 2]}}}
-    assert view[cancel_running][1:] == (
-        "INACTIVE", view[cancel_running][2], "stopped by the test")
+    assert view[cancel_running][1:] == ("INACTIVE", view[cancel_running][2], "stopped by the test")
     # The CLI shows the same, job by job.
     for jobid in jobs:
         got = json.loads(mirror.cli("get", "--job", str(jobid)).stdout)
@@ -97,8 +93,10 @@ def test_a_memo_key_a_b_breaks_flux_jobs_not_the_mirror(inst, mirror):
     inst.flux("job", "memo", str(jobid), "a-b=1")
     broken = inst.flux("jobs", "-a", check=False)
     assert broken.returncode != 0 and "a-b" in broken.stderr
-    wait_for("the memo in the mirror",
-             lambda: (mirror_view(mirror).get(jobid) or (0, 0, None))[2] == {"user": {"a-b": 1}})
+    wait_for(
+        "the memo in the mirror",
+        lambda: (mirror_view(mirror).get(jobid) or (0, 0, None))[2] == {"user": {"a-b": 1}},
+    )
     out = mirror.cli("list", "-a", "-o", "{id.dec} {state} {user.a-b}").stdout.split("\n")
     assert f"{jobid} SCHED 1" in out
 
@@ -197,11 +195,18 @@ def test_mirror_across_a_restart_of_flux(inst, tmp_path):
         held = submit(inst, "--urgency=0", "sleep", "300")
         inst.flux("job", "memo", str(held), "keep=1")
         running = submit(inst, "sleep", "300")
-        wait_for("the jobs in the mirror",
-                 lambda: (mirror_view(m).get(running) or (0, ""))[1] == "RUN"
-                 and (mirror_view(m).get(held) or (0, 0, None))[2] == {"user": {"keep": 1}})
+        wait_for(
+            "the jobs in the mirror",
+            lambda: (
+                (mirror_view(m).get(running) or (0, ""))[1] == "RUN"
+                and (mirror_view(m).get(held) or (0, 0, None))[2] == {"user": {"keep": 1}}
+            ),
+        )
         inst.kill()  # gone at once: Flux cancels nothing
-        st = wait_for("the mirror to notice", lambda: (lambda s: s if not s["connected"] else None)(m.stats()["flux"]))
+        st = wait_for(
+            "the mirror to notice",
+            lambda: (lambda s: s if not s["connected"] else None)(m.stats()["flux"]),
+        )
         assert st["reason"]
         # It keeps serving what it has.
         assert mirror_view(m)[held][1:3] == ("SCHED", {"user": {"keep": 1}})
@@ -209,8 +214,10 @@ def test_mirror_across_a_restart_of_flux(inst, tmp_path):
         inst.start()
         m.wait_synced()
         new = submit(inst, "sleep", "0.1")
-        wait_for("the new job in the mirror",
-                 lambda: (mirror_view(m).get(new) or (0, ""))[1] == "INACTIVE")
+        wait_for(
+            "the new job in the mirror",
+            lambda: (mirror_view(m).get(new) or (0, ""))[1] == "INACTIVE",
+        )
         view = mirror_view(m)
         for jobid in (held, running):
             assert view[jobid][1] == "INACTIVE"

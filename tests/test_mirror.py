@@ -27,9 +27,15 @@ A, B, C, D, E = 26893877248, 29913776128, 32715571200, 35433480192, 38050725888
 FLUX_VIEW = {
     A: ("SCHED", {"user": {"v": 1}}),  # held; memo note=held then note=null; volatile v=1
     B: ("INACTIVE", {"sched": {"resource_summary": "rank0/core0"}}),  # ran
-    C: ("INACTIVE", {"sched": {"resource_summary": "rank0/core1"}, "user": {"x": 1}}),  # canceled running
+    C: (
+        "INACTIVE",
+        {"sched": {"resource_summary": "rank0/core1"}, "user": {"x": 1}},
+    ),  # canceled running
     D: ("INACTIVE", None),  # held, canceled
-    E: ("RUN", {"sched": {"resource_summary": "rank0/core0"}, "user": {"run": True}}),  # volatile memo
+    E: (
+        "RUN",
+        {"sched": {"resource_summary": "rank0/core0"}, "user": {"run": True}},
+    ),  # volatile memo
 }
 
 
@@ -66,7 +72,15 @@ def test_every_rfc21_state_with_flux_timestamps():
     svc.pump(0)
     svc.flush()
     seen = [t for b in sub for t in b["transitions"] if t[0] == B]
-    assert [t[1] for t in seen] == ["NEW", "DEPEND", "PRIORITY", "SCHED", "RUN", "CLEANUP", "INACTIVE"]
+    assert [t[1] for t in seen] == [
+        "NEW",
+        "DEPEND",
+        "PRIORITY",
+        "SCHED",
+        "RUN",
+        "CLEANUP",
+        "INACTIVE",
+    ]
     stamps = {
         (resp["id"], e["name"]): e["timestamp"] for resp in lines(LIVE) for e in resp["events"]
     }
@@ -144,8 +158,13 @@ def test_history_replay_gives_what_flux_holds():
     follows what the journal says."""
     svc = fed(HISTORY)
     assert view(svc) == FLUX_VIEW
-    memos = [e["context"] for r in lines(HISTORY) if r["id"] == A
-             for e in r["events"] if e["name"] == "memo"]
+    memos = [
+        e["context"]
+        for r in lines(HISTORY)
+        if r["id"] == A
+        for e in r["events"]
+        if e["name"] == "memo"
+    ]
     assert memos == [{"v": 1}, {"note": None}]
 
 
@@ -231,13 +250,18 @@ def test_flux_restart_vanished_jobs_become_inactive():
     assert view(svc) == FLUX_VIEW  # keeps serving what it has
     # A new instance: none of the old jobs, one new job.
     new = 99 << 24
-    src.reconnect([
-        {"id": new, "events": [
-            {"timestamp": 1.0, "name": "submit", "context": {"userid": 0}},
-            {"timestamp": 2.0, "name": "validate"},
-        ]},
-        {"id": -1, "events": []},
-    ])
+    src.reconnect(
+        [
+            {
+                "id": new,
+                "events": [
+                    {"timestamp": 1.0, "name": "submit", "context": {"userid": 0}},
+                    {"timestamp": 2.0, "name": "validate"},
+                ],
+            },
+            {"id": -1, "events": []},
+        ]
+    )
     svc.pump(0)
     svc.flush()
     got = view(svc)
@@ -284,10 +308,15 @@ def guest_journal():
     """Two jobs: 1 of the owner, 2 of the guest, both pending."""
     out = []
     for jobid, uid in ((1 << 24, os.getuid()), (2 << 24, GUEST)):
-        out.append({"id": jobid, "events": [
-            {"timestamp": 10.0 + jobid, "name": "submit", "context": {"userid": uid}},
-            {"timestamp": 11.0 + jobid, "name": "validate"},
-        ]})
+        out.append(
+            {
+                "id": jobid,
+                "events": [
+                    {"timestamp": 10.0 + jobid, "name": "submit", "context": {"userid": uid}},
+                    {"timestamp": 11.0 + jobid, "name": "validate"},
+                ],
+            }
+        )
     out.append({"id": -1, "events": []})
     return out
 
@@ -384,9 +413,14 @@ def test_odd_keys_from_flux_are_held_and_listed():
     src = ListSource(lines(LIVE))
     svc = MirrorService(src)
     svc.pump(0)
-    src.push({"id": A, "events": [
-        {"timestamp": 3e9, "name": "memo", "context": {"a-b": 1, "a.b": 2, "": 3}},
-    ]})
+    src.push(
+        {
+            "id": A,
+            "events": [
+                {"timestamp": 3e9, "name": "memo", "context": {"a-b": 1, "a.b": 2, "": 3}},
+            ],
+        }
+    )
     svc.pump(0)
     svc.flush()
     assert svc.get(OWNER, A)["annotations"]["user"] == {"v": 1, "a-b": 1, "a.b": 2, "": 3}
@@ -398,9 +432,23 @@ def test_odd_keys_from_flux_are_held_and_listed():
 def test_serve_flux_without_the_bindings_says_what_is_missing(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     r = subprocess.run(
-        [sys.executable, "-m", "flux_annot", "serve", "--flux-uri", "local:///nowhere",
-         "--socket", str(tmp_path / "s"), "--store", ":memory:"],
-        env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        [
+            sys.executable,
+            "-m",
+            "flux_annot",
+            "serve",
+            "--flux-uri",
+            "local:///nowhere",
+            "--socket",
+            str(tmp_path / "s"),
+            "--store",
+            ":memory:",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
     )
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
@@ -430,8 +478,15 @@ def test_the_socket_server_of_a_mirror(tmp_path):
         async def main():
             holder["loop"] = asyncio.get_running_loop()
             holder["stop"] = asyncio.Event()
-            await serve(path, service=svc, server_class=MirrorServer, ready=started,
-                        stop=holder["stop"], handle_signals=False)
+            await serve(
+                path,
+                service=svc,
+                server_class=MirrorServer,
+                ready=started,
+                stop=holder["stop"],
+                handle_signals=False,
+            )
+
         asyncio.run(main())
 
     t = threading.Thread(target=run, daemon=True)
@@ -446,8 +501,11 @@ def test_the_socket_server_of_a_mirror(tmp_path):
             assert c.get(1 << 24)["annotations"] == {"user": {"k": 1}}
             c.annotate(1 << 24, {"user": {"k": None, "n": 2}})
             assert c.get(1 << 24)["annotations"] == {"user": {"n": 2}}
-            for call in (lambda: c.submit(7, 0), lambda: c.state(1 << 24, "INACTIVE"),
-                         lambda: c.annotate(1 << 24, {"sched": {"x": 1}})):
+            for call in (
+                lambda: c.submit(7, 0),
+                lambda: c.state(1 << 24, "INACTIVE"),
+                lambda: c.annotate(1 << 24, {"sched": {"x": 1}}),
+            ):
                 with pytest.raises(AnnotError) as exc:
                     call()
                 assert exc.value.errno == errno.EPERM and "Flux instance owns" in str(exc.value)
