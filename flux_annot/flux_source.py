@@ -57,7 +57,7 @@ def load_flux():
 class FluxJournal(ItemQueue):
     """A journal source following a real Flux instance (module doc)."""
 
-    def __init__(self, uri=None, reconnect=1.0):
+    def __init__(self, uri: str | None = None, reconnect: float = 1.0):
         super().__init__()
         self.flux = load_flux()
         self.uri = uri or os.environ.get("FLUX_URI")
@@ -70,7 +70,7 @@ class FluxJournal(ItemQueue):
         self.received = 0  # journal responses
         self._was_connected = False  # the last session got as far as connecting
 
-    def check_owner(self):
+    def check_owner(self) -> None:
         """EPERM (a sentence) when Flux answers and we are not its owner: the
         journal and memos on users' behalf need the owner's credentials.
         Flux not answering is no error: the mirror serves what it has and
@@ -95,18 +95,18 @@ class FluxJournal(ItemQueue):
 
     # -- the source interface (flux_annot.mirror) -------------------------
 
-    def start(self):
+    def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="flux-annot-journal", daemon=True)
         self._thread.start()
 
-    def send_memo(self, token, jobid, memo, volatile):
+    def send_memo(self, token: int, jobid: int, memo: dict, volatile: bool) -> None:
         self._memos.append((token, jobid, memo, volatile))
         try:
             os.write(self._wfd, b"m")
         except OSError:
             pass
 
-    def close(self):
+    def close(self) -> None:
         self._stop = True
         try:
             os.write(self._wfd, b"q")

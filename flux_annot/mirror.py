@@ -62,13 +62,16 @@ note saying so. Inactive jobs Flux has purged are kept.
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import deque
-
+from collections.abc import Callable, Iterable
 from errno import EIO, ETIMEDOUT
+from typing import Any
 
 from .errors import E2BIG, EINVAL, ENOENT, EPERM, AnnotError, error
+from .policy import Cred
 from .replay import permissive_limits
 from .service import (
     INACTIVE,
@@ -144,12 +147,12 @@ class MirrorService(AnnotationService):
 
     def __init__(
         self,
-        source=None,
-        owner_uid=None,
-        store=None,
-        config=None,
-        batch_window=0.01,
-        memo_timeout=30.0,
+        source: Any = None,
+        owner_uid: int | None = None,
+        store: Any = None,
+        config: Any = None,
+        batch_window: float = 0.01,
+        memo_timeout: float = 30.0,
     ):
         super().__init__(owner_uid=owner_uid, store=store, config=config, batch_window=batch_window)
         for s in STATES:
@@ -210,7 +213,7 @@ class MirrorService(AnnotationService):
 
     # -- feeding --------------------------------------------------------------
 
-    def pump(self, timeout=0.0):
+    def pump(self, timeout: float = 0.0) -> int:
         """Apply what the source has ready (waiting up to `timeout` for it);
         returns the number of items applied."""
         items = self.source.poll(timeout)
@@ -220,7 +223,7 @@ class MirrorService(AnnotationService):
             self._tick_mirror()
         return len(items)
 
-    def apply_items(self, items):
+    def apply_items(self, items: Iterable[tuple]) -> None:
         """Apply source items (module doc) in order."""
         for item in items:
             kind = item[0]
@@ -236,7 +239,7 @@ class MirrorService(AnnotationService):
                 self._disconnected(item[1])
         self._tick_mirror()
 
-    def apply_journal(self, jobid, entries):
+    def apply_journal(self, jobid: int, entries: list[dict]) -> None:
         """One journal response: the entries of job `jobid`, in order."""
         if jobid == SENTINEL_ID or jobid == -1:
             self._end_history()
@@ -513,14 +516,14 @@ class MirrorService(AnnotationService):
         if self._t0 is not None:
             self._tick()
 
-    def flush(self):
+    def flush(self) -> int | None:
         """Close the open batch (in-process: held annotations included)."""
         if self._held:
             self._release_held(all_=True)
         self._lag_mark()
         return super().flush()
 
-    def flush_live(self):
+    def flush_live(self) -> int | None:
         """The server's timer: release what has been held long enough, then close."""
         self._release_held()
         self._lag_mark()
@@ -538,7 +541,7 @@ class MirrorService(AnnotationService):
 
             self.hub.after_commit(published)
 
-    def holding(self):
+    def holding(self) -> bool:
         """Whether held annotations wait for release (the server arms its timer)."""
         return bool(self._held)
 
@@ -583,7 +586,7 @@ class MirrorService(AnnotationService):
             )
         return self.memo(cred, id, annotations.get("user") or {}, volatile=volatile)
 
-    def check_memo(self, cred, id, memo, volatile=False):
+    def check_memo(self, cred: Cred, id: int, memo: Any, volatile: bool = False) -> dict:
         """Every check of a memo (policy, guest limits) with nothing changed.
 
         Returns the memo as a dict, to be sent to Flux. Raises as `memo`.
@@ -631,7 +634,9 @@ class MirrorService(AnnotationService):
             raise self._reject("invalid", error(EINVAL, "memo must be a JSON object"))
         return wrapped["user"]
 
-    def send_memo(self, id, memo, volatile, done):
+    def send_memo(
+        self, id: int, memo: dict, volatile: bool, done: Callable[[int, str | None], None]
+    ) -> None:
         """Hand a checked memo to Flux; `done(errnum, errstr)` once it is back
         through the journal and committed here (errnum 0), or refused."""
         if not self.connected or self.source is None:
@@ -656,7 +661,7 @@ class MirrorService(AnnotationService):
             # connection, in order): it is applied; answer once committed.
             self.hub.after_commit(lambda: done(0, None))
 
-    def memo(self, cred, id, memo, volatile=False):
+    def memo(self, cred: Cred, id: int, memo: Any, volatile: bool = False) -> None:
         """In-process: check, send to Flux, wait until it is back (module doc)."""
         self._n_memo += 1
         body = self.check_memo(cred, id, memo, volatile)
@@ -676,7 +681,7 @@ class MirrorService(AnnotationService):
 
     # -- reading ---------------------------------------------------------------------------
 
-    def stats(self):
+    def stats(self) -> dict:
         out = super().stats()
         last = self._last_event
         lags = sorted(self._lags)
@@ -747,10 +752,10 @@ class ItemQueue:
         if was_empty and self._wakeup is not None:
             self._wakeup()
 
-    def set_wakeup(self, fn):
+    def set_wakeup(self, fn: Callable[[], None] | None) -> None:
         self._wakeup = fn
 
-    def poll(self, timeout=0.0):
+    def poll(self, timeout: float = 0.0) -> list[tuple]:
         with self._cond:
             if not self._items and timeout:
                 self._cond.wait(timeout)
@@ -781,7 +786,7 @@ class ListSource(ItemQueue):
             self._items.append(self._add(r))
 
     @classmethod
-    def from_file(cls, path, **kw):
+    def from_file(cls, path: str | os.PathLike, **kw: Any) -> "ListSource":
         """Responses from a JSON-lines file (one journal response a line)."""
         with open(path, encoding="utf-8") as f:
             return cls([json.loads(line) for line in f if line.strip()], **kw)
@@ -797,15 +802,15 @@ class ListSource(ItemQueue):
                 self._inactive.add(jobid)
         return ("journal", jobid, list(resp.get("events", ())))
 
-    def push(self, resp):
+    def push(self, resp: dict) -> None:
         """One more journal response (a live event)."""
         self._push(self._add(resp))
 
-    def disconnect(self, reason="connection lost"):
+    def disconnect(self, reason: str = "connection lost") -> None:
         """As if Flux went away (then `reconnect` with its new history)."""
         self._push(("disconnected", reason))
 
-    def reconnect(self, responses):
+    def reconnect(self, responses: Iterable[dict]) -> None:
         self._push(("connected", self.uri))
         self._known.clear()
         self._inactive.clear()
@@ -815,7 +820,7 @@ class ListSource(ItemQueue):
     def start(self):
         pass
 
-    def send_memo(self, token, jobid, memo, volatile):
+    def send_memo(self, token: int, jobid: int, memo: dict, volatile: bool) -> None:
         if jobid not in self._known:
             self._push(("memo", token, ENOENT, "unknown job id"))
         elif jobid in self._inactive:
