@@ -537,3 +537,26 @@ def test_a_memo_in_flight_when_flux_goes_away_is_answered():
     with pytest.raises(AnnotError) as exc:  # and while it is away
         svc.memo(OWNER, 1 << 24, {"x": 1})
     assert exc.value.errno == errno.EIO and "not reachable" in str(exc.value)
+
+
+def test_replay_of_annotations_entries():
+    """The store's fold of a batch (replay.durable_trees) treats a mirror's
+    `annotations` entry as the whole tree, and not as an allocation."""
+    from flux_annot.replay import durable_trees
+
+    out = durable_trees(
+        {7: (b'{"user":{"old":1}}', False)},
+        {
+            7: [
+                ("annotations", '{"annotations":{"sched":{"t":1},"user":{"k":2}}}'),
+                ("memo", '{"m":3}'),
+                ("exception", '{"type":"cancel","severity":0,"note":""}'),
+            ],
+            8: [("annotations", '{"annotations":null}')],
+        },
+    )
+    tree, user_bytes, allocated = out[7]
+    # not allocated: the exception then discards `sched`, as for a pending job
+    assert json.loads(tree) == {"user": {"k": 2, "m": 3}}
+    assert user_bytes == len('{"k":2,"m":3}') and allocated is False
+    assert out[8] == (None, 0, False)
