@@ -244,6 +244,9 @@ def load_config(path):
 def cmd_serve(args):
     from .server import run_server
 
+    flux = args.flux or args.flux_uri is not None  # the Flux mirror (docs/flux.md)
+    if args.store is None and flux:
+        args.store = os.path.join(os.path.dirname(default_store_path()), "flux-mirror.db")
     store = args.store if args.store is not None else default_store_path()
     if store == ":memory:":
         store = None
@@ -254,7 +257,14 @@ def cmd_serve(args):
     def ready(srv):
         where = store if store else "in memory"
         print(f"{PROG}: serving on {srv.socket_path} (store: {where})", file=sys.stderr, flush=True)
+        if flux:
+            uri = args.flux_uri or os.environ.get("FLUX_URI") or "the default instance"
+            print(f"{PROG}: mirroring the Flux instance at {uri}", file=sys.stderr, flush=True)
 
+    if flux:
+        from .mirror_server import run_mirror
+
+        return run_mirror(args.flux_uri, args.socket, store, config, ready=ready)
     return run_server(args.socket, store, config, ready=ready)
 
 
@@ -516,6 +526,10 @@ def build_parser():
     sp.add_argument("--store", metavar="FILE|:memory:", default=None,
                     help="SQLite store (default: $XDG_STATE_HOME/flux-annot/annot.db)")
     sp.add_argument("--config", metavar="FILE", default=None, help="TOML configuration")
+    sp.add_argument("--flux", action="store_true",
+                    help="mirror the Flux instance at $FLUX_URI (docs/flux.md)")
+    sp.add_argument("--flux-uri", metavar="URI", default=None,
+                    help="mirror the Flux instance at URI (implies --flux)")
 
     for name, func, help in (("set", cmd_set, "annotate a job"),
                              ("memo", cmd_memo, "set user notes on a job (under `user`, as flux job memo)")):

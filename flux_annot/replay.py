@@ -28,6 +28,8 @@ entries"):
     annotate   P (the patch)        merge P
     exception / cancel / state      discard `sched` if the job never got an
                                     alloc (denied, requeued, canceled while pending)
+    annotations {"annotations": T}  tree := T (a Flux mirror's copy of Flux's
+                                    event, docs/flux.md); not an allocation
 """
 
 import json
@@ -45,7 +47,7 @@ CHUNK = 100_000
 
 # Job states by the small code `Store.snapshot_rows` reads them as.
 STATE_CODES = ("NEW", "DEPEND", "PRIORITY", "SCHED", "RUN", "CLEANUP", "INACTIVE")
-TREE_NAMES = ("alloc", "memo", "annotate", "exception", "cancel", "state")
+TREE_NAMES = ("alloc", "memo", "annotate", "exception", "cancel", "state", "annotations")
 _TREE_NAMES = TREE_NAMES
 _ALLOC_PREFIX = '{"annotations":'
 _ALLOC_PREFIX_B = _ALLOC_PREFIX.encode()
@@ -138,6 +140,9 @@ def durable_trees(prev, pending):
                 else:
                     exact = None
                     mine = _alloc_patches(ctx if type(ctx) is str else ctx.decode("utf-8"))
+            elif name == "annotations":  # a Flux mirror's tree (docs/flux.md)
+                exact = None
+                mine = _alloc_patches(ctx if type(ctx) is str else ctx.decode("utf-8"))
             elif name == "memo":
                 mine.append(b'{"user":' + _as_bytes(ctx) + b"}")
             elif name == "annotate":
@@ -274,6 +279,8 @@ def restore_from_eventlog(store, table, jobids=None):
         elif name == "alloc":  # not written by our encoder: parse it
             mine = _alloc_patches(ctx.decode("utf-8"))
             allocated = True
+        elif name == "annotations":  # a Flux mirror's tree (docs/flux.md)
+            mine = _alloc_patches(ctx.decode("utf-8"))
         elif name == "memo" or name == "annotate":
             mine.append(ctx)
         elif not allocated and mine:

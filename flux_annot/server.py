@@ -805,15 +805,17 @@ async def serve(
     service=None,
     stop=None,
     handle_signals=True,
+    server_class=None,
 ):
-    """Serve until `stop` is set or SIGTERM/SIGINT (see module doc)."""
+    """Serve until `stop` is set or SIGTERM/SIGINT (see module doc).
+    server_class: a `Server` subclass to use (the Flux mirror's)."""
     path = socket_path or protocol.default_socket_path()
     own_service = service is None
     if own_service:
         service = _make_service(store, config)
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
-    srv = Server(service, path)
+    srv = (server_class or Server)(service, path)
     installed = []
     try:
         await srv.start()

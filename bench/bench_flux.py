@@ -1,0 +1,344 @@
+"""The Flux mirror against a real Flux instance (docs/flux.md; targets in
+docs/performance.md: lag p99 <= 100 ms, the mirror <= 25% of one core).
+
+    FLUX_ANNOT_TEST_FLUX_PREFIX=PREFIX python bench/bench_flux.py [--jobs N] [--markdown]
+
+One run, one `flux start --test-size=1` instance (sched-simple):
+
+1. `flux-annotate serve --flux` mirrors it (a subprocess; its CPU is read
+   from /proc/PID/stat); a subscriber follows its batches and, for every
+   state transition, takes the lag from Flux's event timestamp (the mirror
+   keeps it) to the moment the batch arrives.
+2. The queue is stopped, N jobs are submitted (`flux submit --cc=1-N true`),
+   a memo is set on each (the `job-manager.memo` RPC, pipelined, through
+   Flux's own bindings), the queue is started and sched-simple runs them.
+3. Figures: Flux's journal rate (the events this bench's own journal
+   consumer saw, over the span of their timestamps), the mirror's events/s
+   and its CPU over the same run, the lag (median, p99), and the wall time
+   of `flux jobs -a` against `flux-annotate list -a -A` over the same jobs.
+
+The machine is shared: the load average is printed with the figures.
+"""
+
+import argparse
+import os
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def best_wall(cmd, env, n=3):
+    best = None
+    for _ in range(n):
+        t = time.perf_counter()
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        dt = time.perf_counter() - t
+        if r.returncode != 0:
+            return None, r.stderr.strip()
+        best = dt if best is None else min(best, dt)
+    return best, r.stdout.count("\n")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument(
+        "--prefix",
+        default=os.environ.get("FLUX_ANNOT_TEST_FLUX_PREFIX"),
+        help="Flux installation prefix (default $FLUX_ANNOT_TEST_FLUX_PREFIX)",
+    )
+    ap.add_argument("--jobs", type=int, default=2000)
+    ap.add_argument("--markdown", action="store_true", help="print a REPORT.md section too")
+    ap.add_argument("--config", help="TOML configuration for the mirror (e.g. its [batch] window)")
+    args = ap.parse_args(argv)
+    if not args.prefix or not os.access(os.path.join(args.prefix, "bin", "flux"), os.X_OK):
+        print(
+            "bench_flux: give the Flux prefix (--prefix or FLUX_ANNOT_TEST_FLUX_PREFIX)",
+            file=sys.stderr,
+        )
+        return 2
+    lib = os.path.join(args.prefix, "lib", "flux")
+    pypath = os.path.join(lib, sorted(d for d in os.listdir(lib) if d.startswith("python3"))[-1])
+    sys.path.insert(0, pypath)
+    import flux  # noqa: E402
+    import flux.job  # noqa: E402
+    from flux.constants import FLUX_RPC_STREAMING  # noqa: E402
+
+    from flux_annot.client import Client
+    from flux_annot.errors import AnnotError
+
+    base = tempfile.mkdtemp(prefix="fa-bench-flux-", dir="/tmp")
+    rundir = os.path.join(base, "run")
+    os.makedirs(rundir)
+    uri = f"local://{rundir}/local-0"
+    env = dict(os.environ)
+    env["PATH"] = os.path.join(args.prefix, "bin") + os.pathsep + env.get("PATH", "")
+    env["FLUX_URI"] = uri
+    env["PYTHONPATH"] = pypath + os.pathsep + env.get("PYTHONPATH", "")
+    fluxcmd = os.path.join(args.prefix, "bin", "flux")
+    load0 = os.getloadavg()
+    inst = subprocess.Popen(
+        [
+            "timeout",
+            "1800",
+            fluxcmd,
+            "start",
+            "--test-size=1",
+            f"--test-rundir={rundir}",
+            "sh",
+            "-c",
+            "echo up; read x",
+        ],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    mirror = None
+    try:
+        if not select.select([inst.stdout], [], [], 60)[0] or not inst.stdout.readline():
+            raise SystemExit("bench_flux: the Flux instance did not start")
+        sock = os.path.join(base, "socket")
+        mirror = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "flux_annot",
+                "serve",
+                "--flux-uri",
+                uri,
+                "--socket",
+                sock,
+                "--store",
+                os.path.join(base, "mirror.db"),
+            ]
+            + (["--config", args.config] if args.config else []),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with Client(sock) as c:
+                    if c.stats()["flux"]["synced"]:
+                        break
+            except (OSError, KeyError, AnnotError):
+                pass
+            if time.monotonic() > deadline or mirror.poll() is not None:
+                raise SystemExit(
+                    "bench_flux: the mirror did not start: "
+                    + mirror.stderr.read().decode(errors="replace")
+                )
+            time.sleep(0.1)
+
+        # The subscriber: lag of each transition (Flux timestamp -> arrival).
+        lags = []
+        arrivals = []  # (Flux timestamp, when its batch reached the subscriber)
+        inactive = [0]
+        done = threading.Event()
+
+        def follow():
+            with Client(sock) as c:
+                for batch in c.events():
+                    now = time.time()
+                    for _jobid, state, ts in batch.get("transitions", ()):
+                        lags.append(now - ts)
+                        arrivals.append((ts, now))
+                        if state == "INACTIVE":
+                            inactive[0] += 1
+                    if inactive[0] >= args.jobs:
+                        done.set()
+                        return
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+
+        # This bench's own journal consumer: what Flux emits, and when.
+        h = flux.Flux(uri)
+        stamps = []
+        direct = []  # lag of this plain journal consumer, for comparison
+        seen_at = {}  # Flux timestamp -> when this consumer got the event
+
+        def on_journal(f):
+            try:
+                d = f.get()
+            except OSError:
+                h.reactor_stop()
+                return
+            f.reset()
+            now = time.time()
+            for e in d.get("events", ()):
+                stamps.append(e["timestamp"])
+                direct.append(now - e["timestamp"])
+                seen_at[e["timestamp"]] = now
+
+        journal_h = flux.Flux(uri)
+        jf = journal_h.rpc(
+            "job-manager.events-journal", {"full": False}, flags=FLUX_RPC_STREAMING
+        ).then(on_journal)
+        jthread = threading.Thread(target=journal_h.reactor_run, daemon=True)
+        jthread.start()
+
+        subprocess.run([fluxcmd, "queue", "stop"], env=env, check=True, capture_output=True)
+        cpu0, wall0 = cpu_seconds(mirror.pid), time.monotonic()
+        with Client(sock) as c:
+            ev0 = c.stats()["flux"]["events"]
+        out = subprocess.run(
+            [fluxcmd, "submit", f"--cc=1-{args.jobs}", "--quiet", "true"],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        ).stdout
+        ids = [flux.job.JobID(x) for x in out.split()]
+        futures = [
+            h.rpc("job-manager.memo", {"id": int(j), "memo": {"bench": i}})
+            for i, j in enumerate(ids)
+        ]
+        memo_errors = 0
+        for f in futures:
+            try:
+                f.get()
+            except OSError:
+                memo_errors += 1
+        subprocess.run([fluxcmd, "queue", "start"], env=env, check=True, capture_output=True)
+        if not done.wait(1200):
+            raise SystemExit("bench_flux: the jobs did not all finish in 20 minutes")
+        wall = time.monotonic() - wall0
+        cpu = cpu_seconds(mirror.pid) - cpu0
+        with Client(sock) as c:
+            st = c.stats()
+        events = st["flux"]["events"] - ev0
+        load1 = os.getloadavg()
+
+        span = max(stamps) - min(stamps) if len(stamps) > 1 else float("nan")
+        flux_rate = len(stamps) / span if span else float("nan")
+        lags.sort()
+        med = statistics.median(lags) * 1e3
+        p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1e3
+        cpu_pct = 100 * cpu / wall
+        direct.sort()
+        dmed = statistics.median(direct) * 1e3
+        dp99 = direct[min(len(direct) - 1, int(len(direct) * 0.99))] * 1e3
+        # What the mirror adds: the same event, at the plain consumer and in
+        # a batch at the subscriber (both in this process).
+        added = sorted(now - seen_at[ts] for ts, now in arrivals if ts in seen_at)
+        amed = statistics.median(added) * 1e3 if added else float("nan")
+        ap99 = added[min(len(added) - 1, int(len(added) * 0.99))] * 1e3 if added else float("nan")
+        jobs_wall, jobs_out = best_wall([fluxcmd, "jobs", "-a", "-n", "--count=0"], env)
+        list_wall, list_out = best_wall(
+            [sys.executable, "-m", "flux_annot", "--socket", sock, "list", "-a", "-A", "-n"], env
+        )
+
+        def verdict(ok):
+            return "met" if ok else "MISSED"
+
+        rows = [
+            (
+                "jobs",
+                f"{args.jobs} (`flux submit --cc`), a memo on each "
+                f"({memo_errors} memo RPCs refused), sched-simple running them",
+            ),
+            (
+                "run wall time",
+                f"{wall:.1f} s (queue stopped, submit, memos, queue started, "
+                "until the subscriber saw every job INACTIVE)",
+            ),
+            (
+                "Flux's journal",
+                f"{len(stamps)} events over {span:.1f} s of their timestamps: "
+                f"{flux_rate:,.0f} events/s",
+            ),
+            (
+                "mirror, events applied",
+                f"{events} in {wall:.1f} s: {events / wall:,.0f} events/s "
+                f"({1e6 * cpu / max(events, 1):.0f} µs of CPU per event)",
+            ),
+            (
+                "mirror CPU",
+                f"{cpu:.2f} s over {wall:.1f} s = {cpu_pct:.1f}% of one core "
+                f"(target <= 25%: {verdict(cpu_pct <= 25)})",
+            ),
+            (
+                "lag, Flux event -> batch at a subscriber (this bench)",
+                f"median {med:.1f} ms, p99 {p99:.1f} ms "
+                f"over {len(lags)} transitions "
+                f"(target p99 <= 100 ms: {verdict(p99 <= 100)})",
+            ),
+            (
+                "lag inside the mirror, Flux event -> its batch published (stats lag_ms)",
+                f"median {st['flux']['lag_ms']['median']:.1f} ms, p99 {st['flux']['lag_ms']['p99']:.1f} ms "
+                f"over {st['flux']['lag_ms']['samples']} events "
+                f"(target p99 <= 100 ms: {verdict(st['flux']['lag_ms']['p99'] <= 100)})",
+            ),
+            (
+                "for comparison: Flux event -> a plain journal consumer (this bench)",
+                f"median {dmed:.1f} ms, p99 {dp99:.1f} ms over {len(direct)} events",
+            ),
+            (
+                "what the mirror adds (the same event: at that consumer -> in a batch at the subscriber)",
+                f"median {amed:.1f} ms, p99 {ap99:.1f} ms over {len(added)} transitions",
+            ),
+            (
+                "`flux jobs -a -n --count=0` wall (best of 3)",
+                f"{jobs_wall * 1e3:.0f} ms, {jobs_out} lines"
+                if jobs_wall
+                else f"failed: {jobs_out}",
+            ),
+            (
+                "`flux-annotate list -a -A -n` wall (best of 3)",
+                f"{list_wall * 1e3:.0f} ms, {list_out} lines"
+                if list_wall
+                else f"failed: {list_out}",
+            ),
+            (
+                "load average",
+                f"{load0[0]:.2f} / {load0[1]:.2f} / {load0[2]:.2f} at the start, "
+                f"{load1[0]:.2f} / {load1[1]:.2f} / {load1[2]:.2f} at the end "
+                f"({os.cpu_count()} CPUs, shared)",
+            ),
+        ]
+        for name, value in rows:
+            print(f"{name}: {value}")
+        if args.markdown:
+            print("\n## Flux mirror (bench/bench_flux.py)\n")
+            print("| measure | value |\n|---|---|")
+            for name, value in rows:
+                print(f"| {name} | {value} |")
+        jf.stop()
+        return 0
+    finally:
+        if mirror is not None and mirror.poll() is None:
+            mirror.send_signal(signal.SIGTERM)
+            try:
+                mirror.wait(30)
+            except subprocess.TimeoutExpired:
+                mirror.kill()
+        try:
+            inst.stdin.close()
+            inst.wait(60)
+        except subprocess.TimeoutExpired:
+            os.killpg(inst.pid, signal.SIGKILL)
+            inst.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
