@@ -34,9 +34,26 @@ is stored as id - 2**64 (two's complement) and converted back on read.
 A file that is not ours (not SQLite, another application's database, a
 corrupt image) or that a newer flux-annot wrote is refused with an
 `AnnotError` before anything is written to it.
+
+One service per store (docs/durability.md): a `Store` on a file takes an
+exclusive `flock` on `<store>.lock` beside it for as long as it is open and
+writes its pid there. A second `Store` on the same file (another process, or
+the same one) is refused with EBUSY naming the store and the holder's pid.
+The kernel drops the lock with the process, so a `kill -9` leaves nothing
+that blocks the next start (the file itself stays; it holds only a pid).
+An `flock` on a file of our own, not on the database: SQLite's POSIX locks
+on the database are independent of it, and an outside `sqlite3` shell or a
+backup tool reading the store is not blocked by it.
+
+A commit that fails raises `AnnotError` with ENOSPC when SQLite says the disk
+is full (SQLITE_FULL), EIO otherwise (locked by another process, I/O error,
+read-only file), the sentence naming the store and SQLite's own message.
+The connection waits at most `BUSY_TIMEOUT` seconds for a lock held by
+another process before a commit fails (the service then retries it).
 """
 
 import errno
+import fcntl
 import json
 import os
 import sqlite3
@@ -45,6 +62,55 @@ from . import replay as _replay
 from .errors import EINVAL, EPROTO, error
 
 EIO = errno.EIO
+ENOSPC = errno.ENOSPC
+EBUSY = errno.EBUSY
+
+#: seconds a commit waits for a lock another process holds on the database
+BUSY_TIMEOUT = 1.0
+
+_SQLITE_FULL = 13
+
+
+def commit_error(path, exc):
+    """The AnnotError of a failed commit: ENOSPC for a full disk, else EIO."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    full = (code is not None and code & 0xFF == _SQLITE_FULL) or "full" in str(exc)
+    return error(ENOSPC if full else EIO, f"{path}: store write failed ({exc})")
+
+
+def _lock_path(path):
+    return path + ".lock"
+
+
+def _take_lock(path):
+    """An fd holding an exclusive flock on <path>.lock, or EBUSY naming the holder."""
+    lock = _lock_path(path)
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise error(EINVAL, f"{path}: cannot create the store's lock file {lock} ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        except OSError:
+            holder = ""
+        os.close(fd)
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise error(EINVAL, f"{path}: cannot lock the store ({exc.strerror})") from None
+        who = f" (pid {holder})" if holder.isdigit() else ""
+        raise error(
+            EBUSY,
+            f"{path}: store is in use by another flux-annot service{who}; "
+            f"one service per store",
+        ) from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, b"%d\n" % os.getpid(), 0)
+    except OSError:
+        pass  # the lock holds; the pid is only a courtesy
+    return fd
 
 SCHEMA_VERSION = 2
 APPLICATION_ID = 0x464C5841  # "FLXA"
@@ -129,9 +195,26 @@ def _note_of(ctx):
 class Store:
     """SQLite store of jobs, their eventlog and the last published seq."""
 
-    def __init__(self, path, synchronous="FULL"):
+    def __init__(self, path, synchronous="FULL", lock=True):
+        """lock=False: no service lock (a reader beside a running service,
+        e.g. a check of the eventlog); the service always locks."""
         self.path = os.fspath(path)
         self._db = None
+        self._lock = None
+        if lock and self.path != ":memory:" and not os.path.isdir(self.path):
+            self._lock = _take_lock(self.path)
+        try:
+            self._open(synchronous)
+        except BaseException:
+            self._unlock()
+            raise
+
+    def _unlock(self):
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
+
+    def _open(self, synchronous):
         db = self._open_checked()
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -163,7 +246,9 @@ class Store:
             raise error(EINVAL, f"{self.path}: is a directory, not a flux-annot store")
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves.
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT
+            )
         except sqlite3.Error as exc:
             raise error(EINVAL, f"{self.path}: cannot open store ({exc})") from None
         try:
@@ -314,9 +399,12 @@ class Store:
             db.execute("COMMIT")
         except BaseException as exc:
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolls back itself when it cannot go on
             if isinstance(exc, sqlite3.Error):
-                raise error(EIO, f"{self.path}: store write failed ({exc})") from None
+                raise commit_error(self.path, exc) from None
             raise
         self._last_seq = seq
 
@@ -478,3 +566,4 @@ class Store:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._unlock()
