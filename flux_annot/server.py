@@ -52,6 +52,7 @@ import argparse
 import asyncio
 import errno as _errno
 import functools
+import json
 import logging
 import os
 import signal
@@ -528,9 +529,21 @@ class Server:
         self.after_io()
 
     def defer(self, conn, reply):
-        """Send `reply` once the open batch has committed."""
+        """Send `reply` once the open batch has committed; if the commit is
+        not done within `[store] commit_timeout`, an ETIMEDOUT error instead
+        (the hub calls `_deferred_failed`)."""
         conn.ndeferred += 1
-        self._after_commit(functools.partial(conn.push_deferred, reply))
+        self._after_commit(
+            functools.partial(conn.push_deferred, reply),
+            functools.partial(self._deferred_failed, conn, reply),
+        )
+
+    @staticmethod
+    def _deferred_failed(conn, reply, err):
+        """A deferred reply whose commit timed out or was given up: the
+        error, under the request's matchtag (read back from the reply)."""
+        mt = json.loads(bytes(reply[HEADER_SIZE:]))["matchtag"]
+        conn.push_deferred(response_error(mt, err.errno, err.message))
 
     # streams
 

@@ -282,6 +282,8 @@ class AnnotationService:
         t0 = self._t0
         if t0 is None:
             return
+        if self.hub.fault is not None and not self.hub.background:
+            return  # in-process, a failing commit is retried by flush() only
         if _monotonic() - t0 >= self._window:
             self.flush()
         elif self._n_open >= self._max_entries:
@@ -298,12 +300,25 @@ class AnnotationService:
             self._t0 = _monotonic()
 
     def flush(self):
-        """Close the open batch: store commit, publish. Returns its seq or None."""
+        """Close the open batch: store commit, publish. Returns its seq or None.
+
+        In-process, a commit that fails raises AnnotError (ENOSPC for a full
+        disk, EIO otherwise) and keeps the batch open; until a later flush()
+        commits it, durable changes are refused with the same errno
+        (docs/durability.md "When the store cannot commit")."""
         self._t0 = None
         self._n_open = 0
         if self.hub.open():
-            return self.hub.close_batch()
+            try:
+                return self.hub.close_batch()
+            except AnnotError:
+                self._t0 = _monotonic()
+                raise
         return None
+
+    def _refuse_durable(self):
+        """Raise (counted) while the store cannot commit: before any change."""
+        raise self._reject("store", self.hub.fault_error())
 
     def close(self):
         """Flush, then release the hub and the store. Idempotent."""
@@ -379,6 +394,8 @@ class AnnotationService:
         """Create job `id` of `userid` in SCHED; EEXIST when the id is known."""
         self._tick()
         self._count("submit")
+        if self.hub.fault is not None:
+            self._refuse_durable()
         try:
             _check_id(id)
             if isinstance(userid, bool) or not isinstance(userid, int) or not 0 <= userid < _U32:
@@ -406,6 +423,8 @@ class AnnotationService:
         """Move job `id` on (RUN→CLEANUP, CLEANUP→INACTIVE, RUN→INACTIVE, SCHED→INACTIVE)."""
         self._tick()
         self._count("state")
+        if self.hub.fault is not None:
+            self._refuse_durable()
         job = self._lookup(id)
         try:
             target = _state_name(state)
@@ -461,6 +480,8 @@ class AnnotationService:
                 "malformed",
                 error(EPROTO, "alloc response of type ANNOTATE requires field 'annotations'"),
             )
+        if typ != A_ANNOTATE and self.hub.fault is not None:
+            self._refuse_durable()
         job = self.jobs.get(id)
         if job is None or job.state != SCHED:
             self._n_ignored += 1
@@ -556,6 +577,8 @@ class AnnotationService:
             raise self._reject(
                 "invalid", error(EINVAL, f"volatile must be true or false, not {volatile!r}")
             )
+        if not volatile and self.hub.fault is not None:
+            self._refuse_durable()
         guest = not cred.owner
         if guest and not self.rate.take(cred.userid):
             raise self._reject("rate", error(EAGAIN, self._rate_message))

@@ -296,7 +296,7 @@ class Store:
     def last_seq(self):
         return self._last_seq
 
-    def write_batch(self, seq, entries, jobs, known=None):
+    def write_batch(self, seq, entries, jobs, known=None, first_seq=None):
         """Write one batch in one transaction; returns once committed.
 
         entries: [(jobid, name, context, timestamp), ...] in order; context a
@@ -307,9 +307,13 @@ class Store:
         since the job's last durable state): their snapshot row is written
         as given, without reading the previous row or merging. On failure
         nothing is written and the error is raised (the caller must not
-        publish the batch).
+        publish the batch). first_seq: this write also covers the seqs from
+        first_seq on, batches that had nothing to write (published while
+        the store was failing); default seq.
         """
-        if seq != self._last_seq + 1:
+        if (seq if first_seq is None else first_seq) != self._last_seq + 1 or (
+            first_seq is not None and first_seq > seq
+        ):
             raise error(EINVAL, f"store: batch seq {seq} does not follow {self._last_seq}")
         rows = []
         pending = {}  # jobid -> [(name, context text)] of the entries that change its tree
