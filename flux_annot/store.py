@@ -350,8 +350,8 @@ class Store:
                 allocated = any(name == "alloc" for name, _ctx in pending.pop(jobid))
                 given[jobid] = (tree, ub, allocated)
         db = self._db
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             # The other touched jobs' new snapshots (reads their previous rows).
             trees = _replay.durable_trees(self._previous(pending), pending) if pending else {}
             if given:
