@@ -293,6 +293,22 @@ class AnnotationService:
             else:
                 self._n_open = size
 
+    def _close_if_full(self):
+        """At the end of a change: close the batch the moment it holds
+        `max_entries` entries (not at the next call or the window).
+
+        Only between calls: a call's change and its eventlog entry always
+        go into the same batch. `_n_open` is an upper bound; the exact size
+        is asked here and the bound reset to it."""
+        hub = self.hub
+        if hub.fault is not None and not hub.background:
+            return  # in-process, a failing commit is retried by flush() only
+        size = hub.size()
+        if size >= self._max_entries:
+            self.flush()
+        else:
+            self._n_open = size
+
     def _touched(self, n=1):
         """Note `n` (at most) new entries in the open batch."""
         self._n_open += n
@@ -418,6 +434,8 @@ class AnnotationService:
         hub.record_entry(id, "submit", {"userid": userid}, t_submit)
         hub.record_transition(id, SCHED, t_submit)
         self._touched(2)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
 
     def state(self, id, state, note=None):
         """Move job `id` on (RUN→CLEANUP, CLEANUP→INACTIVE, RUN→INACTIVE, SCHED→INACTIVE)."""
@@ -450,6 +468,8 @@ class AnnotationService:
             hub.record_entry(id, "exception", ctx, now)
         hub.record_entry(id, "state", {"state": target}, now)
         self._set_state(id, job, target, now)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
 
     def alloc_response(self, payload):
         """Apply an RFC 27 alloc response; `{"ignored": True}` when the job is not in SCHED."""
@@ -489,6 +509,8 @@ class AnnotationService:
         if ann is not None:
             self._apply_sched(id, job, ann)
         if typ == A_ANNOTATE:
+            if self._n_open >= self._max_entries:
+                self._close_if_full()
             return {}
         now = _now()
         hub = self.hub
@@ -510,6 +532,8 @@ class AnnotationService:
             self._discard_sched(id, job)
             hub.record_entry(id, "cancel", {}, now)
             self._touched(1)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
         return {}
 
     def _apply_sched(self, id, job, ann):
@@ -562,11 +586,15 @@ class AnnotationService:
         """Merge `annotations` (dict, or JSON text of an object) into job `id`."""
         self._n_annotate += 1
         self._modify(cred, id, annotations, volatile, False)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
 
     def memo(self, cred, id, memo, volatile=False):
         """`annotate(cred, id, {"user": memo})`, as `flux job memo`."""
         self._n_memo += 1
         self._modify(cred, id, memo, volatile, True)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
 
     def _modify(self, cred, id, obj, volatile, is_memo):
         if self._t0 is not None:

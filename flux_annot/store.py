@@ -199,6 +199,8 @@ class Store:
         """lock=False: no service lock (a reader beside a running service,
         e.g. a check of the eventlog); the service always locks."""
         self.path = os.fspath(path)
+        if self.path != ":memory:":
+            self.path = os.path.abspath(self.path)  # messages name the file wherever read
         self._db = None
         self._lock = None
         if lock and self.path != ":memory:" and not os.path.isdir(self.path):
