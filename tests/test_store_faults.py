@@ -234,111 +234,108 @@ class Locker:
             self.proc.wait(30)
 
 
-def test_store_locked_by_another_process(tmp_path):
+@pytest.fixture
+def locked(tmp_path):
+    """A server on a file store, and a way to lock its store from another
+    process: yields (server, store path, lock()); everything ends with it."""
     db = tmp_path / "annot.db"
     s = ServerProc(store=db, config=config(tmp_path)).start()
-    locker = None
-    try:
-        c = Client(s.path, timeout=60)
-        c.submit(1, ME)
-        c.submit(2, ME)
-        locker = Locker(db)
-        err, msg = memo(c, 1, {"waited": 1})
-        assert err == errno.ETIMEDOUT, msg
-        wait_for(lambda: c.stats()["store_state"] == "failing", "failing")
-        fault = c.stats()["store_fault"]
-        assert fault["errno"] == errno.EIO and "locked" in fault["cause"]
-        err, msg = memo(c, 2, {"refused": 1})
-        assert err == errno.EIO and "locked" in msg and str(db) in msg
-        assert c.get(1)["annotations"] == {"user": {"waited": 1}}
-        c.annotate(2, {"workflow": {"v": 1}}, volatile=True)
-        assert c.get(2)["annotations"] == {"workflow": {"v": 1}}
+    lockers = []
+
+    def lock():
+        lockers.append(Locker(db))
+        return lockers[-1]
+
+    yield s, db, lock
+    for locker in lockers:
         locker.release()
-        wait_for(lambda: c.stats()["store_state"] == "ok", "recovered")
-        c.memo(2, {"after": 1})
-        c.close()
-        assert s.stop() == 0
-        s2 = ServerProc(store=db).start()
-        try:
-            with Client(s2.path) as c:
-                assert c.get(1)["annotations"] == {"user": {"waited": 1}}
-                assert c.get(2)["annotations"] == {"user": {"after": 1}}
-        finally:
-            s2.cleanup()
+    s.cleanup()
+
+
+def test_store_locked_by_another_process(locked):
+    s, db, lock = locked
+    c = Client(s.path, timeout=60)
+    c.submit(1, ME)
+    c.submit(2, ME)
+    locker = lock()
+    err, msg = memo(c, 1, {"waited": 1})
+    assert err == errno.ETIMEDOUT, msg
+    wait_for(lambda: c.stats()["store_state"] == "failing", "failing")
+    fault = c.stats()["store_fault"]
+    assert fault["errno"] == errno.EIO and "locked" in fault["cause"]
+    err, msg = memo(c, 2, {"refused": 1})
+    assert err == errno.EIO and "locked" in msg and str(db) in msg
+    assert c.get(1)["annotations"] == {"user": {"waited": 1}}
+    c.annotate(2, {"workflow": {"v": 1}}, volatile=True)
+    assert c.get(2)["annotations"] == {"workflow": {"v": 1}}
+    locker.release()
+    wait_for(lambda: c.stats()["store_state"] == "ok", "recovered")
+    c.memo(2, {"after": 1})
+    c.close()
+    assert s.stop() == 0
+    s2 = ServerProc(store=db).start()
+    try:
+        with Client(s2.path) as c:
+            assert c.get(1)["annotations"] == {"user": {"waited": 1}}
+            assert c.get(2)["annotations"] == {"user": {"after": 1}}
     finally:
-        if locker is not None:
-            locker.release()
-        s.cleanup()
+        s2.cleanup()
 
 
-def test_events_go_on_while_the_store_is_locked(tmp_path):
+def test_events_go_on_while_the_store_is_locked(locked):
     """A subscriber keeps getting batches (volatile changes) while durable
     writes are refused, with no gap in seq, and after recovery."""
-    db = tmp_path / "annot.db"
-    s = ServerProc(store=db, config=config(tmp_path)).start()
-    locker = None
+    s, db, lock = locked
+    c = Client(s.path, timeout=60)
+    c.submit(1, ME)
+    ev = Raw(s.path)
+    ev.send("job-manager.events", 7, {"topics": ["job-annotations"], "snapshot": True})
+    snap = ev.recv()["payload"]
+    locker = lock()
+    assert memo(c, 1, {"a": 1})[0] == errno.ETIMEDOUT
+    wait_for(lambda: c.stats()["store_state"] == "failing", "failing")
+    c.annotate(1, {"workflow": {"v": 2}}, volatile=True)
+    got = [ev.recv()["payload"], ev.recv()["payload"]]
+    assert [b["seq"] for b in got] == [snap["seq"] + 1, snap["seq"] + 2]
+    assert got[1]["annotations"] == [[1, {"user": {"a": 1}, "workflow": {"v": 2}}]]
+    locker.release()
+    wait_for(lambda: c.stats()["store_state"] == "ok", "recovered")
+    c.memo(1, {"b": 2})
+    after = ev.recv()["payload"]
+    assert after["seq"] == snap["seq"] + 3
+    c.close()
+    ev.close()
+    assert s.stop() == 0
+    # the seqs published while failing were written: the next start goes on
+    s2 = ServerProc(store=db).start()
     try:
-        c = Client(s.path, timeout=60)
+        with Client(s2.path) as c:
+            assert c.stats()["seq"] == snap["seq"] + 3
+    finally:
+        s2.cleanup()
+
+
+def test_cli_shows_the_refusal_as_one_line(locked):
+    s, db, lock = locked
+    with Client(s.path, timeout=60) as c:
         c.submit(1, ME)
-        ev = Raw(s.path)
-        ev.send("job-manager.events", 7, {"topics": ["job-annotations"], "snapshot": True})
-        snap = ev.recv()["payload"]
-        locker = Locker(db)
-        assert memo(c, 1, {"a": 1})[0] == errno.ETIMEDOUT
+        locker = lock()
+
+        def cli(*args):
+            return subprocess.run(
+                [sys.executable, "-m", "flux_annot.cli", "--socket", s.path, *args],
+                capture_output=True, text=True, timeout=60,
+            )
+
+        r = cli("memo", "1", "x=1")
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "did not commit" in r.stderr
         wait_for(lambda: c.stats()["store_state"] == "failing", "failing")
-        c.annotate(1, {"workflow": {"v": 2}}, volatile=True)
-        got = [ev.recv()["payload"], ev.recv()["payload"]]
-        assert [b["seq"] for b in got] == [snap["seq"] + 1, snap["seq"] + 2]
-        assert got[1]["annotations"] == [[1, {"user": {"a": 1}, "workflow": {"v": 2}}]]
-        locker.release()
-        wait_for(lambda: c.stats()["store_state"] == "ok", "recovered")
-        c.memo(1, {"b": 2})
-        after = ev.recv()["payload"]
-        assert after["seq"] == snap["seq"] + 3
-        c.close()
-        ev.close()
-        assert s.stop() == 0
-        # the seqs published while failing were written: the next start goes on
-        s2 = ServerProc(store=db).start()
-        try:
-            with Client(s2.path) as c:
-                assert c.stats()["seq"] == snap["seq"] + 3
-        finally:
-            s2.cleanup()
-    finally:
-        if locker is not None:
-            locker.release()
-        s.cleanup()
-
-
-def test_cli_shows_the_refusal_as_one_line(tmp_path):
-    db = tmp_path / "annot.db"
-    s = ServerProc(store=db, config=config(tmp_path)).start()
-    locker = None
-    try:
-        with Client(s.path, timeout=60) as c:
-            c.submit(1, ME)
-            locker = Locker(db)
-
-            def cli(*args):
-                return subprocess.run(
-                    [sys.executable, "-m", "flux_annot.cli", "--socket", s.path, *args],
-                    capture_output=True, text=True, timeout=60,
-                )
-
-            r = cli("memo", "1", "x=1")
-            assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-            assert "did not commit" in r.stderr
-            wait_for(lambda: c.stats()["store_state"] == "failing", "failing")
-            r = cli("memo", "1", "y=1")
-            assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-            assert "locked" in r.stderr and "refused" in r.stderr
-            r = cli("memo", "--volatile", "1", "z=1")
-            assert r.returncode == 0, r.stderr
-    finally:
-        if locker is not None:
-            locker.release()
-        s.cleanup()
+        r = cli("memo", "1", "y=1")
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "locked" in r.stderr and "refused" in r.stderr
+        r = cli("memo", "--volatile", "1", "z=1")
+        assert r.returncode == 0, r.stderr
 
 
 # -- in-process -----------------------------------------------------------------
