@@ -16,7 +16,8 @@ Schema (version in `PRAGMA user_version`, file identified by
 
     jobs(id, userid, t_submit, state,             one row per job, current state,
          tree, user_bytes, allocated, note)       and its durable snapshot (below)
-    eventlog(id, seq, idx, timestamp, name, context)   RFC 18 entries, context as JSON text
+    eventlog(id, seq, idx, timestamp, name, context)   RFC 18 entries, context as JSON text,
+                                                  keyed by (seq, idx): appended per batch
     meta(key, value)                              'last_seq'
 
 The eventlog is the record (SPEC §7). `jobs.tree` is the job's durable tree
@@ -26,7 +27,8 @@ an `alloc` entry, `note` its last exception note. They are computed from the
 previous row and the batch's entries (`replay.durable_trees`) and written in
 the batch's transaction, so a restart reads one row per job instead of the
 whole eventlog (schema 2; a schema-1 file, from before any release, is
-refused rather than migrated).
+refused rather than migrated). Schema 3 keys the eventlog by (seq, idx)
+(see _MIGRATE_2); a schema-2 file is migrated in one transaction at open.
 
 Job ids are unsigned 64-bit; SQLite integers are signed, so an id >= 2**63
 is stored as id - 2**64 (two's complement) and converted back on read.
@@ -112,7 +114,7 @@ def _take_lock(path):
         pass  # the lock holds; the pid is only a courtesy
     return fd
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x464C5841  # "FLXA"
 
 _SCHEMA = """
@@ -133,7 +135,7 @@ CREATE TABLE eventlog (
     timestamp REAL NOT NULL,
     name TEXT NOT NULL,
     context TEXT NOT NULL,
-    PRIMARY KEY (id, seq, idx)
+    PRIMARY KEY (seq, idx)
 ) WITHOUT ROWID;
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
@@ -143,6 +145,30 @@ INSERT INTO meta (key, value) VALUES ('last_seq', 0);
 """
 
 _EXPECTED_TABLES = {"jobs", "eventlog", "meta"}
+
+# Schema 2 -> 3: the eventlog keyed by (seq, idx) instead of (id, seq, idx).
+# A batch's entries then go to the end of the table (a few pages per
+# commit) instead of into one page per job touched (measured with 300k
+# entries of 10k jobs, 1000 per commit: 25 -> 3 us of CPU per entry, half
+# the WAL bytes). Reading one job's entries in order is then a sort, done
+# only by replays of the record (rare).
+_MIGRATE_2 = """
+BEGIN IMMEDIATE;
+CREATE TABLE eventlog3 (
+    id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    timestamp REAL NOT NULL,
+    name TEXT NOT NULL,
+    context TEXT NOT NULL,
+    PRIMARY KEY (seq, idx)
+) WITHOUT ROWID;
+INSERT INTO eventlog3 SELECT id, seq, idx, timestamp, name, context FROM eventlog ORDER BY seq, idx;
+DROP TABLE eventlog;
+ALTER TABLE eventlog3 RENAME TO eventlog;
+PRAGMA user_version=3;
+COMMIT;
+"""
 
 _TREE_NAMES = frozenset(_replay.TREE_NAMES)
 STATE_CODES = _replay.STATE_CODES
@@ -221,6 +247,8 @@ class Store:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={synchronous}")
+            if self._migrate:
+                db.executescript(_MIGRATE_2)
             if self._fresh:
                 db.executescript(
                     "BEGIN;"
@@ -263,6 +291,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             db.close()
             raise self._corrupt(exc) from None
+        self._migrate = False
         if not tables and version == 0 and app_id == 0:
             self._fresh = True
             return db
@@ -280,13 +309,16 @@ class Store:
                 f"{self.path}: store was written by a newer flux-annot "
                 f"(schema {version}, this version reads up to {SCHEMA_VERSION})",
             )
+        if version == 2 and _EXPECTED_TABLES <= tables:
+            self._migrate = True  # done once the file is known to be ours (_open)
+            return db
         if 1 <= version < SCHEMA_VERSION:
             db.close()
             raise error(
                 EINVAL,
                 f"{self.path}: store was written by an older development version of "
-                f"flux-annot (schema {version}, this version reads schema {SCHEMA_VERSION} "
-                f"and does not migrate it)",
+                f"flux-annot (schema {version}, this version reads schema {SCHEMA_VERSION}, migrates "
+                f"schema 2, and does not migrate schema {version})",
             )
         if version < 1 or not _EXPECTED_TABLES <= tables:
             db.close()
