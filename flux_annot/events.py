@@ -249,6 +249,10 @@ class EventHub:
             self._transitions or self._entries or self._callbacks or self.table.batch_count()
         )
 
+    def open_seq(self):
+        """The seq the open batch will have (changes when a batch closes)."""
+        return self._closed_seq + 1
+
     def size(self):
         """Entries in the open batch (jobs touched + transitions + eventlog entries)."""
         return self.table.batch_count() + len(self._transitions) + len(self._entries)

@@ -176,6 +176,31 @@ def _config_value(config, section, key, default):
     return default if val is None else val
 
 
+class _Deferred(list):
+    """Replies `(conn, reply frame)` waiting on the commit of one batch."""
+
+    __slots__ = ("seq", "done")
+
+    def __init__(self, seq):
+        super().__init__()
+        self.seq = seq  # the hub's open batch when the group started
+        self.done = False
+
+    def release(self):
+        """Committed: every reply goes out."""
+        self.done = True
+        for conn, reply in self:
+            conn.push_deferred(reply)
+
+    def fail(self, err):
+        """Not committed in time (or lost): each request gets the error,
+        under its matchtag (read back from its reply)."""
+        self.done = True
+        for conn, reply in self:
+            mt = json.loads(bytes(reply[HEADER_SIZE:]))["matchtag"]
+            conn.push_deferred(response_error(mt, err.errno, err.message))
+
+
 class _Stream:
     """One `job-manager.events` subscription on a connection."""
 
@@ -409,6 +434,8 @@ class Server:
         self.nerrors = 0
         self._after_commit = self.hub.after_commit
         self._hub_open = self.hub.open
+        self._open_seq = self.hub.open_seq
+        self._group = None  # the _Deferred replies of the open batch
         from .policy import Cred
 
         self._Cred = Cred
@@ -530,20 +557,25 @@ class Server:
 
     def defer(self, conn, reply):
         """Send `reply` once the open batch has committed; if the commit is
-        not done within `[store] commit_timeout`, an ETIMEDOUT error instead
-        (the hub calls `_deferred_failed`)."""
-        conn.ndeferred += 1
-        self._after_commit(
-            functools.partial(conn.push_deferred, reply),
-            functools.partial(self._deferred_failed, conn, reply),
-        )
+        not done within `[store] commit_timeout`, an error instead (ETIMEDOUT;
+        the store's errno if the service stops before it is written).
 
-    @staticmethod
-    def _deferred_failed(conn, reply, err):
-        """A deferred reply whose commit timed out or was given up: the
-        error, under the request's matchtag (read back from the reply)."""
-        mt = json.loads(bytes(reply[HEADER_SIZE:]))["matchtag"]
-        conn.push_deferred(response_error(mt, err.errno, err.message))
+        The replies waiting on one batch form one `_Deferred` group with
+        one pair of hub callbacks (not a pair per request): a new group
+        starts when the hub has closed a batch since (`hub.open_seq()`
+        changed) or the last group was already released.
+        """
+        conn.ndeferred += 1
+        group = self._group
+        if group is not None and group.seq == self._open_seq() and not group.done:
+            group.append((conn, reply))
+            return
+        group = _Deferred(self._open_seq())
+        group.append((conn, reply))  # first: after_commit may release it at once
+        self._after_commit(group.release, group.fail)
+        # Share it only while it is tied to the open batch (an empty batch's
+        # callbacks go to an earlier batch's commit).
+        self._group = group if self._hub_open() else None
 
     # streams
 
