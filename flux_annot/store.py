@@ -352,7 +352,10 @@ class Store:
         rows = []
         pending = {}  # jobid -> [(name, context text)] of the entries that change its tree
         notes = {}  # jobid -> its last exception note in this batch
+        allocs = set()  # jobs with an alloc entry in this batch
         append = rows.append
+        if known is None:
+            known = {}
         for idx, (jobid, name, ctx, ts) in enumerate(entries):
             # encode_context and _to_db inlined: this loop runs per entry
             t = type(ctx)
@@ -366,23 +369,22 @@ class Store:
                 text,
             ))
             if name in _TREE_NAMES:
-                mine = pending.get(jobid)
-                if mine is None:
-                    mine = pending[jobid] = []
-                # bytes stay bytes: replay trusts the hub's own alloc snapshots
-                mine.append((name, ctx if type(ctx) is bytes else text))
                 if name == "exception":
                     note = _note_of(ctx)
                     if note:
                         notes[jobid] = note
-        # Jobs of `known` take their tree as given; `allocated` only ever
-        # goes 0 -> 1, so it is 1 when the batch has an alloc, else unchanged.
-        given = {}
-        if known and pending:
-            for jobid in [j for j in pending if j in known]:
-                tree, ub = known[jobid]
-                allocated = any(name == "alloc" for name, _ctx in pending.pop(jobid))
-                given[jobid] = (tree, ub, allocated)
+                elif name == "alloc":
+                    allocs.add(jobid)
+                if jobid not in known:
+                    mine = pending.get(jobid)
+                    if mine is None:
+                        mine = pending[jobid] = []
+                    # bytes stay bytes: replay trusts the hub's own alloc snapshots
+                    mine.append((name, ctx if t is bytes else text))
+        # Jobs of `known` take their tree as given (the hub names only jobs
+        # with a tree entry in the batch); `allocated` only ever goes 0 -> 1,
+        # so it is 1 when the batch has an alloc, else unchanged.
+        given = {jobid: (tree, ub, jobid in allocs) for jobid, (tree, ub) in known.items()}
         db = self._db
         try:
             db.execute("BEGIN IMMEDIATE")
