@@ -491,10 +491,11 @@ class EventHub:
             n = sum(e for _, e in self._lost)
             exc = self.fault[0] if self.fault is not None else self._fault_raw
             cause = exc.message if exc is not None else "the store failed"
+            what = f"batch {first}" if first == last else f"batches {first}..{last}"
             log.error(
-                "stopping while the store cannot commit (%s): batches %d..%d with %d eventlog "
-                "entries were not written; those changes are lost",
-                cause, first, last, n,
+                "stopping while the store cannot commit (%s): %s with %d eventlog %s "
+                "not written; those changes are lost",
+                cause, what, n, "entry was" if n == 1 else "entries were",
             )
 
     def lost(self):
