@@ -889,8 +889,22 @@ def _is_main_thread():
 
 
 def run_server(socket_path=None, store=None, config=None, ready=None):
-    """Blocking form of `serve`; returns the exit status (0)."""
-    return asyncio.run(serve(socket_path, store, config, ready=ready))
+    """Blocking form of `serve`; returns the exit status (0).
+
+    For a process that only serves (the CLI, `python -m`): when `serve`
+    hands its signal handlers back at its very end, SIGTERM/SIGINT are
+    ignored from then on (a second signal during the last teardown would
+    otherwise kill the process, status -15, after everything was answered).
+    """
+
+    async def main():
+        status = await serve(socket_path, store, config, ready=ready)
+        if _is_main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
+        return status
+
+    return asyncio.run(main())
 
 
 def main(argv=None):
