@@ -249,6 +249,12 @@ class EventHub:
             self._transitions or self._entries or self._callbacks or self.table.batch_count()
         )
 
+    def close_waits(self):
+        """Whether the open batch is due and waits only for the commit in
+        flight (group commit): it closes by itself when that is done, so the
+        server arms no timer for it (at window 0 it would spin the loop)."""
+        return self._close_wanted
+
     def open_seq(self):
         """The seq the open batch will have (changes when a batch closes)."""
         return self._closed_seq + 1
@@ -578,6 +584,8 @@ class EventHub:
                 exc,
             )
             self._publish_all()
+            if self._close_wanted:
+                self.close_batch()  # it waited for a commit that does not come
             if self._after is not None:
                 self._after()
 

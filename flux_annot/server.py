@@ -435,6 +435,7 @@ class Server:
         self._after_commit = self.hub.after_commit
         self._hub_open = self.hub.open
         self._open_seq = self.hub.open_seq
+        self._close_waits = self.hub.close_waits
         self._group = None  # the _Deferred replies of the open batch
         from .policy import Cred
 
@@ -527,7 +528,12 @@ class Server:
     def after_io(self):
         """After any service work: arm the batch timer, drain notified
         streams, write replies pushed to other connections."""
-        if self.timer is None and not self.stopping and self._hub_open():
+        if (
+            self.timer is None
+            and not self.stopping
+            and self._hub_open()
+            and not self._close_waits()
+        ):
             if self.window > 0:
                 self.timer = self.loop.call_later(self.window, self.on_timer)
             else:
