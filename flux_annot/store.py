@@ -114,8 +114,21 @@ def _take_lock(path):
         pass  # the lock holds; the pid is only a courtesy
     return fd
 
+
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x464C5841  # "FLXA"
+
+_EVENTLOG = """
+CREATE TABLE %s (
+    id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    timestamp REAL NOT NULL,
+    name TEXT NOT NULL,
+    context TEXT NOT NULL,
+    PRIMARY KEY (seq, idx)
+) WITHOUT ROWID;
+"""
 
 _SCHEMA = """
 CREATE TABLE jobs (
@@ -128,15 +141,7 @@ CREATE TABLE jobs (
     allocated INTEGER NOT NULL DEFAULT 0,
     note TEXT
 );
-CREATE TABLE eventlog (
-    id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    timestamp REAL NOT NULL,
-    name TEXT NOT NULL,
-    context TEXT NOT NULL,
-    PRIMARY KEY (seq, idx)
-) WITHOUT ROWID;
+""" + _EVENTLOG % "eventlog" + """
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -152,17 +157,7 @@ _EXPECTED_TABLES = {"jobs", "eventlog", "meta"}
 # entries of 10k jobs, 1000 per commit: 25 -> 3 us of CPU per entry, half
 # the WAL bytes). Reading one job's entries in order is then a sort, done
 # only by replays of the record (rare).
-_MIGRATE_2 = """
-BEGIN IMMEDIATE;
-CREATE TABLE eventlog3 (
-    id INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
-    timestamp REAL NOT NULL,
-    name TEXT NOT NULL,
-    context TEXT NOT NULL,
-    PRIMARY KEY (seq, idx)
-) WITHOUT ROWID;
+_MIGRATE_2 = "BEGIN IMMEDIATE;" + _EVENTLOG % "eventlog3" + """
 INSERT INTO eventlog3 SELECT id, seq, idx, timestamp, name, context FROM eventlog ORDER BY seq, idx;
 DROP TABLE eventlog;
 ALTER TABLE eventlog3 RENAME TO eventlog;

@@ -13,7 +13,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -319,7 +318,7 @@ def test_cli_shows_the_refusal_as_one_line(locked):
     s, db, lock = locked
     with Client(s.path, timeout=60) as c:
         c.submit(1, ME)
-        locker = lock()
+        lock()  # held to the end (the fixture releases it)
 
         def cli(*args):
             return subprocess.run(
