@@ -367,3 +367,21 @@ def test_in_process_flush_raises_and_refuses_until_it_commits(tmp_path):
     again = AnnotationService(store=db)
     assert again.get(Cred.owner_of(again), 1)["annotations"] == {"user": {"a": 1, "c": 1}}
     again.close()
+
+
+def test_commit_timeout_is_validated(tmp_path):
+    assert AnnotationService(config={"store": {"commit_timeout": 0.5}}).hub.commit_timeout == 0.5
+    for bad, words in ((0, "positive"), (-1, "negative"), ("5", "number")):
+        with pytest.raises(AnnotError) as e:
+            AnnotationService(config={"store": {"commit_timeout": bad}})
+        assert e.value.errno == errno.EINVAL
+        assert "store.commit_timeout" in e.value.message and words in e.value.message
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[store]\ncommit_timeout = 0\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "flux_annot.cli", "serve", "--store", ":memory:",
+         "--socket", str(tmp_path / "s"), "--config", str(cfg)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert r.returncode == 1 and "store.commit_timeout" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
