@@ -694,7 +694,11 @@ class EventHub:
             if batch.item is not None:
                 self._publish_all(upto=batch.item.seq)
             for fn, _ in batch.callbacks:
-                fn()
+                try:
+                    fn()
+                except Exception:  # one broken callback must not wedge the queue
+                    log.exception("after-commit callback of batch %s failed",
+                                  batch.item.seq if batch.item is not None else "(tail)")
             done = True
         if self.fault is not None:
             self._publish_all()
