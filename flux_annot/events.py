@@ -464,6 +464,7 @@ class EventHub:
         self._after = after
         self._writer_stopping = False
         self._given_up = False
+        self._submitted = self._closed_seq  # batches closed in-process are written
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="flux-annot-store"
         )

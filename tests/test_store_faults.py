@@ -385,3 +385,42 @@ def test_commit_timeout_is_validated(tmp_path):
     )
     assert r.returncode == 1 and "store.commit_timeout" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_served_after_in_process_use_goes_on_writing(tmp_path):
+    """A service used in-process, then served: the writer starts from the
+    batches already written (no seq gap, no failing store)."""
+    import asyncio
+
+    from flux_annot.server import serve
+
+    svc = AnnotationService(store=tmp_path / "a.db")
+    svc.submit(1, ME)
+    assert svc.flush() == 1
+    sock = str(tmp_path / "s")
+
+    async def main():
+        stop = asyncio.Event()
+
+        def ready(srv):
+            async def work():
+                c = await asyncio.to_thread(Client, sock, 30)
+                try:
+                    await asyncio.to_thread(c.memo, 1, {"served": 1})
+                    return await asyncio.to_thread(c.stats)
+                finally:
+                    c.close()
+                    stop.set()
+
+            box.append(asyncio.ensure_future(work()))
+
+        box = []
+        await serve(sock, service=svc, ready=ready, stop=stop, handle_signals=False)
+        return box[0].result()
+
+    stats = asyncio.run(asyncio.wait_for(main(), 60))
+    assert stats["store_state"] == "ok" and stats["seq"] == 2
+    svc.close()
+    again = AnnotationService(store=tmp_path / "a.db")
+    assert again.get(Cred.owner_of(again), 1)["annotations"] == {"user": {"served": 1}}
+    again.close()
