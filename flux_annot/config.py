@@ -30,6 +30,8 @@ READER_ROLES = frozenset({"all", "owner", "job-owner"})
 DEFAULTS = {
     "batch": {"window": 0.01, "max_entries": 10000},
     "events": {"backlog": 4096, "subscriber_queue_bytes": 16777216},
+    # seconds a non-volatile request waits on a failing commit before ETIMEDOUT
+    "store": {"commit_timeout": 5.0},
     "limits": {
         "message_bytes": 1048576,
         "guest_payload_bytes": 4096,

@@ -20,6 +20,9 @@ EPROTO = _errno.EPROTO
 EOVERFLOW = _errno.EOVERFLOW
 EMSGSIZE = _errno.EMSGSIZE
 EDQUOT = _errno.EDQUOT
+EIO = _errno.EIO
+ENOSPC = _errno.ENOSPC
+ETIMEDOUT = _errno.ETIMEDOUT
 
 
 class AnnotError(Exception):

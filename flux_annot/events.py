@@ -43,11 +43,13 @@ queued to it (its seq still counts).
 """
 
 import collections
+import concurrent.futures
+import errno
 import json
 import logging
 import time
 
-from .errors import EINVAL, EOVERFLOW, error
+from .errors import EINVAL, EIO, EOVERFLOW, AnnotError, error
 from .policy import Policy
 from .replay import TREE_NAMES
 
@@ -90,13 +92,16 @@ class _Backlogged:
 class _Closed:
     """A closed batch on its way out: what to publish once it has committed."""
 
-    __slots__ = ("item", "payloads", "callbacks", "future")
+    __slots__ = ("item", "payloads", "callbacks", "future", "deadline", "entries")
 
     def __init__(self, item, payloads, callbacks):
         self.item = item  # _Backlogged
         self.payloads = payloads  # {Subscription: bytes}, subscribers at close time
-        self.callbacks = callbacks  # after-commit callbacks (deferred replies)
-        self.future = None  # the writer's commit (background mode)
+        # after-commit callbacks (deferred replies): [(fn, on_timeout or None)]
+        self.callbacks = callbacks
+        self.future = None  # the writer's commit (background mode; None: nothing to write)
+        self.deadline = 0.0  # loop time after which its callbacks time out
+        self.entries = 0  # eventlog entries it writes
 
 
 class Subscription:
@@ -196,7 +201,19 @@ class EventHub:
         self.queue_limit = events["subscriber_queue_bytes"] if events is not None else 16 << 20
         self.last_seq = self.store.last_seq() if self.store is not None else 0
         self._closed_seq = self.last_seq  # last closed batch (committed or not)
-        self._pending = collections.deque()  # _Closed batches being committed
+        self._pending = collections.deque()  # closed batches not yet published, in seq order
+        self._uncommitted = collections.deque()  # closed batches whose commit is not done, in order
+        store = _section(config, "store")
+        self.commit_timeout = store["commit_timeout"] if store is not None else 5.0
+        # The store cannot commit: None, or (AnnotError, wall time it started).
+        # Set and cleared on the loop (`_store_failed` / `_store_recovered`);
+        # `_fault_raw` is the writer thread's own view (sync() reads it).
+        self.fault = None
+        self._fault_raw = None
+        self._submitted = self.last_seq  # last seq handed to the writer
+        self._deadline_timer = None
+        self._given_up = False  # stopping on a failing store: later commits fail at once
+        self._lost = []  # (seq, entries) of batches given up at shutdown
         self._executor = None  # the background writer (start_writer)
         self._loop = None
         self._after = None
@@ -232,17 +249,34 @@ class EventHub:
             self._transitions or self._entries or self._callbacks or self.table.batch_count()
         )
 
+    def close_waits(self):
+        """Whether the open batch is due and waits only for the commit in
+        flight (group commit): it closes by itself when that is done, so the
+        server arms no timer for it (at window 0 it would spin the loop)."""
+        return self._close_wanted
+
+    def open_seq(self):
+        """The seq the open batch will have (changes when a batch closes)."""
+        return self._closed_seq + 1
+
     def size(self):
         """Entries in the open batch (jobs touched + transitions + eventlog entries)."""
         return self.table.batch_count() + len(self._transitions) + len(self._entries)
 
-    def after_commit(self, fn):
+    def after_commit(self, fn, on_timeout=None):
         """Run fn() once the open batch has committed; with nothing open, once
-        the last batch closed so far has (at once if none is in flight)."""
+        the last batch closed so far has (at once if none is in flight).
+
+        on_timeout(err): called instead, with an ETIMEDOUT `AnnotError`, if
+        the commit is not done `commit_timeout` seconds after the batch
+        closed (background writer only; the change stays applied and is
+        written when the store recovers), or with EIO if the service stops
+        before it could be written. Without it fn() just waits.
+        """
         if self.open():
-            self._callbacks.append(fn)
-        elif self._pending:
-            self._pending[-1].callbacks.append(fn)
+            self._callbacks.append((fn, on_timeout))
+        elif self._uncommitted:
+            self._uncommitted[-1].callbacks.append((fn, on_timeout))
         else:
             fn()
 
@@ -253,8 +287,9 @@ class EventHub:
 
         Returns its seq, or None if it was empty (or not closed yet, below).
         Without a background writer (the in-process default) all of it is
-        done before returning; a store error then raises and leaves the
-        batch open, so the next close retries it. With one (`start_writer`,
+        done before returning; a store error then raises (ENOSPC or EIO),
+        leaves the batch open so the next close retries it, and sets
+        `fault` until a commit succeeds again. With one (`start_writer`,
         the server) the batch is encoded and detached here and the commit
         runs on the writer thread; publishing and the callbacks follow on
         the event loop once it has committed, batches strictly in seq order
@@ -262,15 +297,23 @@ class EventHub:
 
         Group commit: while the writer is still committing an earlier batch,
         the open batch is not closed but keeps growing, and closes as soon as
-        that commit is done (unless `force`, or it holds `max_entries`).
-        Closing it earlier would publish nothing sooner (publishing follows
-        the commits, in order); one commit of everything that arrived
-        meanwhile costs far fewer fsyncs and page writes than several.
+        that commit is done (unless `force`, or it holds `max_entries`, or
+        the store is failing). Closing it earlier would publish nothing
+        sooner (publishing follows the commits, in order); one commit of
+        everything that arrived meanwhile costs far fewer fsyncs and page
+        writes than several.
+
+        While the store is failing (`fault`) batches are published when they
+        close, before their commit (the service already refuses new durable
+        changes; reads show these ones anyway), and a batch without eventlog
+        entries is not handed to the writer at all: the next write covers its
+        seq (`Store.write_batch(first_seq=)`).
         """
         if (
-            self._pending
+            self._uncommitted
             and not force
             and self._executor is not None
+            and self.fault is None
             and self.size() < self._max_entries
         ):
             self._close_wanted = True
@@ -281,16 +324,26 @@ class EventHub:
         if not ids and not self._transitions and not self._entries:
             table.batch_clear()  # touched-but-unchanged pre-images
             callbacks, self._callbacks = self._callbacks, []
-            if self._pending:  # replies still follow the commits before them
-                self._pending[-1].callbacks.extend(callbacks)
+            if self._uncommitted:  # replies still follow the commits before them
+                self._uncommitted[-1].callbacks.extend(callbacks)
             else:
-                for fn in callbacks:
+                for fn, _ in callbacks:
                     fn()
             return None
         seq = self._closed_seq + 1
         background = self.store is not None and self._executor is not None
         if self.store is not None and not background:
-            self.store.write_batch(seq, self._entries, *self._meta())
+            try:
+                self.store.write_batch(seq, self._entries, *self._meta())
+            except AnnotError as exc:
+                self._stats["store_errors"] += 1
+                if self.fault is None:
+                    self.fault = (exc, time.time())
+                    log.warning("%s; durable changes are refused until a commit succeeds", exc)
+                raise
+            if self.fault is not None:
+                self._recovered_log()
+                self.fault = None
         transitions = self._transitions
         full = table.batch_encode()
         delta = table.batch_encode(delta=True)
@@ -300,9 +353,13 @@ class EventHub:
             self._callbacks,
         )
         if background:
-            batch.future = self._executor.submit(
-                self._write_bg, seq, self._entries, *self._meta()
-            )
+            batch.entries = len(self._entries)
+            if self._entries or self.fault is None:
+                first = self._submitted + 1
+                batch.future = self._executor.submit(
+                    self._write_bg, seq, self._entries, *self._meta(), first
+                )
+                self._submitted = seq
         table.batch_clear()
         self._transitions = []
         self._entries = []
@@ -310,7 +367,21 @@ class EventHub:
         self._closed_seq = seq
         if background:
             self._pending.append(batch)
-            batch.future.add_done_callback(self._wake)
+            if batch.future is not None:
+                batch.deadline = self._loop.time() + self.commit_timeout
+                self._uncommitted.append(batch)
+                batch.future.add_done_callback(self._wake)
+                if batch.callbacks:
+                    self._arm_deadline()
+            elif batch.callbacks:  # nothing of its own to write
+                if self._uncommitted:
+                    self._uncommitted[-1].callbacks.extend(batch.callbacks)
+                else:
+                    for fn, _ in batch.callbacks:
+                        fn()
+                batch.callbacks = []
+            if self.fault is not None:
+                self._publish_all()
         else:
             self._finish(batch)
         return seq
@@ -346,9 +417,16 @@ class EventHub:
 
     def _finish(self, batch):
         """A batch has committed: publish it, keep it, run its callbacks."""
+        self._publish(batch)
+        for fn, _ in batch.callbacks:
+            fn()
+
+    def _publish(self, batch):
+        """Queue a batch to the subscriptions and keep it in the backlog."""
         item = batch.item
         self.last_seq = item.seq
         payloads = batch.payloads
+        batch.payloads = None
         for sub in list(self._subs):
             payload = payloads.get(sub)
             if payload is None:
@@ -361,8 +439,14 @@ class EventHub:
                 self._queue(sub, payload)
         self._keep(item)
         self._stats["batches"] += 1
-        for fn in batch.callbacks:
-            fn()
+
+    def _publish_all(self, upto=None):
+        """Publish the unpublished batches now, in order (up to seq `upto`),
+        without waiting for their commits (the store is failing, or their
+        replies timed out). Their callbacks still wait for the commit."""
+        pending = self._pending
+        while pending and (upto is None or pending[0].item.seq <= upto):
+            self._publish(pending.popleft())
 
     # -- the background writer (server) -----------------------------------
 
@@ -376,82 +460,252 @@ class EventHub:
         """
         if self.store is None or self._executor is not None:
             return
-        import concurrent.futures
-
         self._loop = loop
         self._after = after
         self._writer_stopping = False
+        self._given_up = False
+        self._submitted = self._closed_seq  # batches closed in-process are written
         self._executor = concurrent.futures.ThreadPoolExecutor(
             1, thread_name_prefix="flux-annot-store"
         )
 
+    @property
+    def background(self):
+        """Whether commits run on the writer thread (the server)."""
+        return self._executor is not None
+
     def stop_writer(self):
-        """Wait for the batches in flight, then commit synchronously again."""
+        """Wait for the batches in flight, then commit synchronously again.
+
+        On a failing store a batch is given up after a few tries (and every
+        later one with it: the seqs must stay in order), so a broken store
+        cannot hang the shutdown; `lost()` then says what was not written.
+        """
         if self._executor is None:
             return
-        # From now on a failing commit is given up after a few tries, so a
-        # broken store cannot hang the shutdown.
         self._writer_stopping = True
         try:
             self.sync()
         finally:
+            if self._deadline_timer is not None:
+                self._deadline_timer.cancel()
+                self._deadline_timer = None
             self._executor.shutdown(wait=True)
             self._executor = None
             self._loop = None
+        if self._lost:
+            first, last = self._lost[0][0], self._lost[-1][0]
+            n = sum(e for _, e in self._lost)
+            exc = self.fault[0] if self.fault is not None else self._fault_raw
+            cause = exc.message if exc is not None else "the store failed"
+            what = f"batch {first}" if first == last else f"batches {first}..{last}"
+            log.error(
+                "stopping while the store cannot commit (%s): %s with %d eventlog %s "
+                "not written; those changes are lost",
+                cause, what, n, "entry was" if n == 1 else "entries were",
+            )
+
+    def lost(self):
+        """[(seq, eventlog entries)] of the batches given up at shutdown."""
+        return list(self._lost)
 
     def sync(self):
-        """Block until every closed batch has committed and been published."""
-        while self._pending:
+        """Block until every closed batch has committed and been published.
+
+        While the store is failing (and the service is not stopping) it does
+        not wait for commits that may never come: it publishes what is
+        pending and returns.
+        """
+        while self._uncommitted:
+            head = self._uncommitted[0].future
             try:
-                self._pending[0].future.result()
-            except Exception:  # given up (only when stopping): logged in _complete
+                head.result(timeout=0.05)
+            except concurrent.futures.TimeoutError:
+                if self._fault_raw is not None and not self._writer_stopping:
+                    break
+                continue
+            except Exception:  # given up (only when stopping): _complete says so
                 pass
             self._complete()
+        self._publish_all()
 
-    def _write_bg(self, seq, entries, meta, known):
+    def _write_bg(self, seq, entries, meta, known, first):
         """Writer thread: commit one batch, retrying a failed commit (the
-        later batches and the replies waiting for it stay queued behind)."""
+        later batches and the replies waiting for it stay queued behind).
+
+        The first failure is reported to the loop (`_store_failed`: one log
+        line, durable requests refused), the first success after it too
+        (`_store_recovered`); the retries in between are silent."""
         delay = 0.05
         tries = 0
+        loop = self._loop
         while True:
+            if self._given_up:
+                raise error(EIO, f"batch {seq} not written: an earlier batch was given up")
             try:
-                self.store.write_batch(seq, entries, meta, known)
-                return
-            except Exception:
+                if first != seq:
+                    self.store.write_batch(seq, entries, meta, known, first_seq=first)
+                else:
+                    self.store.write_batch(seq, entries, meta, known)
+            except Exception as exc:
                 self._stats["store_errors"] += 1
                 tries += 1
+                if not isinstance(exc, AnnotError):
+                    log.exception("committing batch %d failed", seq)
+                    exc = error(EIO, f"{self.store.path}: store write failed ({exc})")
+                if self._fault_raw is None:
+                    self._fault_raw = exc
+                    self._call_loop(loop, self._store_failed, exc, time.time())
                 if self._writer_stopping and tries >= 5:
-                    raise
-                log.exception("committing batch %d failed; retrying in %.2f s", seq, delay)
+                    self._given_up = True
+                    raise exc
                 time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 1.0)
+                continue
+            if self._fault_raw is not None:
+                self._fault_raw = None
+                self._call_loop(loop, self._store_recovered)
+            return
+
+    @staticmethod
+    def _call_loop(loop, fn, *args):
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:  # the loop is closed (shutdown)
+                pass
+
+    def _store_failed(self, exc, since):
+        """Loop: the writer's first failed commit. One log line; from now on
+        durable requests are refused and batches published as they close."""
+        if self.fault is None and self._fault_raw is not None:
+            self.fault = (exc, since)
+            log.warning(
+                "%s; durable changes are refused until it recovers (retrying in the background)",
+                exc,
+            )
+            self._publish_all()
+            if self._close_wanted:
+                self.close_batch()  # it waited for a commit that does not come
+            if self._after is not None:
+                self._after()
+
+    def _store_recovered(self):
+        """Loop: a commit succeeded again after failures."""
+        if self.fault is not None:
+            self._recovered_log()
+            self.fault = None
+            if self._submitted < self._closed_seq and self._executor is not None:
+                # seqs of entry-less batches published while failing: write them
+                first, seq = self._submitted + 1, self._closed_seq
+                self._submitted = seq
+                tail = _Closed(None, None, [])
+                tail.future = self._executor.submit(self._write_bg, seq, [], {}, None, first)
+                tail.deadline = self._loop.time() + self.commit_timeout
+                self._uncommitted.append(tail)
+                tail.future.add_done_callback(self._wake)
+
+    def _recovered_log(self):
+        exc, since = self.fault
+        log.warning(
+            "store %s recovered after %.1f s: commits succeed again, durable changes accepted",
+            self.store.path, time.time() - since,
+        )
+
+    def fault_error(self):
+        """The AnnotError a durable request gets while the store is failing."""
+        exc = self.fault[0]
+        return error(
+            exc.errno,
+            f"the store cannot commit, durable changes are refused until it recovers: "
+            f"{exc.message}",
+        )
+
+    def _arm_deadline(self):
+        """Loop: a timer at the first deadline of a batch with callbacks waiting."""
+        if self._deadline_timer is not None or self._loop is None:
+            return
+        for batch in self._uncommitted:
+            if any(t is not None for _, t in batch.callbacks):
+                self._deadline_timer = self._loop.call_at(batch.deadline, self._on_deadline)
+                return
+
+    def _on_deadline(self):
+        """Loop: answer the callbacks whose commit is overdue with ETIMEDOUT
+        (their batch is published first, so a reply never precedes it)."""
+        self._deadline_timer = None
+        now = self._loop.time()
+        fired = False
+        for batch in self._uncommitted:
+            if batch.deadline > now:
+                break
+            waiting = [c for c in batch.callbacks if c[1] is not None]
+            if not waiting:
+                continue
+            if batch.item is not None:
+                self._publish_all(upto=batch.item.seq)
+            batch.callbacks = [c for c in batch.callbacks if c[1] is None]
+            err = self._timeout_error()
+            for _, on_timeout in waiting:
+                on_timeout(err)
+            fired = True
+        self._arm_deadline()
+        if fired and self._after is not None:
+            self._after()
+
+    def _timeout_error(self):
+        cause = self.fault[0].message if self.fault is not None else "the commit is still running"
+        return error(
+            errno.ETIMEDOUT,
+            f"the store did not commit within {self.commit_timeout:g} s ({cause}); the change "
+            f"is applied in memory and will be written when the store recovers, or lost if "
+            f"the service stops first",
+        )
 
     def _wake(self, _future):
         """Writer thread: a commit finished; let the loop publish it."""
-        loop = self._loop
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._complete)
-            except RuntimeError:  # the loop is closed: sync() finishes it
-                pass
+        self._call_loop(self._loop, self._complete)
 
-    def _complete(self):
-        """Publish the committed batches at the head of the queue, in order."""
-        pending = self._pending
+    def _complete(self, run_after=True):
+        """Publish the committed batches at the head of the queue, in order,
+        and run the callbacks of every batch whose commit is done."""
+        unc = self._uncommitted
         done = False
-        while pending and pending[0].future.done():
-            batch = pending.popleft()
+        while unc and unc[0].future.done():
+            batch = unc.popleft()
             exc = batch.future.exception()
             if exc is not None:
-                # Only when the writer was stopped on a failing store: the
-                # batch is lost, its replies are never sent.
-                log.error("batch %d was not committed: %s", batch.item.seq, exc)
+                # Only when the writer was stopped on a failing store.
+                if batch.item is not None:
+                    self._lost.append((batch.item.seq, batch.entries))
+                    pending = self._pending
+                    while pending and pending[0].item.seq <= batch.item.seq:
+                        pending.popleft()  # not published (unless it was while failing)
+                err = exc if isinstance(exc, AnnotError) else error(EIO, str(exc))
+                lost = error(
+                    err.errno,
+                    f"not written: the service stopped while the store could not commit "
+                    f"({err.message}); the change is lost",
+                )
+                for _, on_timeout in batch.callbacks:
+                    if on_timeout is not None:
+                        on_timeout(lost)
+                done = True
                 continue
-            self._finish(batch)
+            if batch.item is not None:
+                self._publish_all(upto=batch.item.seq)
+            for fn, _ in batch.callbacks:
+                try:
+                    fn()
+                except Exception:  # one broken callback must not wedge the queue
+                    log.exception("after-commit callback of batch %s failed",
+                                  batch.item.seq if batch.item is not None else "(tail)")
             done = True
-        if self._close_wanted and not pending:
+        if self.fault is not None:
+            self._publish_all()
+        if self._close_wanted and not unc:
             self.close_batch()  # group commit: what waited for that commit
-        if done and self._after is not None:
+        if done and run_after and self._after is not None:
             self._after()
 
     # -- publishing ------------------------------------------------------
@@ -739,4 +993,20 @@ class EventHub:
             "store_errors": self._stats["store_errors"],
             "backlog_batches": len(self._backlog),
             "backlog_bytes": self._backlog_bytes,
+            "store_state": "ok" if self.fault is None else "failing",
+            "store_fault": self._fault_stats(),
+        }
+
+    def _fault_stats(self):
+        """None, or what `stats` says of a failing store: errno, its name,
+        SQLite's sentence and since when (wall time), commits waiting."""
+        if self.fault is None:
+            return None
+        exc, since = self.fault
+        return {
+            "errno": exc.errno,
+            "error": errno.errorcode.get(exc.errno, str(exc.errno)),
+            "cause": exc.message,
+            "since": since,
+            "batches_waiting": len(self._uncommitted),
         }

@@ -52,6 +52,7 @@ import argparse
 import asyncio
 import errno as _errno
 import functools
+import json
 import logging
 import os
 import signal
@@ -173,6 +174,31 @@ def _config_value(config, section, key, default):
         return default
     val = sec.get(key, default) if isinstance(sec, dict) else getattr(sec, key, default)
     return default if val is None else val
+
+
+class _Deferred(list):
+    """Replies `(conn, reply frame)` waiting on the commit of one batch."""
+
+    __slots__ = ("seq", "done")
+
+    def __init__(self, seq):
+        super().__init__()
+        self.seq = seq  # the hub's open batch when the group started
+        self.done = False
+
+    def release(self):
+        """Committed: every reply goes out."""
+        self.done = True
+        for conn, reply in self:
+            conn.push_deferred(reply)
+
+    def fail(self, err):
+        """Not committed in time (or lost): each request gets the error,
+        under its matchtag (read back from its reply)."""
+        self.done = True
+        for conn, reply in self:
+            mt = json.loads(bytes(reply[HEADER_SIZE:]))["matchtag"]
+            conn.push_deferred(response_error(mt, err.errno, err.message))
 
 
 class _Stream:
@@ -408,6 +434,9 @@ class Server:
         self.nerrors = 0
         self._after_commit = self.hub.after_commit
         self._hub_open = self.hub.open
+        self._open_seq = self.hub.open_seq
+        self._close_waits = self.hub.close_waits
+        self._group = None  # the _Deferred replies of the open batch
         from .policy import Cred
 
         self._Cred = Cred
@@ -499,7 +528,12 @@ class Server:
     def after_io(self):
         """After any service work: arm the batch timer, drain notified
         streams, write replies pushed to other connections."""
-        if self.timer is None and not self.stopping and self._hub_open():
+        if (
+            self.timer is None
+            and not self.stopping
+            and self._hub_open()
+            and not self._close_waits()
+        ):
             if self.window > 0:
                 self.timer = self.loop.call_later(self.window, self.on_timer)
             else:
@@ -528,9 +562,26 @@ class Server:
         self.after_io()
 
     def defer(self, conn, reply):
-        """Send `reply` once the open batch has committed."""
+        """Send `reply` once the open batch has committed; if the commit is
+        not done within `[store] commit_timeout`, an error instead (ETIMEDOUT;
+        the store's errno if the service stops before it is written).
+
+        The replies waiting on one batch form one `_Deferred` group with
+        one pair of hub callbacks (not a pair per request): a new group
+        starts when the hub has closed a batch since (`hub.open_seq()`
+        changed) or the last group was already released.
+        """
         conn.ndeferred += 1
-        self._after_commit(functools.partial(conn.push_deferred, reply))
+        group = self._group
+        if group is not None and group.seq == self._open_seq() and not group.done:
+            group.append((conn, reply))
+            return
+        group = _Deferred(self._open_seq())
+        group.append((conn, reply))  # first: after_commit may release it at once
+        self._after_commit(group.release, group.fail)
+        # Share it only while it is tied to the open batch (an empty batch's
+        # callbacks go to an earlier batch's commit).
+        self._group = group if self._hub_open() else None
 
     # streams
 
@@ -846,8 +897,22 @@ def _is_main_thread():
 
 
 def run_server(socket_path=None, store=None, config=None, ready=None):
-    """Blocking form of `serve`; returns the exit status (0)."""
-    return asyncio.run(serve(socket_path, store, config, ready=ready))
+    """Blocking form of `serve`; returns the exit status (0).
+
+    For a process that only serves (the CLI, `python -m`): when `serve`
+    hands its signal handlers back at its very end, SIGTERM/SIGINT are
+    ignored from then on (a second signal during the last teardown would
+    otherwise kill the process, status -15, after everything was answered).
+    """
+
+    async def main():
+        status = await serve(socket_path, store, config, ready=ready)
+        if _is_main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_IGN)
+        return status
+
+    return asyncio.run(main())
 
 
 def main(argv=None):

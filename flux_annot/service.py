@@ -284,6 +284,8 @@ class AnnotationService:
         t0 = self._t0
         if t0 is None:
             return
+        if self.hub.fault is not None and not self.hub.background:
+            return  # in-process, a failing commit is retried by flush() only
         if _monotonic() - t0 >= self._window:
             self.flush()
         elif self._n_open >= self._max_entries:
@@ -293,6 +295,22 @@ class AnnotationService:
             else:
                 self._n_open = size
 
+    def _close_if_full(self) -> None:
+        """At the end of a change: close the batch the moment it holds
+        `max_entries` entries (not at the next call or the window).
+
+        Only between calls: a call's change and its eventlog entry always
+        go into the same batch. `_n_open` is an upper bound; the exact size
+        is asked here and the bound reset to it."""
+        hub = self.hub
+        if hub.fault is not None and not hub.background:
+            return  # in-process, a failing commit is retried by flush() only
+        size = hub.size()
+        if size >= self._max_entries:
+            self.flush()
+        else:
+            self._n_open = size
+
     def _touched(self, n: int = 1) -> None:
         """Note `n` (at most) new entries in the open batch."""
         self._n_open += n
@@ -300,13 +318,26 @@ class AnnotationService:
             self._t0 = _monotonic()
 
     def flush(self) -> int | None:
-        """Close the open batch: store commit, publish. Returns its seq or None."""
+        """Close the open batch: store commit, publish. Returns its seq or None.
+
+        In-process, a commit that fails raises AnnotError (ENOSPC for a full
+        disk, EIO otherwise) and keeps the batch open; until a later flush()
+        commits it, durable changes are refused with the same errno
+        (docs/durability.md "When the store cannot commit")."""
         self._t0 = None
         self._n_open = 0
         if self.hub.open():
-            seq: int | None = self.hub.close_batch()
-            return seq
+            try:
+                seq: int | None = self.hub.close_batch()
+                return seq
+            except AnnotError:
+                self._t0 = _monotonic()
+                raise
         return None
+
+    def _refuse_durable(self) -> None:
+        """Raise (counted) while the store cannot commit: before any change."""
+        raise self._reject("store", self.hub.fault_error())
 
     def close(self) -> None:
         """Flush, then release the hub and the store. Idempotent."""
@@ -382,6 +413,8 @@ class AnnotationService:
         """Create job `id` of `userid` in SCHED; EEXIST when the id is known."""
         self._tick()
         self._count("submit")
+        if self.hub.fault is not None:
+            self._refuse_durable()
         try:
             _check_id(id)
             if isinstance(userid, bool) or not isinstance(userid, int) or not 0 <= userid < _U32:
@@ -404,11 +437,15 @@ class AnnotationService:
         hub.record_entry(id, "submit", {"userid": userid}, t_submit)
         hub.record_transition(id, SCHED, t_submit)
         self._touched(2)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
 
     def state(self, id: int, state: str, note: str | None = None) -> None:
         """Move job `id` on (RUN→CLEANUP, CLEANUP→INACTIVE, RUN→INACTIVE, SCHED→INACTIVE)."""
         self._tick()
         self._count("state")
+        if self.hub.fault is not None:
+            self._refuse_durable()
         job = self._lookup(id)
         try:
             target = _state_name(state)
@@ -434,6 +471,8 @@ class AnnotationService:
             hub.record_entry(id, "exception", ctx, now)
         hub.record_entry(id, "state", {"state": target}, now)
         self._set_state(id, job, target, now)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
 
     def alloc_response(self, payload: dict[str, Any]) -> dict[str, Any]:
         """Apply an RFC 27 alloc response; `{"ignored": True}` when the job is not in SCHED."""
@@ -464,6 +503,8 @@ class AnnotationService:
                 "malformed",
                 error(EPROTO, "alloc response of type ANNOTATE requires field 'annotations'"),
             )
+        if typ != A_ANNOTATE and self.hub.fault is not None:
+            self._refuse_durable()
         job = self.jobs.get(id)
         if job is None or job.state != SCHED:
             self._n_ignored += 1
@@ -471,6 +512,8 @@ class AnnotationService:
         if ann is not None:
             self._apply_sched(id, job, ann)
         if typ == A_ANNOTATE:
+            if self._n_open >= self._max_entries:
+                self._close_if_full()
             return {}
         now = _now()
         hub = self.hub
@@ -492,6 +535,8 @@ class AnnotationService:
             self._discard_sched(id, job)
             hub.record_entry(id, "cancel", {}, now)
             self._touched(1)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
         return {}
 
     def _apply_sched(self, id: int, job: Job, ann: Any) -> None:
@@ -544,11 +589,15 @@ class AnnotationService:
         """Merge `annotations` (dict, or JSON text of an object) into job `id`."""
         self._n_annotate += 1
         self._modify(cred, id, annotations, volatile, False)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
 
     def memo(self, cred: Cred, id: int, memo: dict[str, Any] | str | bytes, volatile: bool = False) -> None:
         """`annotate(cred, id, {"user": memo})`, as `flux job memo`."""
         self._n_memo += 1
         self._modify(cred, id, memo, volatile, True)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
 
     def _modify(self, cred: Cred, id: int, obj: object, volatile: bool, is_memo: bool) -> None:
         if self._t0 is not None:
@@ -559,6 +608,8 @@ class AnnotationService:
             raise self._reject(
                 "invalid", error(EINVAL, f"volatile must be true or false, not {volatile!r}")
             )
+        if not volatile and self.hub.fault is not None:
+            self._refuse_durable()
         guest = not cred.owner
         if guest and not self.rate.take(cred.userid):
             raise self._reject("rate", error(EAGAIN, self._rate_message))

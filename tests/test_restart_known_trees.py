@@ -128,7 +128,7 @@ def check_restart(path, model):
     svc = open_svc(path)
     own = Cred.owner_of(svc)
     try:
-        store = Store(path)
+        store = Store(path, lock=False)  # beside the running service
         table = JobTable(permissive_limits())
         rows = restore_from_eventlog(store, table)
         store.close()
