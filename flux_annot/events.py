@@ -201,6 +201,14 @@ class EventHub:
         self.queue_limit = events["subscriber_queue_bytes"] if events is not None else 16 << 20
         self.last_seq = self.store.last_seq() if self.store is not None else 0
         self._closed_seq = self.last_seq  # last closed batch (committed or not)
+        # A restart drops the volatile notes published before it without a
+        # batch saying so: a `since` at or before the start-up seq would
+        # resume from a state that is gone, unless the last close found no
+        # volatile change (Store.mark_clean) or the service's stored trees
+        # are its live trees (the Flux mirror).
+        clean = self.store is None or self.store.opened_clean or getattr(
+            service, "volatile_survives_restart", False)
+        self.restart_seq = 0 if clean else self.last_seq
         self._pending = collections.deque()  # closed batches not yet published, in seq order
         self._uncommitted = collections.deque()  # closed batches whose commit is not done, in order
         store = _section(config, "store")
@@ -939,6 +947,13 @@ class EventHub:
             return
         if since > self.last_seq:
             raise error(EINVAL, f"since {since} is in the future (last seq is {self.last_seq})")
+        if self.restart_seq and since <= self.restart_seq:
+            self._stats["resync_refused"] += 1
+            raise error(
+                EOVERFLOW,
+                f"resync needed: the service restarted after seq {self.restart_seq} "
+                "and dropped the volatile notes published before; re-read with list",
+            )
         oldest = self._backlog[0].seq if self._backlog else self.last_seq + 1
         if since < oldest - 1:
             self._stats["resync_refused"] += 1

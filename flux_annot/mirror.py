@@ -145,6 +145,10 @@ class MirrorService(AnnotationService):
     `memo_timeout`: seconds an in-process `memo` waits for Flux.
     """
 
+    # Every stored job row is the live tree (Job.durable stays True): a
+    # restart loses nothing published, so `since` stays good across it.
+    volatile_survives_restart = True
+
     def __init__(
         self,
         source: Any = None,

@@ -351,7 +351,17 @@ class AnnotationService:
             if hub_close is not None:
                 hub_close()
             if self.store is not None:
+                if self._lost_nothing():
+                    self.store.mark_clean()
                 self.store.close()
+
+    def _lost_nothing(self) -> bool:
+        """At close: everything published is stored, and no job holds a
+        volatile change that a restart would drop (see EventHub.restart_seq)."""
+        store = self.store
+        return (store is not None and getattr(self.hub, "fault", None) is None
+                and store.last_seq() == self.hub.last_seq
+                and all(job.durable for job in self.jobs.values()))
 
     def __enter__(self) -> "AnnotationService":
         return self

@@ -255,6 +255,13 @@ class Store:
             self._last_seq = db.execute(
                 "SELECT value FROM meta WHERE key='last_seq'"
             ).fetchone()[0]
+            # 'clean_seq' is left by a close that lost no volatile change
+            # (mark_clean); it speaks for this start only, so it goes now.
+            row = db.execute("SELECT value FROM meta WHERE key='clean_seq'").fetchone()
+            self.opened_clean = row is not None and row[0] == self._last_seq
+            if row is not None:
+                with db:
+                    db.execute("DELETE FROM meta WHERE key='clean_seq'")
         except sqlite3.DatabaseError as exc:
             db.close()
             raise self._corrupt(exc) from None
@@ -596,6 +603,19 @@ class Store:
             except OSError:
                 pass
         return total
+
+    def mark_clean(self):
+        """Record that the state at `last_seq` holds no volatile change (every
+        job's live tree is its durable tree): the next start may then accept
+        a subscriber's `since` from before it (docs/events.md, "Resuming")."""
+        try:
+            with self._db:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('clean_seq', ?)",
+                    (self._last_seq,),
+                )
+        except sqlite3.Error:
+            pass  # no mark: the next start is merely cautious about `since`
 
     def close(self):
         if self._db is not None:
