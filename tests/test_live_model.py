@@ -312,6 +312,37 @@ def test_restart_resumes_with_since_without_a_second_snapshot(tmp_path):
         s.cleanup()
 
 
+def test_restart_that_drops_volatile_notes_resyncs_to_what_list_shows(tmp_path):
+    """The scheduler's volatile estimate is gone after a restart: the model
+    does not keep it (the service refuses the old since, the model re-reads)."""
+    s = ThreadServer(store=tmp_path / "annot.db").start()
+    try:
+        with Client(s.path) as c:
+            c.submit(SENTINEL, ME)
+            c.submit(2, ME)
+            sched(c, 2, {"t_estimate": 1700000000.5, "reason_pending": "priority"})
+        model = LiveModel()
+        rec = Recorder(model)
+        t = follow(model, s.path)
+        try:
+            wait_until(lambda: model.status == "live" and 2 in model.jobs
+                       and model.jobs[2].annotations is not None, "the snapshot")
+            s.stop()
+            wait_until(lambda: model.status == "disconnected", "the model to notice")
+            s.start()
+            with Client(s.path) as c:
+                c.memo(2, {"step": "after"})
+                catch_up(c, model)
+                assert modelled(model) == listed(c)
+                assert model.jobs[2].annotations == {"user": {"step": "after"}}
+        finally:
+            t.stop()
+        assert "resync" in rec.statuses
+        assert rec.kinds.count("snapshot") == 2
+    finally:
+        s.cleanup()
+
+
 def test_since_older_than_the_backlog_resyncs(store_srv):
     with Client(store_srv.path) as c:
         for k in range(2, 5):
