@@ -46,6 +46,12 @@ def _reject_constant(name):
 # decoder per call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _decode_json = _DECODER.decode
+
+
+def decode_json(data):
+    """Decode JSON bytes the C core has already bounded (server payloads)."""
+    return _decode_json(data.decode("utf-8"))
+
 _scan_once = _DECODER.scan_once
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _encode_json = _ENCODER.encode

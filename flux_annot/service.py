@@ -547,7 +547,18 @@ class AnnotationService:
         self._n_memo += 1
         self._modify(cred, id, memo, volatile, True)
 
-    def _modify(self, cred, id, obj, volatile, is_memo):
+    def _annotate_text(self, cred, id, data, keys, volatile, is_memo):
+        """annotate / memo from the server's frame decoder: `data` is the
+        value's JSON text (bytes) as the frame carried it, already parsed in
+        C with `cred`'s limits; `keys` a dict whose keys are its top-level
+        namespaces (None: read them from the text). Never mutated."""
+        if is_memo:
+            self._n_memo += 1
+        else:
+            self._n_annotate += 1
+        self._modify(cred, id, data, volatile, is_memo, keys)
+
+    def _modify(self, cred, id, obj, volatile, is_memo, keys=None):
         if self._t0 is not None:
             self._tick()
         if type(cred) is not Cred:
@@ -564,6 +575,8 @@ class AnnotationService:
             data, tree = _encode(obj, what)
         except AnnotError as exc:
             raise self._reject("invalid", exc) from None
+        if keys is not None:
+            tree = keys
         context = data
         if is_memo:
             data = b'{"user":' + data + b"}"
