@@ -61,11 +61,23 @@ def _patch(obj):
     if isinstance(obj, (str, bytes, bytearray)):
         import json
 
+        from .core import check_nesting
+
+        data = obj.encode("utf-8", "surrogatepass") if isinstance(obj, str) else bytes(obj)
+        # nesting bounded without recursion first: json.loads recurses
+        check_nesting(data, protocol.REPLY_MAX_DEPTH)
         try:
-            return json.loads(obj)
+            return json.loads(data)
         except ValueError as e:
             raise error(_errno.EINVAL, f"annotations are not valid JSON: {e}") from None
     return obj
+
+
+def _jobs(payload):
+    jobs = payload.get("jobs", [])
+    if type(jobs) is not list:
+        raise ProtocolError(_errno.EPROTO, "malformed response from the service (jobs)")
+    return jobs
 
 
 # Payload builders shared by both clients: topic and payload of each call.
@@ -243,7 +255,7 @@ class Client:
 
     def list(self, states=None, userid=None, max=None):
         """List of {id, userid, state, annotations}."""
-        return self._call(_p_list(states, userid, max)).get("jobs", [])
+        return _jobs(self._call(_p_list(states, userid, max)))
 
     def stats(self):
         return self.rpc("job-manager.stats", {})
@@ -468,7 +480,7 @@ class AsyncClient:
         return await self.rpc("job-manager.getattr", {"id": _jobid(id)})
 
     async def list(self, states=None, userid=None, max=None):
-        return (await self.rpc(*_p_list(states, userid, max))).get("jobs", [])
+        return _jobs(await self.rpc(*_p_list(states, userid, max)))
 
     async def stats(self):
         return await self.rpc("job-manager.stats", {})
