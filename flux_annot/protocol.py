@@ -105,8 +105,8 @@ def parse_request(body, limits=None):
     """Decode one request body → (topic, matchtag, payload dict).
 
     The body is decoded by the C core (`core.FrameScanner`) with `limits`
-    (a `core.Limits`; default: the owner's): no recursive decoder runs over
-    it before its nesting is bounded. Raises ProtocolError naming what is
+    (a `core.Limits`; default: the owner's depth, 64, and no other limit):
+    no recursive decoder runs over it before its nesting is bounded. Raises ProtocolError naming what is
     wrong, with the matchtag to reply with (0 unless the frame's matchtag
     came before the fault): EPROTO for a malformed message, EINVAL for a
     limit, invalid UTF-8 or a bad value inside the payload.
@@ -115,9 +115,10 @@ def parse_request(body, limits=None):
 
     sc = _SCANNERS.get(limits)
     if sc is None:
-        sc = _SCANNERS[limits] = core.FrameScanner(
-            _TOPICS, limits or core.Limits(), 0xFFFFFFFF, cap=1
+        lim = limits or core.Limits(
+            depth=64, key_bytes=0xFFFFFFFF, object_keys=0xFFFFFFFF, strict_keys=False
         )
+        sc = _SCANNERS[limits] = core.FrameScanner(_TOPICS, lim, 0xFFFFFFFF, cap=1)
     data = _pack(len(body)) + bytes(body)
     recs, _used, _keys, err = sc.scan(data)
     st, mt = recs[0], recs[1]
