@@ -416,8 +416,8 @@ class FrameScanner:
     are reused by every call (`scan` copies what it returns).
     """
 
-    __slots__ = ("_ctx", "_opts", "_topics", "_rec", "_cap", "_n", "_used", "_olen",
-                 "_lim")
+    __slots__ = ("_ctx", "_opts", "_topics", "_ntopics", "_rec", "_cap", "_n", "_used",
+                 "_olen", "_lim", "_mts", "_scan")
 
     def __init__(self, topics, limits, max_message, max_annotations=0, max_memo=0,
                  cap=512):
@@ -433,11 +433,14 @@ class FrameScanner:
         o.max_memo = max_memo
         self._opts = o
         self._topics = _ns_list(topics)
+        self._ntopics = len(self._topics)
         self._cap = cap
         self._rec = ffi.new("uint64_t[]", cap * FRAME_WORDS)
+        self._mts = ffi.new("uint64_t[]", cap)  # ok_replies' matchtags
         self._n = ffi.new("size_t *")
         self._used = ffi.new("size_t *")
         self._olen = ffi.new("size_t *")
+        self._scan = lib.fa_frames_scan
 
     def scan(self, data):
         """Decode the complete frames at the start of `data` (bytes).
@@ -448,18 +451,33 @@ class FrameScanner:
         error the sentence of the last record when it is a fault (else None).
         """
         n = self._n
-        rc = lib.fa_frames_scan(self._ctx, data, len(data), self._opts, self._topics,
-                                len(self._topics), self._rec, self._cap, n, self._used)
+        ctx = self._ctx
+        rec = self._rec
+        rc = self._scan(ctx, data, len(data), self._opts, self._topics, self._ntopics, rec,
+                        self._cap, n, self._used)
         if rc < 0:
-            _raise_from(self._ctx)
-        recs = ffi.unpack(self._rec, n[0] * FRAME_WORDS)
+            _raise_from(ctx)
+        recs = ffi.unpack(rec, n[0] * FRAME_WORDS)
         olen = self._olen
-        p = lib.fa_ctx_output(self._ctx, olen)
+        p = lib.fa_ctx_output(ctx, olen)
         keys = ffi.unpack(p, olen[0]) if olen[0] else b""
-        err = None
-        if rc == 1:
-            err = ffi.string(lib.fa_ctx_errmsg(self._ctx)).decode("utf-8", "replace")
+        if rc == 0:
+            return recs, self._used[0], keys, None
+        err = ffi.string(lib.fa_ctx_errmsg(ctx)).decode("utf-8", "replace")
         return recs, self._used[0], keys, err
+
+    def ok_replies(self, matchtags):
+        """`ok_replies` for at most `cap` matchtags, on this scanner's
+        buffers (its ctx output: call after what `scan` returned is read)."""
+        k = len(matchtags)
+        mts = self._mts
+        mts[0:k] = matchtags
+        ctx = self._ctx
+        if lib.fa_reply_ok(ctx, mts, k) < 0:
+            _raise_from(ctx)
+        olen = self._olen
+        p = lib.fa_ctx_output(ctx, olen)
+        return ffi.unpack(p, olen[0])
 
 
 def ok_replies(matchtags):

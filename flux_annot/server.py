@@ -71,7 +71,6 @@ from .core import (
     FRAME_WORDS,
     FrameScanner,
     Limits,
-    ok_replies,
 )
 from .errors import (
     E2BIG,
@@ -437,6 +436,7 @@ class Server:
         self._Cred = Cred
         self._list_takes_max = _accepts(service.list, "max")
         self._key_trees = {}  # namespace lists of hot annotates -> dict (serve)
+        self._reject = getattr(service, "_reject", None)
         # Frames are decoded in C with the limits of the caller's class.
         lim = getattr(service, "owner_limits", None) or Limits()
         glim = getattr(service, "guest_limits", None) or Limits(depth=8)
@@ -624,6 +624,7 @@ class Server:
         """
         out = conn.out
         oks = []
+        ok_replies = conn.scanner.ok_replies  # oks never exceed the records of one scan
         done = 0
         service = self.service
         cred = conn.cred
@@ -670,8 +671,8 @@ class Server:
                         conn.transport.close()
                         return done
                     self.nerrors += 1
-                    if st >> 32 == EINVAL:
-                        service._reject("invalid", None)
+                    if st >> 32 == EINVAL and self._reject is not None:
+                        self._reject("invalid", None)  # counted as the service counts it
                     reply = response_error(mt if st & F_MATCHTAG else 0, st >> 32, err)
                 else:
                     reply = self.serve_other(conn, data, st, mt, jobid, voff, vlen, poff, plen,

@@ -185,16 +185,28 @@ def test_guest_nesting_1000_against_its_limit_8(server):
             out.append([r["matchtag"], r["errnum"], r.get("errstr")])
         raw.send("job-manager.getattr", 74, {"id": 2})
         out.append(raw.recv()["payload"]["annotations"])
+        # longer than guest_payload_bytes (4096): refused by its length alone,
+        # before anything is parsed (its depth, 1000 > 8, is never seen)
+        big = b'{"k":"' + b"x" * 5000 + b'","bad":' + b"[" * 1000 + b"]" * 1000 + b"}"
+        for mt, topic in [(75, "job-manager.memo"), (76, "job-manager.alloc-response")]:
+            body = annotate_body(big, mt=mt, field="memo", topic=topic).replace(
+                b'"id":1', b'"id":2'
+            )
+            raw.send_body(body)
+            r = raw.recv()
+            out.append([r["matchtag"], r["errnum"], r.get("errstr")])
         raw.close()
         return out
 
     r = run_as(NOBODY, guest)
     assert "value" in r, r
-    deep_a, deep_m, ok, tree = r["value"]
+    deep_a, deep_m, ok, tree, big, big_other = r["value"]
     assert deep_a[:2] == [71, errno.EINVAL] and "nesting depth exceeds 8" in deep_a[2]
     assert deep_m[:2] == [72, errno.EINVAL] and "nesting depth exceeds 8" in deep_m[2]
     assert ok[:2] == [73, 0], ok
     assert tree == {"user": {"a": [[[[[[1]]]]]]}}
+    assert big[:2] == [75, errno.E2BIG] and "4096 bytes" in big[2]
+    assert big_other[:2] == [76, errno.E2BIG], big_other
 
 
 def test_parse_request_reports_payload_faults_as_einval_with_the_matchtag():
