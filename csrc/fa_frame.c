@@ -41,6 +41,7 @@ typedef struct frame_scan {
     uint64_t *r;
     uint32_t flags;
     size_t out0; /* ctx->out length at the start of this frame */
+    size_t koff, klen; /* the last key list written (klen 0: none) */
 } frame_scan;
 
 static inline const char *skip_ws (const char *p, const char *end)
@@ -205,6 +206,13 @@ static int scan_patch (frame_scan *fs, const char **pp, int memo, int *hot)
                 return -1;
         }
         r[W_KLEN] = ctx->out.len - r[W_KOFF];
+        /* the same namespaces as the frame before: one copy, the same
+         * offset (Python caches the namespaces by it) */
+        if (*hot && fs->klen == r[W_KLEN] && fs->koff + fs->klen == r[W_KOFF]
+            && memcmp (ctx->out.p + fs->koff, ctx->out.p + r[W_KOFF], fs->klen) == 0) {
+            ctx->out.len = r[W_KOFF];
+            r[W_KOFF] = fs->koff;
+        }
     }
     fa_arena_release (ctx, m);
     return 0;
@@ -450,6 +458,7 @@ int fa_frames_scan (fa_ctx *ctx, const char *buf, size_t len, const fa_frame_opt
     fs.lim = opt->lim;
     fs.loose = opt->lim;
     fs.loose.strict_keys = 0;
+    fs.koff = fs.klen = 0;
     int rc = 0;
     while (k < cap && len - off >= 4) {
         const unsigned char *h = (const unsigned char *)buf + off;
@@ -494,6 +503,10 @@ int fa_frames_scan (fa_ctx *ctx, const char *buf, size_t len, const fa_frame_opt
         if (!(fs.flags & FA_FRAME_HOT) || (fs.flags & FA_FRAME_MEMO)) {
             ctx->out.len = fs.out0; /* no namespaces to pass on */
             r[W_KOFF] = r[W_KLEN] = 0;
+        }
+        else if (r[W_KLEN]) {
+            fs.koff = r[W_KOFF];
+            fs.klen = r[W_KLEN];
         }
         r[W_ST] = fs.flags;
     }

@@ -644,6 +644,8 @@ class Server:
         cred = conn.cred
         text = service._annotate_text
         trees = self._key_trees
+        last_koff = last_klen = -1  # the namespaces of the last hot annotate (the decoder
+        tree = None  # gives a repeated list the same offset)
         nrec = len(recs) // _WORDS
         self.nrequests += nrec  # less the frames left unserved (below)
         served = 0
@@ -654,17 +656,17 @@ class Server:
             reply = None
             try:
                 if st == _HOT_ANNOTATE_V:
-                    kb = keys[koff : koff + klen]
-                    tree = trees.get(kb)
-                    if tree is None:
-                        tree = self._key_tree(kb)
+                    if koff != last_koff or klen != last_klen:  # else: same namespaces
+                        kb = keys[koff : koff + klen]
+                        tree = trees.get(kb) or self._key_tree(kb)
+                        last_koff, last_klen = koff, klen
                     text(cred, jobid, data[voff : voff + vlen], tree, True, False)
                     oks.append(mt)
                 elif st == _HOT_ANNOTATE:
-                    kb = keys[koff : koff + klen]
-                    tree = trees.get(kb)
-                    if tree is None:
-                        tree = self._key_tree(kb)
+                    if koff != last_koff or klen != last_klen:
+                        kb = keys[koff : koff + klen]
+                        tree = trees.get(kb) or self._key_tree(kb)
+                        last_koff, last_klen = koff, klen
                     text(cred, jobid, data[voff : voff + vlen], tree, False, False)
                     self.defer(conn, response(mt))
                 elif st == _HOT_MEMO_V:
@@ -730,7 +732,7 @@ class Server:
         """The namespaces of a hot annotate ("a\0b\0") as the service takes
         them: a dict with those keys (values unused). Cached: a scheduler
         writes the same namespaces again and again."""
-        tree = dict.fromkeys(kb[:-1].decode("utf-8").split("\0"))
+        tree = dict.fromkeys(kb[:-1].decode("utf-8").split("\0")) if kb else {}
         if len(self._key_trees) >= 1024:
             self._key_trees.clear()
         self._key_trees[kb] = tree

@@ -216,3 +216,27 @@ def test_parse_request_reports_payload_faults_as_einval_with_the_matchtag():
     assert (ei.value.errno, ei.value.matchtag) == (errno.EINVAL, 81)
     topic, mt, payload = protocol.parse_request(annotate_body(b'{"a":{"b":[1]}}', mt=82))
     assert (topic, mt, payload["annotations"]) == ("job-manager.annotate", 82, {"a": {"b": [1]}})
+
+
+def test_pipelined_annotates_each_checked_against_their_own_namespaces(server):
+    raw = Raw(server.path)
+    values = [
+        (91, b'{"workflow":{"step":1}}', 0),
+        (92, b'{"workflow":{"step":1}}', 0),
+        (93, b'{"sched":{"t":1}}', errno.EPERM),  # reserved for the scheduler
+        (94, b'{"workflow":{"step":1}}', 0),
+        (95, b"{}", 0),
+        (96, b'{"workflow":{"step":1},"sched":null}', errno.EPERM),
+        (97, b'{"workflow":1}', errno.EINVAL),  # a namespace must be an object
+        (98, b'{"workflow":{"step":1}}', 0),
+    ]
+    raw.sock.sendall(
+        b"".join(protocol.frame(annotate_body(v, mt=mt)) for mt, v, _ in values)
+    )
+    got = {}
+    for _ in values:
+        r = raw.recv()
+        got[r["matchtag"]] = r["errnum"]
+    assert got == {mt: e for mt, _, e in values}
+    still_answers(raw, server)
+    raw.close()

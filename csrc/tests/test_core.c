@@ -692,6 +692,32 @@ static void test_frames (void)
     CHECK (frame_fails (ctx, "{\"matchtag\":1,\"payload\":[[[[[[[[[1]]]]]]]]]}", &g8, EPROTO,
                         1, "malformed message: nesting depth exceeds 8"));
 
+    /* the same namespaces in consecutive frames share one key list */
+    {
+        size_t la, lb;
+        char *fa = framed (hot, strlen (hot), &la);
+        const char *other = "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,"
+                            "\"annotations\":{\"c\":{}}}}";
+        char *fb = framed (other, strlen (other), &lb);
+        char *three = malloc (2 * la + lb);
+        memcpy (three, fa, la);
+        memcpy (three + la, fa, la);
+        memcpy (three + 2 * la, fb, lb);
+        uint64_t r3[3 * FA_FRAME_WORDS];
+        size_t n3, u3, on3;
+        CHECK (fa_frames_scan (ctx, three, 2 * la + lb, &o, topics, NTOPICS_LEN, r3, 3, &n3,
+                               &u3)
+                   == 0
+               && n3 == 3);
+        const char *k3 = fa_ctx_output (ctx, &on3);
+        CHECK (r3[5] == r3[FA_FRAME_WORDS + 5] && r3[6] == 4 && r3[FA_FRAME_WORDS + 6] == 4);
+        CHECK (r3[2 * FA_FRAME_WORDS + 5] == 4 && r3[2 * FA_FRAME_WORDS + 6] == 2 && on3 == 6
+               && memcmp (k3, "a\0b\0c\0", 6) == 0);
+        free (three);
+        free (fa);
+        free (fb);
+    }
+
     /* several frames, an incomplete last one, the cap, EMSGSIZE */
     size_t n1, len;
     char *f1 = framed (hot, strlen (hot), &n1);
