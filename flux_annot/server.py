@@ -451,6 +451,7 @@ class Server:
         self._list_takes_max = _accepts(service.list, "max")
         self._key_trees = {}  # namespace lists of hot annotates -> dict (serve)
         self._reject = getattr(service, "_reject", None)
+        self._guest_rate = getattr(service, "_guest_rate", None)
         # Frames are decoded in C with the limits of the caller's class.
         lim = getattr(service, "owner_limits", None) or Limits()
         glim = getattr(service, "guest_limits", None) or Limits(depth=8)
@@ -687,6 +688,10 @@ class Server:
                         conn.transport.close()
                         return done
                     self.nerrors += 1
+                    if not conn.owner and self._guest_rate is not None:
+                        # a guest's refused frame spends a token like any of
+                        # its requests: over its rate it is EAGAIN, throttled
+                        self._guest_rate(cred)
                     if st >> 32 == EINVAL and self._reject is not None:
                         self._reject("invalid", None)  # counted as the service counts it
                     reply = response_error(mt if st & F_MATCHTAG else 0, st >> 32, err)

@@ -240,3 +240,28 @@ def test_pipelined_annotates_each_checked_against_their_own_namespaces(server):
     assert got == {mt: e for mt, _, e in values}
     still_answers(raw, server)
     raw.close()
+
+
+@pytest.mark.skipif(not is_root(), reason="dropping to another uid (nobody) needs root")
+def test_a_guest_flooding_refused_frames_still_spends_its_rate(tmp_path):
+    s = ServerProc(store=tmp_path / "rate.db").start()
+    try:
+        raw = Raw(s.path)
+        raw.send("job-manager.submit", 1, {"id": 2, "userid": NOBODY})
+        assert raw.recv()["errnum"] == 0
+        raw.close()
+        deep = annotate_body(b'{"user":{"a":' + b"[" * 20 + b"]" * 20 + b"}}").replace(
+            b'"id":1', b'"id":2'
+        )
+        path = s.path
+
+        def guest():
+            g = Raw(path)
+            n = 450  # past the burst of 400
+            g.sock.sendall(b"".join(protocol.frame(deep) for _ in range(n)))
+            return sorted({g.recv()["errnum"] for _ in range(n)})
+
+        r = run_as(NOBODY, guest)
+        assert r.get("value") == [errno.EAGAIN, errno.EINVAL], r
+    finally:
+        s.cleanup()
