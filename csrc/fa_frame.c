@@ -143,6 +143,8 @@ static const char *value_extent (const char *p, const char *end)
                 if (p >= end)
                     return NULL;
                 if (*p == '\\') {
+                    if (end - p < 2)
+                        return NULL; /* a backslash ends the text */
                     p += 2;
                     continue;
                 }
@@ -559,6 +561,8 @@ int fa_json_nesting (fa_ctx *ctx, const char *s, size_t len, uint32_t max_depth)
                 if (p >= end)
                     return 0; /* unterminated: the decoder says so */
                 if (*p == '\\') {
+                    if (end - p < 2)
+                        return 0; /* unterminated: the decoder says so */
                     p += 2;
                     continue;
                 }

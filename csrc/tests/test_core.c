@@ -785,6 +785,10 @@ static void test_frames (void)
     CHECK (fa_json_nesting (ctx, "[[[1]]]", 7, 2) == -1 && fa_ctx_errnum (ctx) == EINVAL
            && strstr (fa_ctx_errmsg (ctx), "nesting depth exceeds 2 at byte 2"));
     CHECK (fa_json_nesting (ctx, "\"abc", 4, 0) == 0);
+    CHECK (fa_json_nesting (ctx, "[\"ab\\", 5, 1) == 0); /* ends in a backslash */
+    CHECK (frame_fails (ctx, "{\"matchtag\":2,\"payload\":{\"memo\":{\"k\":\"0123456789012345678"
+                             "901234567890123456789012345678901234567890123\\",
+                        &g, EPROTO, 2, "unterminated string"));
     CHECK (fa_json_nesting (ctx, "]]]{", 4, 1) == 0);
     fa_ctx_destroy (ctx);
 }
