@@ -187,7 +187,7 @@ typedef struct fa_frame_opts {
 } fa_frame_opts;
 
 /* One record per frame: FA_FRAME_WORDS uint64 words, in this order:
- *   status    bits 0-15 FA_FRAME_* flags, bits 16-31 the topic's index + 1
+ *   status    bits 0-15 FA_FRAME_* flags (bits 8-9: "type"), bits 16-31 the topic's index + 1
  *             in the caller's list (0: not in it, or escaped), bits 32-63
  *             errnum (0: the frame was decoded)
  *   matchtag  (flag FA_FRAME_MATCHTAG: it was read, before any fault)
@@ -204,13 +204,17 @@ typedef struct fa_frame_opts {
 #define FA_FRAME_MATCHTAG 0x01  /* the matchtag was read */
 #define FA_FRAME_HOT 0x02       /* payload is exactly id (uint64), annotations
                                    or memo (an object; annotations: plain keys,
-                                   values objects or null) and volatile (bool)
-                                   at most once each, nothing else */
+                                   values objects or null), volatile (bool) and
+                                   type (0..3) at most once each, nothing else */
 #define FA_FRAME_MEMO 0x04      /* the value is "memo" (else "annotations") */
 #define FA_FRAME_VOLATILE 0x08  /* "volatile": true */
 #define FA_FRAME_TOOBIG 0x10    /* the value exceeds max_annotations / max_memo:
                                    delimited only, NOT validated */
 #define FA_FRAME_TOPIC_ESC 0x20 /* the topic string holds escapes */
+#define FA_FRAME_TYPE 0x40      /* "type" is an integer 0..3 (an alloc response's),
+                                   its value in the FA_FRAME_TYPE_MASK bits */
+#define FA_FRAME_TYPE_SHIFT 8
+#define FA_FRAME_TYPE_MASK 0x300
 
 /* Decode the complete frames (4-byte big-endian length + body) at the
  * start of buf[0..len), at most cap of them, one record each into rec

@@ -224,7 +224,7 @@ static int scan_payload (frame_scan *fs, const char **pp)
 {
     const char *p = *pp + 1, *end = fs->end;
     uint64_t *r = fs->r;
-    int hot = 1, nid = 0, nval = 0, nvol = 0;
+    int hot = 1, nid = 0, nval = 0, nvol = 0, ntype = 0;
     p = skip_ws (p, end);
     if (p < end && *p == '}') {
         *pp = p + 1;
@@ -264,6 +264,21 @@ static int scan_payload (frame_scan *fs, const char **pp)
             if (scan_patch (fs, &p, memo, &hot) < 0)
                 return -1;
         }
+        else if (key_is (k, kn, esc, "type")) {
+            /* an alloc response's type (RFC 27): 0..3 */
+            ntype++;
+            fs->flags &= ~(uint32_t)(FA_FRAME_TYPE | FA_FRAME_TYPE_MASK);
+            if ((unsigned)(*p - '0') <= 3 && (end - p < 2 || (unsigned)(p[1] - '0') > 9)
+                && (end - p < 2 || (p[1] != '.' && p[1] != 'e' && p[1] != 'E'))) {
+                fs->flags |= FA_FRAME_TYPE | (uint32_t)(*p - '0') << FA_FRAME_TYPE_SHIFT;
+                p++;
+            }
+            else {
+                hot = 0;
+                if (skip_value (fs, &p, &fs->loose, "type") < 0)
+                    return -1;
+            }
+        }
         else if (key_is (k, kn, esc, "volatile")) {
             nvol++;
             if (lit (p, end, "true", 4)) {
@@ -297,7 +312,7 @@ static int scan_payload (frame_scan *fs, const char **pp)
         return grammar (fs, p, p < end ? "expected ',' or '}'" : "unexpected end of input");
     }
     *pp = p + 1;
-    if (hot && nid == 1 && nval == 1 && nvol <= 1)
+    if (hot && nid == 1 && nval == 1 && nvol <= 1 && ntype <= 1)
         fs->flags |= FA_FRAME_HOT;
     return 0;
 }
@@ -405,7 +420,8 @@ static int scan_frame (frame_scan *fs, const char *s, size_t n, const char *topi
                 bad_payload = *p != '{';
                 /* a repeated payload: the last one is the payload */
                 fs->flags &= ~(uint32_t)(FA_FRAME_HOT | FA_FRAME_MEMO | FA_FRAME_VOLATILE
-                                         | FA_FRAME_TOOBIG);
+                                         | FA_FRAME_TOOBIG | FA_FRAME_TYPE
+                                         | FA_FRAME_TYPE_MASK);
                 r[W_POFF] = (uint64_t)(p - fs->buf);
                 if (bad_payload) {
                     if (skip_value (fs, &p, &fs->loose, NULL) < 0)

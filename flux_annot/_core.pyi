@@ -16,6 +16,9 @@ class _Lib:
     FA_FRAME_VOLATILE: int
     FA_FRAME_TOOBIG: int
     FA_FRAME_TOPIC_ESC: int
+    FA_FRAME_TYPE: int
+    FA_FRAME_TYPE_SHIFT: int
+    FA_FRAME_TYPE_MASK: int
     def fa_ctx_new(self) -> CData: ...
     def fa_ctx_destroy(self, ctx: CData) -> None: ...
     def fa_ctx_errnum(self, ctx: CData) -> int: ...

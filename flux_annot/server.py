@@ -67,6 +67,8 @@ from .core import (
     F_MEMO,
     F_TOOBIG,
     F_TOPIC_ESC,
+    F_TYPE,
+    F_TYPE_SHIFT,
     F_VOLATILE,
     FRAME_WORDS,
     FrameScanner,
@@ -124,10 +126,13 @@ _VALUE_TOPICS = ("job-manager.annotate", "job-manager.memo")
 _WORDS = FRAME_WORDS
 # Status words of the hot records (fa.h): the whole word compared at once.
 _HOT = F_MATCHTAG | F_HOT
-_HOT_ANNOTATE = _HOT | 1 << 16
+_HOT_ANNOTATE = _HOT | (_TOPICS.index("job-manager.annotate") + 1) << 16
 _HOT_ANNOTATE_V = _HOT_ANNOTATE | F_VOLATILE
-_HOT_MEMO = _HOT | F_MEMO | 2 << 16
+_HOT_MEMO = _HOT | F_MEMO | (_TOPICS.index("job-manager.memo") + 1) << 16
 _HOT_MEMO_V = _HOT_MEMO | F_VOLATILE
+_HOT_ALLOC_ANNOTATE = (  # RFC 27 type 1 (ANNOTATE)
+    _HOT | F_TYPE | 1 << F_TYPE_SHIFT | (_TOPICS.index("job-manager.alloc-response") + 1) << 16
+)
 _U64 = 1 << 64
 _U32 = 1 << 32
 _I63 = 1 << 63
@@ -452,6 +457,7 @@ class Server:
         self._key_trees = {}  # namespace lists of hot annotates -> dict (serve)
         self._reject = getattr(service, "_reject", None)
         self._guest_rate = getattr(service, "_guest_rate", None)
+        self._alloc_text = getattr(service, "_alloc_annotate_text", None)
         # Frames are decoded in C with the limits of the caller's class.
         lim = getattr(service, "owner_limits", None) or Limits()
         glim = getattr(service, "guest_limits", None) or Limits(depth=8)
@@ -644,6 +650,7 @@ class Server:
         service = self.service
         cred = conn.cred
         text = service._annotate_text
+        alloc_text = self._alloc_text
         trees = self._key_trees
         last_koff = last_klen = -1  # the namespaces of the last hot annotate (the decoder
         tree = None  # gives a repeated list the same offset)
@@ -676,6 +683,17 @@ class Server:
                 elif st == _HOT_MEMO:
                     text(cred, jobid, data[voff : voff + vlen], _NO_KEYS, False, True)
                     self.defer(conn, response(mt))
+                elif st == _HOT_ALLOC_ANNOTATE and conn.owner and alloc_text is not None:
+                    # the scheduler's note (RFC 27 ANNOTATE): volatile, replied at once
+                    if koff != last_koff or klen != last_klen:
+                        kb = keys[koff : koff + klen]
+                        tree = trees.get(kb) or self._key_tree(kb)
+                        last_koff, last_klen = koff, klen
+                    res = alloc_text(jobid, data[voff : voff + vlen], tree)
+                    if res is None:
+                        oks.append(mt)
+                    else:
+                        reply = response(mt, res)
                 elif st >> 32:
                     if st >> 32 == EMSGSIZE:
                         self.nerrors += 1

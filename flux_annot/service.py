@@ -492,7 +492,28 @@ class AnnotationService:
             self._touched(1)
         return {}
 
-    def _apply_sched(self, id, job, ann):
+    def _alloc_annotate_text(self, id, data, keys):
+        """alloc_response({"id": id, "type": ANNOTATE, "annotations": ...}) from
+        the server's frame decoder: `data` is the annotations' JSON text,
+        parsed in C with the owner's limits, each namespace an object or null;
+        `keys` a dict whose keys are its namespaces (never mutated). Returns
+        the reply payload when it is not `{}` (`{"ignored": True}`), else None."""
+        t0 = self._t0
+        if t0 is not None and (
+            _monotonic() - t0 >= self._window or self._n_open >= self._max_entries
+        ):
+            self._tick()
+        self._n_alloc += 1
+        job = self.jobs.get(id)
+        if job is None or job.state != SCHED:
+            self._n_ignored += 1
+            return {"ignored": True}
+        self._apply_sched(id, job, keys, data)
+        return None
+
+    def _apply_sched(self, id, job, ann, data=None):
+        """`ann`: the annotations dict (or, with `data`, their JSON text, a
+        dict of their namespaces)."""
         ok = self._sched_ok
         for ns, v in ann.items():
             if v is not None and type(v) is not dict:
@@ -510,7 +531,8 @@ class AnnotationService:
                 except AnnotError as exc:
                     raise self._reject("permission", exc) from None
         try:
-            data = _encode_json(ann).encode("utf-8")
+            if data is None:
+                data = _encode_json(ann).encode("utf-8")
             if self._sched_writes_user:
                 info = self.table.apply(id, data, self.owner_limits, _NS_USER)
                 changed = info.changed

@@ -265,3 +265,34 @@ def test_a_guest_flooding_refused_frames_still_spends_its_rate(tmp_path):
         assert r.get("value") == [errno.EAGAIN, errno.EINVAL], r
     finally:
         s.cleanup()
+
+
+def test_pipelined_alloc_responses_of_the_scheduler(tmp_path):
+    s = ServerProc(store=tmp_path / "alloc.db").start()
+    try:
+        raw = Raw(s.path)
+        for mt, jobid in [(1, 1), (2, 2)]:
+            raw.send("job-manager.submit", mt, {"id": jobid, "userid": ME})
+        raw.send("job-manager.state", 3, {"id": 2, "state": "INACTIVE"})
+        assert [raw.recv()["errnum"] for _ in range(3)] == [0, 0, 0]
+        alloc = b'{"topic":"job-manager.alloc-response","matchtag":%d,"payload":%s}'
+        reqs = [
+            (11, b'{"id":1,"type":1,"annotations":{"sched":{"t":1}}}', 0, {}),
+            (12, b'{"annotations":{"sched":{"t":2,"q":null}},"type":1,"id":1}', 0, {}),
+            (13, b'{"id":2,"type":1,"annotations":{"sched":{"t":3}}}', 0, {"ignored": True}),
+            (14, b'{"id":1,"type":1,"annotations":{"sched":7}}', errno.EPROTO, None),
+            (15, b'{"id":1,"type":1,"annotations":{"sched":[' + b"[" * 100 + b"]}}", errno.EINVAL,
+             None),
+            (16, b'{"id":1,"type":1,"annotations":{"sched":{"t":4}},"note":"x"}', 0, {}),
+        ]
+        raw.sock.sendall(b"".join(protocol.frame(alloc % (mt, p)) for mt, p, _, _ in reqs))
+        got = {}
+        for _ in reqs:
+            r = raw.recv()
+            got[r["matchtag"]] = (r["errnum"], r.get("payload"))
+        assert got == {mt: (e, p) for mt, _, e, p in reqs}
+        raw.send("job-manager.getattr", 20, {"id": 1})
+        assert raw.recv()["payload"]["annotations"] == {"sched": {"t": 4}}
+        raw.close()
+    finally:
+        s.cleanup()

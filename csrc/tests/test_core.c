@@ -677,6 +677,25 @@ static void test_frames (void)
     CHECK (frame_fails (ctx, "{\"matchtag\":2,\"payload\":{\"memo\":{\"k\":\"0123456789012345678"
                              "90123456789012345678901234567890123",
                         &g, EPROTO, 2, "unterminated string"));
+    /* an alloc response's type: hot with its value; any other type: not hot */
+    const char *alloc = "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"type\":3,\"id\":1,"
+                        "\"annotations\":{}}}";
+    sc = scan_one (ctx, alloc, strlen (alloc), &o);
+    CHECK (sc.rc == 0 && sc.r[0] == (FA_FRAME_MATCHTAG | FA_FRAME_HOT | FA_FRAME_TYPE
+                                     | 3u << FA_FRAME_TYPE_SHIFT));
+    const char *types[] = {"4", "1.0", "-1", "\"1\"", "12", "1e0"};
+    ok = 1;
+    for (size_t i = 0; i < sizeof (types) / sizeof (types[0]); i++) {
+        char b[160];
+        snprintf (b, sizeof (b), "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,"
+                                 "\"type\":%s,\"annotations\":{}}}", types[i]);
+        sc = scan_one (ctx, b, strlen (b), &o);
+        ok &= sc.rc == 0 && !(sc.r[0] & (FA_FRAME_HOT | FA_FRAME_TYPE));
+    }
+    CHECK (ok);
+    CHECK (frame_fails (ctx, "{\"matchtag\":1,\"payload\":{\"type\":[[[[[[[[[1]]]]]]]]]}}", &g8,
+                        EINVAL, 1, "payload field 'type'"));
+
     /* more shapes: leading zero id, volatile false, an empty payload, deep
      * mistyped topic / payload */
     const char *shapes = "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,\"memo\":{},"
