@@ -104,6 +104,12 @@ WRITE_HIGH = 1 << 20
 WRITE_LOW = 256 << 10
 #: collected replies are written early once they exceed this
 FLUSH_BYTES = 256 << 10
+#: at most this much of a connection's buffer is decoded per call (the first
+#: frame whole, whatever its size), and at most this many frames
+SCAN_BYTES = 256 << 10
+SCAN_BYTES_GUEST = 16 << 10
+SCAN_FRAMES = 512
+SCAN_FRAMES_GUEST = 16
 #: seconds to wait for slow readers at shutdown
 SHUTDOWN_GRACE = 5.0
 
@@ -244,6 +250,7 @@ class Connection(asyncio.Protocol):
         self.owner = False
         self.cred = None
         self.scanner = None  # core.FrameScanner with this connection's limits
+        self.scan_bytes = SCAN_BYTES
 
     # asyncio callbacks
 
@@ -261,6 +268,8 @@ class Connection(asyncio.Protocol):
         self.owner = self.uid == srv.owner_uid
         self.cred = srv.make_cred(self.uid, self.owner)
         self.scanner = srv.scan_owner if self.owner else srv.scan_guest
+        # bytes decoded per call (guests are served at most their rate: few)
+        self.scan_bytes = SCAN_BYTES if self.owner else SCAN_BYTES_GUEST
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         srv.conns.add(self)
         srv.nconn_total += 1
@@ -352,7 +361,14 @@ class Connection(asyncio.Protocol):
             length = _unpack_header(buf, 0)[0]
             if length <= limit and len(buf) - HEADER_SIZE < length:
                 break  # the first frame is incomplete: no copy of it yet
-            data = bytes(buf)
+            # Decode a bounded prefix: a throttled or paused connection may
+            # hold megabytes, of which it is served a frame at a time.
+            take = max(self.scan_bytes, HEADER_SIZE + length)
+            if len(buf) > take:
+                with memoryview(buf) as mv:
+                    data = bytes(mv[:take])
+            else:
+                data = bytes(buf)
             recs, used, keys, err = self.scanner.scan(data)
             done = srv.serve(self, data, recs, keys, err)
             if self.closing:
@@ -462,13 +478,14 @@ class Server:
         lim = getattr(service, "owner_limits", None) or Limits()
         glim = getattr(service, "guest_limits", None) or Limits(depth=8)
         self.guest_payload_bytes = int(_config_value(cfg, "limits", "guest_payload_bytes", 4096))
-        self.scan_owner = FrameScanner(_TOPICS, lim, self.message_bytes)
+        self.scan_owner = FrameScanner(_TOPICS, lim, self.message_bytes, cap=SCAN_FRAMES)
         self.scan_guest = FrameScanner(
             _TOPICS,
             glim,
             self.message_bytes,
             self.guest_payload_bytes,
             max(1, self.guest_payload_bytes - len(b'{"user":}')),
+            cap=SCAN_FRAMES_GUEST,
         )
         self.handlers = {
             "job-manager.submit": self.h_submit,
