@@ -109,7 +109,7 @@ FLUSH_BYTES = 256 << 10
 SCAN_BYTES = 256 << 10
 SCAN_BYTES_GUEST = 16 << 10
 SCAN_FRAMES = 512
-SCAN_FRAMES_GUEST = 16
+SCAN_FRAMES_GUEST = 4
 #: seconds to wait for slow readers at shutdown
 SHUTDOWN_GRACE = 5.0
 
