@@ -129,6 +129,21 @@ static inline int key_is (const char *k, size_t kn, int esc, const char *w)
     return !esc && kn == n && memcmp (k, w, n) == 0;
 }
 
+/* Just after the closing quote of the string whose body starts at p (only
+ * escapes are followed, nothing is validated); NULL if it does not close
+ * before end. */
+static const char *string_end (const char *p, const char *end)
+{
+    for (;;) {
+        p = fa_scan_quote (p, end);
+        if (p >= end || (*p == '\\' && end - p < 2))
+            return NULL;
+        if (*p == '"')
+            return p + 1;
+        p += 2; /* an escape: its next byte is never the closing quote */
+    }
+}
+
 /* Where a bracketed value starting at p ends, found without recursion (only
  * brackets and strings are followed; nothing is validated). NULL if it does
  * not close before end. */
@@ -138,19 +153,8 @@ static const char *value_extent (const char *p, const char *end)
     while (p < end) {
         char c = *p++;
         if (c == '"') {
-            for (;;) {
-                p = fa_scan_quote (p, end);
-                if (p >= end)
-                    return NULL;
-                if (*p == '\\') {
-                    if (end - p < 2)
-                        return NULL; /* a backslash ends the text */
-                    p += 2;
-                    continue;
-                }
-                p++;
-                break;
-            }
+            if (!(p = string_end (p, end)))
+                return NULL;
         }
         else if (c == '{' || c == '[')
             depth++;
@@ -160,6 +164,24 @@ static const char *value_extent (const char *p, const char *end)
         }
     }
     return NULL;
+}
+
+/* An object member's key and ':' at *pp: the key in *k, *kn, *esc (as
+ * fa_parse_key_at), *pp left on the value. where: as for frame_fault. */
+static int member_head (frame_scan *fs, const char **pp, const char *where, const char **k,
+                        size_t *kn, int *esc)
+{
+    const char *p = skip_ws (*pp, fs->end), *end = fs->end;
+    if (fa_parse_key_at (fs->ctx, fs->p0, p, end, &fs->loose, k, kn, esc, &p) < 0)
+        return frame_fault (fs, where);
+    p = skip_ws (p, end);
+    if (p >= end || *p != ':')
+        return grammar (fs, p, p < end ? "expected ':'" : "unexpected end of input");
+    p = skip_ws (p + 1, end);
+    if (p >= end)
+        return grammar (fs, p, "unexpected end of input");
+    *pp = p;
+    return 0;
 }
 
 /* The annotations / memo value at *pp. */
@@ -234,15 +256,8 @@ static int scan_payload (frame_scan *fs, const char **pp)
         const char *k;
         size_t kn;
         int esc;
-        p = skip_ws (p, end);
-        if (fa_parse_key_at (fs->ctx, fs->p0, p, end, &fs->loose, &k, &kn, &esc, &p) < 0)
-            return frame_fault (fs, "");
-        p = skip_ws (p, end);
-        if (p >= end || *p != ':')
-            return grammar (fs, p, p < end ? "expected ':'" : "unexpected end of input");
-        p = skip_ws (p + 1, end);
-        if (p >= end)
-            return grammar (fs, p, "unexpected end of input");
+        if (member_head (fs, &p, "", &k, &kn, &esc) < 0)
+            return -1;
         if (key_is (k, kn, esc, "id")) {
             uint64_t id;
             const char *q = read_uint (p, end, 0, &id);
@@ -364,15 +379,8 @@ static int scan_frame (frame_scan *fs, const char *s, size_t n, const char *topi
             const char *k;
             size_t kn;
             int esc;
-            p = skip_ws (p, end);
-            if (fa_parse_key_at (fs->ctx, s, p, end, &fs->loose, &k, &kn, &esc, &p) < 0)
-                return frame_fault (fs, NULL);
-            p = skip_ws (p, end);
-            if (p >= end || *p != ':')
-                return grammar (fs, p, p < end ? "expected ':'" : "unexpected end of input");
-            p = skip_ws (p + 1, end);
-            if (p >= end)
-                return grammar (fs, p, "unexpected end of input");
+            if (member_head (fs, &p, NULL, &k, &kn, &esc) < 0)
+                return -1;
             if (key_is (k, kn, esc, "matchtag")) {
                 uint64_t mt;
                 const char *q = read_uint (p, end, (uint64_t)1 << 63, &mt);
@@ -572,19 +580,8 @@ int fa_json_nesting (fa_ctx *ctx, const char *s, size_t len, uint32_t max_depth)
     while (p < end) {
         char c = *p++;
         if (c == '"') {
-            for (;;) {
-                p = fa_scan_quote (p, end);
-                if (p >= end)
-                    return 0; /* unterminated: the decoder says so */
-                if (*p == '\\') {
-                    if (end - p < 2)
-                        return 0; /* unterminated: the decoder says so */
-                    p += 2;
-                    continue;
-                }
-                p++;
-                break;
-            }
+            if (!(p = string_end (p, end)))
+                return 0; /* unterminated: the decoder says so */
         }
         else if (c == '{' || c == '[') {
             if (++depth > max_depth)
