@@ -208,8 +208,10 @@ typedef struct fa_frame_opts {
                                    type (0..3) at most once each, nothing else */
 #define FA_FRAME_MEMO 0x04      /* the value is "memo" (else "annotations") */
 #define FA_FRAME_VOLATILE 0x08  /* "volatile": true */
-#define FA_FRAME_TOOBIG 0x10    /* the value exceeds max_annotations / max_memo:
-                                   delimited only, NOT validated */
+#define FA_FRAME_TOOBIG 0x10    /* a value exceeds max_annotations / max_memo:
+                                   delimited only, NOT validated (its span is
+                                   the record's value); the frame must be
+                                   refused whatever else it holds */
 #define FA_FRAME_TOPIC_ESC 0x20 /* the topic string holds escapes */
 #define FA_FRAME_TYPE 0x40      /* "type" is an integer 0..3 (an alloc response's),
                                    its value in the FA_FRAME_TYPE_MASK bits */

@@ -192,20 +192,29 @@ static int scan_patch (frame_scan *fs, const char **pp, int memo, int *hot)
     const char *field = memo ? "memo" : "annotations";
     uint64_t *r = fs->r;
     uint32_t max = memo ? fs->opt->max_memo : fs->opt->max_annotations;
-    r[W_VOFF] = (uint64_t)(v - fs->buf);
-    r[W_KOFF] = ctx->out.len;
-    r[W_KLEN] = 0;
     if (max && (*v == '{' || *v == '[')) {
         /* Longer than the caller's bound: not parsed at all (SPEC: such
-         * a payload is refused by its length alone). */
+         * a payload is refused by its length alone). The flag stays for
+         * the whole frame, with the span of the first such value: a frame
+         * holding bytes nobody parsed is never served otherwise. */
         const char *e = value_extent (v, fs->end);
         if (e && (size_t)(e - v) > max) {
+            if (!(fs->flags & FA_FRAME_TOOBIG)) {
+                r[W_VOFF] = (uint64_t)(v - fs->buf);
+                r[W_VLEN] = (uint64_t)(e - v);
+            }
             fs->flags |= FA_FRAME_TOOBIG;
-            r[W_VLEN] = (uint64_t)(e - v);
             *pp = e;
             return 0;
         }
     }
+    if (fs->flags & FA_FRAME_TOOBIG) {
+        *hot = 0; /* the frame is refused: this value is only validated */
+        return skip_value (fs, pp, &fs->lim, field);
+    }
+    r[W_VOFF] = (uint64_t)(v - fs->buf);
+    r[W_KOFF] = ctx->out.len;
+    r[W_KLEN] = 0;
     fa_mark m = fa_arena_mark (ctx);
     size_t ts = ctx->ts.len;
     fa_node *n;
@@ -428,8 +437,7 @@ static int scan_frame (frame_scan *fs, const char *s, size_t n, const char *topi
                 bad_payload = *p != '{';
                 /* a repeated payload: the last one is the payload */
                 fs->flags &= ~(uint32_t)(FA_FRAME_HOT | FA_FRAME_MEMO | FA_FRAME_VOLATILE
-                                         | FA_FRAME_TOOBIG | FA_FRAME_TYPE
-                                         | FA_FRAME_TYPE_MASK);
+                                         | FA_FRAME_TYPE | FA_FRAME_TYPE_MASK);
                 r[W_POFF] = (uint64_t)(p - fs->buf);
                 if (bad_payload) {
                     if (skip_value (fs, &p, &fs->loose, NULL) < 0)

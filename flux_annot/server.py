@@ -128,7 +128,6 @@ _TOPICS = (
     "job-manager.events",
     "job-manager.stats",
 )
-_VALUE_TOPICS = ("job-manager.annotate", "job-manager.memo")
 _WORDS = FRAME_WORDS
 # Status words of the hot records (fa.h): the whole word compared at once.
 _HOT = F_MATCHTAG | F_HOT
@@ -789,18 +788,17 @@ class Server:
             raw = data[toff : toff + tlen]
             topic = protocol.decode_json(b'"' + raw + b'"') if st & F_TOPIC_ESC else raw.decode()
         if st & F_TOOBIG:
-            # The value was only delimited, not validated: never decoded here.
-            if st & F_HOT and topic in _VALUE_TOPICS:
-                memo = bool(st & F_MEMO)
-                if memo == (topic == "job-manager.memo"):
-                    volatile = bool(st & F_VOLATILE)
-                    self.service._annotate_text(
-                        conn.cred, jobid, data[voff : voff + vlen], None, volatile, memo
-                    )
-                    return response(mt) if volatile else self.defer(conn, response(mt))
-            raise AnnotError(
+            # A guest's value longer than guest_payload_bytes was only
+            # delimited, not parsed: the frame is refused by that length
+            # alone, as the service refuses it (a rate token spent first).
+            if self._guest_rate is not None:
+                self._guest_rate(conn.cred)
+            exc = AnnotError(
                 E2BIG, f"annotation payload exceeds {self.guest_payload_bytes} bytes for guests"
             )
+            if self._reject is not None:
+                self._reject("payload_size", exc)
+            raise exc
         h = self.handlers.get(topic)
         if h is None:
             self.nerrors += 1

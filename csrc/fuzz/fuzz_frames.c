@@ -86,8 +86,9 @@ static void check_records (const char *buf, size_t len, const uint64_t *rec, siz
                            "hot value refused: %s", fa_ctx_errmsg (ctx2));
                 }
             }
-            else
-                CHECK (r[4] > (flags & FA_FRAME_MEMO ? o->max_memo : o->max_annotations),
+            else /* the span of the first value over its bound (memo's or not) */
+                CHECK (r[4] > (o->max_memo < o->max_annotations ? o->max_memo
+                                                                 : o->max_annotations),
                        "TOOBIG under the bound");
             CHECK (fa_json_nesting (ctx2, body, blen, 100000) == 0, "nesting of a frame");
             CHECK (fa_reply_ok (ctx2, r + 1, 1) == 0, "fa_reply_ok failed");

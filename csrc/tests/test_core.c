@@ -665,6 +665,13 @@ static void test_frames (void)
     sc = scan_one (ctx, big, strlen (big), &g);
     CHECK (sc.rc == 0 && (sc.r[0] & FA_FRAME_TOOBIG) && (sc.r[0] & FA_FRAME_HOT)
            && sc.r[4] == strlen ("{\"k\":\"0123456789012345678901234567890123456789\",\"}\":x}"));
+    /* a later payload does not clear it: the frame holds unparsed bytes */
+    char twice[400];
+    snprintf (twice, sizeof (twice), "%.*s,\"payload\":{\"id\":1,\"memo\":{}}}",
+              (int)strlen (big) - 1, big);
+    sc = scan_one (ctx, twice, strlen (twice), &g);
+    CHECK (sc.rc == 0 && (sc.r[0] & FA_FRAME_TOOBIG) && !(sc.r[0] & FA_FRAME_HOT)
+           && sc.r[4] == strlen ("{\"k\":\"0123456789012345678901234567890123456789\",\"}\":x}"));
     /* short enough: parsed as usual */
     CHECK (frame_fails (ctx, "{\"matchtag\":2,\"payload\":{\"memo\":{\"k\":x}}}", &g, EPROTO, 2,
                         "not valid JSON"));
