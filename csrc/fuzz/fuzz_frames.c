@@ -68,8 +68,10 @@ static void check_records (const char *buf, size_t len, const uint64_t *rec, siz
             CHECK (flags & FA_FRAME_MATCHTAG, "a decoded frame without a matchtag");
             CHECK (r[7] >= start + 4 && r[7] + r[8] <= end && r[8] >= 2, "payload span");
             CHECK (r[9] >= start + 4 && r[9] + r[10] <= end, "topic span");
-            if (flags & FA_FRAME_HOT)
+            if ((flags & FA_FRAME_HOT) && !(flags & FA_FRAME_TOOBIG))
                 CHECK (r[3] >= r[7] && r[3] + r[4] <= r[7] + r[8] && r[4] >= 2, "value span");
+            if (flags & FA_FRAME_TOOBIG) /* the first oversized value, any payload member */
+                CHECK (r[3] >= start + 4 && r[3] + r[4] <= end && r[4] >= 2, "TOOBIG span");
             if (!(flags & FA_FRAME_TOOBIG)) {
                 CHECK (fa_canonical (ctx2, body, blen, &wide) == 0,
                        "decoded frame is not JSON: %s", fa_ctx_errmsg (ctx2));
