@@ -4,9 +4,9 @@ One pipelining client (raw protocol frames on a blocking socket, `--window`
 requests in flight) against a server subprocess
 (`python -m flux_annot.server` on a SQLite store in a temp dir):
 
-- volatile annotate RPCs/s        (target >= 50k/s)
-- non-volatile annotate RPCs/s    (target >= 25k/s; replies after commit)
-- idle round trip, median µs      (target <= 100 µs; one request at a time)
+- volatile annotate RPCs/s        (targets: >= 50k/s, second round >= 250k/s)
+- non-volatile annotate RPCs/s    (>= 25k/s, second round >= 60k/s; replies after commit)
+- idle round trip, median µs      (<= 100 µs, second round <= 50 µs; one request at a time)
 
 and the CPU each side used (server from /proc/<pid>/stat, client from
 getrusage), as seconds, as a share of the wall time and, for the server, as
@@ -144,9 +144,14 @@ def measure(pipe, frames, window, server_pid):
     }
 
 
-def report(name, runs, target, n):
+def report(name, runs, target, n, target2=None):
     r = max(runs, key=lambda x: x["rate"])
     ok = "ok" if r["rate"] >= target else "BELOW TARGET"
+    if target2 is not None:
+        ok += "; second round >= %s: %s" % (
+            f"{target2:,}",
+            "met" if r["rate"] >= target2 else f"MISSED by {100 * (1 - r['rate'] / target2):.0f}%",
+        )
     best_us = min(x["server_cpu"] for x in runs) / n * 1e6
     best = f" of {len(runs)} runs" if len(runs) > 1 else ""
     print(
@@ -199,7 +204,7 @@ def main():
         mt += len(warm)
         pipe.run(warm, args.window)
 
-        rv, rn, meds, lat = [], [], [], []
+        rv, rn, meds, lat, rtt_cpu = [], [], [], [], []
         for rep in range(args.repeat):
             frames = annotate_frames(args.jobs, args.requests, True, mt, f"v{rep}")
             mt += len(frames)
@@ -212,10 +217,12 @@ def main():
             one = []
             frames = annotate_frames(args.jobs, args.rtt, True, mt, f"r{rep}")
             mt += len(frames)
+            s0, c0 = proc_cpu(pid), self_cpu()
             for f in frames:
                 t0 = time.perf_counter()
                 pipe.run([f], 1)
                 one.append(time.perf_counter() - t0)
+            rtt_cpu.append(((proc_cpu(pid) - s0) / len(frames), (self_cpu() - c0) / len(frames)))
             meds.append(statistics.median(one))
             if len(one) > len(lat) or statistics.median(one) <= min(meds):
                 lat = one
@@ -227,11 +234,14 @@ def main():
             f"flux-annot socket RPCs: {args.jobs} jobs, window {args.window} "
             f"(non-volatile {args.nv_window}), load average {os.getloadavg()[0]:.1f}"
         )
-        report("volatile annotate", rv, 50000, args.requests)
-        report("non-volatile annotate", rn, 25000, args.requests // 2)
+        report("volatile annotate", rv, 50000, args.requests, 250000)
+        report("non-volatile annotate", rn, 25000, args.requests // 2, 60000)
         med = statistics.median(lat) * 1e6
         p99 = sorted(lat)[int(len(lat) * 0.99)] * 1e6
         ok = "ok" if med <= 100 else "ABOVE TARGET"
+        ok += "; second round <= 50: " + (
+            "met" if med <= 50 else f"MISSED by {med - 50:.0f} µs"
+        )
         runs = (
             f" (best of {len(meds)}: " + ", ".join(f"{m * 1e6:.0f}" for m in meds) + ")"
             if len(meds) > 1
@@ -239,7 +249,8 @@ def main():
         )
         print(
             f"{'idle round trip':<24} median {med:.0f} µs{runs}, p99 {p99:.0f} µs "
-            f"(target <= 100: {ok})"
+            f"(target <= 100: {ok}); server {1e6 * min(c[0] for c in rtt_cpu):.0f} µs CPU, "
+            f"client {1e6 * min(c[1] for c in rtt_cpu):.0f} µs CPU per round trip"
         )
     finally:
         if proc is not None:

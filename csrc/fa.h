@@ -170,6 +170,83 @@ void fa_table_batch_clear (fa_table *t);
 int fa_table_encode (fa_table *t, const uint64_t *ids, size_t n, const uint8_t *full,
                      const char *ns_list, size_t ns_len, int exclude);
 
+/* ---- request frames of the wire protocol (fa_frame.c) ---- */
+
+/* What fa_frames_scan applies: lim to every payload value (its key rules,
+ * strict_keys, to annotations / memo only; the annotations object is at
+ * depth 1, a memo at 2 as it goes under "user"); max_message to each
+ * frame's length header; max_annotations / max_memo (0: none): a bracketed
+ * annotations / memo value longer than that is not parsed at all, only
+ * delimited, and flagged FA_FRAME_TOOBIG (a guest's payload is refused by
+ * its length alone). */
+typedef struct fa_frame_opts {
+    fa_limits lim;
+    uint32_t max_message;
+    uint32_t max_annotations;
+    uint32_t max_memo;
+} fa_frame_opts;
+
+/* One record per frame: FA_FRAME_WORDS uint64 words, in this order:
+ *   status    bits 0-15 FA_FRAME_* flags (bits 8-9: "type"), bits 16-31 the topic's index + 1
+ *             in the caller's list (0: not in it, or escaped), bits 32-63
+ *             errnum (0: the frame was decoded)
+ *   matchtag  (flag FA_FRAME_MATCHTAG: it was read, before any fault)
+ *   id        the payload's "id" when it is an integer in [0, 2^64); for an
+ *             EMSGSIZE record, the length the header announced
+ *   value     offset and length in buf of the annotations / memo value
+ *   keys      offset and length in the ctx output of the annotations'
+ *             top-level keys, each followed by a NUL (hot annotate only)
+ *   payload   offset and length in buf of the payload value
+ *   topic     offset and length in buf of the topic string (no quotes;
+ *             FA_FRAME_TOPIC_ESC: it holds escapes)
+ *   end       offset in buf just after the frame (EMSGSIZE: its header) */
+#define FA_FRAME_WORDS 12
+#define FA_FRAME_MATCHTAG 0x01  /* the matchtag was read */
+#define FA_FRAME_HOT 0x02       /* payload is exactly id (uint64), annotations
+                                   or memo (an object; annotations: plain keys,
+                                   values objects or null), volatile (bool) and
+                                   type (0..3) at most once each, nothing else */
+#define FA_FRAME_MEMO 0x04      /* the value is "memo" (else "annotations") */
+#define FA_FRAME_VOLATILE 0x08  /* "volatile": true */
+#define FA_FRAME_TOOBIG 0x10    /* a value exceeds max_annotations / max_memo:
+                                   delimited only, NOT validated (its span is
+                                   the record's value); the frame must be
+                                   refused whatever else it holds */
+#define FA_FRAME_TOPIC_ESC 0x20 /* the topic string holds escapes */
+#define FA_FRAME_TYPE 0x40      /* "type" is an integer 0..3 (an alloc response's),
+                                   its value in the FA_FRAME_TYPE_MASK bits */
+#define FA_FRAME_TYPE_SHIFT 8
+#define FA_FRAME_TYPE_MASK 0x300
+
+/* Decode the complete frames (4-byte big-endian length + body) at the
+ * start of buf[0..len), at most cap of them, one record each into rec
+ * (cap * FA_FRAME_WORDS words, owned by the caller); topics is the
+ * caller's list of topic names ("a\0b\0", topics_len bytes). *nrec: the
+ * records written; *used: bytes of buf they cover (an incomplete last
+ * frame is left for the next call). The ctx output holds the key lists.
+ * A frame that cannot be served gets errnum in its record and its
+ * sentence in the ctx, and the scan stops after it: EPROTO (grammar;
+ * anything wrong outside the payload; matchtag / topic / payload missing
+ * or mistyped), EINVAL (a limit, invalid UTF-8 or a lone surrogate, a
+ * number out of range inside the payload: the sentence names the field
+ * and the limit), EMSGSIZE (length above max_message: its record covers
+ * no byte, the body is never read). Returns 0 (no fault), 1 (the last
+ * record is a fault), -1 (ENOMEM: records before *nrec stay valid). */
+int fa_frames_scan (fa_ctx *ctx, const char *buf, size_t len, const fa_frame_opts *opt,
+                    const char *topics, size_t topics_len, uint64_t *rec, size_t cap,
+                    size_t *nrec, size_t *used);
+
+/* The success replies of mts[0..n) (length-prefixed frames of
+ * {"matchtag":M,"errnum":0,"payload":{}}), one after the other, in the
+ * ctx output. 0, or -1 ENOMEM. */
+int fa_reply_ok (fa_ctx *ctx, const uint64_t *mts, size_t n);
+
+/* Check that the JSON text s[0..len) nests at most max_depth objects and
+ * arrays, without recursion and without validating anything else (clients
+ * run it before a recursive decoder). 0, or -1 EINVAL "nesting depth
+ * exceeds N at byte K". */
+int fa_json_nesting (fa_ctx *ctx, const char *s, size_t len, uint32_t max_depth);
+
 #ifdef __cplusplus
 }
 #endif

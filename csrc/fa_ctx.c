@@ -61,6 +61,7 @@ int fa_fail (fa_ctx *ctx, int errnum, const char *fmt, ...)
 {
     va_list ap;
     ctx->errnum = errnum;
+    ctx->fault = FA_FAULT_VALUE;
     va_start (ap, fmt);
     vsnprintf (ctx->errmsg, sizeof (ctx->errmsg), fmt, ap);
     va_end (ap);
@@ -190,6 +191,7 @@ void fa_begin (fa_ctx *ctx)
 {
     fa_arena_reset (ctx);
     ctx->errnum = 0;
+    ctx->fault = 0;
     ctx->errmsg[0] = '\0';
     ctx->ts.len = 0;
     ctx->tmp.len = 0;

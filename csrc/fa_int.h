@@ -51,7 +51,15 @@ struct fa_ctx {
     fa_block *cur;  /* arena: block being filled */
     locale_t cloc;  /* "C" locale for strtod/snprintf, (locale_t)0 if none */
     long fail_after; /* tests only: the n-th allocation from now fails (0: off) */
+    int fault;       /* kind of the last error: FA_FAULT_* (fa_frame.c words it) */
 };
+
+/* What the last error was about (ctx->fault): a limit, a value or the
+ * text's encoding (fa_fail's default), or the JSON grammar (the parser's
+ * syntax errors). The frame scanner answers the first EINVAL inside a
+ * payload and the second EPROTO. */
+#define FA_FAULT_VALUE 1
+#define FA_FAULT_SYNTAX 2
 
 /* ---- accounted allocation: every byte the core holds goes through here ---- */
 void *fa_alloc (fa_ctx *ctx, size_t n);                 /* NULL: ENOMEM set */
@@ -324,6 +332,20 @@ struct fa_node {
  * canonical text (in ctx->ts or the input) and *node NULL. 0 / -1. */
 int fa_parse (fa_ctx *ctx, const char *s, size_t len, const fa_limits *lim, fa_node **node,
               const char **text, size_t *tlen);
+/* Parse the one JSON value at s (inside [p0, end): error offsets count
+ * from p0) that sits at nesting depth `depth` (an object or array there
+ * counts `depth`; the annotations object is at 1). Nothing after the value
+ * is read: *next is set to the byte after it. Otherwise as fa_parse. */
+int fa_parse_at (fa_ctx *ctx, const char *p0, const char *s, const char *end,
+                 const fa_limits *lim, uint32_t depth, fa_node **node, const char **text,
+                 size_t *tlen, const char **next);
+/* Parse the object key (a JSON string) at s, checked against lim's key
+ * rules: its canonical text without quotes in *k, *kn (pointing into the
+ * input when it has no escape, *esc 0; else into the arena, *esc 1);
+ * *next after the closing quote. 0 / -1. */
+int fa_parse_key_at (fa_ctx *ctx, const char *p0, const char *s, const char *end,
+                     const fa_limits *lim, const char **k, size_t *kn, int *esc,
+                     const char **next);
 /* Parse a text that must be a JSON object (what names the error). */
 int fa_parse_object (fa_ctx *ctx, const char *s, size_t len, const fa_limits *lim,
                      const char *what, fa_node **node);

@@ -35,8 +35,16 @@ typedef struct parser {
 
 static int syntax (parser *ps, const char *at, const char *what)
 {
-    return fa_fail (ps->ctx, EINVAL, "invalid JSON at byte %zu: %s", (size_t)(at - ps->p0),
-                    what);
+    fa_fail (ps->ctx, EINVAL, "invalid JSON at byte %zu: %s", (size_t)(at - ps->p0), what);
+    ps->ctx->fault = FA_FAULT_SYNTAX;
+    return -1;
+}
+
+/* A string that is JSON but not valid text (bad UTF-8, lone surrogate):
+ * a value fault (SPEC: EINVAL), not a grammar one. */
+static int bad_text (parser *ps, const char *at, const char *what)
+{
+    return fa_fail (ps->ctx, EINVAL, "%s at byte %zu", what, (size_t)(at - ps->p0));
 }
 
 static inline void skip_ws (parser *ps)
@@ -152,7 +160,7 @@ static int scan_string (parser *ps, const char **body, size_t *blen, int *esc)
             return syntax (ps, (const char *)p, "control character in string");
         size_t k = utf8_seq (p, end);
         if (!k)
-            return syntax (ps, (const char *)p, "invalid UTF-8");
+            return bad_text (ps, (const char *)p, "invalid UTF-8");
         p += k;
     }
     *body = ps->p + 1;
@@ -245,13 +253,13 @@ static int reencode (parser *ps, const char *body, size_t blen, char *o, size_t 
                         s += 6;
                     }
                     else
-                        return syntax (ps, at, "lone surrogate");
+                        return bad_text (ps, at, "lone surrogate");
                 }
                 else
-                    return syntax (ps, at, "lone surrogate");
+                    return bad_text (ps, at, "lone surrogate");
             }
             else if (cp >= 0xdc00 && cp <= 0xdfff)
-                return syntax (ps, at, "lone surrogate");
+                return bad_text (ps, at, "lone surrogate");
         }
         else {
             s += 2;
@@ -1097,6 +1105,62 @@ int fa_parse (fa_ctx *ctx, const char *s, size_t len, const fa_limits *lim, fa_n
     skip_ws (&ps);
     if (ps.p != ps.end)
         return syntax (&ps, ps.p, "trailing data after the value");
+    return 0;
+}
+
+int fa_parse_at (fa_ctx *ctx, const char *p0, const char *s, const char *end,
+                 const fa_limits *lim, uint32_t depth, fa_node **node, const char **text,
+                 size_t *tlen, const char **next)
+{
+    parser ps;
+    parser_init (&ps, ctx, p0, (size_t)(end - p0), lim);
+    ps.p = s;
+    *node = NULL;
+    *text = NULL;
+    *tlen = 0;
+    if (ps.p >= ps.end)
+        return syntax (&ps, ps.p, "unexpected end of input");
+    if (*ps.p == '{') {
+        if (parse_object (&ps, depth, node) < 0)
+            return -1;
+    }
+    else if (*ps.p == '[') {
+        size_t mark = ctx->ts.len;
+        if (array_to_ts (&ps, depth) < 0)
+            return -1;
+        *text = ctx->ts.p + mark;
+        *tlen = ctx->ts.len - mark;
+    }
+    else if (parse_scalar (&ps, text, tlen) < 0)
+        return -1;
+    *next = ps.p;
+    return 0;
+}
+
+int fa_parse_key_at (fa_ctx *ctx, const char *p0, const char *s, const char *end,
+                     const fa_limits *lim, const char **k, size_t *kn, int *esc,
+                     const char **next)
+{
+    parser ps;
+    parser_init (&ps, ctx, p0, (size_t)(end - p0), lim);
+    ps.p = s;
+    /* plain keys (no escape, within the limits) without the slow path */
+    if (s < end && *s == '"') {
+        const char *ke = fa_scan_plain (s + 1, end, (int)lim->strict_keys);
+        if (ke < end && *ke == '"' && (ke > s + 1 || !lim->strict_keys)
+            && (size_t)(ke - s - 1) <= lim->max_key_bytes) {
+            *k = s + 1;
+            *kn = (size_t)(ke - s - 1);
+            *esc = 0;
+            *next = ke + 1;
+            return 0;
+        }
+    }
+    if (parse_key (&ps, k, kn) < 0)
+        return -1;
+    /* a key left as it was in the input has no escape */
+    *esc = !(*k == s + 1 && *kn + 2 == (size_t)(ps.p - s));
+    *next = ps.p;
     return 0;
 }
 

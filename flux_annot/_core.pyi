@@ -9,6 +9,16 @@ class _Lib:
     FA_REPLACE: int
     FA_DRYRUN: int
     FA_DEPTH_CAP: int
+    FA_FRAME_WORDS: int
+    FA_FRAME_MATCHTAG: int
+    FA_FRAME_HOT: int
+    FA_FRAME_MEMO: int
+    FA_FRAME_VOLATILE: int
+    FA_FRAME_TOOBIG: int
+    FA_FRAME_TOPIC_ESC: int
+    FA_FRAME_TYPE: int
+    FA_FRAME_TYPE_SHIFT: int
+    FA_FRAME_TYPE_MASK: int
     def fa_ctx_new(self) -> CData: ...
     def fa_ctx_destroy(self, ctx: CData) -> None: ...
     def fa_ctx_errnum(self, ctx: CData) -> int: ...
@@ -56,6 +66,12 @@ class _Lib:
         self, t: CData, ids: CData, n: int, full: CData, ns_list: bytes, ns_len: int,
         exclude: int,
     ) -> int: ...
+    def fa_frames_scan(
+        self, ctx: CData, buf: bytes, len: int, opt: CData, topics: bytes, topics_len: int,
+        rec: CData, cap: int, nrec: CData, used: CData,
+    ) -> int: ...
+    def fa_reply_ok(self, ctx: CData, mts: CData, n: int) -> int: ...
+    def fa_json_nesting(self, ctx: CData, s: bytes, len: int, max_depth: int) -> int: ...
 
 class _FFI:
     # the parts of cffi's FFI object that core.py uses

@@ -69,11 +69,23 @@ def _patch(obj: Patch) -> Any:
     if isinstance(obj, (str, bytes, bytearray)):
         import json
 
+        from .core import check_nesting
+
+        data = obj.encode("utf-8", "surrogatepass") if isinstance(obj, str) else bytes(obj)
+        # nesting bounded without recursion first: json.loads recurses
+        check_nesting(data, protocol.REPLY_MAX_DEPTH)
         try:
-            return json.loads(obj)
+            return json.loads(data)
         except ValueError as e:
             raise error(_errno.EINVAL, f"annotations are not valid JSON: {e}") from None
     return obj
+
+
+def _jobs(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    jobs: list[dict[str, Any]] = payload.get("jobs", [])
+    if type(jobs) is not list:
+        raise ProtocolError(_errno.EPROTO, "malformed response from the service (jobs)")
+    return jobs
 
 
 # Payload builders shared by both clients: topic and payload of each call.
@@ -252,8 +264,7 @@ class Client:
 
     def list(self, states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> list[dict[str, Any]]:
         """List of {id, userid, state, annotations}."""
-        jobs: list[dict[str, Any]] = self._call(_p_list(states, userid, max)).get("jobs", [])
-        return jobs
+        return _jobs(self._call(_p_list(states, userid, max)))
 
     def stats(self) -> dict[str, Any]:
         return self.rpc("job-manager.stats", {})
@@ -479,8 +490,7 @@ class AsyncClient:
         return await self.rpc("job-manager.getattr", {"id": _jobid(id)})
 
     async def list(self, states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> list[dict[str, Any]]:
-        jobs: list[dict[str, Any]] = (await self.rpc(*_p_list(states, userid, max))).get("jobs", [])
-        return jobs
+        return _jobs(await self.rpc(*_p_list(states, userid, max)))
 
     async def stats(self) -> dict[str, Any]:
         return await self.rpc("job-manager.stats", {})

@@ -16,7 +16,8 @@ from typing import Any, NoReturn, TypeAlias
 from . import errors
 from ._core import ffi, lib
 
-__all__ = ["Limits", "merge", "canonical", "JobTable", "ApplyInfo"]
+__all__ = ["Limits", "merge", "canonical", "JobTable", "ApplyInfo", "FrameScanner",
+           "ok_replies", "check_nesting"]
 
 _U64_MAX = (1 << 64) - 1
 
@@ -402,3 +403,110 @@ class JobTable:
                                fp, nsl, len(nsl), 1 if exclude else 0) < 0:
             _raise_from(self._ctx)
         return _output(self._ctx, self._len)
+
+
+# ---- request frames (fa_frame.c) ----
+
+FRAME_WORDS = lib.FA_FRAME_WORDS
+F_MATCHTAG = lib.FA_FRAME_MATCHTAG
+F_HOT = lib.FA_FRAME_HOT
+F_MEMO = lib.FA_FRAME_MEMO
+F_VOLATILE = lib.FA_FRAME_VOLATILE
+F_TOOBIG = lib.FA_FRAME_TOOBIG
+F_TOPIC_ESC = lib.FA_FRAME_TOPIC_ESC
+F_TYPE = lib.FA_FRAME_TYPE
+F_TYPE_SHIFT = lib.FA_FRAME_TYPE_SHIFT
+
+
+class FrameScanner:
+    """Request frames decoded in C with one class of caller's limits.
+
+    `topics`: the topic names the caller dispatches on (a record carries
+    the index + 1 of its topic in that list, 0 for any other). `limits`: a
+    `Limits` (applied to every payload value; its key rules to annotations
+    and memo). `max_message`: the frame size limit. `max_annotations`,
+    `max_memo` (0: none): longer values are delimited, not parsed, and
+    flagged F_TOOBIG. One scanner per event loop: its record array and ctx
+    are reused by every call (`scan` copies what it returns).
+    """
+
+    __slots__ = ("_ctx", "_opts", "_topics", "_ntopics", "_rec", "_cap", "_n", "_used",
+                 "_olen", "_lim", "_mts", "_scan")
+
+    def __init__(self, topics: Sequence[str], limits: "Limits", max_message: int,
+                 max_annotations: int = 0, max_memo: int = 0, cap: int = 512) -> None:
+        c = lib.fa_ctx_new()
+        if c == ffi.NULL:
+            raise MemoryError("fa_ctx_new")
+        self._ctx = ffi.gc(c, lib.fa_ctx_destroy)
+        self._lim = limits  # keeps the limits' cdata alive (copied into opts anyway)
+        o = ffi.new("fa_frame_opts *")
+        o.lim = limits._c[0]
+        o.max_message = max_message
+        o.max_annotations = max_annotations
+        o.max_memo = max_memo
+        self._opts = o
+        self._topics = _ns_list(topics)
+        self._ntopics = len(self._topics)
+        self._cap = cap
+        self._rec = ffi.new("uint64_t[]", cap * FRAME_WORDS)
+        self._mts = ffi.new("uint64_t[]", cap)  # ok_replies' matchtags
+        self._n = ffi.new("size_t *")
+        self._used = ffi.new("size_t *")
+        self._olen = ffi.new("size_t *")
+        self._scan = lib.fa_frames_scan
+
+    def scan(self, data: bytes) -> tuple[Any, int, bytes, str | None]:
+        """Decode the complete frames at the start of `data` (bytes).
+
+        Returns (records, used, keys, error): records a flat list of
+        FRAME_WORDS ints per frame (fa.h, fa_frames_scan), used the bytes
+        they cover, keys the namespace lists of hot annotate records (bytes),
+        error the sentence of the last record when it is a fault (else None).
+        """
+        n = self._n
+        ctx = self._ctx
+        rec = self._rec
+        rc = self._scan(ctx, data, len(data), self._opts, self._topics, self._ntopics, rec,
+                        self._cap, n, self._used)
+        if rc < 0:
+            _raise_from(ctx)
+        recs = ffi.unpack(rec, n[0] * FRAME_WORDS)
+        olen = self._olen
+        p = lib.fa_ctx_output(ctx, olen)
+        keys = ffi.unpack(p, olen[0]) if olen[0] else b""
+        if rc == 0:
+            return recs, self._used[0], keys, None
+        err = ffi.string(lib.fa_ctx_errmsg(ctx)).decode("utf-8", "replace")
+        return recs, self._used[0], keys, err
+
+    def ok_replies(self, matchtags: Sequence[int]) -> bytes:
+        """`ok_replies` for at most `cap` matchtags, on this scanner's
+        buffers (its ctx output: call after what `scan` returned is read)."""
+        k = len(matchtags)
+        mts = self._mts
+        mts[0:k] = matchtags
+        ctx = self._ctx
+        if lib.fa_reply_ok(ctx, mts, k) < 0:
+            _raise_from(ctx)
+        olen = self._olen
+        p = lib.fa_ctx_output(ctx, olen)
+        return ffi.unpack(p, olen[0])
+
+
+def ok_replies(matchtags: "Sequence[int] | array[int]") -> bytes:
+    """The frames of {"matchtag":M,"errnum":0,"payload":{}} for each M, joined."""
+    ctx = _pure_ctx()
+    arr = matchtags if isinstance(matchtags, array) else array("Q", matchtags)
+    if lib.fa_reply_ok(ctx, ffi.from_buffer("uint64_t[]", arr), len(arr)) < 0:
+        _raise_from(ctx)
+    return _output(ctx)
+
+
+def check_nesting(data: bytes, max_depth: int) -> None:
+    """AnnotValueError (EINVAL) if the JSON text `data` (bytes) nests more
+    than `max_depth` objects and arrays; checked without recursion, so a
+    recursive decoder may run on it afterwards."""
+    ctx = _pure_ctx()
+    if lib.fa_json_nesting(ctx, data, len(data), max_depth) < 0:
+        _raise_from(ctx)

@@ -12,12 +12,20 @@ Choices made where the spec is silent:
   from the length header alone: the body of an oversized frame is never
   read. The reply is EMSGSIZE with **matchtag 0** (the matchtag sits in the
   unread body) and the server closes the connection after it.
-- Errors the server meets before it can read a matchtag (invalid UTF-8,
-  malformed JSON, not an object, missing or non-integer `matchtag`) are
-  replied to with **matchtag 0**; clients therefore number their requests
-  from 1, and treat a matchtag-0 error as a connection-level error.
-- Top-level framing errors (UTF-8, JSON, `topic`, `matchtag`, `payload`)
-  are EPROTO; bad fields inside a payload are EINVAL. Both name the field.
+- A request frame is decoded by the C core (`core.FrameScanner`) with the
+  caller's limits applied while it is read. An error reply carries the
+  request's matchtag whenever the frame's `matchtag` member came before the
+  fault; only when it could not be read (missing, mistyped, or after the
+  fault) is the reply's matchtag 0, so clients number their requests from
+  1 and treat a matchtag-0 error as a connection-level error.
+- Grammar faults and anything wrong outside the payload (`topic`,
+  `matchtag`, `payload` missing or mistyped) are EPROTO; a limit (depth,
+  key bytes, keys per object), invalid UTF-8 or a number out of range
+  inside the payload is EINVAL naming the field and the limit; bad fields
+  inside a payload are EINVAL naming the field.
+- Replies are decoded by clients only after their nesting is checked
+  without recursion (`REPLY_MAX_DEPTH`); a reply of the wrong shape is
+  EPROTO, never a crash.
 - JSON constants `NaN`/`Infinity` are rejected (they are not JSON).
 - A streaming response's payload (an event batch, already encoded once in C
   and shared by every subscriber) is spliced into the response as bytes,
@@ -28,7 +36,7 @@ import json
 import os
 import struct
 
-from .errors import EMSGSIZE, EPROTO, AnnotError
+from .errors import EINVAL, EMSGSIZE, EPROTO, AnnotError
 
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
@@ -46,7 +54,12 @@ def _reject_constant(name):
 # decoder per call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _decode_json = _DECODER.decode
-_scan_once = _DECODER.scan_once
+
+
+def decode_json(data):
+    """Decode JSON bytes the C core has already bounded (server payloads)."""
+    return _decode_json(data.decode("utf-8"))
+
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _encode_json = _ENCODER.encode
 _ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
@@ -66,6 +79,8 @@ def dumps(obj):
         return _encode_json(obj).encode("utf-8")
     except UnicodeEncodeError:
         return _ASCII_ENCODER.encode(obj).encode("ascii")
+    except RecursionError:
+        raise AnnotError(EINVAL, "the request is nested too deeply to encode") from None
 
 
 def frame(body):
@@ -86,44 +101,37 @@ def request(topic, matchtag, payload):
     return _pack(len(body)) + body
 
 
-def parse_request(body):
+def parse_request(body, limits=None):
     """Decode one request body → (topic, matchtag, payload dict).
 
-    Raises ProtocolError (EPROTO) naming what is wrong, with the matchtag
-    to reply with (0 when it could not be read).
+    The body is decoded by the C core (`core.FrameScanner`) with `limits`
+    (a `core.Limits`; default: the owner's depth, 64, and no other limit):
+    no recursive decoder runs over it before its nesting is bounded. Raises ProtocolError naming what is
+    wrong, with the matchtag to reply with (0 unless the frame's matchtag
+    came before the fault): EPROTO for a malformed message, EINVAL for a
+    limit, invalid UTF-8 or a bad value inside the payload.
     """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ProtocolError(EPROTO, f"message is not valid UTF-8 (byte {e.start})")
-    # Fast path: the C scanner alone (JSONDecoder.decode adds two regex
-    # whitespace matches, ~40% of the cost of a small request). Anything
-    # unusual (surrounding whitespace, trailing data, an error) goes through
-    # the full decoder, which also words the error message.
-    try:
-        msg, end = _scan_once(text, 0)
-    except (StopIteration, ValueError, RecursionError):
-        end = -1
-    if end != len(text):
-        try:
-            msg = _decode_json(text)
-        except (ValueError, RecursionError) as e:
-            raise ProtocolError(EPROTO, f"message is not valid JSON: {_short(e)}")
-    if type(msg) is not dict:
-        raise ProtocolError(EPROTO, "message is not a JSON object")
-    matchtag = msg.get("matchtag")
-    if type(matchtag) is not int or not 0 <= matchtag < 1 << 63:
-        what = "is missing" if matchtag is None else "must be a non-negative integer"
-        raise ProtocolError(EPROTO, f"request field 'matchtag' {what}")
-    topic = msg.get("topic")
-    if type(topic) is not str:
-        what = "is missing" if topic is None else "must be a string"
-        raise ProtocolError(EPROTO, f"request field 'topic' {what}", matchtag)
-    payload = msg.get("payload")
-    if type(payload) is not dict:
-        what = "is missing" if payload is None else "must be a JSON object"
-        raise ProtocolError(EPROTO, f"request field 'payload' {what}", matchtag)
-    return topic, matchtag, payload
+    from . import core
+
+    sc = _SCANNERS.get(limits)
+    if sc is None:
+        lim = limits or core.Limits(
+            depth=64, key_bytes=0xFFFFFFFF, object_keys=0xFFFFFFFF, strict_keys=False
+        )
+        sc = _SCANNERS[limits] = core.FrameScanner(_TOPICS, lim, 0xFFFFFFFF, cap=1)
+    data = _pack(len(body)) + bytes(body)
+    recs, _used, _keys, err = sc.scan(data)
+    st, mt = recs[0], recs[1]
+    if st >> 32:
+        raise ProtocolError(st >> 32, err, mt if st & core.F_MATCHTAG else 0)
+    toff, tlen = recs[9], recs[10]
+    topic = decode_json(data[toff - 1 : toff + tlen + 1])
+    poff, plen = recs[7], recs[8]
+    return topic, mt, decode_json(data[poff : poff + plen])
+
+
+_SCANNERS = {}
+_TOPICS = ("job-manager.annotate",)
 
 
 def _short(exc):
@@ -162,18 +170,40 @@ def response_error(matchtag, errnum, errstr=None):
     return _pack(len(body)) + body
 
 
+#: deepest reply a client decodes (annotations at the owner's depth limit,
+#: 64 by default, plus the few levels of a reply around them)
+REPLY_MAX_DEPTH = 512
+
+
 def parse_response(body):
-    """Decode one response body → (matchtag, errnum, errstr, payload)."""
+    """Decode one response body → (matchtag, errnum, errstr, payload).
+
+    A reply from a broken or hostile service raises ProtocolError (EPROTO),
+    never anything else: its nesting is checked without recursion before
+    `json` decodes it, and every member must have its type.
+    """
+    from . import core
+
     try:
+        core.check_nesting(body, REPLY_MAX_DEPTH)
         msg = _decode_json(body.decode("utf-8"))
-    except (ValueError, RecursionError) as e:
+    except (AnnotError, ValueError, RecursionError) as e:
         raise ProtocolError(EPROTO, f"malformed response from the service: {_short(e)}")
-    if type(msg) is not dict or type(msg.get("matchtag")) is not int:
-        raise ProtocolError(EPROTO, "malformed response from the service")
+    if type(msg) is not dict:
+        raise ProtocolError(EPROTO, "malformed response from the service (not an object)")
+    mt = msg.get("matchtag")
     errnum = msg.get("errnum", 0)
-    if type(errnum) is not int:
+    errstr = msg.get("errstr")
+    payload = msg.get("payload")
+    if type(mt) is not int or mt < 0:
+        raise ProtocolError(EPROTO, "malformed response from the service (matchtag)")
+    if type(errnum) is not int or not 0 <= errnum < 4096:
         raise ProtocolError(EPROTO, "malformed response from the service (errnum)")
-    return msg["matchtag"], errnum, msg.get("errstr"), msg.get("payload")
+    if errstr is not None and type(errstr) is not str:
+        raise ProtocolError(EPROTO, "malformed response from the service (errstr)")
+    if payload is not None and type(payload) is not dict:
+        raise ProtocolError(EPROTO, "malformed response from the service (payload)")
+    return mt, errnum, errstr, payload
 
 
 def oversize_error(length, limit):

@@ -62,7 +62,22 @@ import struct
 import sys
 
 from . import protocol
+from .core import (
+    F_HOT,
+    F_MATCHTAG,
+    F_MEMO,
+    F_TOOBIG,
+    F_TOPIC_ESC,
+    F_TYPE,
+    F_TYPE_SHIFT,
+    F_VOLATILE,
+    FRAME_WORDS,
+    FrameScanner,
+    Limits,
+)
 from .errors import (
+    E2BIG,
+    EMSGSIZE,
     EINVAL,
     ENODATA,
     ENOSYS,
@@ -73,9 +88,7 @@ from .errors import (
 )
 from .protocol import (
     HEADER_SIZE,
-    ProtocolError,
     oversize_error,
-    parse_request,
     response,
     response_error,
     response_raw,
@@ -92,14 +105,45 @@ WRITE_HIGH = 1 << 20
 WRITE_LOW = 256 << 10
 #: collected replies are written early once they exceed this
 FLUSH_BYTES = 256 << 10
+#: bytes read from a connection at once
+RECV_BYTES = 256 << 10
+#: at most this much of a connection's buffer is decoded per call (the first
+#: frame whole, whatever its size), and at most this many frames
+SCAN_BYTES = 256 << 10
+SCAN_BYTES_GUEST = 16 << 10
+SCAN_FRAMES = 512
+SCAN_FRAMES_GUEST = 4
 #: seconds to wait for slow readers at shutdown
 SHUTDOWN_GRACE = 5.0
 
 _MISSING = object()
+_NO_KEYS = {}  # a memo's namespaces are the service's business ("user")
+
+# Topics the frame decoder knows by index (records carry index + 1).
+_TOPICS = (
+    "job-manager.annotate",
+    "job-manager.memo",
+    "job-manager.submit",
+    "job-manager.state",
+    "job-manager.alloc-response",
+    "job-manager.getattr",
+    "job-manager.list",
+    "job-manager.events",
+    "job-manager.stats",
+)
+_WORDS = FRAME_WORDS
+# Status words of the hot records (fa.h): the whole word compared at once.
+_HOT = F_MATCHTAG | F_HOT
+_HOT_ANNOTATE = _HOT | (_TOPICS.index("job-manager.annotate") + 1) << 16
+_HOT_ANNOTATE_V = _HOT_ANNOTATE | F_VOLATILE
+_HOT_MEMO = _HOT | F_MEMO | (_TOPICS.index("job-manager.memo") + 1) << 16
+_HOT_MEMO_V = _HOT_MEMO | F_VOLATILE
+_HOT_ALLOC_ANNOTATE = (  # RFC 27 type 1 (ANNOTATE)
+    _HOT | F_TYPE | 1 << F_TYPE_SHIFT | (_TOPICS.index("job-manager.alloc-response") + 1) << 16
+)
 _U64 = 1 << 64
 _U32 = 1 << 32
 _I63 = 1 << 63
-_scan_once = protocol._scan_once
 
 
 # --- payload field checks (EINVAL naming the field) ---------------------------
@@ -213,8 +257,14 @@ class _Stream:
         self.ended = False
 
 
-class Connection(asyncio.Protocol):
-    """One client connection: framing, flow control, reply collection."""
+class Connection(asyncio.BufferedProtocol):
+    """One client connection: framing, flow control, reply collection.
+
+    Reads land in the server's one receive buffer (`get_buffer`), not in a
+    new 256 KiB bytes object per read: allocating (and shrinking) that many
+    bytes is an mmap/mremap/munmap per read in glibc, a good share of a
+    round trip. The bytes read are copied out at once (`buffer_updated`).
+    """
 
     def __init__(self, server):
         self.server = server
@@ -232,6 +282,8 @@ class Connection(asyncio.Protocol):
         self.pid = 0
         self.owner = False
         self.cred = None
+        self.scanner = None  # core.FrameScanner with this connection's limits
+        self.scan_bytes = SCAN_BYTES
 
     # asyncio callbacks
 
@@ -248,6 +300,9 @@ class Connection(asyncio.Protocol):
             return
         self.owner = self.uid == srv.owner_uid
         self.cred = srv.make_cred(self.uid, self.owner)
+        self.scanner = srv.scan_owner if self.owner else srv.scan_guest
+        # bytes decoded per call (guests are served at most their rate: few)
+        self.scan_bytes = SCAN_BYTES if self.owner else SCAN_BYTES_GUEST
         transport.set_write_buffer_limits(high=WRITE_HIGH, low=WRITE_LOW)
         srv.conns.add(self)
         srv.nconn_total += 1
@@ -269,12 +324,26 @@ class Connection(asyncio.Protocol):
             if not srv.closed_waiter.done():
                 srv.closed_waiter.set_result(None)
 
+    def get_buffer(self, sizehint):
+        # One buffer for every connection: the loop calls get_buffer, reads
+        # into it and calls buffer_updated before anything else runs.
+        return self.server.rbuf
+
+    def buffer_updated(self, nbytes):
+        with memoryview(self.server.rbuf) as mv:
+            data = bytes(mv[:nbytes])
+        self.data_received(data)
+
     def data_received(self, data):
         if self.closing:
             return
-        self.buf += data
-        if not (self.paused or self.throttled):
+        if self.paused or self.throttled:
+            self.buf += data
+        elif self.buf:
+            self.buf += data
             self.process()
+        else:
+            self.process(data)  # the common case: no copy into the buffer
         if self.out:
             self.flush()  # replies first (round-trip latency), then the rest
         self.server.after_io()
@@ -309,41 +378,47 @@ class Connection(asyncio.Protocol):
 
     # framing and replies
 
-    def process(self):
-        """Decode and serve every complete frame in the input buffer."""
-        buf = self.buf
-        n = len(buf)
-        off = 0
-        limit = self.server.message_bytes
-        handle = self.server.handle
-        out = self.out
-        while n - off >= HEADER_SIZE:
-            length = _unpack_header(buf, off)[0]
-            if length > limit:
-                # Decided from the header alone: the body is never buffered.
-                self.server.nerrors += 1
-                out.append(oversize_error(length, limit))
-                self.closing = True
-                self.buf = bytearray()
-                self.flush()
-                self.transport.close()
+    def process(self, chunk=None):
+        """Decode and serve every complete frame in the input buffer.
+
+        The frames are decoded in C (`core.FrameScanner`, with this
+        connection's limits), up to a few hundred per call; the server then
+        serves the records (`Server.serve`). Only the bytes of frames served
+        are dropped from the buffer: one left unserved (paused, throttled)
+        is decoded again later. `chunk`: bytes just read while the buffer
+        was empty, served straight from there (what is left is buffered).
+        """
+        srv = self.server
+        if chunk is not None:
+            recs, used, keys, err = self.scanner.scan(chunk)
+            done = srv.serve(self, chunk, recs, keys, err) if recs else 0
+            if self.closing:
                 return
-            end = off + HEADER_SIZE + length
-            if end > n:
+            if done < len(chunk):
+                self.buf += memoryview(chunk)[done:]
+            if done < used or not (self.buf and used):
+                return
+        buf = self.buf
+        limit = srv.message_bytes
+        while len(buf) >= HEADER_SIZE and not (self.paused or self.throttled or self.closing):
+            length = _unpack_header(buf, 0)[0]
+            if length <= limit and len(buf) - HEADER_SIZE < length:
+                break  # the first frame is incomplete: no copy of it yet
+            # Decode a bounded prefix: a throttled or paused connection may
+            # hold megabytes, of which it is served a frame at a time.
+            take = max(self.scan_bytes, HEADER_SIZE + length)
+            if len(buf) > take:
+                with memoryview(buf) as mv:
+                    data = bytes(mv[:take])
+            else:
+                data = bytes(buf)
+            recs, used, keys, err = self.scanner.scan(data)
+            done = srv.serve(self, data, recs, keys, err)
+            if self.closing:
+                return
+            del buf[:done]
+            if done < used or used == 0:
                 break
-            reply = handle(self, buf[off + HEADER_SIZE : end])
-            off = end
-            if reply is not None:
-                out.append(reply)
-                self.outn += len(reply)
-                if self.outn > FLUSH_BYTES:
-                    self.flush()
-                    if self.paused:
-                        break
-            if self.throttled:
-                break
-        if off:
-            del buf[:off]
 
     def throttle(self, delay):
         """A guest request was refused for its rate (EAGAIN): serve nothing
@@ -441,6 +516,24 @@ class Server:
 
         self._Cred = Cred
         self._list_takes_max = _accepts(service.list, "max")
+        self.rbuf = bytearray(RECV_BYTES)  # every connection's reads (Connection.get_buffer)
+        self._key_trees = {}  # namespace lists of hot annotates -> dict (serve)
+        self._reject = getattr(service, "_reject", None)
+        self._guest_rate = getattr(service, "_guest_rate", None)
+        self._alloc_text = getattr(service, "_alloc_annotate_text", None)
+        # Frames are decoded in C with the limits of the caller's class.
+        lim = getattr(service, "owner_limits", None) or Limits()
+        glim = getattr(service, "guest_limits", None) or Limits(depth=8)
+        self.guest_payload_bytes = int(_config_value(cfg, "limits", "guest_payload_bytes", 4096))
+        self.scan_owner = FrameScanner(_TOPICS, lim, self.message_bytes, cap=SCAN_FRAMES)
+        self.scan_guest = FrameScanner(
+            _TOPICS,
+            glim,
+            self.message_bytes,
+            self.guest_payload_bytes,
+            max(1, self.guest_payload_bytes - len(b'{"user":}')),
+            cap=SCAN_FRAMES_GUEST,
+        )
         self.handlers = {
             "job-manager.submit": self.h_submit,
             "job-manager.state": self.h_state,
@@ -626,45 +719,162 @@ class Server:
 
     # dispatch
 
-    def handle(self, conn, body):
-        """Serve one frame body; returns the reply frame or None (deferred)."""
-        self.nrequests += 1
-        # Fast path of parse_request for the common well-formed request.
-        try:
-            msg, end = _scan_once(body.decode(), 0)
-        except Exception:
-            end = -1
-        if (
-            end == len(body)  # ASCII body, whole of it parsed
-            and type(msg) is dict
-            and type(msg.get("topic")) is str
-            and type(msg.get("payload")) is dict
-            and type(msg.get("matchtag")) is int
-            and 0 <= msg["matchtag"] < _I63
+    def serve(self, conn, data, recs, keys, err):
+        """Serve the decoded frames of `data` (records of
+        `FrameScanner.scan`); returns the bytes of the frames served.
+
+        The common request (annotate or memo whose payload is exactly id,
+        the value and volatile) goes straight to the service with its value
+        as bytes of the frame and its namespaces from the decoder; success
+        replies to volatile ones are collected and encoded in one C call
+        (`core.ok_replies`), kept in order with any other reply.
+        """
+        out = conn.out
+        oks = []
+        ok_replies = conn.scanner.ok_replies  # oks never exceed the records of one scan
+        done = 0
+        service = self.service
+        cred = conn.cred
+        text = service._annotate_text
+        alloc_text = self._alloc_text
+        trees = self._key_trees
+        last_koff = last_klen = -1  # the namespaces of the last hot annotate (the decoder
+        tree = None  # gives a repeated list the same offset)
+        nrec = len(recs) // _WORDS
+        self.nrequests += nrec  # less the frames left unserved (below)
+        served = 0
+        it = iter(recs)
+        for st, mt, jobid, voff, vlen, koff, klen, poff, plen, toff, tlen, end in zip(
+            it, it, it, it, it, it, it, it, it, it, it, it
         ):
-            topic, mt, payload = msg["topic"], msg["matchtag"], msg["payload"]
-        else:
+            reply = None
             try:
-                topic, mt, payload = parse_request(body)
-            except ProtocolError as e:
+                if st == _HOT_ANNOTATE_V:
+                    if koff != last_koff or klen != last_klen:  # else: same namespaces
+                        kb = keys[koff : koff + klen]
+                        tree = trees.get(kb) or self._key_tree(kb)
+                        last_koff, last_klen = koff, klen
+                    text(cred, jobid, data[voff : voff + vlen], tree, True, False)
+                    oks.append(mt)
+                elif st == _HOT_ANNOTATE:
+                    if koff != last_koff or klen != last_klen:
+                        kb = keys[koff : koff + klen]
+                        tree = trees.get(kb) or self._key_tree(kb)
+                        last_koff, last_klen = koff, klen
+                    text(cred, jobid, data[voff : voff + vlen], tree, False, False)
+                    self.defer(conn, response(mt))
+                elif st == _HOT_MEMO_V:
+                    text(cred, jobid, data[voff : voff + vlen], _NO_KEYS, True, True)
+                    oks.append(mt)
+                elif st == _HOT_MEMO:
+                    text(cred, jobid, data[voff : voff + vlen], _NO_KEYS, False, True)
+                    self.defer(conn, response(mt))
+                elif st == _HOT_ALLOC_ANNOTATE and conn.owner and alloc_text is not None:
+                    # the scheduler's note (RFC 27 ANNOTATE): volatile, replied at once
+                    if koff != last_koff or klen != last_klen:
+                        kb = keys[koff : koff + klen]
+                        tree = trees.get(kb) or self._key_tree(kb)
+                        last_koff, last_klen = koff, klen
+                    res = alloc_text(jobid, data[voff : voff + vlen], tree)
+                    if res is None:
+                        oks.append(mt)
+                    else:
+                        reply = response(mt, res)
+                elif st >> 32:
+                    if st >> 32 == EMSGSIZE:
+                        self.nerrors += 1
+                        if oks:
+                            out.append(ok_replies(oks))
+                        out.append(oversize_error(jobid, self.message_bytes))
+                        conn.closing = True
+                        conn.buf = bytearray()
+                        conn.flush()
+                        conn.transport.close()
+                        return done
+                    self.nerrors += 1
+                    if not conn.owner and self._guest_rate is not None:
+                        # a guest's refused frame spends a token like any of
+                        # its requests: over its rate it is EAGAIN, throttled
+                        self._guest_rate(cred)
+                    if st >> 32 == EINVAL and self._reject is not None:
+                        self._reject("invalid", None)  # counted as the service counts it
+                    reply = response_error(mt if st & F_MATCHTAG else 0, st >> 32, err)
+                else:
+                    reply = self.serve_other(conn, data, st, mt, jobid, voff, vlen, poff, plen,
+                                             toff, tlen)
+            except AnnotError as e:
+                if e.errno == EAGAIN and not conn.owner:
+                    conn.throttle(self.throttle_delay)
+                reply = response_error(mt, e.errno, e.message)
+            except Exception as e:
+                log.exception("unexpected error serving a request (uid %d)", conn.uid)
                 self.nerrors += 1
-                return response_error(e.matchtag, e.errno, e.message)
+                reply = response_error(
+                    mt, EPROTO, f"internal error: {type(e).__name__}: {e}"[:500]
+                )
+            done = end
+            served += 1
+            if reply is not None:
+                if oks:
+                    out.append(ok_replies(oks))
+                    oks = []
+                out.append(reply)
+                conn.outn += len(reply)
+                if conn.outn > FLUSH_BYTES:
+                    conn.flush()
+                    if conn.paused:
+                        break
+            if conn.throttled:
+                break
+        if oks:
+            if len(oks) == 1:  # a round trip: cheaper than the C call
+                body = b'{"matchtag":%d,"errnum":0,"payload":{}}' % oks[0]
+                okb = _pack_header(len(body)) + body
+            else:
+                okb = ok_replies(oks)
+            out.append(okb)
+            conn.outn += len(okb)
+        self.nrequests -= nrec - served
+        return done
+
+    def _key_tree(self, kb):
+        """The namespaces of a hot annotate ("a\0b\0") as the service takes
+        them: a dict with those keys (values unused). Cached: a scheduler
+        writes the same namespaces again and again."""
+        tree = dict.fromkeys(kb[:-1].decode("utf-8").split("\0")) if kb else {}
+        if len(self._key_trees) >= 1024:
+            self._key_trees.clear()
+        self._key_trees[kb] = tree
+        return tree
+
+    def serve_other(self, conn, data, st, mt, jobid, voff, vlen, poff, plen, toff, tlen):
+        """Any decoded frame but the hot ones: its payload is decoded with
+        `json` (bounded: the C decoder has parsed it with this connection's
+        limits), then served by its topic's handler."""
+        idx = (st >> 16) & 0xFFFF
+        if idx:
+            topic = _TOPICS[idx - 1]
+        else:
+            raw = data[toff : toff + tlen]
+            topic = protocol.decode_json(b'"' + raw + b'"') if st & F_TOPIC_ESC else raw.decode()
+        if st & F_TOOBIG:
+            # A guest's value longer than guest_payload_bytes was only
+            # delimited, not parsed: the frame is refused by that length
+            # alone, as the service refuses it (a rate token spent first).
+            if self._guest_rate is not None:
+                self._guest_rate(conn.cred)
+            exc = AnnotError(
+                E2BIG, f"annotation payload exceeds {self.guest_payload_bytes} bytes for guests"
+            )
+            if self._reject is not None:
+                self._reject("payload_size", exc)
+            raise exc
         h = self.handlers.get(topic)
         if h is None:
             self.nerrors += 1
             return response_error(mt, ENOSYS, f"unknown topic {topic[:200]!r}")
-        try:
-            return h(conn, mt, payload)
-        except AnnotError as e:
-            if e.errno == EAGAIN and not conn.owner:
-                conn.throttle(self.throttle_delay)
-            return response_error(mt, e.errno, e.message)
-        except Exception as e:
-            log.exception("unexpected error serving %s (uid %d)", topic, conn.uid)
-            self.nerrors += 1
-            return response_error(
-                mt, EPROTO, f"internal error serving {topic}: {type(e).__name__}: {e}"[:500]
-            )
+        payload = protocol.decode_json(data[poff : poff + plen])
+        return h(conn, mt, payload)
 
     def _owner_only(self, conn, topic):
         if not conn.owner:

@@ -216,6 +216,7 @@ class AnnotationService:
             depth=lim.depth_guest, key_bytes=lim.key_bytes, object_keys=lim.object_keys
         )
         self._payload_max = lim.guest_payload_bytes
+        self._owner_writes: dict[str, bool] = {}  # namespace -> the owner may write it on any job (_annotate_text)
         self._ns_max = lim.guest_namespace_bytes
         self.table = JobTable(self.owner_limits)
         self.jobs: dict[int, Job] = {}
@@ -549,7 +550,30 @@ class AnnotationService:
             self._close_if_full()
         return {}
 
-    def _apply_sched(self, id: int, job: Job, ann: Any) -> None:
+    def _alloc_annotate_text(self, id: int, data: bytes, keys: dict[str, Any]) -> dict[str, Any] | None:
+        """alloc_response({"id": id, "type": ANNOTATE, "annotations": ...}) from
+        the server's frame decoder: `data` is the annotations' JSON text,
+        parsed in C with the owner's limits, each namespace an object or null;
+        `keys` a dict whose keys are its namespaces (never mutated). Returns
+        the reply payload when it is not `{}` (`{"ignored": True}`), else None."""
+        t0 = self._t0
+        if t0 is not None and (
+            _monotonic() - t0 >= self._window or self._n_open >= self._max_entries
+        ):
+            self._tick()
+        self._n_alloc += 1
+        job = self.jobs.get(id)
+        if job is None or job.state != SCHED:
+            self._n_ignored += 1
+            return {"ignored": True}
+        self._apply_sched(id, job, keys, data)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
+        return None
+
+    def _apply_sched(self, id: int, job: Job, ann: Any, data: bytes | None = None) -> None:
+        """`ann`: the annotations dict (or, with `data`, their JSON text, a
+        dict of their namespaces)."""
         ok = self._sched_ok
         for ns, v in ann.items():
             if v is not None and type(v) is not dict:
@@ -567,7 +591,8 @@ class AnnotationService:
                 except AnnotError as exc:
                     raise self._reject("permission", exc) from None
         try:
-            data = _encode_json(ann).encode("utf-8")
+            if data is None:
+                data = _encode_json(ann).encode("utf-8")
             if self._sched_writes_user:
                 info = self.table.apply(id, data, self.owner_limits, _NS_USER)
                 changed = info.changed
@@ -609,7 +634,56 @@ class AnnotationService:
         if self._n_open >= self._max_entries:
             self._close_if_full()
 
-    def _modify(self, cred: Cred, id: int, obj: object, volatile: bool, is_memo: bool) -> None:
+    def _annotate_text(self, cred: Cred, id: int, data: bytes, keys: dict[str, Any] | None,
+                       volatile: bool, is_memo: bool) -> None:
+        """annotate / memo from the server's frame decoder: `data` is the
+        value's JSON text (bytes) as the frame carried it, already parsed in
+        C with `cred`'s limits; `keys` a dict whose keys are its top-level
+        namespaces (None: read them from the text). Never mutated."""
+        if is_memo:
+            self._n_memo += 1
+        else:
+            self._n_annotate += 1
+        if volatile and not is_memo and keys is not None and cred.owner:
+            # The scheduler's / owner's volatile note, in short: the same
+            # checks as _modify in the same order, for the case that needs
+            # no byte accounting (`user` untouched) and whose namespaces the
+            # owner may write on any job; anything else goes to _modify.
+            t0 = self._t0
+            if t0 is not None and (
+                _monotonic() - t0 >= self._window or self._n_open >= self._max_entries
+            ):
+                self._tick()
+            job = self.jobs.get(id)
+            ok = self._owner_writes
+            if job is not None and job.state != INACTIVE and type(cred) is Cred:
+                for ns in keys:
+                    w = ok.get(ns)
+                    if w is None:
+                        if len(ok) >= 4096:
+                            ok.clear()
+                        w = ok[ns] = ns != "user" and self.policy.writable("owner", ns)
+                    if not w:
+                        break
+                else:
+                    try:
+                        changed = self.table.annotate(id, data)
+                    except AnnotError as exc:
+                        raise self._reject("invalid", exc) from None
+                    if changed:  # self._touched(), inline
+                        self._n_open += 1
+                        if self._t0 is None:
+                            self._t0 = _monotonic()
+                    job.durable = False
+                    if self._n_open >= self._max_entries:
+                        self._close_if_full()
+                    return
+        self._modify(cred, id, data, volatile, is_memo, keys)
+        if self._n_open >= self._max_entries:
+            self._close_if_full()
+
+    def _modify(self, cred: Cred, id: int, obj: object, volatile: bool, is_memo: bool,
+                keys: dict[str, Any] | None = None) -> None:
         if self._t0 is not None:
             self._tick()
         if type(cred) is not Cred:
@@ -628,6 +702,8 @@ class AnnotationService:
             data, tree = _encode(obj, what)
         except AnnotError as exc:
             raise self._reject("invalid", exc) from None
+        if keys is not None:
+            tree = keys
         context = data
         if is_memo:
             data = b'{"user":' + data + b"}"

@@ -46,7 +46,8 @@ def test_raw_payload_is_spliced_unchanged():
     "body, field, mt",
     [
         (b"\xff\xfe{}", "UTF-8", 0),
-        (b'{"topic": "x", "matchtag": 1, "payload": {}', "JSON", 0),
+        # the matchtag came before the fault: the reply names the request
+        (b'{"topic": "x", "matchtag": 1, "payload": {}', "JSON", 1),
         (b"", "JSON", 0),
         (b"[1, 2]", "object", 0),
         (b'{"topic": "x", "payload": {}}', "'matchtag' is missing", 0),
@@ -57,8 +58,10 @@ def test_raw_payload_is_spliced_unchanged():
         (b'{"topic": 5, "matchtag": 4, "payload": {}}', "'topic' must be", 4),
         (b'{"topic": "x", "matchtag": 4}', "'payload' is missing", 4),
         (b'{"topic": "x", "matchtag": 4, "payload": [1]}', "'payload' must be", 4),
-        (b'{"topic": "x", "matchtag": 4, "payload": {"a": NaN}}', "JSON", 0),
-        (b"[" * 100000 + b"]" * 100000, "JSON", 0),
+        (b'{"topic": "x", "matchtag": 4, "payload": {"a": NaN}}', "JSON", 4),
+        (b'{"topic": "x", "payload": {"a": NaN}, "matchtag": 4}', "JSON", 0),
+        (b"[" * 100000 + b"]" * 100000, "not a JSON object", 0),
+        (b'{"matchtag": 3, "x": ' + b"[" * 100000, "nesting depth exceeds 64", 3),
     ],
 )
 def test_malformed_requests_name_the_problem(body, field, mt):

@@ -3,7 +3,7 @@
 
     build_corpus.py --repo ROOT --out DIR
 
-writes DIR/canonical/ and DIR/merge/, one file per seed, named by the
+writes DIR/canonical/, DIR/merge/ and DIR/frames/, one file per seed, named by the
 SHA-1 of its bytes (so rebuilding is idempotent). Sources:
 
 - every case of JSONTestSuite's test_parsing/ (tests/data/jsontestsuite/):
@@ -15,7 +15,12 @@ SHA-1 of its bytes (so rebuilding is idempotent). Sources:
   merge-* files), so a fixed crash is re-checked by every fuzz run.
 
 Merge seeds use the layout of fuzz_merge.c: a selector byte, then the
-start tree and the patches separated by NUL bytes.
+start tree and the patches separated by NUL bytes. Frame seeds use the
+layout of fuzz_frames.c: a selector byte, then request bodies separated by
+NUL bytes; they hold the hostile requests of tests/test_server_frames.py
+(100,000-deep arrays and objects, unclosed brackets, a guest's nesting
+1,000 against its limit 8, every invalid UTF-8 form in a key and a value,
+a matchtag after the fault) beside well-formed requests of every shape.
 """
 
 import argparse
@@ -60,6 +65,61 @@ MERGE_CASES = [
     (DEPTH_64 | STRICT, [b"", b"[1]", b"null", b'"s"', b"{", b'{"a":1} x']),
     (DEPTH_64 | STRICT, [b'{"n":1}', b'{"n":1.0}', b'{"n":-0}', b'{"n":-0.0}', b'{"n":1e400}']),
 ]
+
+
+# Selector bits of fuzz_frames.c.
+F_DEPTH8 = 0x01
+F_GUEST_BOUNDS = 0x02
+F_SMALL_MESSAGE = 0x04
+F_CAP8 = 0x18
+F_RAW_TAIL = 0x20
+
+BAD_UTF8 = [b"\xff\xfe", b"\xe2\x82", b"\xc0\xaf", b"\xed\xa0\x80", b"caf\xe9"]
+
+
+def request(value, mt=5, field=b"annotations", topic=b"job-manager.annotate", extra=b""):
+    return (b'{"topic":"%s","matchtag":%d,"payload":{"id":1,"%s":%s,"volatile":true%s}}'
+            % (topic, mt, field, value, extra))
+
+
+def frame_seeds():
+    deep = 100_000
+    good = [
+        request(b'{"sched":{"t_estimate":1700000000.5,"jobs_ahead":3}}'),
+        request(b'{"user":{"n":[1,2]},"x":null}', extra=b',"volatile":false'),
+        request(b'{"k":{"a":"\\u00e9"}}', field=b"memo", topic=b"job-manager.memo"),
+        b'{"topic":"job-manager.stats","matchtag":1,"payload":{}}',
+        b' { "payload" : { "states" : [ "R" ] } , "topic" : "job-manager.\\u006cist" ,'
+        b' "matchtag" : 2 } ',
+        b'{"topic":"job-manager.alloc-response","matchtag":3,"payload":{"id":1,"type":1,'
+        b'"annotations":{"sched":{"reason_pending":"x"}}}}',
+    ]
+    hostile = [
+        request(b'{"user":{"a":' + b"[" * deep + b"]" * deep + b"}}"),
+        request(b'{"user":' + b'{"a":' * deep + b"1" + b"}" * deep + b"}"),
+        request(b'{"user":{"a":' + b"[" * deep),
+        request(b'{"user":{"a":' + b"[" * 1000 + b"]" * 1000 + b"}}"),
+        b'{"topic":"job-manager.annotate","payload":{"id":1,"annotations":'
+        + b"[" * 1000 + b"]" * 1000 + b'},"matchtag":9}',
+        b'{"matchtag":4,"x":' + b"{" * 1000,
+        b"[" * 1000 + b"]" * 1000,
+        b"\xc3\x28",
+        b"",
+        request(b'{"user":{"%s":1}}' % (b"k" * 300)),
+        request(b'{"user":{"a":1e400}}'),
+        request(b'{"user":{"a.b":1}}'),
+        request(b'{"user":{"a":"\\ud800"}}'),
+    ]
+    for bad in BAD_UTF8:
+        hostile.append(request(b'{"user":{"%s":1}}' % bad))
+        hostile.append(request(b'{"user":{"k":"%s"}}' % bad))
+    seeds = []
+    for sel in (0, F_DEPTH8, F_GUEST_BOUNDS | F_DEPTH8, F_CAP8, F_SMALL_MESSAGE):
+        seeds.append(bytes([sel]) + b"\0".join(good))
+        for h in hostile:
+            seeds.append(bytes([sel | F_CAP8]) + good[0] + b"\0" + h + b"\0" + good[1])
+    seeds.append(bytes([F_RAW_TAIL | F_CAP8]) + good[0] + b"\0" + b"\x00\x00\x01")
+    return seeds
 
 
 def workload_lines(repo):
@@ -141,9 +201,13 @@ def main():
         merge.append(merge_seed(DEPTH_64 | STRICT, [tree, b'{"sched":{"v":' + v + b"}}"]))
     merge += regressions(args.repo, "merge")
 
+    frames = frame_seeds() + regressions(args.repo, "frames")
+
     nc = write_all(os.path.join(args.out, "canonical"), canonical)
     nm = write_all(os.path.join(args.out, "merge"), merge)
-    print(f"build_corpus: {nc} canonical seeds, {nm} merge seeds in {args.out}")
+    nf = write_all(os.path.join(args.out, "frames"), frames)
+    print(f"build_corpus: {nc} canonical seeds, {nm} merge seeds, {nf} frame seeds "
+          f"in {args.out}")
 
 
 if __name__ == "__main__":

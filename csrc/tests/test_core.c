@@ -459,6 +459,366 @@ static void test_plain_path (void)
     fa_table_destroy (t);
 }
 
+
+/* ---- request frames (fa_frame.c) ---- */
+
+static const char *topics = "job-manager.annotate\0job-manager.memo\0";
+#define NTOPICS_LEN 38
+
+/* One frame: header + body, in an exact-size heap buffer (caller frees). */
+static char *framed (const char *body, size_t n, size_t *len)
+{
+    char *b = malloc (n + 4);
+    b[0] = (char)(n >> 24);
+    b[1] = (char)(n >> 16);
+    b[2] = (char)(n >> 8);
+    b[3] = (char)n;
+    memcpy (b + 4, body, n);
+    *len = n + 4;
+    return b;
+}
+
+typedef struct {
+    int rc;
+    uint64_t r[FA_FRAME_WORDS];
+    size_t nrec, used;
+} scanned;
+
+static scanned scan_one (fa_ctx *ctx, const char *body, size_t n, const fa_frame_opts *o)
+{
+    scanned sc;
+    size_t len;
+    char *b = framed (body, n, &len);
+    memset (&sc, 0, sizeof (sc));
+    sc.rc = fa_frames_scan (ctx, b, len, o, topics, NTOPICS_LEN, sc.r, 1, &sc.nrec, &sc.used);
+    free (b);
+    return sc;
+}
+
+/* The frame fails with errnum, matchtag mt (0: none read) and a sentence
+ * holding msg. */
+static int frame_fails (fa_ctx *ctx, const char *body, const fa_frame_opts *o, int errnum,
+                        uint64_t mt, const char *msg)
+{
+    scanned sc = scan_one (ctx, body, strlen (body), o);
+    int ok = sc.rc == 1 && sc.nrec == 1 && (int)(sc.r[0] >> 32) == errnum
+             && fa_ctx_errnum (ctx) == errnum && strstr (fa_ctx_errmsg (ctx), msg)
+             && ((sc.r[0] & FA_FRAME_MATCHTAG) ? sc.r[1] == mt : mt == 0)
+             && sc.used == strlen (body) + 4;
+    if (!ok)
+        fprintf (stderr, "  %.60s: rc %d, status %llx, mt %llu, error '%s'\n", body, sc.rc,
+                 (unsigned long long)sc.r[0], (unsigned long long)sc.r[1],
+                 fa_ctx_errmsg (ctx));
+    return ok;
+}
+
+static char *repeat (const char *head, const char *unit, size_t k, const char *tail)
+{
+    size_t hn = strlen (head), un = strlen (unit), tn = strlen (tail);
+    char *s = malloc (hn + un * k + tn + 1);
+    memcpy (s, head, hn);
+    for (size_t i = 0; i < k; i++)
+        memcpy (s + hn + i * un, unit, un);
+    memcpy (s + hn + un * k, tail, tn + 1);
+    return s;
+}
+
+static void test_frames (void)
+{
+    fa_ctx *ctx = fa_ctx_new ();
+    fa_frame_opts o = {owner, 1 << 20, 0, 0};
+    fa_frame_opts g = {{8, 256, 1024, 1}, 1 << 20, 40, 31};
+    fa_frame_opts g8 = {{8, 256, 1024, 1}, 1 << 20, 0, 0};
+
+    /* the hot annotate: id, value span, namespaces, volatile, topic index */
+    const char *hot = "{\"topic\":\"job-manager.annotate\",\"matchtag\":5,\"payload\":"
+                      "{\"id\":18446744073709551615,\"annotations\":{\"a\":{\"x\":1},\"b\":null},"
+                      "\"volatile\":true}}";
+    scanned sc = scan_one (ctx, hot, strlen (hot), &o);
+    size_t kn;
+    const char *keys = fa_ctx_output (ctx, &kn);
+    CHECK (sc.rc == 0 && sc.nrec == 1 && sc.used == strlen (hot) + 4);
+    CHECK (sc.r[0] == (FA_FRAME_MATCHTAG | FA_FRAME_HOT | FA_FRAME_VOLATILE | 1u << 16));
+    CHECK (sc.r[1] == 5 && sc.r[2] == UINT64_MAX);
+    CHECK (sc.r[4] == strlen ("{\"a\":{\"x\":1},\"b\":null}")
+           && memcmp (hot + sc.r[3] - 4, "{\"a\"", 4) == 0);
+    CHECK (sc.r[6] == 4 && kn == 4 && memcmp (keys + sc.r[5], "a\0b\0", 4) == 0);
+    CHECK (sc.r[10] == strlen ("job-manager.annotate") && sc.r[11] == strlen (hot) + 4);
+
+    /* memo: hot, no namespaces; escaped topic: index 0 and flagged */
+    const char *memo = " { \"payload\" : { \"memo\" : {\"k\":[1]} , \"id\" : 3 } , "
+                       "\"topic\" : \"job-manager.\\u006demo\" , \"matchtag\" : 0 } ";
+    sc = scan_one (ctx, memo, strlen (memo), &o);
+    CHECK (sc.rc == 0 && sc.r[0] == (FA_FRAME_MATCHTAG | FA_FRAME_HOT | FA_FRAME_MEMO
+                                     | FA_FRAME_TOPIC_ESC));
+    CHECK (sc.r[2] == 3 && sc.r[6] == 0);
+
+    /* not hot: an extra member, a non-object value, a mistyped id / volatile,
+     * a namespace that is not an object, two values */
+    const char *cold[] = {
+        "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,\"annotations\":{},\"x\":[]}}",
+        "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,\"annotations\":[1]}}",
+        "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":-1,\"annotations\":{}}}",
+        "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1.5,\"annotations\":{}}}",
+        "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":18446744073709551616,"
+        "\"annotations\":{}}}",
+        "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,\"annotations\":{},"
+        "\"volatile\":1}}",
+        "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,\"annotations\":{\"a\":1}}}",
+        "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,\"annotations\":{\"a\\\"\":{}}}}",
+        "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,\"memo\":{},\"memo\":{}}}",
+        "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"annotations\":{}}}",
+    };
+    int ok = 1;
+    for (size_t i = 0; i < sizeof (cold) / sizeof (cold[0]); i++) {
+        sc = scan_one (ctx, cold[i], strlen (cold[i]), &o);
+        ok &= sc.rc == 0 && !(sc.r[0] & FA_FRAME_HOT) && (sc.r[0] & FA_FRAME_MATCHTAG)
+              && sc.r[6] == 0;
+    }
+    CHECK (ok);
+    sc = scan_one (ctx, cold[0], strlen (cold[0]), &o);
+    CHECK (memcmp (cold[0] + sc.r[7] - 4, "{\"id\"", 5) == 0
+           && sc.r[8] == strlen ("{\"id\":1,\"annotations\":{},\"x\":[]}"));
+
+    /* envelope faults: EPROTO, matchtag as far as read */
+    CHECK (frame_fails (ctx, "", &o, EPROTO, 0, "unexpected end of input"));
+    CHECK (frame_fails (ctx, "\xc3\x28", &o, EPROTO, 0, "UTF-8"));
+    CHECK (frame_fails (ctx, "[1]", &o, EPROTO, 0, "not a JSON object"));
+    CHECK (frame_fails (ctx, "x", &o, EPROTO, 0, "expected a value"));
+    CHECK (frame_fails (ctx, "{not json", &o, EPROTO, 0, "expected a string key"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":3 \"x\":1}", &o, EPROTO, 3, "expected ','"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":3,\"x\" 1}", &o, EPROTO, 3, "expected ':'"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":3,\"x\":", &o, EPROTO, 3, "end of input"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":3} x", &o, EPROTO, 3, "trailing data"));
+    CHECK (frame_fails (ctx, "{}", &o, EPROTO, 0, "'matchtag' is missing"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":-1}", &o, EPROTO, 0, "'matchtag' must be"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":9223372036854775808}", &o, EPROTO, 0,
+                        "'matchtag' must be"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":1,\"matchtag\":\"2\"}", &o, EPROTO, 0,
+                        "'matchtag' must be"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":4}", &o, EPROTO, 4, "'topic' is missing"));
+    CHECK (frame_fails (ctx, "{\"topic\":5,\"matchtag\":4}", &o, EPROTO, 4, "'topic' must be"));
+    CHECK (frame_fails (ctx, "{\"topic\":\"x\",\"matchtag\":4}", &o, EPROTO, 4,
+                        "'payload' is missing"));
+    CHECK (frame_fails (ctx, "{\"topic\":\"x\",\"matchtag\":4,\"payload\":[1]}", &o, EPROTO, 4,
+                        "'payload' must be"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":4,\"topic\":\"\xff\"}", &o, EPROTO, 4, "UTF-8"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":4,\"a\":[[[[[[[[[1]]]]]]]]]}", &g, EPROTO, 4,
+                        "nesting depth exceeds 8"));
+
+    /* payload faults: EINVAL naming the field and the limit (or EPROTO for
+     * grammar), with the matchtag read before them */
+    char *deep = repeat ("{\"matchtag\":6,\"payload\":{\"id\":1,\"annotations\":{\"user\":",
+                         "[", 100000, "");
+    CHECK (frame_fails (ctx, deep, &o, EINVAL, 6, "payload field 'annotations': nesting "
+                                                  "depth exceeds 64"));
+    free (deep);
+    deep = repeat ("{\"payload\":{\"memo\":", "{\"a\":", 100000, "");
+    CHECK (frame_fails (ctx, deep, &o, EINVAL, 0, "payload field 'memo': nesting depth "
+                                                  "exceeds 64"));
+    free (deep);
+    CHECK (frame_fails (ctx, "{\"matchtag\":7,\"payload\":{\"memo\":{\"a\":{\"b\":{\"c\":{\"d\":"
+                             "{\"e\":{\"f\":{\"g\":{}}}}}}}}}}",
+                        &g8, EINVAL, 7, "nesting depth exceeds 8"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":7,\"payload\":{\"x\":[[[[[[[[[1]]]]]]]]]}}", &g,
+                        EINVAL, 7, "payload field 'x': nesting depth exceeds 8"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":7,\"payload\":{\"id\":[[[[[[[[[1]]]]]]]]]}}", &g,
+                        EINVAL, 7, "payload field 'id'"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":7,\"payload\":{\"volatile\":[[[[[[[[[1]]]]]]]]]}}",
+                        &g, EINVAL, 7, "payload field 'volatile'"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":8,\"payload\":{\"annotations\":{\"u\":{\"k\":"
+                             "\"caf\xe9\"}}}}",
+                        &o, EINVAL, 8, "invalid UTF-8"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":8,\"payload\":{\"annotations\":{\"u\":{\"\xc0\xaf\":1"
+                             "}}}}",
+                        &o, EINVAL, 8, "invalid UTF-8"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":8,\"payload\":{\"\xed\xa0\x80\":1}}", &o, EINVAL, 8,
+                        "payload: invalid UTF-8"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":8,\"payload\":{\"annotations\":{\"u\":\"\\udc00\"}}}",
+                        &o, EINVAL, 8, "lone surrogate"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":8,\"payload\":{\"annotations\":{\"a.b\":{}}}}", &o,
+                        EINVAL, 8, "key contains '.'"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":8,\"payload\":{\"annotations\":{\"a\":1e400}}}", &o,
+                        EINVAL, 8, "number out of range"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":8,\"payload\":{\"annotations\":{\"a\":1,}}}", &o,
+                        EPROTO, 8, "not valid JSON"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":8,\"payload\":{\"a\" 1}}", &o, EPROTO, 8,
+                        "expected ':'"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":8,\"payload\":{\"a\":", &o, EPROTO, 8,
+                        "end of input"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":8,\"payload\":{\"a\":1 2}}", &o, EPROTO, 8,
+                        "expected ','"));
+    char *wide = repeat ("{\"matchtag\":9,\"payload\":{\"annotations\":{\"k\":{", "\"a\":1,", 1025,
+                         "\"b\":1}}}}");
+    /* 1025 members, 2 distinct keys: within the limit (the payload is fine,
+     * the topic is what is missing) */
+    CHECK (frame_fails (ctx, wide, &o, EPROTO, 9, "'topic' is missing"));
+    free (wide);
+    char *keyb = repeat ("{\"matchtag\":9,\"payload\":{\"annotations\":{\"", "k", 257, "\":{}}}}");
+    CHECK (frame_fails (ctx, keyb, &o, EINVAL, 9, "key exceeds 256 bytes"));
+    free (keyb);
+
+    /* a guest's oversized value: delimited, flagged, not parsed (it is not
+     * even valid JSON inside) */
+    const char *big = "{\"topic\":\"job-manager.memo\",\"matchtag\":2,\"payload\":{\"id\":1,"
+                      "\"memo\":{\"k\":\"0123456789012345678901234567890123456789\",\"}\":x}}}";
+    sc = scan_one (ctx, big, strlen (big), &g);
+    CHECK (sc.rc == 0 && (sc.r[0] & FA_FRAME_TOOBIG) && (sc.r[0] & FA_FRAME_HOT)
+           && sc.r[4] == strlen ("{\"k\":\"0123456789012345678901234567890123456789\",\"}\":x}"));
+    /* a later payload does not clear it: the frame holds unparsed bytes */
+    char twice[400];
+    snprintf (twice, sizeof (twice), "%.*s,\"payload\":{\"id\":1,\"memo\":{}}}",
+              (int)strlen (big) - 1, big);
+    sc = scan_one (ctx, twice, strlen (twice), &g);
+    CHECK (sc.rc == 0 && (sc.r[0] & FA_FRAME_TOOBIG) && !(sc.r[0] & FA_FRAME_HOT)
+           && sc.r[4] == strlen ("{\"k\":\"0123456789012345678901234567890123456789\",\"}\":x}"));
+    /* short enough: parsed as usual */
+    CHECK (frame_fails (ctx, "{\"matchtag\":2,\"payload\":{\"memo\":{\"k\":x}}}", &g, EPROTO, 2,
+                        "not valid JSON"));
+
+    const char *big2 = "{\"topic\":\"t\",\"matchtag\":2,\"payload\":{\"id\":1,"
+                       "\"annotations\":{\"k\":\"0123456789\\\"0123456789012345678901234567\"}}}";
+    sc = scan_one (ctx, big2, strlen (big2), &g);
+    CHECK (sc.rc == 0 && (sc.r[0] & FA_FRAME_TOOBIG)
+           && sc.r[4] == strlen ("{\"k\":\"0123456789\\\"0123456789012345678901234567\"}"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":2,\"payload\":{\"memo\":{\"k\":\"0123456789012345678"
+                             "90123456789012345678901234567890123",
+                        &g, EPROTO, 2, "unterminated string"));
+    /* an alloc response's type: hot with its value; any other type: not hot */
+    const char *alloc = "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"type\":3,\"id\":1,"
+                        "\"annotations\":{}}}";
+    sc = scan_one (ctx, alloc, strlen (alloc), &o);
+    CHECK (sc.rc == 0 && sc.r[0] == (FA_FRAME_MATCHTAG | FA_FRAME_HOT | FA_FRAME_TYPE
+                                     | 3u << FA_FRAME_TYPE_SHIFT));
+    const char *types[] = {"4", "1.0", "-1", "\"1\"", "12", "1e0"};
+    ok = 1;
+    for (size_t i = 0; i < sizeof (types) / sizeof (types[0]); i++) {
+        char b[160];
+        snprintf (b, sizeof (b), "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,"
+                                 "\"type\":%s,\"annotations\":{}}}", types[i]);
+        sc = scan_one (ctx, b, strlen (b), &o);
+        ok &= sc.rc == 0 && !(sc.r[0] & (FA_FRAME_HOT | FA_FRAME_TYPE));
+    }
+    CHECK (ok);
+    CHECK (frame_fails (ctx, "{\"matchtag\":1,\"payload\":{\"type\":[[[[[[[[[1]]]]]]]]]}}", &g8,
+                        EINVAL, 1, "payload field 'type'"));
+
+    /* more shapes: leading zero id, volatile false, an empty payload, deep
+     * mistyped topic / payload */
+    const char *shapes = "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,\"memo\":{},"
+                         "\"volatile\":false}}";
+    sc = scan_one (ctx, shapes, strlen (shapes), &o);
+    CHECK (sc.rc == 0 && sc.r[0] == (FA_FRAME_MATCHTAG | FA_FRAME_HOT | FA_FRAME_MEMO));
+    CHECK (frame_fails (ctx, "{\"matchtag\":1,\"payload\":{\"id\":01}}", &o, EPROTO, 1,
+                        "leading zero"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":1,\"payload\":{ }}", &o, EPROTO, 1,
+                        "'topic' is missing"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":1,\"topic\":[[[[[[[[[1]]]]]]]]]}", &g8, EPROTO, 1,
+                        "malformed message: nesting depth exceeds 8"));
+    CHECK (frame_fails (ctx, "{\"matchtag\":1,\"payload\":[[[[[[[[[1]]]]]]]]]}", &g8, EPROTO,
+                        1, "malformed message: nesting depth exceeds 8"));
+
+    /* the same namespaces in consecutive frames share one key list */
+    {
+        size_t la, lb;
+        char *fa = framed (hot, strlen (hot), &la);
+        const char *other = "{\"topic\":\"t\",\"matchtag\":1,\"payload\":{\"id\":1,"
+                            "\"annotations\":{\"c\":{}}}}";
+        char *fb = framed (other, strlen (other), &lb);
+        char *three = malloc (2 * la + lb);
+        memcpy (three, fa, la);
+        memcpy (three + la, fa, la);
+        memcpy (three + 2 * la, fb, lb);
+        uint64_t r3[3 * FA_FRAME_WORDS];
+        size_t n3, u3, on3;
+        CHECK (fa_frames_scan (ctx, three, 2 * la + lb, &o, topics, NTOPICS_LEN, r3, 3, &n3,
+                               &u3)
+                   == 0
+               && n3 == 3);
+        const char *k3 = fa_ctx_output (ctx, &on3);
+        CHECK (r3[5] == r3[FA_FRAME_WORDS + 5] && r3[6] == 4 && r3[FA_FRAME_WORDS + 6] == 4);
+        CHECK (r3[2 * FA_FRAME_WORDS + 5] == 4 && r3[2 * FA_FRAME_WORDS + 6] == 2 && on3 == 6
+               && memcmp (k3, "a\0b\0c\0", 6) == 0);
+        free (three);
+        free (fa);
+        free (fb);
+    }
+
+    /* several frames, an incomplete last one, the cap, EMSGSIZE */
+    size_t n1, len;
+    char *f1 = framed (hot, strlen (hot), &n1);
+    char *buf = malloc (3 * n1 + 6);
+    memcpy (buf, f1, n1);
+    memcpy (buf + n1, f1, n1);
+    memcpy (buf + 2 * n1, f1, n1 - 1);
+    uint64_t rec[3 * FA_FRAME_WORDS];
+    size_t nrec, used;
+    CHECK (fa_frames_scan (ctx, buf, 3 * n1 - 1, &o, topics, NTOPICS_LEN, rec, 3, &nrec, &used)
+               == 0
+           && nrec == 2 && used == 2 * n1 && rec[FA_FRAME_WORDS + 11] == 2 * n1);
+    CHECK (fa_frames_scan (ctx, buf, 3 * n1 - 1, &o, topics, NTOPICS_LEN, rec, 1, &nrec, &used)
+               == 0
+           && nrec == 1 && used == n1);
+    CHECK (fa_frames_scan (ctx, buf, 3, &o, topics, NTOPICS_LEN, rec, 3, &nrec, &used) == 0
+           && nrec == 0 && used == 0);
+    fa_frame_opts small = o;
+    small.max_message = 10;
+    CHECK (fa_frames_scan (ctx, buf, 4, &small, topics, NTOPICS_LEN, rec, 3, &nrec, &used) == 1
+           && nrec == 1 && used == 0 && rec[0] >> 32 == EMSGSIZE && rec[2] == strlen (hot)
+           && strstr (fa_ctx_errmsg (ctx), "exceeds the limit of 10 bytes"));
+    /* a fault stops the scan after its record */
+    char *bad = framed ("{\"matchtag\":3,", 14, &len);
+    memcpy (buf + n1, bad, len);
+    memcpy (buf + n1 + len, f1, n1);
+    CHECK (fa_frames_scan (ctx, buf, n1 + len + n1, &o, topics, NTOPICS_LEN, rec, 3, &nrec,
+                           &used)
+               == 1
+           && nrec == 2 && used == n1 + len && rec[FA_FRAME_WORDS + 1] == 3);
+    /* out of memory: nothing of the failing frame is consumed */
+    int seen = 0;
+    for (long k = 1; k < 8; k++) {
+        fa_ctx *c2 = fa_ctx_new ();
+        c2->fail_after = k;
+        int r = fa_frames_scan (c2, buf, n1, &o, topics, NTOPICS_LEN, rec, 3, &nrec, &used);
+        c2->fail_after = 0;
+        if (r < 0) {
+            seen++;
+            CHECK (fa_ctx_errnum (c2) == ENOMEM && nrec == 0 && used == 0);
+        }
+        else
+            CHECK (r == 0 && nrec == 1 && used == n1);
+        fa_ctx_destroy (c2);
+    }
+    CHECK (seen > 0);
+    free (bad);
+    free (buf);
+    free (f1);
+
+    /* fixed replies and the nesting check */
+    uint64_t mts[2] = {7, UINT64_MAX};
+    CHECK (fa_reply_ok (ctx, mts, 2) == 0);
+    size_t on;
+    const char *op = fa_ctx_output (ctx, &on);
+    CHECK (on == 42 + 61 && memcmp (op, "\0\0\0&{\"matchtag\":7,\"errnum\":0,\"payload\":{}}", 42) == 0
+           && memcmp (op + 42, "\0\0\0\071{\"matchtag\":18446744073709551615,\"errnum\":0,"
+                               "\"payload\":{}}", 61) == 0);
+    fa_ctx *c3 = fa_ctx_new ();
+    c3->fail_after = 1;
+    CHECK (fa_reply_ok (c3, mts, 2) == -1 && fa_ctx_errnum (c3) == ENOMEM);
+    fa_ctx_destroy (c3);
+    CHECK (fa_reply_ok (ctx, mts, 0) == 0 && out_is (ctx, ""));
+    CHECK (fa_json_nesting (ctx, "[{\"a\":\"[[[\\\"[\"}]", 15, 2) == 0);
+    CHECK (fa_json_nesting (ctx, "[[[1]]]", 7, 2) == -1 && fa_ctx_errnum (ctx) == EINVAL
+           && strstr (fa_ctx_errmsg (ctx), "nesting depth exceeds 2 at byte 2"));
+    CHECK (fa_json_nesting (ctx, "\"abc", 4, 0) == 0);
+    CHECK (fa_json_nesting (ctx, "[\"ab\\", 5, 1) == 0); /* ends in a backslash */
+    CHECK (frame_fails (ctx, "{\"matchtag\":2,\"payload\":{\"memo\":{\"k\":\"0123456789012345678"
+                             "901234567890123456789012345678901234567890123\\",
+                        &g, EPROTO, 2, "unterminated string"));
+    CHECK (fa_json_nesting (ctx, "]]]{", 4, 1) == 0);
+    fa_ctx_destroy (ctx);
+}
+
 int main (void)
 {
     test_ctx ();
@@ -471,6 +831,7 @@ int main (void)
     test_hash_stress ();
     test_enomem_atomic ();
     test_plain_path ();
+    test_frames ();
     printf ("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }

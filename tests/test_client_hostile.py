@@ -1,0 +1,111 @@
+"""A broken or hostile service must give the clients an AnnotError (EPROTO),
+never a crash (RecursionError, AttributeError, ...) or a hang."""
+
+import asyncio
+import errno
+import os
+import socket
+import struct
+import tempfile
+import threading
+
+import pytest
+
+from flux_annot.client import AsyncClient, Client
+from flux_annot.errors import AnnotError
+
+DEEP = 100_000
+
+REPLIES = {
+    "deep payload": b'{"matchtag":1,"errnum":0,"payload":{"a":' + b"[" * DEEP + b"]" * DEEP + b"}}",
+    "deep unclosed": b'{"matchtag":1,"errnum":0,"payload":' + b'{"a":' * DEEP,
+    "invalid UTF-8": b'{"matchtag":1,"errnum":0,"payload":{"a":"caf\xe9"}}',
+    "not JSON": b"{matchtag",
+    "not an object": b"[1,2]",
+    "payload a list": b'{"matchtag":1,"errnum":0,"payload":[1]}',
+    "errnum a string": b'{"matchtag":1,"errnum":"22"}',
+    "errnum negative": b'{"matchtag":1,"errnum":-5,"errstr":"x"}',
+    "errstr a number": b'{"matchtag":1,"errnum":22,"errstr":7}',
+    "matchtag missing": b'{"errnum":0,"payload":{}}',
+    "jobs not a list": b'{"matchtag":1,"errnum":0,"payload":{"jobs":{"a":1}}}',
+}
+
+
+class FakeService:
+    """A Unix socket that answers every request frame with one canned body."""
+
+    def __init__(self, body):
+        self.dir = tempfile.mkdtemp(prefix="fa-hostile-")
+        self.path = os.path.join(self.dir, "socket")
+        self.body = body
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        self.sock.listen(4)
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                hdr = conn.recv(4, socket.MSG_WAITALL)
+                if len(hdr) == 4:
+                    conn.recv(struct.unpack(">I", hdr)[0], socket.MSG_WAITALL)
+                    conn.sendall(struct.pack(">I", len(self.body)) + self.body)
+                    conn.recv(1)  # wait until the client closes
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+        self.thread.join(10)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.rmdir(self.dir)
+
+
+@pytest.mark.parametrize("case", list(REPLIES))
+def test_client_gets_eproto_from_a_broken_service(case):
+    fake = FakeService(REPLIES[case])
+    try:
+        with Client(fake.path, timeout=10) as c:
+            with pytest.raises(AnnotError) as ei:
+                c.list()
+        assert ei.value.errno == errno.EPROTO
+        assert "malformed response" in str(ei.value)
+    finally:
+        fake.close()
+
+
+@pytest.mark.parametrize("case", ["deep payload", "invalid UTF-8", "payload a list", "errnum a string"])
+def test_async_client_gets_eproto_from_a_broken_service(case):
+    fake = FakeService(REPLIES[case])
+
+    async def main():
+        async with AsyncClient(fake.path) as c:
+            return await asyncio.wait_for(c.stats(), 10)
+
+    try:
+        with pytest.raises(AnnotError) as ei:
+            asyncio.run(main())
+        assert ei.value.errno == errno.EPROTO
+    finally:
+        fake.close()
+
+
+def test_a_deep_patch_given_as_text_is_refused_before_decoding():
+    fake = FakeService(b'{"matchtag":1,"errnum":0,"payload":{}}')
+    try:
+        with Client(fake.path, timeout=10) as c:
+            with pytest.raises(AnnotError) as ei:
+                c.annotate(1, b'{"user":' + b"[" * DEEP + b"]" * DEEP + b"}")
+            assert ei.value.errno == errno.EINVAL and "nesting depth" in str(ei.value)
+            c.annotate(1, '{"user":{"a":1}}')  # a sane text still goes through
+    finally:
+        fake.close()
