@@ -1,4 +1,4 @@
-"""Load generator for the socket server (SPEC §11 RPC targets).
+"""Load generator for the socket server (the RPC targets of docs/performance.md).
 
 One pipelining client (raw protocol frames on a blocking socket, `--window`
 requests in flight) against a server subprocess

@@ -1,4 +1,4 @@
-"""Service-path benchmarks (SPEC §4, §11; issue 3). Prints numbers; asserts nothing.
+"""Service-path benchmarks (docs/limits.md, docs/performance.md; issue 3). Prints numbers; asserts nothing.
 
 1. Scheduler ANNOTATE path: `AnnotationService.alloc_response(sched.annotate(...))`
    over N pending jobs, cycle after cycle (every estimate changes), against

@@ -72,7 +72,7 @@ const char *fa_ctx_output (const fa_ctx *ctx, size_t *len);
  * number out of range, bad UTF-8), ENOMEM. */
 int fa_canonical (fa_ctx *ctx, const char *text, size_t len, const fa_limits *lim);
 
-/* SPEC 2 merge of patch (must be an object) into tree (an object text, or
+/* Merge (docs/data-model.md) of patch (must be an object) into tree (an object text, or
  * tlen 0 = none). The tree is parsed with lim and taken as the data model
  * says: nulls and empty objects in it are pruned. Returns 1 (non-empty
  * result in output), 0 (nothing left, output empty), -1 (EINVAL, ENOMEM). */
@@ -147,7 +147,7 @@ int fa_table_remove (fa_table *t, uint64_t id);
 /* Copy up to cap ids (table order) to ids; returns the total count. */
 size_t fa_table_ids (fa_table *t, uint64_t *ids, size_t cap);
 
-/* Change tracking for batches (SPEC 6): while tracking is on, the first
+/* Change tracking for batches (docs/events.md): while tracking is on, the first
  * change of a job records its pre-image (its text before the change). */
 void fa_table_track (fa_table *t, int on);
 /* Jobs touched since the last clear (an upper bound of batch_ids). */

@@ -193,7 +193,7 @@ static int scan_patch (frame_scan *fs, const char **pp, int memo, int *hot)
     uint64_t *r = fs->r;
     uint32_t max = memo ? fs->opt->max_memo : fs->opt->max_annotations;
     if (max && (*v == '{' || *v == '[')) {
-        /* Longer than the caller's bound: not parsed at all (SPEC: such
+        /* Longer than the caller's bound: not parsed at all (docs/limits.md: such
          * a payload is refused by its length alone). The flag stays for
          * the whole frame, with the span of the first such value: a frame
          * holding bytes nobody parsed is never served otherwise. */
@@ -229,7 +229,7 @@ static int scan_patch (frame_scan *fs, const char **pp, int memo, int *hot)
     else if (!memo) {
         /* The namespaces: keys NUL-terminated in the output (Python's
          * policy reads them there); hot only if every key is plain and
-         * every value an object or null (SPEC: a namespace is an object). */
+         * every value an object or null (docs/data-model.md: a namespace is an object). */
         for (uint32_t i = 0; i < n->n && *hot; i++) {
             const fa_member *mb = &n->m[i];
             if ((!mb->obj && !mb->is_null) || memchr (mb->key, '\\', mb->klen))

@@ -41,7 +41,7 @@ static int syntax (parser *ps, const char *at, const char *what)
 }
 
 /* A string that is JSON but not valid text (bad UTF-8, lone surrogate):
- * a value fault (SPEC: EINVAL), not a grammar one. */
+ * a value fault (docs/protocol.md: EINVAL), not a grammar one. */
 static int bad_text (parser *ps, const char *at, const char *what)
 {
     return fa_fail (ps->ctx, EINVAL, "%s at byte %zu", what, (size_t)(at - ps->p0));

@@ -1,4 +1,4 @@
-/* fa_merge.c - SPEC 2 merge, diff and namespace views over canonical text.
+/* fa_merge.c - merge (docs/data-model.md), diff and namespace views over canonical text.
  *
  * A stored job is canonical compact JSON (trusted: the core wrote it), so
  * it is walked with a light scanner instead of being parsed: members the

@@ -289,7 +289,7 @@ fa_table *fa_table_new (void)
     }
     memset (t, 0, sizeof (*t));
     t->ctx = ctx;
-    t->lim.max_depth = 64; /* the instance owner's limits (SPEC 4) */
+    t->lim.max_depth = 64; /* the instance owner's limits (docs/limits.md) */
     t->lim.max_key_bytes = 256;
     t->lim.max_object_keys = 1024;
     t->lim.strict_keys = 1;

@@ -1,4 +1,4 @@
-"""`flux-annotate`: the command line of SPEC §9.
+"""`flux-annotate`: the command line (docs/cli.md).
 
 Exit status: 0 success, 1 a service error (the message, errstr included,
 on stderr), 2 a usage error (argparse's, or a bad argument found here:
@@ -6,7 +6,7 @@ a bad job id, `key=value` syntax, a bad format string). A bad `--config`
 file for `serve` is exit 1: the service refuses to start, as with any
 other start-up error.
 
-Choices where SPEC §9 is silent:
+Choices where docs/cli.md is silent:
 
 - `set`/`memo`/`sched`/`alloc` arguments are `key.path=value`; the value is
   JSON if it parses (`1`, `true`, `"x"`, `[1,2]`, `{"a":1}`), else the

@@ -1,4 +1,4 @@
-"""Clients of the flux-annot service over its Unix socket (SPEC §8, §10).
+"""Clients of the flux-annot service over its Unix socket (docs/protocol.md, docs/python-api.md).
 
 `Client` is blocking: one request at a time on one connection; every call
 of the in-process `AnnotationService` minus the credential (the service
@@ -200,7 +200,7 @@ class _Conn:
 
 
 class Client:
-    """Blocking client (module doc). `socket`: path, default SPEC §8."""
+    """Blocking client (module doc). `socket`: path, default as docs/protocol.md says."""
 
     def __init__(self, socket: str | None = None, timeout: float | None = None, message_bytes: int = protocol.DEFAULT_MESSAGE_BYTES) -> None:
         self.path = socket or protocol.default_socket_path()

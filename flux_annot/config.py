@@ -1,6 +1,6 @@
-"""The service configuration of SPEC §3: a dict (or parsed TOML) → `Config`.
+"""The service configuration (docs/configuration.md): a dict (or parsed TOML) → `Config`.
 
-Every key is optional and takes the default of SPEC §3. An unknown key or a
+Every key is optional and takes the default of docs/configuration.md. An unknown key or a
 bad value (wrong type, negative or zero where a positive count is needed,
 unknown role name) raises `AnnotError(EINVAL, ...)` with a sentence naming
 the key, so the service refuses to start rather than run with a typo.
@@ -24,7 +24,7 @@ from .errors import EINVAL, error
 WRITER_ROLES = frozenset({"sched", "owner", "job-owner"})
 READER_ROLES = frozenset({"all", "owner", "job-owner"})
 
-# Defaults of SPEC §3, section → key → value.  The type of each default is
+# Defaults (docs/configuration.md), section → key → value.  The type of each default is
 # the type a value must have (an int default also accepts only ints; a float
 # default accepts ints and floats).
 DEFAULTS = {
@@ -57,7 +57,7 @@ DEFAULT_NAMESPACES = {
 
 
 class Rules:
-    """Who may write / read one namespace (role names, SPEC §3)."""
+    """Who may write / read one namespace (role names, docs/policy.md)."""
 
     __slots__ = ("write", "read")
 

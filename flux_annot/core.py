@@ -157,7 +157,7 @@ def canonical(data: bytes | str) -> bytes:
 
 
 def merge(tree: Patch | None, patch: Patch, limits: Limits | None = None) -> dict[str, Any] | None:
-    """SPEC §2 merge of `patch` (dict/bytes/str, a JSON object) into `tree`.
+    """The merge (docs/data-model.md) of `patch` (dict/bytes/str, a JSON object) into `tree`.
 
     `tree` may be None, a dict, or JSON bytes/str of an object. It is taken
     as the data model says a tree is: nulls and empty objects in it are
@@ -203,7 +203,7 @@ class JobTable:
         self._text = ffi.new("char **")
         self._len = ffi.new("size_t *")
 
-    # ---- public (SPEC §10) ----
+    # ---- public (docs/python-api.md) ----
 
     def annotate(self, id: int, patch: Patch) -> bool:
         """Merge patch into job `id`; True if its annotations changed."""

@@ -1,7 +1,7 @@
 """The exception tree of flux-annot: one `AnnotError` carrying an errno.
 
 Every failure a user can see (a C core error, a policy refusal, a limit, a
-wire error) is an `AnnotError` with `.errno` (a Linux errno value, SPEC §8)
+wire error) is an `AnnotError` with `.errno` (a Linux errno value, docs/protocol.md)
 and a human sentence. Subclasses for the common families also derive from
 the matching built-in exception, so `except PermissionError` works.
 """
@@ -52,7 +52,7 @@ class AnnotValueError(AnnotError, ValueError):
 
 
 class LimitError(AnnotError):
-    """E2BIG / EDQUOT / EAGAIN / EMSGSIZE: a limit of SPEC §4 was hit."""
+    """E2BIG / EDQUOT / EAGAIN / EMSGSIZE: a limit of docs/limits.md was hit."""
 
 
 _CLASSES: dict[int, type[AnnotError]] = {

@@ -1,4 +1,4 @@
-"""Event batches and subscriptions (SPEC §6), in front of the store (§7).
+"""Event batches and subscriptions (docs/events.md), in front of the store (docs/durability.md).
 
 Data flow: the service applies a change to its `JobTable` (tracking on, so
 the C table keeps each touched job's pre-image), then tells the hub about
@@ -897,7 +897,7 @@ class EventHub:
 
     def subscribe(self, cred, topics=None, userid=None, since=None, snapshot=False,
                   delta=False, notify=None):
-        """A new `Subscription` (SPEC §6); bad arguments raise and change nothing."""
+        """A new `Subscription` (docs/events.md); bad arguments raise and change nothing."""
         if topics is None:
             topics = TOPICS
         if isinstance(topics, str) or not all(isinstance(t, str) for t in topics):

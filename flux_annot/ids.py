@@ -1,4 +1,4 @@
-"""Job ids (SPEC §1, Flux RFC 19): parse and print.
+"""Job ids (docs/data-model.md, Flux RFC 19): parse and print.
 
 A job id is an unsigned 64-bit integer. Users type it as decimal, `0x` hex,
 F58 (`ƒ` or ASCII `f` prefix, base 58 with the Bitcoin alphabet) or RFC 19

@@ -1,4 +1,4 @@
-"""Guest limits of SPEC §4 that need state: request rate and per-user bytes.
+"""Guest limits of docs/limits.md that need state: request rate and per-user bytes.
 
 `RateLimiter` is a token bucket per guest userid. A bucket that has refilled
 to its burst is the same as no bucket, so it is dropped; the dict is bounded

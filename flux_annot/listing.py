@@ -1,4 +1,4 @@
-"""Listing formats (SPEC §9): `flux jobs`-style format strings over job dicts.
+"""Listing formats (docs/cli.md): `flux jobs`-style format strings over job dicts.
 
 A job dict is what `get`/`list` return: `{"id", "userid", "state",
 "annotations"}`. A format is a Python format string whose fields are:
@@ -16,7 +16,7 @@ Why we parse the fields ourselves: `string.Formatter.get_field` reads
 are not Python identifiers (`a-b`, `1a`, `class`, `ünï`, `12`) cannot be
 reached, and one odd key in one job's memo would break every listing (as it
 does in Flux). Here the field name is split on `.` and each step is a plain
-dict key (or a list index), so every key that SPEC §2 allows works except
+dict key (or a list index), so every key that docs/data-model.md allows works except
 the characters the format syntax itself reserves (`:`, `!`, `{`, `}`).
 
 Robustness rules, so that nothing in one job's annotations can break the

@@ -1,4 +1,4 @@
-"""Credentials and the namespace rules of SPEC §3.
+"""Credentials and the namespace rules of docs/policy.md.
 
 A `Cred` is who is asking: a userid and whether it holds the instance
 owner's role (the scheduler and the job manager are owner-role clients).

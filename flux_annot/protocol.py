@@ -1,4 +1,4 @@
-"""The wire protocol of SPEC §8: framing, message encode/decode, socket path.
+"""The wire protocol of docs/protocol.md: framing, message encode/decode, socket path.
 
 A message on the Unix stream socket is a 4-byte big-endian length followed by
 that many bytes of one UTF-8 JSON object (names after Flux RFC 3/6):
@@ -256,7 +256,7 @@ class FrameReader:
 
 
 def default_socket_path(environ=None):
-    """SPEC §8: $FLUX_ANNOT_SOCKET, else $XDG_RUNTIME_DIR/flux-annot/socket,
+    """docs/protocol.md: $FLUX_ANNOT_SOCKET, else $XDG_RUNTIME_DIR/flux-annot/socket,
     else /tmp/flux-annot-$UID/socket."""
     env = os.environ if environ is None else environ
     path = env.get("FLUX_ANNOT_SOCKET")

@@ -1,4 +1,4 @@
-"""Start-up replay (SPEC §7): rebuild the job table from the store.
+"""Start-up replay (docs/durability.md): rebuild the job table from the store.
 
 The durable tree of a job is: its last `alloc` snapshot (which held
 everything the job had then, volatile notes included), then every later

@@ -1,4 +1,4 @@
-"""The Unix-socket server of SPEC §8: AnnotationService over asyncio.
+"""The Unix-socket server of docs/protocol.md: AnnotationService over asyncio.
 
 Entry points (used by `flux-annotate serve`):
 
@@ -429,7 +429,7 @@ class Connection(asyncio.BufferedProtocol):
         the kernel's socket buffer. So a flooding guest costs the server one
         request per `delay` (the time its bucket takes to earn a token), not
         every request it manages to send, and the scheduler's requests keep
-        their share of the event loop (SPEC §4, §11 flood target).
+        their share of the event loop (docs/limits.md; the flood target of docs/performance.md).
         """
         if self.throttled or self.transport is None:
             return

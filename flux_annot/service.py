@@ -1,4 +1,4 @@
-"""The annotation service in-process (SPEC §3–§5, §10): `AnnotationService`.
+"""The annotation service in-process (docs/policy.md, docs/limits.md, docs/lifecycle.md, docs/python-api.md): `AnnotationService`.
 
 Data flow of a mutating call: check (cheapest first, nothing changed yet) →
 apply to the C table (`self.table`, tracking on: it records each job's
@@ -26,7 +26,7 @@ Paths and what they cost:
   from the dict's keys, one C apply with the owner limits (a `str`/`bytes`
   payload is dry-run first so its keys can be checked before the change).
 
-Choices where the SPEC is silent (see also docs/DESIGN.md):
+Choices where the documented rules are silent (see also docs/DESIGN.md):
 
 - `batch_window`: the constructor argument applies unless the config has
   `[batch] window`, which wins; `self.config.batch.window` holds the value
@@ -66,7 +66,7 @@ STATES = (NEW, DEPEND, PRIORITY, SCHED, RUN, CLEANUP, INACTIVE)
 _STATE_NAMES = {s: s for s in STATES}
 _STATE_NAMES.update({s[0]: s for s in STATES})
 
-# SPEC §5: the only transitions `state()` makes (RUN comes from SUCCESS).
+# docs/lifecycle.md: the only transitions `state()` makes (RUN comes from SUCCESS).
 _TRANSITIONS = {(RUN, CLEANUP), (CLEANUP, INACTIVE), (RUN, INACTIVE), (SCHED, INACTIVE)}
 
 # RFC 27 alloc response types.
@@ -151,7 +151,7 @@ def _encode(obj: object, what: str) -> tuple[bytes, dict[str, Any] | None]:
 
 def _namespaces(tree: dict[str, Any], is_memo: bool = False) -> KeysView[str]:
     """The top-level keys of `tree`; EINVAL unless every value is an object
-    or null (SPEC §1: a namespace's value is an object)."""
+    or null (docs/data-model.md: a namespace's value is an object)."""
     for ns, v in tree.items():
         if v is not None and type(v) is not dict:
             if is_memo:
@@ -178,7 +178,7 @@ def _state_name(state: object) -> str:
 
 
 class AnnotationService:
-    """The whole service in-process (SPEC §10); see the module docstring."""
+    """The whole service in-process (docs/python-api.md); see the module docstring."""
 
     def __init__(self, owner_uid: int | None = None, store: str | os.PathLike[str] | Store | None = None, config: dict[str, Any] | Config | None = None, batch_window: float = 0.01) -> None:
         if owner_uid is None:

@@ -1,4 +1,4 @@
-"""The durable store (SPEC §7): one SQLite file in WAL mode.
+"""The durable store (docs/durability.md): one SQLite file in WAL mode.
 
 Data flow: the event hub closes a batch and calls `write_batch(seq, entries,
 jobs)`; the store writes the batch's RFC 18 eventlog entries, the touched
@@ -20,7 +20,7 @@ Schema (version in `PRAGMA user_version`, file identified by
                                                   keyed by (seq, idx): appended per batch
     meta(key, value)                              'last_seq'
 
-The eventlog is the record (SPEC §7). `jobs.tree` is the job's durable tree
+The eventlog is the record (docs/durability.md). `jobs.tree` is the job's durable tree
 (what replaying its eventlog gives: canonical JSON, NULL for none),
 `user_bytes` the size of its `user` namespace, `allocated` whether it had
 an `alloc` entry, `note` its last exception note. They are computed from the

@@ -1,4 +1,4 @@
-"""An obviously-correct pure-Python model of SPEC §2 (merge + pruning) and
+"""An obviously-correct pure-Python model of docs/data-model.md (merge + pruning) and
 of the canonical text the C core writes. Property tests compare the core
 against it."""
 
@@ -8,7 +8,7 @@ INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
 def merge(tree, patch):
-    """SPEC §2: merge dict `patch` into `tree` (dict or None, already pruned).
+    """docs/data-model.md: merge dict `patch` into `tree` (dict or None, already pruned).
 
     null deletes; object into object recurses; object into anything else is
     merged into an empty object; any other value replaces (keeping the key's

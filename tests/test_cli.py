@@ -1,4 +1,4 @@
-"""flux-annotate through subprocess against a real `serve` process (SPEC §9):
+"""flux-annotate through subprocess against a real `serve` process (docs/cli.md):
 formats, exit codes 0/1/2, stdin values, owner tools, watch, demo."""
 
 import json

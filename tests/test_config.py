@@ -1,4 +1,4 @@
-"""SPEC §3 configuration: defaults, every key optional, bad input named."""
+"""Configuration (docs/configuration.md): defaults, every key optional, bad input named."""
 
 import errno
 

@@ -1,4 +1,4 @@
-"""flux_annot.merge and JobTable.annotate against SPEC §2 and tests/model.py."""
+"""flux_annot.merge and JobTable.annotate against docs/data-model.md and tests/model.py."""
 
 import json
 

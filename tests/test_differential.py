@@ -8,7 +8,7 @@
    `json.dumps(..., ensure_ascii=False, separators=(",", ":"))` writes for
    the expected value, and canonical text must be a fixed point.
 
-   The number rule (SPEC §2, DESIGN "Numbers"): an integer literal that
+   The number rule (docs/data-model.md, DESIGN "Numbers"): an integer literal that
    fits in int64 stays an integer (`-0` is `0`); every other number - one
    with a fraction or an exponent, or an integer outside [-2**63, 2**63-1] -
    is a double, printed as `repr(float)`. A number whose double would be
@@ -21,7 +21,7 @@
    change nothing in a `JobTable`.
 
 3. Random patch sequences through `JobTable.annotate`, `annotate_many` and
-   `flux_annot.merge` against `model_merge` below (SPEC §2, written here
+   `flux_annot.merge` against `model_merge` below (docs/data-model.md, written here
    from the spec so this file does not depend on tests/model.py).
 """
 
@@ -402,7 +402,7 @@ def test_valid_escapes_and_pairs(text, want):
 
 
 def model_merge(tree, patch):
-    """SPEC §2 written plainly: RFC 7396 for object patches, plus pruning.
+    """docs/data-model.md written plainly: RFC 7396 for object patches, plus pruning.
 
     Returns the new tree (a dict, never empty) or None when nothing is left.
     Python dict assignment keeps a replaced key at its place (§2 key order).

@@ -1,4 +1,4 @@
-"""Batches and subscriptions through the public service API (SPEC §6, §10)."""
+"""Batches and subscriptions through the public service API (docs/events.md, docs/python-api.md)."""
 
 import pytest
 

@@ -1,4 +1,4 @@
-"""Snapshot + deltas in order rebuild exactly the trees `get` returns (SPEC §6)."""
+"""Snapshot + deltas in order rebuild exactly the trees `get` returns (docs/events.md)."""
 
 import copy
 

@@ -1,4 +1,4 @@
-"""Job ids (SPEC §1): every input form, round trips, output prefix, errors."""
+"""Job ids (docs/data-model.md): every input form, round trips, output prefix, errors."""
 
 import io
 import random

@@ -1,4 +1,4 @@
-"""Listing formats (SPEC §9): fields, headings, padding, odd keys, and
+"""Listing formats (docs/cli.md): fields, headings, padding, odd keys, and
 robustness against anything one job's annotations may hold."""
 
 import os

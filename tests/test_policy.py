@@ -1,4 +1,4 @@
-"""Policy of SPEC §3 at the unit level (the service tests cover it end to end),
+"""Policy of docs/policy.md at the unit level (the service tests cover it end to end),
 with a hypothesis check against an obviously-correct model of the rules."""
 
 import errno
@@ -66,7 +66,7 @@ NS = ["sched", "user", "workflow", "site", "x"]
 def test_writable_matches_model(rules, role, ns):
     cfg = Config({"namespace": rules})
     p = Policy(cfg)
-    # model: the named table if any, else the default table, else SPEC defaults
+    # model: the named table if any, else the default table, else the documented defaults (docs/policy.md)
     defaults = {"sched": ["sched"], "user": ["owner", "job-owner"], "default": ["owner"]}
     table = ns if ns in rules or ns in defaults else "default"
     write = rules.get(table, {}).get("write", defaults.get(table))

@@ -1,4 +1,4 @@
-"""The wire format of SPEC §8: framing, request checks, response splicing."""
+"""The wire format of docs/protocol.md: framing, request checks, response splicing."""
 
 import json
 import struct

@@ -1,4 +1,4 @@
-"""Restart from the SQLite store (SPEC §7): seq continuity, exactly the durable state."""
+"""Restart from the SQLite store (docs/durability.md): seq continuity, exactly the durable state."""
 
 import os
 import signal

@@ -2,7 +2,7 @@
 since its last durable state has its live tree written as its snapshot row.
 Through the public service API, any sequence of calls, restarts included,
 must restart to exactly what replaying the eventlog gives, and to the
-durable state a model of SPEC §7 expects (volatile changes since the job's
+durable state a model of docs/durability.md expects (volatile changes since the job's
 last durable entry gone, everything else kept)."""
 
 import json
@@ -36,7 +36,7 @@ def user_size(tree):
 
 
 class Model:
-    """The durable tree each job should restart with (SPEC §7), kept in a
+    """The durable tree each job should restart with (docs/durability.md), kept in a
     table of its own from what the calls did, not from the store."""
 
     def __init__(self):

@@ -1,4 +1,4 @@
-"""Restart from the per-job snapshot rows (SPEC §7, issue 4): the snapshot the
+"""Restart from the per-job snapshot rows (docs/durability.md, issue 4): the snapshot the
 store keeps with each batch equals a replay of the eventlog, restart reads it
 in bulk, and the cases it cannot serve fall back to the eventlog."""
 

@@ -14,7 +14,7 @@ def test_annotate_only_given_keys():
         "type": 1,
         "annotations": {"sched": {"reason_pending": "insufficient resources", "jobs_ahead": 2}},
     }
-    # None is passed on: it deletes the key (SPEC §2)
+    # None is passed on: it deletes the key (docs/data-model.md)
     assert sched.annotate(5, t_estimate=None)["annotations"] == {"sched": {"t_estimate": None}}
 
 

@@ -1,4 +1,4 @@
-"""Every topic of SPEC §8 over a real server process, and their errors."""
+"""Every topic of docs/protocol.md over a real server process, and their errors."""
 
 import errno
 import json

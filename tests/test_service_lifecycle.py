@@ -1,4 +1,4 @@
-"""SPEC §5: life cycle and alloc responses, one test per row of the table,
+"""docs/lifecycle.md: life cycle and alloc responses, one test per row of the table,
 malformed responses, `state` transitions, and a t2206-style life cycle
 (flux-core t/t2206-job-manager-annotate.t: five jobs on two cores)."""
 

@@ -1,4 +1,4 @@
-"""SPEC §4, one test per row of the limits table (small configured limits
+"""docs/limits.md, one test per row of the limits table (small configured limits
 where the default would make a slow test), errnos and messages included;
 every rejection changes nothing and is counted by reason."""
 

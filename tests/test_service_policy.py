@@ -1,4 +1,4 @@
-"""SPEC §3, one test per row of the namespace table and per rule below it,
+"""docs/policy.md, one test per row of the namespace table and per rule below it,
 through the public API (AnnotationService, Cred), messages included."""
 
 import errno
@@ -208,7 +208,7 @@ def test_bad_annotations_type():
 
 
 def test_namespace_values_must_be_objects():
-    """SPEC §1: each namespace's value is an object (null deletes it)."""
+    """docs/data-model.md: each namespace's value is an object (null deletes it)."""
     svc = make()
     svc.memo(A, 1, {"k": 1})
     before = ann(svc, 1)
