@@ -17,6 +17,8 @@ Debian's chromium as tests/test_top.py and tests/test_dashboard_browser.py.
 """
 
 import json
+import os
+import subprocess
 
 import pytest
 
@@ -25,21 +27,40 @@ from flux_annot.live import LiveModel, LiveThread
 from fluxinst import FluxInstance, Mirror, flux_prefix, submit, wait_for
 
 
+HOLD_PRIORITY_C = os.path.join(os.path.dirname(__file__), "data", "flux_hold_priority.c")
+
+
+def hold_priority_plugin(prefix, where):
+    """tests/data/flux_hold_priority.c built against the Flux under test: a
+    jobtap plugin that keeps a job of urgency 1 in PRIORITY."""
+    so = str(where / "hold_priority.so")
+    cc = os.environ.get("CC", "cc")
+    r = subprocess.run(
+        [cc, "-std=c11", "-shared", "-fPIC", f"-I{prefix}/include", HOLD_PRIORITY_C, "-o", so,
+         f"-L{prefix}/lib", "-lflux-core"],
+        capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"cannot build the jobtap plugin: {r.stderr}"
+    return so
+
+
 @pytest.fixture(scope="module")
 def flux(tmp_path_factory):
     """One instance and its mirror for the module; the jobs, oldest first:
-    running (RUN, the whole node), dep (DEPEND on `running`), waiting
-    (SCHED: no resources), held x2 (SCHED, urgency 0, a memo on the
-    first), cancelled (INACTIVE)."""
+    running (RUN, the whole node), prio (PRIORITY: urgency 1 and the
+    plugin), dep (DEPEND on `running`), waiting (SCHED: no resources),
+    held x2 (SCHED, urgency 0, a memo on the first), cancelled (INACTIVE)."""
+    where = tmp_path_factory.mktemp("lvmirror")
     inst = FluxInstance(flux_prefix()).start()
     mirror = None
     try:
-        mirror = Mirror(inst, tmp_path_factory.mktemp("lvmirror") / "mirror.db").start()
+        inst.flux("jobtap", "load", hold_priority_plugin(inst.prefix, where))
+        mirror = Mirror(inst, where / "mirror.db").start()
         mirror.wait_synced()
         jobs = {}
         jobs["running"] = submit(inst, "-N1", "--exclusive", "sleep", "600")
         wait_for("the first job to run", lambda: inst.jobs()[jobs["running"]]["state"] == "RUN")
-        # dep before the SCHED jobs: older, yet behind them in the queue
+        # prio and dep before the SCHED jobs: older, yet behind them in the queue
+        jobs["prio"] = submit(inst, "--urgency=1", "sleep", "600")
         jobs["dep"] = submit(inst, f"--dependency=afterany:{jobs['running']}", "sleep", "600")
         jobs["waiting"] = submit(inst, "sleep", "600")
         jobs["held"] = submit(inst, "--urgency=0", "sleep", "600")
@@ -47,7 +68,7 @@ def flux(tmp_path_factory):
         jobs["cancelled"] = submit(inst, "--urgency=0", "sleep", "600")
         inst.flux("cancel", str(jobs["cancelled"]))
         inst.flux("job", "memo", str(jobs["held"]), "note=held-by-test", "n=1")
-        want = {"running": "RUN", "waiting": "SCHED", "held": "SCHED", "held2": "SCHED",
+        want = {"running": "RUN", "prio": "PRIORITY", "waiting": "SCHED", "held": "SCHED", "held2": "SCHED",
                 "dep": "DEPEND", "cancelled": "INACTIVE"}
         wait_for("Flux to settle",
                  lambda: all(inst.jobs()[jobs[k]]["state"] == s for k, s in want.items()))
@@ -84,7 +105,7 @@ def test_live_model_equals_list(flux):
     inst, mirror, jobs = flux
     want = by_id(settled(inst, mirror))
     states = {s for _, s, _ in want.values()}
-    assert {"DEPEND", "SCHED", "RUN", "INACTIVE"} <= states, states
+    assert {"PRIORITY", "DEPEND", "SCHED", "RUN", "INACTIVE"} <= states, states
     model = LiveModel()
     thread = LiveThread(model, mirror.socket, give_up=60).start()
     try:
@@ -96,11 +117,12 @@ def test_live_model_equals_list(flux):
                  lambda: model.status == "live" and model_view() == by_id(list_json(mirror)))
         view = model_view()
         assert view[jobs["dep"]][1] == "DEPEND"
+        assert view[jobs["prio"]][1] == "PRIORITY"
         assert view[jobs["held"]][1:] == ("SCHED", {"user": {"note": "held-by-test", "n": 1}})
         assert view[jobs["running"]][2]["sched"]["resource_summary"].startswith("rank0/core")
         assert view[jobs["cancelled"]][1] == "INACTIVE"
         counts = model.counts()
-        assert counts["DEPEND"] >= 1 and counts["RUN"] >= 1 and counts["INACTIVE"] >= 1
+        assert counts["DEPEND"] >= 1 and counts["PRIORITY"] >= 1 and counts["RUN"] >= 1 and counts["INACTIVE"] >= 1
         # live: a change through Flux comes to the model by the subscription
         inst.flux("job", "memo", str(jobs["held2"]), "live=model")
         wait_for("the memo in the model",
@@ -151,7 +173,9 @@ def test_top_over_the_mirror(flux, term):
     # Queue order: the scheduler's queue (SCHED, oldest first: sched-simple
     # gives no estimates), then the older DEPEND job, then the running one.
     order = [row.split()[0] for row in table(lines)]
-    assert order == [JobID(jobs[k]).f58 for k in ("waiting", "held", "held2", "dep", "running")]
+    assert order == [JobID(jobs[k]).f58
+                     for k in ("waiting", "held", "held2", "prio", "dep", "running")]
+    assert rows[JobID(jobs["prio"]).f58].split()[2] == "P"
     # the state column (first letters); the memo starts in its column (80
     # columns cut it) and is whole in the detail pane
     assert rows[JobID(jobs["dep"]).f58].split()[2] == "D"
@@ -170,6 +194,14 @@ def test_top_over_the_mirror(flux, term):
         lambda ls: JobID(new).f58 in "\n".join(table(ls)) and '"via": "flux"' in "\n".join(ls),
         "the new job and the memo on the screen")
     assert f"SCHED {counts['SCHED'] + 1}" in lines[1]
+    # Flux moves the PRIORITY job into the scheduler's queue: its row moves
+    # up among the SCHED jobs (by id: it is older) and the counts follow.
+    inst.flux("job", "urgency", str(jobs["prio"]), "16")
+    lines = term.wait(lambda ls: "PRIORITY" not in ls[1], "PRIORITY to empty")
+    assert f"SCHED {counts['SCHED'] + 2}" in lines[1]
+    order = [row.split()[0] for row in table(lines)]
+    assert order.index(JobID(jobs["prio"]).f58) < order.index(JobID(jobs["waiting"]).f58)
+    assert order.index(JobID(jobs["prio"]).f58) < order.index(JobID(jobs["dep"]).f58)
     term.keys("q")
     lines = term.wait(lambda ls: "EXIT=0" in "\n".join(ls), "top to quit")
     assert "JOBID" not in "\n".join(lines)
@@ -223,13 +255,15 @@ def test_dashboard_over_the_mirror(flux, browser):
         counts = browser.execute_script(
             "var o = {}; document.querySelectorAll('#counts .count-box').forEach("
             "function (d) { o[d.dataset.state] = d.firstElementChild.textContent; }); return o;")
-        for s in ("DEPEND", "SCHED", "RUN", "INACTIVE"):
+        for s in ("NEW", "DEPEND", "PRIORITY", "SCHED", "RUN", "CLEANUP", "INACTIVE"):
             assert counts[s] == str(sum(1 for j in listed if j["state"] == s)), counts
-        # The pending table in queue order: SCHED, then the older DEPEND job.
+        # The pending table in queue order: SCHED, then the older PRIORITY
+        # and DEPEND jobs (when the top test ran first, prio is SCHED now).
         pending = [int(r[0]) for r in browser.execute_script(JS_TABLE, "#pending")]
         sched_ids = sorted(j["id"] for j in listed if j["state"] == "SCHED")
-        assert pending == sched_ids + [jobs["dep"]]
-        assert jobs["dep"] < sched_ids[0]
+        later = [jobs["prio"]] if jobs["prio"] not in sched_ids else []
+        assert pending == sched_ids + later + [jobs["dep"]]
+        assert jobs["dep"] < jobs["waiting"] and jobs["waiting"] in sched_ids
         # A memo made through Flux shows up on the open page.
         inst.flux("job", "memo", str(jobs["held"]), "page=live")
         def memo_shown():
