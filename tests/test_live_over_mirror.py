@@ -232,7 +232,6 @@ def test_top_rows_equal_list_over_the_mirror(flux, term):
 
 @pytest.fixture
 def browser():
-    pytest.importorskip("selenium", reason="the dashboard tests need the `test` extra")
     from dashproc import chrome
 
     d = chrome()
