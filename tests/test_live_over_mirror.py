@@ -280,3 +280,56 @@ def test_dashboard_over_the_mirror(flux, browser):
     finally:
         dash.stop()
 
+
+
+# --- restarts ------------------------------------------------------------------
+
+
+def test_live_model_across_restarts_of_the_mirror_and_of_flux(tmp_path):
+    """The model resumes after the mirror restarts (what Flux did meanwhile
+    comes through `since`), and after Flux itself restarts the jobs Flux
+    lost are INACTIVE in the model as in `list`."""
+    inst = FluxInstance(flux_prefix()).start()
+    mirror = Mirror(inst, tmp_path / "mirror.db")
+    thread = None
+    try:
+        mirror.start()
+        mirror.wait_synced()
+        running = submit(inst, "sleep", "600")
+        held = submit(inst, "--urgency=0", "sleep", "600")
+        model = LiveModel()
+        thread = LiveThread(model, mirror.socket, give_up=120, retry=0.2).start()
+
+        def model_view():
+            with model.lock:
+                return {i: (j.userid, j.state, j.annotations) for i, j in model.jobs.items()}
+
+        def equal():
+            return model.status == "live" and model_view() == by_id(list_json(mirror))
+
+        wait_for("the model to equal list --json", equal)
+        wait_for("the job to run", lambda: model_view()[running][1] == "RUN")
+        seq = model.seq
+        assert mirror.stop() == 0
+        wait_for("the model to notice", lambda: model.status == "disconnected")
+        # Flux goes on while the mirror is away
+        new = submit(inst, "--urgency=0", "sleep", "600")
+        inst.flux("job", "memo", str(held), "while=away")
+        mirror.start()
+        mirror.wait_synced()
+        wait_for("the model to catch up", lambda: new in model_view() and equal())
+        assert model_view()[held][2] == {"user": {"while": "away"}}
+        assert model.seq > seq
+        # Flux dies and comes back without the jobs
+        inst.kill()
+        wait_for("the mirror to notice", lambda: not mirror.stats()["flux"]["connected"])
+        inst.start()
+        mirror.wait_synced()
+        wait_for("the lost jobs to be INACTIVE in the model",
+                 lambda: all(model_view()[j][1] == "INACTIVE" for j in (running, held, new))
+                 and equal())
+    finally:
+        if thread is not None:
+            thread.stop()
+        mirror.cleanup()
+        inst.cleanup()
