@@ -174,7 +174,8 @@ class TopView:
                 sched = ann.get("sched") if isinstance(ann, dict) else None
                 stage = _STAGE[st]
                 if isinstance(sched, dict):
-                    return (0, stage, _num(sched.get("jobs_ahead")), _num(sched.get("t_estimate")), jid)
+                    ahead = _num(sched.get("jobs_ahead"))
+                    return (0, stage, ahead, _num(sched.get("t_estimate")), jid)
                 return (0, stage, _INF, _INF, jid)
             return (1 if st in RUNNING else 2, 0, 0.0, 0.0, -jid)
         if sort == "id":

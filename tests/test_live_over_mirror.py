@@ -68,8 +68,8 @@ def flux(tmp_path_factory):
         jobs["cancelled"] = submit(inst, "--urgency=0", "sleep", "600")
         inst.flux("cancel", str(jobs["cancelled"]))
         inst.flux("job", "memo", str(jobs["held"]), "note=held-by-test", "n=1")
-        want = {"running": "RUN", "prio": "PRIORITY", "waiting": "SCHED", "held": "SCHED", "held2": "SCHED",
-                "dep": "DEPEND", "cancelled": "INACTIVE"}
+        want = {"running": "RUN", "prio": "PRIORITY", "dep": "DEPEND", "waiting": "SCHED",
+                "held": "SCHED", "held2": "SCHED", "cancelled": "INACTIVE"}
         wait_for("Flux to settle",
                  lambda: all(inst.jobs()[jobs[k]]["state"] == s for k, s in want.items()))
         yield inst, mirror, jobs
@@ -86,6 +86,12 @@ def list_json(m):
 
 def by_id(jobs):
     return {j["id"]: (j["userid"], j["state"], j["annotations"]) for j in jobs}
+
+
+def model_view(model):
+    """{id: (userid, state, annotations)} of a live model, as by_id."""
+    with model.lock:
+        return {i: (j.userid, j.state, j.annotations) for i, j in model.jobs.items()}
 
 
 def settled(inst, mirror):
@@ -109,26 +115,24 @@ def test_live_model_equals_list(flux):
     model = LiveModel()
     thread = LiveThread(model, mirror.socket, give_up=60).start()
     try:
-        def model_view():
-            with model.lock:
-                return {i: (j.userid, j.state, j.annotations) for i, j in model.jobs.items()}
-
         wait_for("the model to equal list --json",
-                 lambda: model.status == "live" and model_view() == by_id(list_json(mirror)))
-        view = model_view()
+                 lambda: model.status == "live" and model_view(model) == by_id(list_json(mirror)))
+        view = model_view(model)
         assert view[jobs["dep"]][1] == "DEPEND"
         assert view[jobs["prio"]][1] == "PRIORITY"
         assert view[jobs["held"]][1:] == ("SCHED", {"user": {"note": "held-by-test", "n": 1}})
         assert view[jobs["running"]][2]["sched"]["resource_summary"].startswith("rank0/core")
         assert view[jobs["cancelled"]][1] == "INACTIVE"
         counts = model.counts()
-        assert counts["DEPEND"] >= 1 and counts["PRIORITY"] >= 1 and counts["RUN"] >= 1 and counts["INACTIVE"] >= 1
+        for state in ("PRIORITY", "DEPEND", "SCHED", "RUN", "INACTIVE"):
+            assert counts[state] == sum(1 for v in view.values() if v[1] == state)
         # live: a change through Flux comes to the model by the subscription
         inst.flux("job", "memo", str(jobs["held2"]), "live=model")
         wait_for("the memo in the model",
-                 lambda: (model_view().get(jobs["held2"]) or (0, 0, None))[2] == {"user": {"live": "model"}})
+                 lambda: (model_view(model).get(jobs["held2"]) or (0, 0, None))[2]
+                 == {"user": {"live": "model"}})
         wait_for("the model to equal list --json again",
-                 lambda: model_view() == by_id(list_json(mirror)))
+                 lambda: model_view(model) == by_id(list_json(mirror)))
     finally:
         thread.stop()
     assert thread.done.is_set() and thread.error is None
@@ -300,15 +304,11 @@ def test_live_model_across_restarts_of_the_mirror_and_of_flux(tmp_path):
         model = LiveModel()
         thread = LiveThread(model, mirror.socket, give_up=120, retry=0.2).start()
 
-        def model_view():
-            with model.lock:
-                return {i: (j.userid, j.state, j.annotations) for i, j in model.jobs.items()}
-
         def equal():
-            return model.status == "live" and model_view() == by_id(list_json(mirror))
+            return model.status == "live" and model_view(model) == by_id(list_json(mirror))
 
         wait_for("the model to equal list --json", equal)
-        wait_for("the job to run", lambda: model_view()[running][1] == "RUN")
+        wait_for("the job to run", lambda: model_view(model)[running][1] == "RUN")
         seq = model.seq
         assert mirror.stop() == 0
         wait_for("the model to notice", lambda: model.status == "disconnected")
@@ -317,8 +317,8 @@ def test_live_model_across_restarts_of_the_mirror_and_of_flux(tmp_path):
         inst.flux("job", "memo", str(held), "while=away")
         mirror.start()
         mirror.wait_synced()
-        wait_for("the model to catch up", lambda: new in model_view() and equal())
-        assert model_view()[held][2] == {"user": {"while": "away"}}
+        wait_for("the model to catch up", lambda: new in model_view(model) and equal())
+        assert model_view(model)[held][2] == {"user": {"while": "away"}}
         assert model.seq > seq
         # Flux dies and comes back without the jobs
         inst.kill()
@@ -326,7 +326,7 @@ def test_live_model_across_restarts_of_the_mirror_and_of_flux(tmp_path):
         inst.start()
         mirror.wait_synced()
         wait_for("the lost jobs to be INACTIVE in the model",
-                 lambda: all(model_view()[j][1] == "INACTIVE" for j in (running, held, new))
+                 lambda: all(model_view(model)[j][1] == "INACTIVE" for j in (running, held, new))
                  and equal())
     finally:
         if thread is not None:
