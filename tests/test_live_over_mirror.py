@@ -286,6 +286,43 @@ def test_dashboard_over_the_mirror(flux, browser):
 
 
 
+# --- a job Flux rejects -----------------------------------------------------------
+
+
+def test_jobs_flux_rejects_end_inactive_and_the_views_go_on(flux):
+    """Flux posts `submit` then `invalidate` for a job a plugin rejects at
+    validation, and forgets it. The mirror ends it INACTIVE with a note
+    (never a NEW job for ever in a live view), and what comes after still
+    flows (it used to stop every later batch)."""
+    inst, mirror, jobs = flux
+    model = LiveModel()
+    thread = LiveThread(model, mirror.socket, give_up=60).start()
+    try:
+        wait_for("the model to equal list --json",
+                 lambda: model.status == "live" and model_view(model) == by_id(list_json(mirror)))
+        before = set(model_view(model))
+        for _ in range(3):
+            r = inst.flux("submit", "--urgency=2", "sleep", "1", check=False)
+            assert r.returncode != 0 and "rejected by the test plugin" in r.stderr
+        inst.flux("job", "memo", str(jobs["held2"]), "after=rejects")
+        new = submit(inst, "--urgency=0", "sleep", "600")
+        wait_for("the memo and the new job in the model",
+                 lambda: new in model_view(model)
+                 and model_view(model)[jobs["held2"]][2]["user"].get("after") == "rejects")
+        listed = wait_for("the model to equal list --json",
+                          lambda: (lambda got: got if model_view(model) == by_id(got) else None)(
+                              list_json(mirror)))
+        rejected = {j["id"]: j for j in listed if j["id"] not in before | {new}}
+        assert len(rejected) == 3
+        for j in rejected.values():
+            assert j["state"] == "INACTIVE" and j["annotations"] is None
+            assert j["exception"] == "the Flux instance rejected the job (invalidate)"
+        assert not set(rejected) & set(inst.jobs())  # Flux forgot them
+        assert "NEW" not in model.counts()
+    finally:
+        thread.stop()
+
+
 # --- restarts ------------------------------------------------------------------
 
 

@@ -3,7 +3,9 @@
  * "unavailable") until its urgency changes (`flux job urgency ID N`); every
  * other job gets the priority Flux's default plugin gives (the urgency; 0
  * when held, the maximum when expedited). Flux ships no plugin that keeps
- * a job in PRIORITY, and the live views must show that state. */
+ * a job in PRIORITY, and the live views must show that state. A job of
+ * urgency 2 is rejected at validation, after its `submit` event: Flux then
+ * posts `invalidate` for it. */
 
 #include <stdint.h>
 
@@ -58,7 +60,24 @@ static int urgency_cb (flux_plugin_t *p, const char *topic,
                                          : (unsigned int)urgency);
 }
 
+/* job.validate: a job of urgency 2 is rejected (Flux posts `invalidate`). */
+static int validate_cb (flux_plugin_t *p, const char *topic,
+                        flux_plugin_arg_t *args, void *arg)
+{
+    int urgency = -1;
+
+    (void)topic;
+    (void)arg;
+    if (flux_plugin_arg_unpack (args, FLUX_PLUGIN_ARG_IN,
+                                "{s:i}", "urgency", &urgency) < 0)
+        return flux_jobtap_error (p, args, "hold-priority: no urgency");
+    if (urgency == 2)
+        return flux_jobtap_reject_job (p, args, "urgency 2 is rejected by the test plugin");
+    return 0;
+}
+
 static const struct flux_plugin_handler tab[] = {
+    { "job.validate", validate_cb, NULL },
     { "job.state.priority", priority_cb, NULL },
     { "job.priority.get", priority_cb, NULL },
     { "job.event.urgency", urgency_cb, NULL },
