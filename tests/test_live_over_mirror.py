@@ -245,7 +245,7 @@ def browser():
 
 def test_dashboard_over_the_mirror(flux, browser):
     from dashproc import JS_TABLE, DashboardProc
-    from test_dashboard_browser import open_page, page_view, wait_equal
+    from test_dashboard_browser import name_of, open_page, page_view, wait_equal
 
     inst, mirror, jobs = flux
     settled(inst, mirror)
@@ -267,8 +267,11 @@ def test_dashboard_over_the_mirror(flux, browser):
         later = [jobs["prio"]] if jobs["prio"] not in sched_ids else []
         assert pending == sched_ids + later + [jobs["dep"]]
         assert jobs["dep"] < jobs["waiting"] and jobs["waiting"] in sched_ids
-        # A memo made through Flux shows up on the open page.
+        # A memo made through Flux and a new job show up on the open page
+        # (the new job's owner too: the dashboard asks the mirror).
         inst.flux("job", "memo", str(jobs["held"]), "page=live")
+        new = submit(inst, "--urgency=0", "sleep", "600")
+        wait_for("the new job on the page", lambda: new in page_view(browser))
         def memo_shown():
             ann = (page_view(browser).get(jobs["held"]) or (0, 0, None))[2] or {}
             return ann.get("user", {}).get("page") == "live"
@@ -276,6 +279,7 @@ def test_dashboard_over_the_mirror(flux, browser):
         wait_for("the memo on the page", memo_shown)
         listed = wait_equal(browser, mirror.socket)
         held = next(j for j in listed if j["id"] == jobs["held"])
+        assert page_view(browser)[new][:2] == (name_of(os.getuid()), "SCHED")
         assert held["annotations"]["user"]["note"] == "held-by-test"
         memos = browser.execute_script(
             "return Array.from(document.querySelectorAll('#memos tbody tr')).map("
