@@ -41,7 +41,8 @@ flux-restart SCHED→PRIORITY; alloc SCHED→RUN and the tree := its
 lowest severity, first of equals, is the job's exception note, as
 `flux jobs` shows it); finish RUN→CLEANUP; clean CLEANUP→INACTIVE;
 `annotations` tree := its context's tree (null clears); `memo` merges
-`{"user": memo}`; invalidate forgets the job. Other events change nothing.
+`{"user": memo}`; invalidate ends the job INACTIVE with a note (Flux
+forgets it). Other events change nothing.
 
 Batches: one journal `annotations` event of a pending job is held back
 until the job's next event (the alloc that Flux posts right after it),
@@ -133,6 +134,7 @@ OWNED = (
     "(the user namespace) can be written"
 )
 VANISHED = "the job is no longer known to the Flux instance"
+INVALIDATED = "the Flux instance rejected the job (invalidate)"
 _EMPTY = b"{}"
 _NS_USER = b"user"
 
@@ -331,13 +333,19 @@ class MirrorService(AnnotationService):
         self._flux["vanished"] += 1
         if job.state == SCHED:
             self._discard_sched(jobid, job)
-        ctx = {"type": "flux-annot", "severity": 0, "note": VANISHED}
-        self.hub.record_entry(jobid, "exception", ctx, now)
+        self._end(jobid, job, VANISHED, now)
+
+    def _end(self, jobid, job, note, ts):
+        """The job ends INACTIVE here with `note` (an exception of
+        flux-annot's own, severity 0), the job's note unless Flux gave it
+        one of severity 0 already."""
+        ctx = {"type": "flux-annot", "severity": 0, "note": note}
+        self.hub.record_entry(jobid, "exception", ctx, ts)
         old = self._severity.get(jobid)
         if old is None or old > 0:
-            self.notes[jobid] = VANISHED
+            self.notes[jobid] = note
             self._severity[jobid] = 0
-        self._set_state(jobid, job, INACTIVE, now)
+        self._set_state(jobid, job, INACTIVE, ts)
 
     # -- one event ---------------------------------------------------------------
 
@@ -449,7 +457,7 @@ class MirrorService(AnnotationService):
                 self._touched()
         elif name == "invalidate":
             if job.state == NEW:
-                self._forget(jobid, job)
+                self._invalidate(jobid, job, ts)
         else:
             self._flux["events_ignored"] += 1
 
@@ -473,14 +481,13 @@ class MirrorService(AnnotationService):
         if info.changed:
             self._touched()
 
-    def _forget(self, jobid, job):
-        """invalidate: Flux dropped a job that never left NEW."""
-        self._counts[job.state] -= 1
-        if job.user_bytes:
-            self.user_bytes.add(job.userid, -job.user_bytes)
-        self.table.remove(jobid)
-        del self.jobs[jobid]
-        self._last_ts.pop(jobid, None)
+    def _invalidate(self, jobid, job, ts):
+        """invalidate: Flux rejected a job that never left NEW and forgets
+        it. Here it ends INACTIVE with a note, as a job that vanished: its
+        submit may have been published already (the event stream cannot
+        take a job back), and a job shown or not by chance of timing would
+        be worse than one kept as history."""
+        self._end(jobid, job, INVALIDATED, ts)
 
     # -- batches --------------------------------------------------------------------
 

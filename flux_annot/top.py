@@ -44,6 +44,9 @@ TOP_FORMAT = (
 
 SORTS = ("queue", "id", "user", "state")
 PENDING = frozenset(("NEW", "DEPEND", "PRIORITY", "SCHED"))
+# Queue order: the scheduler's queue (SCHED) first; then the jobs not in it
+# yet, nearest to it first (a Flux job goes NEW → DEPEND → PRIORITY → SCHED).
+_STAGE = {"SCHED": 0, "PRIORITY": 1, "DEPEND": 2, "NEW": 3}
 RUNNING = frozenset(("RUN", "CLEANUP"))
 _STATE_INDEX = {s: i for i, s in enumerate(listing.STATES)}
 _INF = math.inf
@@ -169,10 +172,12 @@ class TopView:
                 # rows keep a dict)
                 ann = decode_tree(job.annotations_json)
                 sched = ann.get("sched") if isinstance(ann, dict) else None
+                stage = _STAGE[st]
                 if isinstance(sched, dict):
-                    return (0, _num(sched.get("jobs_ahead")), _num(sched.get("t_estimate")), jid)
-                return (0, _INF, _INF, jid)
-            return (1 if st in RUNNING else 2, 0.0, 0.0, -jid)
+                    ahead = _num(sched.get("jobs_ahead"))
+                    return (0, stage, ahead, _num(sched.get("t_estimate")), jid)
+                return (0, stage, _INF, _INF, jid)
+            return (1 if st in RUNNING else 2, 0, 0.0, 0.0, -jid)
         if sort == "id":
             return (jid,)
         if sort == "user":
@@ -247,6 +252,24 @@ def clip(text, width):
     return "".join(out)
 
 
+def fit_header(sources, right, width):
+    """Line 1 of the screen: "flux-annot top  SOURCE  RIGHT" in `width`
+    cells. `right` (seq, rate, clock) always stays; when the line is too
+    long, the first of `sources` (alternatives, longest first) that fits is
+    taken, then the title goes, and last the source keeps its end (the
+    specific part of a path or URI) after an ellipsis."""
+    for title in ("flux-annot top  ", ""):
+        for src in sources:
+            line = f"{title}{src}  {right}"
+            if len(line) <= width:
+                return line
+    src = sources[-1]
+    room = width - len(right) - 2
+    if room >= 8:
+        return f"{listing.ELLIPSIS}{src[len(src) - room + 1:]}  {right}"
+    return f"flux-annot top  {sources[0]}  {right}"  # clipped by the screen
+
+
 def detail_lines(jid, info):
     """The detail pane's lines for one job: who, state, whole annotations."""
     if info is None:
@@ -279,7 +302,9 @@ class TopScreen:
         self.win = win
         self.view = view
         self.term = term
-        self.source = source  # socket path (or Flux URI) for the header
+        # what the header names: one text, or alternatives longest first
+        # (`_source`: the socket and the Flux instance, or the instance alone)
+        self.source = (source,) if isinstance(source, str) else tuple(source)
         self.selected = None  # job id
         self.top = 0  # index of the first row shown
         self.detail = False
@@ -331,9 +356,8 @@ class TopScreen:
         if self.paused:
             marker = (marker + " [PAUSED]").strip()
         clock = time.strftime("%H:%M:%S")
-        left = f"flux-annot top  {self.source}"
         right = f"seq {m.seq}  {m.events_per_second():.0f} ev/s  {clock}"
-        line0 = f"{left}  {right}"
+        line0 = fit_header(self.source, right, self.cols - (len(marker) + 1 if marker else 0))
         counts = self.view.counts
         parts = [f"{s} {counts[s]}" for s in listing.STATES if counts.get(s)]
         if not parts:
@@ -525,7 +549,10 @@ def _source(path, stats):
     follows when its stats say which."""
     flux = stats.get("flux") if isinstance(stats, dict) else None
     uri = flux.get("uri") if isinstance(flux, dict) else None
-    return f"{path} (Flux {uri})" if isinstance(uri, str) and uri else path
+    if isinstance(uri, str) and uri:
+        # on a narrow screen the Flux instance is what tells mirrors apart
+        return (f"{path} (Flux {uri})", f"Flux {uri}")
+    return (path,)
 
 
 def run_top(socket=None, fmt=None, states=None, all_users=False, give_up=60.0,

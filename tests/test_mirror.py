@@ -14,7 +14,7 @@ import pytest
 from flux_annot import Cred
 from flux_annot.errors import AnnotError
 from flux_annot.listing import JobFormat
-from flux_annot.mirror import SENTINEL_ID, VANISHED, ListSource, MirrorService
+from flux_annot.mirror import INVALIDATED, SENTINEL_ID, VANISHED, ListSource, MirrorService
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 LIVE = os.path.join(DATA, "flux_journal_live.jsonl")
@@ -273,6 +273,49 @@ def test_flux_restart_vanished_jobs_become_inactive():
     for jobid in (B, C, D):
         assert got[jobid] == FLUX_VIEW[jobid]
     assert svc.stats()["flux"]["vanished"] == 2
+
+
+def _submitted(jobid, ts):
+    return {"id": jobid, "events": [{"timestamp": ts, "name": "submit", "context": {"userid": 0}}]}
+
+
+def _invalidated(jobid, ts):
+    return {"id": jobid, "events": [{"timestamp": ts, "name": "invalidate", "context": {}}]}
+
+
+@pytest.mark.parametrize("published_first", [False, True])
+def test_a_job_flux_invalidates_ends_inactive_and_the_stream_goes_on(tmp_path, published_first):
+    """Flux posts `invalidate` right behind the `submit` of a job a plugin
+    rejects, in the same batch here or not (timing). Either way the job
+    ends INACTIVE with a note, so a subscriber's picture equals `list`, and
+    batches still close (a forgotten job in the open batch used to stop
+    every later batch from being stored or published: KeyError)."""
+    src = ListSource([{"id": SENTINEL_ID, "events": []}])
+    svc = MirrorService(src, store=tmp_path / "m.db")
+    svc.pump(0)
+    svc.flush()
+    sub = svc.subscribe(OWNER, delta=True)
+    src.push(_submitted(77, 1.0))
+    if published_first:
+        svc.pump(0)
+        svc.flush()
+    src.push(_invalidated(77, 1.1))
+    src.push(_submitted(78, 2.0))
+    svc.pump(0)
+    svc.flush()
+    states = {}
+    for batch in sub:
+        for jobid, state, _ts in batch.get("transitions", ()):
+            states[jobid] = state
+    listed = {j["id"]: j["state"] for j in svc.list(OWNER)}
+    assert states == listed == {77: "INACTIVE", 78: "NEW"}
+    assert svc.get(OWNER, 77)["exception"] == INVALIDATED
+    assert svc.stats()["jobs"]["NEW"] == 1 and svc.stats()["jobs"]["INACTIVE"] == 1
+    svc.close()
+    # what was stored is what was published
+    again = MirrorService(ListSource([]), store=tmp_path / "m.db")
+    assert {j["id"]: j["state"] for j in again.list(OWNER)} == listed
+    again.close()
 
 
 def test_flux_restart_event_rebuilds_from_committed_events():

@@ -6,7 +6,7 @@ import os
 
 from flux_annot.listing import JobFormat
 from flux_annot.live import LiveModel
-from flux_annot.top import TOP_FORMAT, TopView
+from flux_annot.top import TOP_FORMAT, TopView, _source, fit_header
 
 ME = os.getuid()
 
@@ -40,6 +40,50 @@ def test_queue_order_jobs_ahead_then_estimate_then_id_running_after():
     ])
     assert v.order == [2, 4, 3, 1, 5, 7, 6]
     assert v.counts == {"SCHED": 5, "RUN": 2, "INACTIVE": 1}
+
+
+def test_jobs_not_yet_in_the_schedulers_queue_come_after_it():
+    """A Flux job goes NEW → DEPEND → PRIORITY → SCHED: only SCHED jobs are
+    in the scheduler's queue, so an older job still in DEPEND waits behind
+    them; the states before SCHED are counted like any other."""
+    m, v = view_of([
+        job(1, state="NEW"),
+        job(2, state="DEPEND"),
+        job(3, state="PRIORITY"),
+        job(4, state="DEPEND"),
+        job(5),
+        job(6, ann=sched(jobs_ahead=0)),
+        job(7, state="RUN"),
+    ])
+    assert v.order == [6, 5, 3, 2, 4, 1, 7]
+    assert v.counts == {"NEW": 1, "DEPEND": 2, "PRIORITY": 1, "SCHED": 2, "RUN": 1}
+    # Flux moves the DEPEND job on: it joins the scheduler's queue by id
+    m.apply_batch({"seq": 6, "transitions": [[2, "PRIORITY", 1.0]]})
+    v.update()
+    assert v.order == [6, 5, 2, 3, 4, 1, 7]
+    m.apply_batch({"seq": 7, "transitions": [[2, "SCHED", 2.0]]})
+    v.update()
+    assert v.order == [6, 2, 5, 3, 4, 1, 7]
+    assert v.counts == {"NEW": 1, "DEPEND": 1, "PRIORITY": 1, "SCHED": 3, "RUN": 1}
+
+
+def test_header_keeps_the_flux_instance_and_seq_on_a_narrow_screen():
+    sock = "/tmp/fa-msock-kxnj1tdb/run/socket"
+    uri = "local:///tmp/fa-flux-ugp_v071/run/local-0"
+    right = "seq 42  3 ev/s  12:00:00"
+    mirror = _source(sock, {"flux": {"mirror": True, "uri": uri}})
+    assert _source(sock, {"jobs": {}}) == (sock,)
+    wide = fit_header(mirror, right, 200)
+    assert wide == f"flux-annot top  {sock} (Flux {uri})  {right}"
+    # narrower: the socket gives way to the Flux instance, then the title
+    assert fit_header(mirror, right, 90) == f"flux-annot top  Flux {uri}  {right}"
+    assert fit_header(mirror, right, 80) == f"Flux {uri}  {right}"
+    # then the URI keeps its end
+    narrow = fit_header(mirror, right, 50)
+    assert len(narrow) == 50 and narrow.endswith(f"local-0  {right}")
+    # without a mirror the socket alone, cut the same way
+    assert fit_header((sock,), right, 80) == f"flux-annot top  {sock}  {right}"
+    assert fit_header((sock,), right, 40).endswith(f"socket  {right}")
 
 
 def test_a_delta_moves_only_what_it_changes():

@@ -277,7 +277,13 @@
     return typeof v === "number" ? v : Infinity;
   }
 
+  // The scheduler's queue (SCHED) first, then the jobs not in it yet,
+  // nearest to it first (NEW -> DEPEND -> PRIORITY -> SCHED).
+  var STAGE = { SCHED: 0, PRIORITY: 1, DEPEND: 2, NEW: 3 };
+
   function byQueue(a, b) {
+    var s = STAGE[a.state] - STAGE[b.state];
+    if (s !== 0) return s;
     var x = ahead(a), y = ahead(b);
     if (x !== y) return x < y ? -1 : 1;
     return a.key < b.key ? -1 : a.key > b.key ? 1 : 0;
