@@ -30,6 +30,8 @@ GIL_SWITCH = 0.0005
 class MirrorServer(Server):
     """A `Server` of a `MirrorService` (module doc)."""
 
+    hot_writes = False  # memos go to Flux through h_memo / h_annotate
+
     async def start(self):
         await super().start()
         source = self.service.source

@@ -483,6 +483,11 @@ class Connection(asyncio.BufferedProtocol):
 class Server:
     """An AnnotationService served on one Unix socket (see module doc)."""
 
+    # Hot annotate/memo/alloc frames go straight to the service's text paths
+    # (`serve`); a subclass whose writes take another way (the Flux mirror
+    # sends memos to Flux) sets False and gets them through its handlers.
+    hot_writes = True
+
     def __init__(self, service, socket_path):
         self.service = service
         self.hub = service.hub
@@ -743,11 +748,14 @@ class Server:
         nrec = len(recs) // _WORDS
         self.nrequests += nrec  # less the frames left unserved (below)
         served = 0
+        nohot = not self.hot_writes
         it = iter(recs)
         for st, mt, jobid, voff, vlen, koff, klen, poff, plen, toff, tlen, end in zip(
             it, it, it, it, it, it, it, it, it, it, it, it
         ):
             reply = None
+            if nohot:
+                st &= ~F_HOT  # served by the topic's handler (serve_other)
             try:
                 if st == _HOT_ANNOTATE_V:
                     if koff != last_koff or klen != last_klen:  # else: same namespaces
