@@ -277,7 +277,8 @@ def phase(name, args, srv, dash, driver, path, ids, n_pages):
             "lag_batches": len(apply_lag),
             "show_p50": statistics.median(show_lag) if show_lag else None,
             "show_p99": pct(show_lag, 99) if show_lag else None, "catch_up_s": catch_up,
-            "updates": updates, "elapsed_s": elapsed, "dashboard_us_per_update": 1e6 * cpu_d / updates,
+            "updates": updates, "elapsed_s": elapsed,
+            "dashboard_us_per_update": 1e6 * cpu_d / updates,
             "service_cpu": cpu_s / elapsed, "loadavg": os.getloadavg()}
 
 
@@ -287,7 +288,8 @@ def main(argv=None):
     ap.add_argument("--rate", type=int, default=5000, help="updates per second")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--extra", type=int, default=4, help="more pages in the second phase")
-    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last")
+    ap.add_argument("--json", action="store_true",
+                    help="also print the figures as one JSON object, on the last line")
     args = ap.parse_args(argv)
 
     from flux_annot import AsyncClient, sched
@@ -341,7 +343,8 @@ def main(argv=None):
             print(json.dumps({
                 "jobs": args.jobs, "rate": args.rate, "seconds": args.seconds, "extra": args.extra,
                 "chromium": driver.capabilities.get("browserVersion"), "one": one, "more": more,
-                "cpu_per_extra_page": (more["cpu"] - one["cpu"]) / args.extra if args.extra else None,
+                "cpu_per_extra_page": ((more["cpu"] - one["cpu"]) / args.extra
+                                       if args.extra else None),
                 "kept_up": ok,
             }))
         return 0 if ok else 1

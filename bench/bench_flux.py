@@ -63,7 +63,8 @@ def main(argv=None):
     )
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--markdown", action="store_true", help="print a REPORT.md section too")
-    ap.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last")
+    ap.add_argument("--json", action="store_true",
+                    help="also print the figures as one JSON object, on the last line")
     ap.add_argument("--config", help="TOML configuration for the mirror (e.g. its [batch] window)")
     args = ap.parse_args(argv)
     if not args.prefix or not os.access(os.path.join(args.prefix, "bin", "flux"), os.X_OK):

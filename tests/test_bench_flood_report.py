@@ -113,7 +113,7 @@ def _fake_measurements(good):
 
 
 def _result(row):
-    """The result cell of a report row (measure | figure | anchor | ratio | target | result | load)."""
+    """The result cell of a row: measure | figure | anchor | ratio | target | result | load."""
     cells = row.strip("|").split(" | ")
     assert len(cells) == 7, row
     return cells[5]
