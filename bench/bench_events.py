@@ -1,4 +1,4 @@
-"""Events and durability benchmarks (docs/events.md, durability.md, performance.md). Prints numbers.
+"""Events and durability benchmarks (docs/events.md, docs/durability.md, docs/performance.md). Prints numbers; asserts nothing.
 
 1. Batch encoding for 100k entries: the C table's `batch_encode()` (the
    annotations array of one batch, from the stored canonical texts) against

@@ -1,4 +1,4 @@
-"""Scheduler throughput under a guest flood (docs/limits.md, docs/performance.md). Prints numbers.
+"""Scheduler throughput under a guest flood (docs/limits.md, docs/performance.md; issue 6). Prints numbers; asserts nothing.
 
 Setup: a server subprocess (`python -m flux_annot.server`, started by
 `bench_rpc.start_server`) on a socket in a fresh temp dir, with a **temp
