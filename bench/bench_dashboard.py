@@ -18,12 +18,14 @@ Printed:
   readers), hence the CPU per connected page; and the service's CPU,
   which does not depend on the number of pages (one subscription).
 
-Run: python bench/bench_dashboard.py [--jobs N] [--rate R] [--seconds S] [--extra K]
+Run: python bench/bench_dashboard.py [--jobs N] [--rate R] [--seconds S] [--extra K] [--json]
+(--json: the figures also as one JSON object on the last line)
 """
 
 import argparse
 import asyncio
 import contextlib
+import json
 import multiprocessing
 import os
 import re
@@ -271,7 +273,13 @@ def phase(name, args, srv, dash, driver, path, ids, n_pages):
           f"({1e6 * cpu_d / updates:.1f} us per update; {100 * cpu_d / elapsed / n_pages:.1f}% per page)")
     print(f"  service CPU:   {100 * cpu_s / elapsed:.1f}% of one core")
     return {"cpu": cpu_d / elapsed, "pages": n_pages, "lag_p50": statistics.median(apply_lag),
-            "lag_p99": pct(apply_lag, 99), "kept_up": kept_up}
+            "lag_p99": pct(apply_lag, 99), "kept_up": kept_up, "batches": len(pub),
+            "lag_batches": len(apply_lag),
+            "show_p50": statistics.median(show_lag) if show_lag else None,
+            "show_p99": pct(show_lag, 99) if show_lag else None, "catch_up_s": catch_up,
+            "updates": updates, "elapsed_s": elapsed,
+            "dashboard_us_per_update": 1e6 * cpu_d / updates,
+            "service_cpu": cpu_s / elapsed, "loadavg": os.getloadavg()}
 
 
 def main(argv=None):
@@ -280,6 +288,8 @@ def main(argv=None):
     ap.add_argument("--rate", type=int, default=5000, help="updates per second")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--extra", type=int, default=4, help="more pages in the second phase")
+    ap.add_argument("--json", action="store_true",
+                    help="also print the figures as one JSON object, on the last line")
     args = ap.parse_args(argv)
 
     from flux_annot import AsyncClient, sched
@@ -329,6 +339,14 @@ def main(argv=None):
         ok = one["kept_up"] and more["kept_up"]
         print(f"target: the page keeps up with {args.rate:,} updates/s over {args.jobs:,} jobs: "
               f"{'met' if ok else 'MISSED'}")
+        if args.json:
+            print(json.dumps({
+                "jobs": args.jobs, "rate": args.rate, "seconds": args.seconds, "extra": args.extra,
+                "chromium": driver.capabilities.get("browserVersion"), "one": one, "more": more,
+                "cpu_per_extra_page": ((more["cpu"] - one["cpu"]) / args.extra
+                                       if args.extra else None),
+                "kept_up": ok,
+            }))
         return 0 if ok else 1
 
 

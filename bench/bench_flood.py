@@ -34,9 +34,10 @@ SO_PEERCRED. Not root: guest-ness cannot be shown; the flood then runs as
 the owner uid with only the kinds an owner is refused too (`sched`,
 nesting deeper than the owner limit 64), and the output says so.
 
-Measured: scheduler RPC/s per phase and the ratio (target >= 80%); server
-VmRSS before the flood, its peak during it (sampled every 50 ms) and after
-(target: growth <= 20 MB), and, as the control, the growth over quiet 1
+Measured: scheduler RPC/s per phase and the ratio (target >= 90%, first
+round >= 80%); server VmRSS before the flood, its peak during it (sampled
+every 50 ms) and after (target: growth beyond the quiet phase's <= 20 MB),
+and, as the control, the growth over quiet 1
 (the event backlog kept for `since` grows with the scheduler's batches,
 flood or not); server and client CPU per phase, and from them the server
 CPU per scheduler request and per rejected guest request and the guests'
@@ -478,8 +479,10 @@ def report(r):
             f"  {name:<7} {p['rate']:>10,.0f} RPC/s  wall {p['wall']:.2f} s, "
             f"server CPU {100 * p['server_cpu']:.0f}%, scheduler client CPU {100 * p['client_cpu']:.0f}%"
         )
-    ok = "met" if r["ratio"] >= 0.8 else "MISSED"
-    print(f"  ratio flood / mean(quiet) = {100 * r['ratio']:.1f}%  (target >= 80%: {ok})")
+    ok = "met" if r["ratio"] >= 0.9 else "MISSED"
+    ok1 = "met" if r["ratio"] >= 0.8 else "MISSED"
+    print(f"  ratio flood / mean(quiet) = {100 * r['ratio']:.1f}%  (target >= 90%: {ok}; "
+          f"first round >= 80%: {ok1})")
     ok = "met" if r["rss_growth_mb"] <= 20 else "MISSED"
     print(
         f"  server VmRSS before {r['rss_before_kib'] / 1024:.1f} MiB, peak during "
@@ -488,6 +491,10 @@ def report(r):
         f"target <= 20 MB: {ok}); the quiet phase before it grew {r['rss_quiet_growth_mb']:+.1f} MB "
         "with the same scheduler requests (event backlog)"
     )
+    beyond = max(r["rss_growth_mb"], r["rss_peak_growth_mb"]) - r["rss_quiet_growth_mb"]
+    ok = "met" if beyond <= 20 else "MISSED"
+    print(f"  growth beyond the quiet phase's: {beyond:+.1f} MB (the larger of the growth and the "
+          f"peak growth, minus the quiet growth; target <= 20 MB: {ok})")
     print(
         f"  guest requests rejected: {r['rejected_total_per_s']:,.0f}/s over "
         f"{r['flood_wall']:.1f} s (flooders sent {r['flooder_sent']:,}, got {r['flooder_replies']:,} "

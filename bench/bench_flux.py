@@ -1,7 +1,7 @@
 """The Flux mirror against a real Flux instance (docs/flux.md; targets in
 docs/performance.md: lag p99 <= 100 ms, the mirror <= 25% of one core).
 
-    FLUX_ANNOT_TEST_FLUX_PREFIX=PREFIX python bench/bench_flux.py [--jobs N] [--markdown]
+    FLUX_ANNOT_TEST_FLUX_PREFIX=PREFIX python bench/bench_flux.py [--jobs N] [--markdown] [--json]
 
 One run, one `flux start --test-size=1` instance (sched-simple):
 
@@ -21,6 +21,7 @@ The machine is shared: the load average is printed with the figures.
 """
 
 import argparse
+import json
 import os
 import select
 import shutil
@@ -62,6 +63,8 @@ def main(argv=None):
     )
     ap.add_argument("--jobs", type=int, default=2000)
     ap.add_argument("--markdown", action="store_true", help="print a REPORT.md section too")
+    ap.add_argument("--json", action="store_true",
+                    help="also print the figures as one JSON object, on the last line")
     ap.add_argument("--config", help="TOML configuration for the mirror (e.g. its [batch] window)")
     args = ap.parse_args(argv)
     if not args.prefix or not os.access(os.path.join(args.prefix, "bin", "flux"), os.X_OK):
@@ -322,6 +325,26 @@ def main(argv=None):
             print("| measure | value |\n|---|---|")
             for name, value in rows:
                 print(f"| {name} | {value} |")
+        if args.json:
+            version = subprocess.run([fluxcmd, "version"], env=env, capture_output=True,
+                                     text=True, timeout=60).stdout.split()
+            lag = st["flux"]["lag_ms"]
+            print(json.dumps({
+                "jobs": args.jobs, "memo_errors": memo_errors, "wall_s": wall,
+                "flux_version": version[1] if len(version) > 1 else None,
+                "journal_events": len(stamps), "journal_span_s": span, "journal_rate": flux_rate,
+                "mirror_events": events, "mirror_events_per_s": events / wall,
+                "mirror_cpu_s": cpu, "mirror_cpu_pct": cpu_pct,
+                "mirror_us_per_event": 1e6 * cpu / max(events, 1),
+                "lag_subscriber_ms": {"median": med, "p99": p99, "n": len(lags)},
+                "lag_published_ms": {"median": lag["median"], "p99": lag["p99"],
+                                     "n": lag["samples"]},
+                "lag_plain_consumer_ms": {"median": dmed, "p99": dp99, "n": len(direct)},
+                "lag_added_ms": {"median": amed, "p99": ap99, "n": len(added)},
+                "flux_jobs_ms": jobs_wall * 1e3 if jobs_wall else None,
+                "flux_jobs_lines": jobs_out, "list_ms": list_wall * 1e3 if list_wall else None,
+                "list_lines": list_out, "loadavg_start": load0, "loadavg_end": load1,
+            }))
         jf.stop()
         return 0
     finally:

@@ -104,7 +104,7 @@ def main():
     ap.add_argument("--cpu", action="store_true",
                     help="time in-process runs by process CPU time (less noise under load)")
     ap.add_argument("--report", action="store_true",
-                    help="run every §11 measurement and write bench/REPORT.md (bench/report.py)")
+                    help="run every measurement of docs/performance.md and write bench/REPORT.md (bench/report.py)")
     args = ap.parse_args()
     if args.report:
         import report
