@@ -3,6 +3,7 @@ replies to non-volatile requests and published batches wait for their
 commit, the event loop does not, and a failed commit is retried."""
 
 import asyncio
+import contextlib
 import os
 import shutil
 import tempfile
@@ -48,9 +49,19 @@ class GatedStore:
 @pytest.fixture
 def served(tmp_path):
     """A server on a SQLite store, run in a thread; yields (socket path, service, gate)."""
+    with _served(tmp_path, 0.005) as (path, svc, gated, _loop):
+        yield path, svc, gated
+
+
+@contextlib.contextmanager
+def _served(tmp_path, window, before=None):
+    """The server of `served` with a batch window; before(svc): called
+    before it serves. Yields (socket path, service, gate, its loop)."""
     d = tempfile.mkdtemp(prefix="fa-writer-", dir="/tmp")
     path = os.path.join(d, "socket")
-    svc = AnnotationService(store=tmp_path / "annot.db", batch_window=0.005)
+    svc = AnnotationService(store=tmp_path / "annot.db", batch_window=window)
+    if before is not None:
+        before(svc)
     gated = GatedStore(svc.store)
     ready = threading.Event()
     box = {}
@@ -66,12 +77,14 @@ def served(tmp_path):
     t = threading.Thread(target=run, daemon=True)
     t.start()
     assert ready.wait(20)
-    yield path, svc, gated
-    gated.gate.set()
-    box["loop"].call_soon_threadsafe(box["stop"].set)
-    t.join(20)
-    svc.close()
-    shutil.rmtree(d, ignore_errors=True)
+    try:
+        yield path, svc, gated, box["loop"]
+    finally:
+        gated.gate.set()
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        t.join(20)
+        svc.close()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_reply_waits_for_commit_loop_does_not(served):
@@ -179,6 +192,39 @@ def test_group_commit_while_a_commit_is_in_flight(served):
     assert second["annotations"] == [[i, {"user": {"n": i}}] for i in (2, 3, 4)]
     c.close()
     ev.close()
+
+
+def test_replies_waiting_on_a_commit_do_not_wait_out_the_window(tmp_path):
+    """A non-volatile request that arrives while a commit is in flight is
+    answered once that commit and the next are done, not after the batch
+    window (120 s here; the socket gives up after 20 s): its batch closes
+    when the writer is free (group commit)."""
+
+    def submit(svc):
+        svc.submit(1, ME)
+        svc.flush()
+
+    with _served(tmp_path, 120.0, before=submit) as (path, svc, gated, loop):
+        c = Raw(path)
+        gated.entered.clear()
+        gated.gate.clear()
+        c.send("job-manager.memo", 2, {"id": 1, "memo": {"n": 1}})
+        c.send("job-manager.stats", 3, {})
+        assert c.recv()["matchtag"] == 3  # the memo is applied, its batch open
+        loop.call_soon_threadsafe(svc.flush)  # close it: its commit is held
+        assert gated.entered.wait(20)
+        c.send("job-manager.memo", 4, {"id": 1, "memo": {"n": 2}})
+        c.send("job-manager.stats", 5, {})
+        assert c.recv()["matchtag"] == 5
+        gated.gate.set()
+        assert [c.recv() for _ in range(2)] == [
+            {"matchtag": 2, "errnum": 0, "payload": {}},
+            {"matchtag": 4, "errnum": 0, "payload": {}},
+        ]
+        c.send("job-manager.getattr", 6, {"id": 1})
+        assert c.recv()["payload"]["annotations"] == {"user": {"n": 2}}
+        c.close()
+    assert len(gated.seqs) == 2  # one commit each: the second did not wait for the window
 
 
 def test_shutdown_gives_up_on_a_broken_store(tmp_path):
