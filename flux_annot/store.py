@@ -465,8 +465,8 @@ class Store:
                 "?" * len(part)
             )
             for sid, tree, allocated in db.execute(sql, part):
-                if tree is not None or allocated:
-                    prev[_from_db(sid)] = (tree, bool(allocated))
+                if tree is not None or allocated:  # _from_db inline
+                    prev[sid if sid >= 0 else sid + _U64] = (tree, allocated != 0)
         return prev
 
     def snapshot_rows(self):
