@@ -173,6 +173,12 @@ _STATE_CASE = (
     + " ELSE state END"
 )
 _IN_CHUNK = 500  # ids per "WHERE id IN (...)" (SQLite's variable limit is 999 on old builds)
+# Snapshot rows (tree, allocated) a store keeps of the jobs it wrote last,
+# so the next batch touching them merges onto them without reading them
+# back (`Store._previous`): a scheduler's or a user's durable notes come
+# back to the same jobs batch after batch. At most this many jobs (then
+# it starts over): a few MB.
+_RECENT_MAX = 32768
 
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
@@ -224,6 +230,9 @@ class Store:
             self.path = os.path.abspath(self.path)  # messages name the file wherever read
         self._db = None
         self._lock = None
+        # {jobid: (tree, allocated)} as committed, of jobs write_batch wrote
+        # (only write_batch writes snapshot rows; updated after its COMMIT)
+        self._recent = {}
         if lock and self.path != ":memory:" and not os.path.isdir(self.path):
             self._lock = _take_lock(self.path)
         try:
@@ -395,6 +404,7 @@ class Store:
             if given:
                 trees.update(given)
             jobrows, snaprows = [], []
+            snapped = {}  # jobid -> (tree, allocated) of the merged rows (durable_trees)
             for jobid, (userid, state, t_submit) in jobs.items():
                 snap = trees.pop(jobid, None)
                 if snap is None:
@@ -404,6 +414,8 @@ class Store:
                     snaprows.append(
                         (_to_db(jobid), userid, t_submit, state, tree, ub, 1 if allocated else 0)
                     )
+                    if jobid not in given:
+                        snapped[jobid] = (tree, bool(allocated))
             if jobrows:
                 db.executemany(
                     "INSERT INTO jobs (id, userid, t_submit, state) VALUES (?,?,?,?) "
@@ -440,6 +452,7 @@ class Store:
             db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
             db.execute("COMMIT")
         except BaseException as exc:
+            self._recent.clear()  # nothing of this batch is written: read back from now on
             if db.in_transaction:
                 try:
                     db.execute("ROLLBACK")
@@ -449,6 +462,16 @@ class Store:
                 raise commit_error(self.path, exc) from None
             raise
         self._last_seq = seq
+        recent = self._recent
+        if given or trees:  # rows whose `allocated` is max()ed in SQL: read back next time
+            for jobid in given:
+                recent.pop(jobid, None)
+            for jobid in trees:
+                recent.pop(jobid, None)
+        if snapped:
+            if len(recent) + len(snapped) > _RECENT_MAX:
+                recent.clear()
+            recent.update(snapped)
 
     def _previous(self, pending):
         """{jobid: (tree, allocated)} before this batch, for the jobs that need it.
@@ -456,8 +479,16 @@ class Store:
         A job whose first tree entry in the batch is an `alloc` starts over
         from the snapshot, so its previous row is not read.
         """
-        need = [_to_db(j) for j, ents in pending.items() if ents[0][0] != "alloc"]
+        recent = self._recent
         prev = {}
+        need = []
+        for j, ents in pending.items():
+            if ents[0][0] != "alloc":
+                row = recent.get(j)
+                if row is None:
+                    need.append(_to_db(j))
+                elif row[0] is not None or row[1]:
+                    prev[j] = row
         db = self._db
         for start in range(0, len(need), _IN_CHUNK):
             part = need[start : start + _IN_CHUNK]
