@@ -411,9 +411,14 @@ class Store:
                     jobrows.append((_to_db(jobid), userid, t_submit, state))
                 else:
                     tree, ub, allocated = snap
-                    snaprows.append(
-                        (_to_db(jobid), userid, t_submit, state, tree, ub, 1 if allocated else 0)
-                    )
+                    snaprows.append((
+                        _to_db(jobid), userid, t_submit, state,
+                        # sqlite3 binds a bytearray as it is; bytes first go
+                        # through its adapter lookup (a formatted, then
+                        # cleared, AttributeError per value: ~1 us a row)
+                        tree if tree is None else bytearray(tree),
+                        ub, 1 if allocated else 0,
+                    ))
                     if jobid not in given:
                         snapped[jobid] = (tree, bool(allocated))
             if jobrows:
