@@ -56,6 +56,7 @@ another process before a commit fails (the service then retries it).
 
 import errno
 import fcntl
+import itertools
 import json
 import os
 import sqlite3
@@ -182,6 +183,32 @@ _RECENT_MAX = 32768
 
 _U64 = 1 << 64
 _I64_MAX = (1 << 63) - 1
+
+_ROWS_CHUNK = 128  # rows per multi-row INSERT (x 7 columns < 999 variables)
+
+
+def _insert_rows(db, head, width, rows, tail=""):
+    """`db.executemany(head + "(?,...)" + tail, rows)`, many rows a statement.
+
+    One statement of 128 rows, then of 64, 32, ... for the rest (a few
+    distinct statements, all cached): sqlite3 runs each statement in one
+    sqlite3_step and hands the GIL over once around it, not once per row,
+    so the event loop running beside the writer thread costs it far fewer
+    waits, and SQLite fewer statement starts (1.45 -> 0.8-1.1 us a row
+    measured alone, 2000 eventlog rows a batch).
+    """
+    n = len(rows)
+    one = "(" + ",".join("?" * width) + ")"
+    chain = itertools.chain.from_iterable
+    i = 0
+    k = _ROWS_CHUNK
+    while i < n:
+        if n - i >= k:
+            sql = head + ",".join([one] * k) + tail
+            while n - i >= k:
+                db.execute(sql, list(chain(rows[i : i + k])))
+                i += k
+        k //= 2
 
 
 def _to_db(jobid):
@@ -422,18 +449,20 @@ class Store:
                     if jobid not in given:
                         snapped[jobid] = (tree, bool(allocated))
             if jobrows:
-                db.executemany(
-                    "INSERT INTO jobs (id, userid, t_submit, state) VALUES (?,?,?,?) "
-                    "ON CONFLICT(id) DO UPDATE SET state=excluded.state",
-                    jobrows,
+                _insert_rows(
+                    db, "INSERT INTO jobs (id, userid, t_submit, state) VALUES ", 4, jobrows,
+                    " ON CONFLICT(id) DO UPDATE SET state=excluded.state",
                 )
             if snaprows:
-                db.executemany(
+                _insert_rows(
+                    db,
                     "INSERT INTO jobs (id, userid, t_submit, state, tree, user_bytes, allocated) "
-                    "VALUES (?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
+                    "VALUES ",
+                    7,
+                    snaprows,
+                    " ON CONFLICT(id) DO UPDATE SET state=excluded.state, "
                     "tree=excluded.tree, user_bytes=excluded.user_bytes, "
                     "allocated=max(allocated, excluded.allocated)",
-                    snaprows,
                 )
             if trees:  # entries of a job missing from `jobs` (the hub sends them all)
                 db.executemany(
@@ -444,10 +473,9 @@ class Store:
                     ],
                 )
             if rows:
-                db.executemany(
-                    "INSERT INTO eventlog (id, seq, idx, timestamp, name, context) "
-                    "VALUES (?,?,?,?,?,?)",
-                    rows,
+                _insert_rows(
+                    db, "INSERT INTO eventlog (id, seq, idx, timestamp, name, context) VALUES ",
+                    6, rows,
                 )
             if notes:
                 db.executemany(
