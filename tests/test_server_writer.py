@@ -4,6 +4,7 @@ commit, the event loop does not, and a failed commit is retried."""
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ from errno import EIO
 
 import pytest
 
+from flux_annot import protocol
 from flux_annot.errors import AnnotError
 from flux_annot.server import serve
 from flux_annot.service import AnnotationService
@@ -54,12 +56,12 @@ def served(tmp_path):
 
 
 @contextlib.contextmanager
-def _served(tmp_path, window, before=None):
+def _served(tmp_path, window, before=None, config=None):
     """The server of `served` with a batch window; before(svc): called
     before it serves. Yields (socket path, service, gate, its loop)."""
     d = tempfile.mkdtemp(prefix="fa-writer-", dir="/tmp")
     path = os.path.join(d, "socket")
-    svc = AnnotationService(store=tmp_path / "annot.db", batch_window=window)
+    svc = AnnotationService(store=tmp_path / "annot.db", batch_window=window, config=config)
     if before is not None:
         before(svc)
     gated = GatedStore(svc.store)
@@ -225,6 +227,36 @@ def test_replies_waiting_on_a_commit_do_not_wait_out_the_window(tmp_path):
         assert c.recv()["payload"]["annotations"] == {"user": {"n": 2}}
         c.close()
     assert len(gated.seqs) == 2  # one commit each: the second did not wait for the window
+
+
+def test_pipelined_durable_requests_each_get_their_timeout(tmp_path):
+    """Durable annotates and memos pipelined on two connections, all waiting
+    on one commit that keeps failing: each request is answered ETIMEDOUT
+    under its own matchtag, on its own connection; the store recovers."""
+
+    def submit(svc):
+        svc.submit(1, ME)
+        svc.flush()
+
+    cfg = {"store": {"commit_timeout": 0.3}}
+    with _served(tmp_path, 0.005, before=submit, config=cfg) as (path, svc, gated, _loop):
+        a, b = Raw(path), Raw(path)
+        gated.fail = 10**6
+        a.sock.sendall(b"".join(
+            protocol.request("job-manager.annotate", mt, {"id": 1, "annotations": {"site": {"n": mt}}})
+            for mt in (2, 3, 4)
+        ))
+        b.send("job-manager.memo", 7, {"id": 1, "memo": {"m": 1}})
+        got_a = [a.recv() for _ in range(3)]
+        got_b = b.recv()
+        assert [r["matchtag"] for r in got_a] == [2, 3, 4] and got_b["matchtag"] == 7
+        for r in got_a + [got_b]:
+            assert r["errnum"] == errno.ETIMEDOUT and "applied in memory" in r["errstr"]
+        gated.fail = 0
+        b.send("job-manager.getattr", 8, {"id": 1})
+        assert b.recv()["payload"]["annotations"] == {"site": {"n": 4}, "user": {"m": 1}}
+        a.close()
+        b.close()
 
 
 def test_shutdown_gives_up_on_a_broken_store(tmp_path):
