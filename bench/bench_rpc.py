@@ -1,7 +1,8 @@
 """Load generator for the socket server (the RPC targets of docs/performance.md).
 
 One pipelining client (raw protocol frames on a blocking socket, `--window`
-requests in flight) against a server subprocess
+requests in flight, `--nv-window` for non-volatile ones: see its help)
+against a server subprocess
 (`python -m flux_annot.server` on a SQLite store in a temp dir):
 
 - volatile annotate RPCs/s        (targets: >= 50k/s, second round >= 250k/s)
@@ -15,7 +16,7 @@ background load, the CPU per request much less. `--repeat N` runs each
 measure N times (interleaved) and reports the best rate, its CPU figures,
 and the lowest server CPU per request seen.
 
-    python bench/bench_rpc.py [--jobs 10000] [--requests 200000] [--window 256]
+    python bench/bench_rpc.py [--jobs 10000] [--requests 200000] [--window 256] [--nv-window 4096]
                               [--repeat 1]
                               [--socket PATH --server-pid PID]  # an already running server
 """
@@ -172,9 +173,12 @@ def main():
     ap.add_argument(
         "--nv-window",
         type=int,
-        default=1024,
-        help="in flight for non-volatile: replies wait for the batch window "
-        "(10 ms) plus the commit, so covering it needs more in flight (Little's law)",
+        default=4096,
+        help="in flight for non-volatile (default 4096): a reply waits for the "
+        "commit in flight, then its own batch's commit (group commit), each a "
+        "disk flush of a few ms plus the batch's CPU, so 60k/s needs 1,500-2,000 "
+        "in flight (Little's law: rate x latency); a scheduler pipelining its "
+        "notes for thousands of pending jobs keeps as many",
     )
     ap.add_argument("--rtt", type=int, default=5000, help="round trips for the idle median")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each measure; best reported")

@@ -258,10 +258,21 @@ class EventHub:
         )
 
     def close_waits(self):
-        """Whether the open batch is due and waits only for the commit in
-        flight (group commit): it closes by itself when that is done, so the
-        server arms no timer for it (at window 0 it would spin the loop)."""
-        return self._close_wanted
+        """Whether the open batch closes by itself when the commit in flight
+        is done (group commit), so the server arms no timer for it (at
+        window 0 it would spin the loop): it is due and waits only for that
+        commit, or replies wait on it (`_commit_closes`)."""
+        return self._close_wanted or self._commit_closes()
+
+    def _commit_closes(self):
+        """Whether the open batch closes as soon as the commit in flight is
+        done, without waiting out the batch window: replies wait on it (a
+        non-volatile request's). Its window would only add latency to them:
+        the writer is busy until then, and once it is free one commit of
+        everything that arrived meanwhile is what group commit wants. A
+        client pipelining durable requests is then paced by the commits,
+        not by the window (docs/events.md)."""
+        return bool(self._callbacks) and bool(self._uncommitted) and self._executor is not None
 
     def open_seq(self):
         """The seq the open batch will have (changes when a batch closes)."""
@@ -593,7 +604,7 @@ class EventHub:
                 exc,
             )
             self._publish_all()
-            if self._close_wanted:
+            if self._close_wanted or self._callbacks:
                 self.close_batch()  # it waited for a commit that does not come
             if self._after is not None:
                 self._after()
@@ -711,7 +722,7 @@ class EventHub:
             done = True
         if self.fault is not None:
             self._publish_all()
-        if self._close_wanted and not unc:
+        if not unc and (self._close_wanted or self._callbacks):
             self.close_batch()  # group commit: what waited for that commit
         if done and run_after and self._after is not None:
             self._after()

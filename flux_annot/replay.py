@@ -127,8 +127,21 @@ def durable_trees(prev, pending):
     """
     out = {}
     ids, patches, merged = [], [], {}
+    extend_ids, extend = ids.extend, patches.extend
+    absent = (None, False)
     for jobid, ents in pending.items():
-        tree, allocated = prev.get(jobid, (None, False))
+        tree, allocated = prev.get(jobid, absent)
+        if len(ents) == 1 and ents[0][0] == "annotate":
+            # the common batch entry: one patch on the previous tree
+            ctx = ents[0][1]
+            if tree:
+                extend_ids((jobid, jobid))
+                extend((tree, ctx if type(ctx) is bytes else ctx.encode("utf-8")))
+            else:
+                ids.append(jobid)
+                patches.append(ctx if type(ctx) is bytes else ctx.encode("utf-8"))
+            merged[jobid] = allocated
+            continue
         mine = [tree] if tree else []
         exact = None  # the hub's own snapshot, when the tree is exactly it
         for name, ctx in ents:
@@ -155,15 +168,19 @@ def durable_trees(prev, pending):
             out[jobid] = (exact, 0, allocated)
         else:
             merged[jobid] = allocated
-            ids.extend([jobid] * len(mine))
-            patches.extend(mine)
+            extend_ids([jobid] * len(mine))
+            extend(mine)
     if ids:
         scratch = JobTable(permissive_limits())
         _apply(scratch, ids, patches)
         get = scratch.get
         for jobid, allocated in merged.items():
             tree = get(jobid)
-            out[jobid] = (tree, user_bytes(scratch, jobid, tree), allocated)
+            # user_bytes(scratch, jobid, tree), its cheap filter inline
+            if tree is None or b'"user"' not in tree:
+                out[jobid] = (tree, 0, allocated)
+            else:
+                out[jobid] = (tree, user_bytes(scratch, jobid, tree), allocated)
     return out
 
 

@@ -60,6 +60,7 @@ import socket
 import stat
 import struct
 import sys
+from array import array
 
 from . import protocol
 from .core import (
@@ -74,6 +75,7 @@ from .core import (
     FRAME_WORDS,
     FrameScanner,
     Limits,
+    ok_replies,
 )
 from .errors import (
     E2BIG,
@@ -221,7 +223,10 @@ def _config_value(config, section, key, default):
 
 
 class _Deferred(list):
-    """Replies `(conn, reply frame)` waiting on the commit of one batch."""
+    """Replies waiting on the commit of one batch, in order: `(conn, reply
+    frame)`, or `(conn, array of matchtags)` for a run of one connection's
+    empty success replies (`Server.defer_ok`), encoded in one C call
+    (`core.ok_replies`) when released."""
 
     __slots__ = ("seq", "done")
 
@@ -234,15 +239,22 @@ class _Deferred(list):
         """Committed: every reply goes out."""
         self.done = True
         for conn, reply in self:
-            conn.push_deferred(reply)
+            if type(reply) is bytes:
+                conn.push_deferred(reply)
+            else:
+                conn.push_deferred(ok_replies(reply), len(reply))
 
     def fail(self, err):
         """Not committed in time (or lost): each request gets the error,
         under its matchtag (read back from its reply)."""
         self.done = True
         for conn, reply in self:
-            mt = json.loads(bytes(reply[HEADER_SIZE:]))["matchtag"]
-            conn.push_deferred(response_error(mt, err.errno, err.message))
+            if type(reply) is bytes:
+                mts = (json.loads(bytes(reply[HEADER_SIZE:]))["matchtag"],)
+            else:
+                mts = reply
+            for mt in mts:
+                conn.push_deferred(response_error(mt, err.errno, err.message))
 
 
 class _Stream:
@@ -457,9 +469,9 @@ class Connection(asyncio.BufferedProtocol):
         self.outn += len(reply)
         self.server.dirty.add(self)
 
-    def push_deferred(self, reply):
-        """A deferred reply whose batch has committed."""
-        self.ndeferred -= 1
+    def push_deferred(self, reply, n=1):
+        """A deferred reply (n: replies, joined) whose batch has committed."""
+        self.ndeferred -= n
         if self.transport is None:
             return
         self.out.append(reply)
@@ -681,6 +693,24 @@ class Server:
         # callbacks go to an earlier batch's commit).
         self._group = group if self._hub_open() else None
 
+    def defer_ok(self, conn, mt):
+        """`defer(conn, response(mt))`, the reply kept as its matchtag: one
+        connection's run of them in one group is one array, encoded at once
+        on release."""
+        conn.ndeferred += 1
+        group = self._group
+        if group is not None and group.seq == self._open_seq() and not group.done:
+            last_conn, last = group[-1]
+            if last_conn is conn and type(last) is not bytes:
+                last.append(mt)
+            else:
+                group.append((conn, array("Q", (mt,))))
+            return
+        group = _Deferred(self._open_seq())
+        group.append((conn, array("Q", (mt,))))  # first: after_commit may release it at once
+        self._after_commit(group.release, group.fail)
+        self._group = group if self._hub_open() else None
+
     # streams
 
     def notify(self, st):
@@ -770,13 +800,13 @@ class Server:
                         tree = trees.get(kb) or self._key_tree(kb)
                         last_koff, last_klen = koff, klen
                     text(cred, jobid, data[voff : voff + vlen], tree, False, False)
-                    self.defer(conn, response(mt))
+                    self.defer_ok(conn, mt)
                 elif st == _HOT_MEMO_V:
                     text(cred, jobid, data[voff : voff + vlen], _NO_KEYS, True, True)
                     oks.append(mt)
                 elif st == _HOT_MEMO:
                     text(cred, jobid, data[voff : voff + vlen], _NO_KEYS, False, True)
-                    self.defer(conn, response(mt))
+                    self.defer_ok(conn, mt)
                 elif st == _HOT_ALLOC_ANNOTATE and conn.owner and alloc_text is not None:
                     # the scheduler's note (RFC 27 ANNOTATE): volatile, replied at once
                     if koff != last_koff or klen != last_klen:

@@ -644,11 +644,16 @@ class AnnotationService:
             self._n_memo += 1
         else:
             self._n_annotate += 1
-        if volatile and not is_memo and keys is not None and cred.owner:
-            # The scheduler's / owner's volatile note, in short: the same
-            # checks as _modify in the same order, for the case that needs
-            # no byte accounting (`user` untouched) and whose namespaces the
-            # owner may write on any job; anything else goes to _modify.
+        if not is_memo and keys is not None and cred.owner and (
+            volatile or self.hub.fault is None
+        ):
+            # The scheduler's / owner's note, volatile or not, in short: the
+            # same checks as _modify in the same order, for the case that
+            # needs no byte accounting (`user` untouched) and whose
+            # namespaces the owner may write on any job; anything else (a
+            # durable one while the store fails too) goes to _modify. A
+            # durable one's eventlog context is the value's text as the
+            # frame carried it.
             t0 = self._t0
             if t0 is not None and (
                 _monotonic() - t0 >= self._window or self._n_open >= self._max_entries
@@ -670,11 +675,17 @@ class AnnotationService:
                         changed = self.table.annotate(id, data)
                     except AnnotError as exc:
                         raise self._reject("invalid", exc) from None
-                    if changed:  # self._touched(), inline
-                        self._n_open += 1
+                    if volatile:
+                        if changed:  # self._touched(), inline
+                            self._n_open += 1
+                            if self._t0 is None:
+                                self._t0 = _monotonic()
+                        job.durable = False
+                    else:  # durable even when unchanged, as in _modify
+                        self.hub.record_entry(id, "annotate", data, _now())
+                        self._n_open += 2 if changed else 1
                         if self._t0 is None:
                             self._t0 = _monotonic()
-                    job.durable = False
                     if self._n_open >= self._max_entries:
                         self._close_if_full()
                     return

@@ -227,3 +227,21 @@ def test_exception_notes_from_any_context_spelling(tmp_path):
     assert svc.get(own, 2)["exception"] == "later"
     assert len(list(svc.store.entries(("exception",)))) == 4
     svc.close()
+
+
+def test_snapshot_after_a_known_tree_merges_onto_that_tree(tmp_path):
+    """A row written as given (a known tree) is what the next batch of that
+    job merges onto, not an older row the store wrote itself before."""
+    path = tmp_path / "s.db"
+    store = Store(path, synchronous="OFF")
+    jobs = {5: (ALICE, "SCHED", 1.0)}
+    store.write_batch(1, [(5, "submit", {"userid": ALICE}, 1.0),
+                          (5, "annotate", b'{"site":{"a":1}}', 2.0)], jobs)
+    # the service knew the durable tree: {"site":{"b":2}} (e.g. after SUCCESS)
+    store.write_batch(2, [(5, "alloc", b'{"annotations":{"site":{"b":2}}}', 3.0)], jobs,
+                      known={5: (b'{"site":{"b":2}}', 0)})
+    store.write_batch(3, [(5, "annotate", b'{"site":{"c":3}}', 4.0)], jobs)
+    store.close()
+    store = Store(path)
+    assert snapshot_of(store)[5][0] == b'{"site":{"b":2,"c":3}}' == eventlog_trees(store)[5]
+    store.close()

@@ -3,6 +3,8 @@ replies to non-volatile requests and published batches wait for their
 commit, the event loop does not, and a failed commit is retried."""
 
 import asyncio
+import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -12,6 +14,7 @@ from errno import EIO
 
 import pytest
 
+from flux_annot import protocol
 from flux_annot.errors import AnnotError
 from flux_annot.server import serve
 from flux_annot.service import AnnotationService
@@ -48,9 +51,19 @@ class GatedStore:
 @pytest.fixture
 def served(tmp_path):
     """A server on a SQLite store, run in a thread; yields (socket path, service, gate)."""
+    with _served(tmp_path, 0.005) as (path, svc, gated, _loop):
+        yield path, svc, gated
+
+
+@contextlib.contextmanager
+def _served(tmp_path, window, before=None, config=None):
+    """The server of `served` with a batch window; before(svc): called
+    before it serves. Yields (socket path, service, gate, its loop)."""
     d = tempfile.mkdtemp(prefix="fa-writer-", dir="/tmp")
     path = os.path.join(d, "socket")
-    svc = AnnotationService(store=tmp_path / "annot.db", batch_window=0.005)
+    svc = AnnotationService(store=tmp_path / "annot.db", batch_window=window, config=config)
+    if before is not None:
+        before(svc)
     gated = GatedStore(svc.store)
     ready = threading.Event()
     box = {}
@@ -66,12 +79,14 @@ def served(tmp_path):
     t = threading.Thread(target=run, daemon=True)
     t.start()
     assert ready.wait(20)
-    yield path, svc, gated
-    gated.gate.set()
-    box["loop"].call_soon_threadsafe(box["stop"].set)
-    t.join(20)
-    svc.close()
-    shutil.rmtree(d, ignore_errors=True)
+    try:
+        yield path, svc, gated, box["loop"]
+    finally:
+        gated.gate.set()
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        t.join(20)
+        svc.close()
+        shutil.rmtree(d, ignore_errors=True)
 
 
 def test_reply_waits_for_commit_loop_does_not(served):
@@ -179,6 +194,69 @@ def test_group_commit_while_a_commit_is_in_flight(served):
     assert second["annotations"] == [[i, {"user": {"n": i}}] for i in (2, 3, 4)]
     c.close()
     ev.close()
+
+
+def test_replies_waiting_on_a_commit_do_not_wait_out_the_window(tmp_path):
+    """A non-volatile request that arrives while a commit is in flight is
+    answered once that commit and the next are done, not after the batch
+    window (120 s here; the socket gives up after 20 s): its batch closes
+    when the writer is free (group commit)."""
+
+    def submit(svc):
+        svc.submit(1, ME)
+        svc.flush()
+
+    with _served(tmp_path, 120.0, before=submit) as (path, svc, gated, loop):
+        c = Raw(path)
+        gated.entered.clear()
+        gated.gate.clear()
+        c.send("job-manager.memo", 2, {"id": 1, "memo": {"n": 1}})
+        c.send("job-manager.stats", 3, {})
+        assert c.recv()["matchtag"] == 3  # the memo is applied, its batch open
+        loop.call_soon_threadsafe(svc.flush)  # close it: its commit is held
+        assert gated.entered.wait(20)
+        c.send("job-manager.memo", 4, {"id": 1, "memo": {"n": 2}})
+        c.send("job-manager.stats", 5, {})
+        assert c.recv()["matchtag"] == 5
+        gated.gate.set()
+        assert [c.recv() for _ in range(2)] == [
+            {"matchtag": 2, "errnum": 0, "payload": {}},
+            {"matchtag": 4, "errnum": 0, "payload": {}},
+        ]
+        c.send("job-manager.getattr", 6, {"id": 1})
+        assert c.recv()["payload"]["annotations"] == {"user": {"n": 2}}
+        c.close()
+    assert len(gated.seqs) == 2  # one commit each: the second did not wait for the window
+
+
+def test_pipelined_durable_requests_each_get_their_timeout(tmp_path):
+    """Durable annotates and memos pipelined on two connections, all waiting
+    on one commit that keeps failing: each request is answered ETIMEDOUT
+    under its own matchtag, on its own connection; the store recovers."""
+
+    def submit(svc):
+        svc.submit(1, ME)
+        svc.flush()
+
+    cfg = {"store": {"commit_timeout": 0.3}}
+    with _served(tmp_path, 0.005, before=submit, config=cfg) as (path, svc, gated, _loop):
+        a, b = Raw(path), Raw(path)
+        gated.fail = 10**6
+        a.sock.sendall(b"".join(
+            protocol.request("job-manager.annotate", mt, {"id": 1, "annotations": {"site": {"n": mt}}})
+            for mt in (2, 3, 4)
+        ))
+        b.send("job-manager.memo", 7, {"id": 1, "memo": {"m": 1}})
+        got_a = [a.recv() for _ in range(3)]
+        got_b = b.recv()
+        assert [r["matchtag"] for r in got_a] == [2, 3, 4] and got_b["matchtag"] == 7
+        for r in got_a + [got_b]:
+            assert r["errnum"] == errno.ETIMEDOUT and "applied in memory" in r["errstr"]
+        gated.fail = 0
+        b.send("job-manager.getattr", 8, {"id": 1})
+        assert b.recv()["payload"]["annotations"] == {"site": {"n": 4}, "user": {"m": 1}}
+        a.close()
+        b.close()
 
 
 def test_shutdown_gives_up_on_a_broken_store(tmp_path):

@@ -95,3 +95,23 @@ def test_user_bytes_follow_owner_writes(svc):
     assert svc.jobs[1].user_bytes == len('{"u":"' + "y" * 100 + '"}')
     svc.memo(guest, 1, {"u": None})
     assert svc.jobs[1].user_bytes == 0
+
+
+def test_durable_text_annotate_is_written_as_sent(svc, tmp_path):
+    """The server's path (the value's text from the frame, its namespaces
+    from the decoder): a durable note survives a restart, its eventlog
+    entry is the text as sent; one the owner may not write changes nothing."""
+    text = b'{"workflow": {"a": 1}, "site":{"b":[1, 2]}}'
+    svc._annotate_text(OWNER, 1, text, {"workflow": None, "site": None}, False, False)
+    with pytest.raises(AnnotError) as exc:
+        svc._annotate_text(OWNER, 2, b'{"sched":{"x":1}}', {"sched": None}, False, False)
+    assert exc.value.errno == errno.EPERM
+    svc.flush()
+    assert [(j, n, c) for j, n, c, _ in svc.store.entries(["annotate"])] == [
+        (1, "annotate", text.decode())
+    ]
+    svc.close()
+    again = AnnotationService(owner_uid=OWNER_UID, store=tmp_path / "a.db")
+    assert again.get(OWNER, 1)["annotations"] == {"workflow": {"a": 1}, "site": {"b": [1, 2]}}
+    assert again.get(OWNER, 2)["annotations"] is None
+    again.close()

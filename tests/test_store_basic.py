@@ -52,6 +52,25 @@ def test_batches_survive_reopen_in_order(tmp_path):
     assert st.size_bytes() > 0
 
 
+def test_a_large_batch_is_written_whole(tmp_path):
+    """300 jobs and 600 entries in one batch (written many rows a
+    statement): every entry in order, every job's row and tree."""
+    path = tmp_path / "s.db"
+    st = Store(path)
+    ids = list(range(1, 301))
+    entries = [(j, "submit", {"userid": 100}, 1.0) for j in ids]
+    entries += [(j, "annotate", b'{"site":{"n":%d}}' % j, 2.0) for j in ids]
+    st.write_batch(1, entries, {j: (100, "SCHED", 1.0) for j in ids})
+    st.close()
+    st = Store(path)
+    assert [r[0] for r in st.job_rows()] == ids
+    got = {jid: [(n, c) for n, c, _ in ents] for jid, _u, _t, _s, ents in st.replay()}
+    assert got == {j: [("submit", {"userid": 100}), ("annotate", {"site": {"n": j}})] for j in ids}
+    trees = {(sid, tree) for sid, _u, _t, _s, tree, _ub in st.snapshot_rows()}
+    assert trees == {(j, b'{"site":{"n":%d}}' % j) for j in ids}
+    st.close()
+
+
 def test_unsigned_64bit_ids_round_trip(tmp_path):
     st = Store(tmp_path / "s.db")
     big = (1 << 64) - 1
