@@ -19,8 +19,9 @@ every `t_estimate` changing, pipelined with `--window` requests in flight
 Each flooded phase is compared with the mean of the quiet phases on either
 side of it, and the figure is the median of those ratios (the machine is
 shared: one pair of phases says little, several alternating ones say what
-the flood costs). Between phases the flooders stop and every request they
-have in flight is answered (drained) before the next phase starts. The
+the flood costs). Between phases the flooders stop and await the replies to
+the requests they have in flight for up to `--drain-seconds` (the server
+answers a throttled guest slowly), then hang up on the rest and reconnect. The
 last phase (`--guest-seconds`, no scheduler) measures what the guests'
 requests cost the server alone: its CPU over the rejections counted; a
 flooded phase's server CPU minus its rejections at that cost is what it
@@ -85,7 +86,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_rpc import Pipe, proc_cpu, self_cpu, start_server  # noqa: E402
+from bench_rpc import Pipe, self_cpu, start_server  # noqa: E402
 
 from flux_annot import Client, protocol, sched  # noqa: E402
 
@@ -98,6 +99,22 @@ ERRNO_NAMES = {0: "ok", 1: "EPERM", 2: "ENOENT", 7: "E2BIG", 11: "EAGAIN", 22: "
 GUEST_JOBS = 64
 
 _HDR = struct.Struct(">I")
+
+
+def proc_cpu(pid):
+    """CPU seconds a process has run, all its threads, in ns resolution
+    (/proc/PID/task/*/schedstat: the scheduler's own runtime, not the tick
+    sampling of /proc/PID/stat, which misses much of a process that runs in
+    short bursts, as a server answering throttled guests does)."""
+    total = 0
+    base = f"/proc/{pid}/task"
+    for tid in os.listdir(base):
+        try:
+            with open(f"{base}/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass  # a thread that just ended
+    return total / 1e9
 
 
 def rss_kib(pid):
@@ -207,15 +224,18 @@ def _count_replies(buf, errnums, unpack=_HDR.unpack_from):
 
 
 def flooder(path, kind, uid, own_ids, other_ids, window, chunk, max_requests, seconds,
-            owner_fallback, ready, ctl, results):
+            owner_fallback, ready, ctl, results, drain_seconds=1.0):
     """One flooding connection (runs in a forked child); see the module doc.
 
     Driven by `ctl` (a multiprocessing pipe end): "go" starts a flood, which
-    runs until "stop" (or `seconds`); the requests still in flight are then
-    drained (every one gets its reply) and the phase's counts are sent back
-    on `ctl`. "quit" ends the process; the totals go to `results`.
+    runs until "stop" (or `seconds`); the replies to the requests still in
+    flight are then awaited for up to `drain_seconds` (a throttled guest is
+    answered slowly), after which the connection is closed with the rest
+    unanswered (abandoned) and a new one opened; the phase's counts are sent
+    back on `ctl`. "quit" ends the process; the totals go to `results`.
     """
-    res = {"kind": kind, "uid": None, "sent": 0, "replies": 0, "errnums": {}, "error": None}
+    res = {"kind": kind, "uid": None, "sent": 0, "replies": 0, "abandoned": 0, "errnums": {},
+           "error": None}
     released = False
     try:
         if uid is not None:
@@ -256,10 +276,14 @@ def flooder(path, kind, uid, own_ids, other_ids, window, chunk, max_requests, se
                 n, off = _count_replies(buf, phase_errnums)
                 got += n
                 buf = buf[off:]
-            # let the in-flight replies arrive (bounded by the socket timeout)
+            # let the in-flight replies arrive, for a while
             t_drain = time.monotonic()
-            while got < sent:
-                data = sock.recv(1 << 20)
+            sock.settimeout(0.1)
+            while got < sent and time.monotonic() - t_drain < drain_seconds:
+                try:
+                    data = sock.recv(1 << 20)
+                except socket.timeout:
+                    continue
                 if not data:
                     raise RuntimeError("the server closed the connection")
                 buf += data
@@ -267,13 +291,21 @@ def flooder(path, kind, uid, own_ids, other_ids, window, chunk, max_requests, se
                 got += n
                 buf = buf[off:]
             drain = time.monotonic() - t_drain
+            abandoned = sent - got
+            if abandoned:  # hang up on them: the next phase starts afresh
+                sock.close()
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(path)
+            sock.settimeout(10)
             if not ctl.poll(600) or ctl.recv() != "stop":  # the parent's "stop", if not read yet
                 raise RuntimeError("never told to stop")
             res["sent"] += sent
             res["replies"] += got
+            res["abandoned"] += abandoned
             for e, n in phase_errnums.items():
                 errnums[e] = errnums.get(e, 0) + n
-            ctl.send({"sent": sent, "replies": got, "errnums": phase_errnums, "drain": drain})
+            ctl.send({"sent": sent, "replies": got, "abandoned": abandoned,
+                      "errnums": phase_errnums, "drain": drain})
         sock.close()
         res["cpu"] = self_cpu()
     except Exception as e:  # reported, never hidden
@@ -329,8 +361,8 @@ def _rejected(stats0, stats1):
 
 
 def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, chunk=64,
-        ramp=0.3, phase_timeout=120.0, rounds=5, guest_seconds=2.0, profile=None,
-        server_cmd=None, verbose=True):
+        ramp=0.3, phase_timeout=120.0, rounds=5, guest_seconds=2.0, drain_seconds=1.0,
+        profile=None, server_cmd=None, verbose=True):
     """Run the phases; returns a dict of results (see the module doc)."""
     say = print if verbose else (lambda *a, **k: None)
     is_root = os.geteuid() == 0
@@ -400,7 +432,7 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
                 target=flooder,
                 args=(path, kind, NOBODY if is_root else None, own_ids, sched_ids[:1000],
                       guest_window, chunk, 10**8, flood_seconds, owner_fallback,
-                      ready, theirs, results),
+                      ready, theirs, results, drain_seconds),
                 daemon=True,
             )
             p.start()
@@ -446,8 +478,9 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
             f["rejected"] = _rejected(stats0, stats1)
             f["flooders"] = flood_stop()
             flood.append(f)
-            say(f"flood {i + 1}: {f['rate']:,.0f} RPC/s "
-                f"(guests drained in {max(x['drain'] for x in f['flooders']):.1f} s)")
+            say(f"flood {i + 1}: {f['rate']:,.0f} RPC/s (guests drained in "
+                f"{max(x['drain'] for x in f['flooders']):.1f} s, "
+                f"{sum(x['abandoned'] for x in f['flooders'])} abandoned)")
         q = phase()
         quiet.append(q)
         say(f"quiet {rounds + 1}: {q['rate']:,.0f} RPC/s")
@@ -493,6 +526,12 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
     g_cpu = guest["server_cpu"] * guest["wall"]
     us_guest = 1e6 * g_cpu / g_rej if g_rej else None
     sched_us_quiet = [1e6 * q["server_cpu"] * q["wall"] / requests for q in quiet]
+    # The server's CPU per scheduler request, everything included (the
+    # guests' share too), quiet against flooded: the throughput a server
+    # with a core of its own would keep, whatever else runs on the machine.
+    total_us_flood = [1e6 * f["server_cpu"] * f["wall"] / requests for f in flood]
+    cpu_ratios = [(sched_us_quiet[i] + sched_us_quiet[i + 1]) / 2 / total_us_flood[i]
+                  for i in range(rounds)]
     sched_us_flood, guest_share = [], []
     for f in flood:
         total = f["server_cpu"] * f["wall"]
@@ -516,6 +555,9 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
         "server_us_per_sched_request": _median(sched_us_quiet),
         "server_us_per_sched_request_flooded": _median(sched_us_flood),
         "server_us_per_guest_request": us_guest,
+        "server_us_per_sched_request_flooded_all": _median(total_us_flood),
+        "cpu_ratios": cpu_ratios,
+        "cpu_ratio": _median(cpu_ratios),
         "guest_share_of_server_cpu": _median(guest_share),
         "guests_alone": guest,
         "guests_alone_rejected_per_s": g_rej / guest["wall"],
@@ -524,6 +566,7 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
         "window": window,
         "flooders": flooders,
         "rounds": rounds,
+        "drain_seconds": drain_seconds,
         "store": "temp SQLite file",
         "guests_are_guests": is_root,
         "guest_uids": sorted({r["uid"] for r in fres if r["uid"] is not None}),
@@ -556,6 +599,7 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
         "rejected_total_per_s": sum(rejected.values()) / flood_wall,
         "flooder_sent": sum(r["sent"] for r in fres),
         "flooder_replies": sum(r["replies"] for r in fres),
+        "flooder_abandoned": sum(r["abandoned"] for r in fres),
         "flooder_errnums": errnums,
         "flooder_errors": [r["error"] for r in fres if r["error"]],
         "flooder_cpu": sum(r.get("cpu", 0) for r in fres) / (flood_wall + guest["wall"]),
@@ -614,7 +658,7 @@ def report(r):
     print(
         f"  guest requests rejected: {r['rejected_total_per_s']:,.0f}/s over "
         f"{r['flood_wall']:.1f} s (flooders sent {r['flooder_sent']:,}, got {r['flooder_replies']:,} "
-        f"replies, used {100 * r['flooder_cpu']:.0f}% of a CPU together)"
+        f"replies, hung up on {r['flooder_abandoned']:,} after waiting {r['drain_seconds']:g} s, used {100 * r['flooder_cpu']:.0f}% of a CPU together)"
     )
     for k, v in sorted(r["rejected_per_s"].items(), key=lambda kv: -kv[1]):
         print(f"    {k:<16} {v:>10,.0f}/s  ({r['rejected'][k]:,})")
@@ -635,6 +679,13 @@ def report(r):
             f"{r['server_us_per_sched_request_flooded']:.1f} µs; load average "
             f"{r['load_average_before']:.2f} before, {r['load_average']:.2f} after"
         )
+    print(
+        f"  server CPU per scheduler request, the guests' included: quiet "
+        f"{r['server_us_per_sched_request']:.2f} µs, flooded "
+        f"{r['server_us_per_sched_request_flooded_all']:.2f} µs; CPU ratio (what a server with "
+        f"a core of its own would keep) {100 * r['cpu_ratio']:.0f}% (rounds: "
+        + ", ".join(f"{100 * x:.0f}%" for x in r["cpu_ratios"]) + ")"
+    )
     errs = ", ".join(
         f"{ERRNO_NAMES.get(e, e)} {n:,}" for e, n in sorted(r["flooder_errnums"].items())
     )
@@ -656,6 +707,8 @@ def main(argv=None):
     ap.add_argument("--flooders", type=int, default=8)
     ap.add_argument("--guest-window", type=int, default=512, help="requests in flight per flooder")
     ap.add_argument("--rounds", type=int, default=5, help="flooded phases, each between two quiet ones")
+    ap.add_argument("--drain-seconds", type=float, default=1.0,
+                    help="how long a flooder awaits its in-flight replies after a phase")
     ap.add_argument("--guest-seconds", type=float, default=2.0,
                     help="length of the last phase: the guests alone, for their CPU cost")
     ap.add_argument("--profile", help="run the server under cProfile, stats to this file")
@@ -673,6 +726,7 @@ def main(argv=None):
         guest_window=args.guest_window,
         rounds=args.rounds,
         guest_seconds=args.guest_seconds,
+        drain_seconds=args.drain_seconds,
         profile=args.profile,
         server_cmd=args.server_cmd.split() if args.server_cmd else None,
     )

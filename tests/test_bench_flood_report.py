@@ -44,7 +44,8 @@ def test_flood_kinds_exceed_their_limits(fallback):
 
 def test_small_flood_is_rejected_and_comes_from_guests():
     r = bench_flood.run(jobs=200, requests=2000, flooders=2, guest_window=128, ramp=0.05,
-                        phase_timeout=60, rounds=2, guest_seconds=0.3, verbose=False)
+                        phase_timeout=60, rounds=2, guest_seconds=0.3, drain_seconds=60,
+                        verbose=False)
     assert r["sched_error_replies"] == 0, r["sched_first_error"]
     assert not r["flooder_errors"]
     assert r["flooder_sent"] > 0 and r["flooder_replies"] == r["flooder_sent"]
