@@ -117,7 +117,7 @@ SCAN_FRAMES_GUEST = 4
 #: a uid over its rate has one of its throttled connections served at most
 #: this often (each time with the tokens earned since): what a flooding uid
 #: costs the server, however many connections it floods on
-THROTTLE_WAKE_HZ = 50
+THROTTLE_WAKE_HZ = 20
 #: seconds to wait for slow readers at shutdown
 SHUTDOWN_GRACE = 5.0
 
