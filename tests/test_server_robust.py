@@ -179,17 +179,27 @@ def test_slow_subscriber_gets_eoverflow(tmp_path):
         s.cleanup()
 
 
-@needs_root
-def test_a_guest_over_its_rate_is_answered_slowly_and_the_owner_at_once(tmp_path):
-    """A guest that floods past its rate gets every reply (EAGAIN past the
-    burst), but the server serves that connection one request per token
-    interval, so the owner's requests sent later are answered first."""
+def _slow_guest_server(tmp_path):
+    """A server whose guests earn a token every 50 ms (burst 2); job 2 is nobody's."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[limits]\nguest_rate = 20\nguest_burst = 2\n")  # a token every 50 ms
+    cfg.write_text("[limits]\nguest_rate = 20\nguest_burst = 2\n")
     s = ServerProc(config=cfg).start()
     try:
         with Client(s.path) as c:
             c.submit(2, NOBODY)
+    except BaseException:
+        s.cleanup()
+        raise
+    return s
+
+
+@needs_root
+def test_a_guest_over_its_rate_is_answered_slowly_and_the_owner_at_once(tmp_path):
+    """A guest that floods past its rate gets every reply (EAGAIN past the
+    burst), but the server serves that connection a few requests per token
+    interval, so the owner's requests sent later are answered first."""
+    s = _slow_guest_server(tmp_path)
+    try:
         path = s.path
 
         def guest():
@@ -244,12 +254,8 @@ def test_a_guest_flooding_on_several_connections_is_served_in_turn(tmp_path):
     served no more than the burst plus the rate allows (EAGAIN for the
     rest), and each connection has requests served in its turn, none
     starved by the others."""
-    cfg = tmp_path / "c.toml"
-    cfg.write_text("[limits]\nguest_rate = 20\nguest_burst = 2\n")  # a token every 50 ms
-    s = ServerProc(config=cfg).start()
+    s = _slow_guest_server(tmp_path)
     try:
-        with Client(s.path) as c:
-            c.submit(2, NOBODY)
         path = s.path
 
         def guest():
