@@ -12,7 +12,7 @@ the server's uid) sends RFC 27 ANNOTATE alloc responses
 (`job-manager.alloc-response`) for NJOBS pending jobs, cycle after cycle,
 every `t_estimate` changing, pipelined with `--window` requests in flight
 (`bench_rpc.Pipe`). Measured phases of `--requests` each, alternating
-(`--rounds` flooded phases, 5 by default):
+(`--rounds` flooded phases, 7 by default):
 
     quiet → flooded → quiet → flooded → ... → quiet → guests alone
 
@@ -361,7 +361,7 @@ def _rejected(stats0, stats1):
 
 
 def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, chunk=64,
-        ramp=0.3, phase_timeout=120.0, rounds=5, guest_seconds=2.0, drain_seconds=1.0,
+        ramp=0.3, phase_timeout=120.0, rounds=7, guest_seconds=2.0, drain_seconds=1.0,
         profile=None, server_cmd=None, verbose=True):
     """Run the phases; returns a dict of results (see the module doc)."""
     say = print if verbose else (lambda *a, **k: None)
@@ -517,6 +517,10 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
 
     # Per flooded phase: its rate against the mean of the quiet phases around it.
     ratios = [f["rate"] / ((quiet[i]["rate"] + quiet[i + 1]["rate"]) / 2) for i, f in enumerate(flood)]
+    # The control: each inner quiet phase against the quiet phases around it
+    # (the same arithmetic without a flood): how far apart ratios fall by noise.
+    noise = [quiet[i]["rate"] / ((quiet[i - 1]["rate"] + quiet[i + 1]["rate"]) / 2)
+             for i in range(1, rounds)]
     order = sorted(range(rounds), key=lambda i: ratios[i])
     mid = order[rounds // 2]  # the round of the median ratio (the upper one when even)
     # Where the server's CPU goes (CPU time per request: a busy machine inflates
@@ -574,6 +578,7 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
         "quiet_phases": quiet,
         "flood_phases": flood,
         "ratios": ratios,
+        "quiet_ratios": noise,
         # the round of the median ratio, as the report shows one round
         "quiet1": quiet[mid],
         "flood": fm,
@@ -638,6 +643,11 @@ def report(r):
           + ", ".join(f"{100 * x:.0f}%" for x in r["ratios"])
           + "; quiet RPC/s " + ", ".join(f"{q['rate']:,.0f}" for q in r["quiet_phases"])
           + "; flooded RPC/s " + ", ".join(f"{f['rate']:,.0f}" for f in r["flood_phases"]))
+    if r["quiet_ratios"]:
+        qr = r["quiet_ratios"]
+        print(f"  control, each inner quiet phase against its quiet neighbours: median "
+              f"{100 * _median(qr):.0f}%, from {100 * min(qr):.0f}% to {100 * max(qr):.0f}% "
+              "(the noise of this machine, no flood)")
     ok = "met" if r["ratio"] >= 0.8 else "MISSED"
     print(f"  ratio flood / mean(quiet) = {100 * r['ratio']:.1f}%  (target >= 80%: {ok})")
     ok = "met" if r["ratio"] >= 0.9 else "MISSED"
@@ -706,7 +716,7 @@ def main(argv=None):
     ap.add_argument("--window", type=int, default=256, help="scheduler requests in flight")
     ap.add_argument("--flooders", type=int, default=8)
     ap.add_argument("--guest-window", type=int, default=512, help="requests in flight per flooder")
-    ap.add_argument("--rounds", type=int, default=5, help="flooded phases, each between two quiet ones")
+    ap.add_argument("--rounds", type=int, default=7, help="flooded phases, each between two quiet ones")
     ap.add_argument("--drain-seconds", type=float, default=1.0,
                     help="how long a flooder awaits its in-flight replies after a phase")
     ap.add_argument("--guest-seconds", type=float, default=2.0,
