@@ -50,8 +50,8 @@ Measured: scheduler RPC/s per phase and the ratio (target >= 80%, second
 round >= 90%); server VmRSS before each flooded phase, its peak during it
 (sampled every 50 ms) and after (target: growth <= 20 MB beyond the mean
 growth of the quiet phases around it: the event backlog kept for `since`
-grows with the scheduler's batches, flood or not); server and client CPU per phase, and from them the server
-CPU per scheduler request and per rejected guest request and the guests'
+grows with the scheduler's batches, flood or not); server and client CPU
+per phase, and from them the server CPU per scheduler request and per rejected guest request and the guests'
 share while flooded; guest requests rejected per second by reason
 (`job-manager.stats` `rejected` counters, after minus before) and the
 flooders' own reply count by errnum (any errnum 0 would be an accepted
@@ -516,7 +516,8 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
         shutil.rmtree(tmp, ignore_errors=True)
 
     # Per flooded phase: its rate against the mean of the quiet phases around it.
-    ratios = [f["rate"] / ((quiet[i]["rate"] + quiet[i + 1]["rate"]) / 2) for i, f in enumerate(flood)]
+    ratios = [f["rate"] / ((quiet[i]["rate"] + quiet[i + 1]["rate"]) / 2)
+              for i, f in enumerate(flood)]
     # The control: each inner quiet phase against the quiet phases around it
     # (the same arithmetic without a flood): how far apart ratios fall by noise.
     noise = [quiet[i]["rate"] / ((quiet[i - 1]["rate"] + quiet[i + 1]["rate"]) / 2)
@@ -543,8 +544,9 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
         sched_us_flood.append(1e6 * (total - gcpu) / requests)
         guest_share.append(gcpu / total if total else 0.0)
     # RSS: each flooded phase's growth beyond the mean growth of the quiet phases around it
-    excess = [(f["rss_growth_kib"] - (quiet[i]["rss_growth_kib"] + quiet[i + 1]["rss_growth_kib"]) / 2)
-              * 1024 / 1e6 for i, f in enumerate(flood)]
+    excess = [(f["rss_growth_kib"]
+               - (quiet[i]["rss_growth_kib"] + quiet[i + 1]["rss_growth_kib"]) / 2) * 1024 / 1e6
+              for i, f in enumerate(flood)]
     fm = flood[mid]
     flood_wall = sum(f["wall"] for f in flood)
     rejected = {}
@@ -652,7 +654,8 @@ def report(r):
     print(f"  ratio flood / mean(quiet) = {100 * r['ratio']:.1f}%  (target >= 80%: {ok})")
     ok = "met" if r["ratio"] >= 0.9 else "MISSED"
     print(f"  median ratio over {r['rounds']} rounds = {100 * r['ratio']:.1f}% "
-          f"(best flooded / best quiet {100 * r['ratio_best']:.1f}%; second-round target >= 90%: {ok})")
+          f"(best flooded / best quiet {100 * r['ratio_best']:.1f}%; "
+          f"second-round target >= 90%: {ok})")
     ok = "met" if r["rss_growth_mb"] <= 20 else "MISSED"
     print(
         f"  server VmRSS before {r['rss_before_kib'] / 1024:.1f} MiB, peak during "
@@ -668,7 +671,8 @@ def report(r):
     print(
         f"  guest requests rejected: {r['rejected_total_per_s']:,.0f}/s over "
         f"{r['flood_wall']:.1f} s (flooders sent {r['flooder_sent']:,}, got {r['flooder_replies']:,} "
-        f"replies, hung up on {r['flooder_abandoned']:,} after waiting {r['drain_seconds']:g} s, used {100 * r['flooder_cpu']:.0f}% of a CPU together)"
+        f"replies, hung up on {r['flooder_abandoned']:,} after waiting {r['drain_seconds']:g} s, "
+        f"used {100 * r['flooder_cpu']:.0f}% of a CPU together)"
     )
     for k, v in sorted(r["rejected_per_s"].items(), key=lambda kv: -kv[1]):
         print(f"    {k:<16} {v:>10,.0f}/s  ({r['rejected'][k]:,})")
@@ -716,7 +720,8 @@ def main(argv=None):
     ap.add_argument("--window", type=int, default=256, help="scheduler requests in flight")
     ap.add_argument("--flooders", type=int, default=8)
     ap.add_argument("--guest-window", type=int, default=512, help="requests in flight per flooder")
-    ap.add_argument("--rounds", type=int, default=7, help="flooded phases, each between two quiet ones")
+    ap.add_argument("--rounds", type=int, default=7,
+                    help="flooded phases, each between two quiet ones")
     ap.add_argument("--drain-seconds", type=float, default=1.0,
                     help="how long a flooder awaits its in-flight replies after a phase")
     ap.add_argument("--guest-seconds", type=float, default=2.0,

@@ -539,7 +539,8 @@ class Server:
         rate_message = getattr(service, "_rate_message", None) or (
             "guest request rate exceeded: try again later"
         )
-        self._eagain_tail = response_error(0, EAGAIN, rate_message)[HEADER_SIZE + len(b'{"matchtag":0'):]
+        head = HEADER_SIZE + len(b'{"matchtag":0')
+        self._eagain_tail = response_error(0, EAGAIN, rate_message)[head:]
         self._alloc_text = getattr(service, "_alloc_annotate_text", None)
         # Frames are decoded in C with the limits of the caller's class.
         lim = getattr(service, "owner_limits", None) or Limits()
