@@ -50,6 +50,7 @@ readers), close the service, remove the socket file.
 
 import argparse
 import asyncio
+import collections
 import errno as _errno
 import functools
 import json
@@ -115,6 +116,10 @@ SCAN_BYTES = 256 << 10
 SCAN_BYTES_GUEST = 16 << 10
 SCAN_FRAMES = 512
 SCAN_FRAMES_GUEST = 4
+#: a uid over its rate has one of its throttled connections served at most
+#: this often (each time with the tokens earned since): what a flooding uid
+#: costs the server, however many connections it floods on
+THROTTLE_WAKE_HZ = 20
 #: seconds to wait for slow readers at shutdown
 SHUTDOWN_GRACE = 5.0
 
@@ -432,31 +437,37 @@ class Connection(asyncio.BufferedProtocol):
             if done < used or used == 0:
                 break
 
-    def throttle(self, delay):
+    def throttle(self):
         """A guest request was refused for its rate (EAGAIN): serve nothing
-        more from this connection for `delay` seconds.
+        more from this connection until its turn comes (`Server.throttle`).
 
-        The reply to the refused request is sent as usual; the frames after
-        it wait in this connection's buffer and, once reading is paused, in
-        the kernel's socket buffer. So a flooding guest costs the server one
-        request per `delay` (the time its bucket takes to earn a token), not
-        every request it manages to send, and the scheduler's requests keep
-        their share of the event loop (docs/limits.md; the flood target of docs/performance.md).
+        The reply to the refused request is sent as usual (with those of the
+        frames decoded with it: over the rate too); the frames after them
+        wait in this connection's buffer and, reading paused, in the kernel's
+        socket buffer. So a flooding guest costs the server a few requests
+        per token interval of its uid, however many connections it floods
+        on, not every request it manages to send, and the scheduler's
+        requests keep their share of the event loop (docs/limits.md).
         """
         if self.throttled or self.transport is None:
             return
         self.throttled = True
-        self.transport.pause_reading()
-        self.server.loop.call_later(delay, self.unthrottle)
+        self.transport.pause_reading()  # a no-op while woken (reading still paused)
+        self.server.throttle(self)
 
     def unthrottle(self):
+        """Its turn (`Server.wake`): serve what it has buffered; read again
+        only if that did not throttle it again (no resume/pause pair)."""
         self.throttled = False
         if self.transport is None or self.closing:
             return
         if not self.paused:
-            self.transport.resume_reading()
             if self.buf:
                 self.process()
+            if self.out:
+                self.flush()
+            if not (self.throttled or self.paused or self.closing) and self.transport is not None:
+                self.transport.resume_reading()
         self.server.after_io()
         if self.out:
             self.flush()
@@ -510,9 +521,13 @@ class Server:
         self.message_bytes = int(
             _config_value(cfg, "limits", "message_bytes", protocol.DEFAULT_MESSAGE_BYTES)
         )
-        # How long a guest connection refused for its rate is left unread:
-        # the time its token bucket takes to earn one token.
-        self.throttle_delay = 1.0 / float(_config_value(cfg, "limits", "guest_rate", 200))
+        # Guest connections refused for their rate wait in one queue per uid
+        # (`throttle`); one of them is served per token interval, or per
+        # 1/THROTTLE_WAKE_HZ s with the tokens earned meanwhile if shorter.
+        self.throttle_delay = max(
+            1.0 / float(_config_value(cfg, "limits", "guest_rate", 200)), 1.0 / THROTTLE_WAKE_HZ
+        )
+        self._throttled = {}  # uid -> deque of throttled connections
         self.conns = set()
         self.dirty = set()  # connections with replies pushed from outside process()
         self.ready = set()  # streams the service has notified
@@ -537,6 +552,12 @@ class Server:
         self._key_trees = {}  # namespace lists of hot annotates -> dict (serve)
         self._reject = getattr(service, "_reject", None)
         self._guest_rate = getattr(service, "_guest_rate", None)
+        # the end of an EAGAIN reply for the rate, after its matchtag (serve)
+        rate_message = getattr(service, "_rate_message", None) or (
+            "guest request rate exceeded: try again later"
+        )
+        head = HEADER_SIZE + len(b'{"matchtag":0')
+        self._eagain_tail = response_error(0, EAGAIN, rate_message)[head:]
         self._alloc_text = getattr(service, "_alloc_annotate_text", None)
         # Frames are decoded in C with the limits of the caller's class.
         lim = getattr(service, "owner_limits", None) or Limits()
@@ -565,6 +586,37 @@ class Server:
 
     def make_cred(self, uid, owner):
         return self._Cred(uid, owner=owner)
+
+    # guests over their rate
+
+    def throttle(self, conn):
+        """Queue a throttled guest connection behind the others of its uid.
+
+        One timer per uid wakes one queued connection per `throttle_delay`
+        (a token interval, at least 1/THROTTLE_WAKE_HZ s), in turn, which
+        serves what it has buffered (requests on the tokens earned since,
+        EAGAIN to the rest of what was decoded with the refused one) and
+        queues again if still over. So a uid over its rate costs at most
+        THROTTLE_WAKE_HZ wake-ups a second however many connections it
+        holds, and a paused connection costs nothing.
+        """
+        q = self._throttled.get(conn.uid)
+        if q is None:
+            q = self._throttled[conn.uid] = collections.deque()
+            self.loop.call_later(self.throttle_delay, self.wake, conn.uid)
+        q.append(conn)
+
+    def wake(self, uid):
+        q = self._throttled.get(uid)
+        while q:
+            conn = q.popleft()
+            if conn.transport is not None and not conn.closing:
+                conn.unthrottle()  # may queue it again, at the back
+                break
+        if q:
+            self.loop.call_later(self.throttle_delay, self.wake, uid)
+        else:
+            self._throttled.pop(uid, None)
 
     # life cycle
 
@@ -780,9 +832,8 @@ class Server:
         served = 0
         nohot = not self.hot_writes
         it = iter(recs)
-        for st, mt, jobid, voff, vlen, koff, klen, poff, plen, toff, tlen, end in zip(
-            it, it, it, it, it, it, it, it, it, it, it, it
-        ):
+        records = zip(it, it, it, it, it, it, it, it, it, it, it, it)
+        for st, mt, jobid, voff, vlen, koff, klen, poff, plen, toff, tlen, end in records:
             reply = None
             if nohot:
                 st &= ~F_HOT  # served by the topic's handler (serve_other)
@@ -842,7 +893,7 @@ class Server:
                                              toff, tlen)
             except AnnotError as e:
                 if e.errno == EAGAIN and not conn.owner:
-                    conn.throttle(self.throttle_delay)
+                    conn.throttle()
                 reply = response_error(mt, e.errno, e.message)
             except Exception as e:
                 log.exception("unexpected error serving a request (uid %d)", conn.uid)
@@ -863,6 +914,23 @@ class Server:
                     if conn.paused:
                         break
             if conn.throttled:
+                # The frames decoded with the refused one are over the rate
+                # too (its bucket is empty): EAGAIN to each, now, in bulk.
+                reject, tail = self._reject, self._eagain_tail
+                for st, mt, jobid, voff, vlen, koff, klen, poff, plen, toff, tlen, end in records:
+                    code = st >> 32
+                    if code == EMSGSIZE:
+                        break  # served on its turn: the error and the close
+                    if code and not st & F_MATCHTAG:
+                        mt = 0
+                    body = b'{"matchtag":%d' % mt + tail
+                    reply = _pack_header(len(body)) + body
+                    out.append(reply)
+                    conn.outn += len(reply)
+                    if reject is not None:
+                        reject("rate", None)
+                    done = end
+                    served += 1
                 break
         if oks:
             if len(oks) == 1:  # a round trip: cheaper than the C call

@@ -44,17 +44,21 @@ def test_flood_kinds_exceed_their_limits(fallback):
 
 def test_small_flood_is_rejected_and_comes_from_guests():
     r = bench_flood.run(jobs=200, requests=2000, flooders=2, guest_window=128, ramp=0.05,
-                        phase_timeout=60, verbose=False)
+                        phase_timeout=60, rounds=2, guest_seconds=0.3, drain_seconds=60,
+                        verbose=False)
     assert r["sched_error_replies"] == 0, r["sched_first_error"]
     assert not r["flooder_errors"]
     assert r["flooder_sent"] > 0 and r["flooder_replies"] == r["flooder_sent"]
     assert 0 not in r["flooder_errnums"], "a flood request was accepted"
-    assert sum(r["rejected"].values()) >= r["flooder_replies"]
+    assert sum(r["rejected_all"].values()) >= r["flooder_replies"]
     if os.geteuid() == 0:
         assert r["guests_are_guests"] and r["guest_uids"] == [bench_flood.NOBODY]
     else:
         assert not r["guests_are_guests"]
     assert r["quiet1"]["rate"] > 0 and r["flood"]["rate"] > 0
+    # alternating phases: every flooded one between two quiet ones, each compared
+    assert len(r["quiet_phases"]) == 3 and len(r["flood_phases"]) == 2 and len(r["ratios"]) == 2
+    assert r["guests_alone_rejected_per_s"] > 0
 
 
 def _fake_measurements(good):

@@ -179,17 +179,27 @@ def test_slow_subscriber_gets_eoverflow(tmp_path):
         s.cleanup()
 
 
-@needs_root
-def test_a_guest_over_its_rate_is_answered_slowly_and_the_owner_at_once(tmp_path):
-    """A guest that floods past its rate gets every reply (EAGAIN past the
-    burst), but the server serves that connection one request per token
-    interval, so the owner's requests sent later are answered first."""
+def _slow_guest_server(tmp_path):
+    """A server whose guests earn a token every 50 ms (burst 2); job 2 is nobody's."""
     cfg = tmp_path / "c.toml"
-    cfg.write_text("[limits]\nguest_rate = 20\nguest_burst = 2\n")  # a token every 50 ms
+    cfg.write_text("[limits]\nguest_rate = 20\nguest_burst = 2\n")
     s = ServerProc(config=cfg).start()
     try:
         with Client(s.path) as c:
             c.submit(2, NOBODY)
+    except BaseException:
+        s.cleanup()
+        raise
+    return s
+
+
+@needs_root
+def test_a_guest_over_its_rate_is_answered_slowly_and_the_owner_at_once(tmp_path):
+    """A guest that floods past its rate gets every reply (EAGAIN past the
+    burst), but the server serves that connection a few requests per token
+    interval, so the owner's requests sent later are answered first."""
+    s = _slow_guest_server(tmp_path)
+    try:
         path = s.path
 
         def guest():
@@ -233,6 +243,47 @@ def test_a_guest_over_its_rate_is_answered_slowly_and_the_owner_at_once(tmp_path
         assert set(v["errnums"][2:]) <= {0, errno.EAGAIN} and errno.EAGAIN in v["errnums"]
         with Client(s.path) as c:  # the connection-level pause changed no data
             assert c.get(2)["annotations"]["user"]["n"] in range(1, 31)
+    finally:
+        s.cleanup()
+
+
+@needs_root
+def test_a_guest_flooding_on_several_connections_is_served_in_turn(tmp_path):
+    """The rate is per uid, whatever the connections: a guest over it on
+    four connections gets every reply on each, in order; together they are
+    served no more than the burst plus the rate allows (EAGAIN for the
+    rest), and each connection has requests served in its turn, none
+    starved by the others."""
+    s = _slow_guest_server(tmp_path)
+    try:
+        path = s.path
+
+        def guest():
+            conns = [Raw(path) for _ in range(4)]
+            n = 15
+            t0 = time.monotonic()
+            for g in conns:
+                for mt in range(1, n + 1):
+                    g.send("job-manager.memo", mt, {"id": 2, "memo": {"n": mt}, "volatile": True})
+            out = []
+            for g in conns:
+                got = [g.recv() for _ in range(n)]
+                out.append({"tags": [m["matchtag"] for m in got],
+                            "errnums": [m["errnum"] for m in got]})
+                g.close()
+            return {"conns": out, "elapsed": time.monotonic() - t0}
+
+        out = run_as(NOBODY, guest)
+        assert "value" in out, out
+        v = out["value"]
+        served = 0
+        for conn in v["conns"]:
+            assert conn["tags"] == list(range(1, 16))  # every request answered, in order
+            assert set(conn["errnums"]) == {0, errno.EAGAIN}, conn  # some served, some refused
+            served += conn["errnums"].count(0)
+        assert served <= 2 + 20 * v["elapsed"] + 1  # the burst, then the rate: per uid
+        with Client(s.path) as c:
+            assert c.get(2)["annotations"]["user"]["n"] in range(1, 16)
     finally:
         s.cleanup()
 
