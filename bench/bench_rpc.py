@@ -132,6 +132,19 @@ def annotate_frames(jobs, count, volatile, start_mt, tag):
     return frames
 
 
+def wait_idle(pid, quiet=0.002, step=0.1, limit=10.0):
+    """Wait until the server uses under `quiet` s of CPU per `step` s
+    (at most `limit` s): an idle service, as the round-trip target says."""
+    t_end = time.monotonic() + limit
+    last = proc_cpu(pid)
+    while time.monotonic() < t_end:
+        time.sleep(step)
+        now = proc_cpu(pid)
+        if now - last < quiet:
+            return
+        last = now
+
+
 def measure(pipe, frames, window, server_pid):
     c0, s0, t0 = self_cpu(), proc_cpu(server_pid), time.perf_counter()
     pipe.run(frames, window)
@@ -217,7 +230,10 @@ def main():
             mt += len(frames)
             rn.append(measure(pipe, frames, args.nv_window, pid))
 
-            # idle round trips: one volatile annotate at a time
+            # idle round trips: one volatile annotate at a time, on an idle
+            # service: first let the writer finish what the non-volatile
+            # phase left (its last commits, SQLite's WAL checkpoint)
+            wait_idle(pid)
             one = []
             frames = annotate_frames(args.jobs, args.rtt, True, mt, f"r{rep}")
             mt += len(frames)
