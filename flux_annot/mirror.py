@@ -71,7 +71,7 @@ from collections.abc import Callable, Iterable
 from errno import EIO, ETIMEDOUT
 from typing import Any
 
-from .errors import E2BIG, EINVAL, ENOENT, EPERM, AnnotError, error
+from .errors import EINVAL, ENOENT, EPERM, AnnotError, error
 from .policy import Cred
 from .replay import permissive_limits
 from .service import (
@@ -616,14 +616,7 @@ class MirrorService(AnnotationService):
         except AnnotError as exc:
             raise self._reject("invalid", exc) from None
         full = b'{"user":' + data + b"}"
-        if guest and len(full) > self._payload_max:
-            raise self._reject(
-                "payload_size",
-                error(E2BIG, f"annotation payload exceeds {self._payload_max} bytes for guests"),
-            )
-        job = self._lookup(id)
-        if job.state == INACTIVE:
-            raise self._reject("inactive", error(ENOENT, "job is inactive"))
+        job = self._writable_job(id, full, guest)
         wrapped = {"user": tree} if tree is not None else None
         if guest:
             self._guest_trial(cred, id, job, full, wrapped, True)

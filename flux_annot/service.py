@@ -693,6 +693,20 @@ class AnnotationService:
         if self._n_open >= self._max_entries:
             self._close_if_full()
 
+    def _writable_job(self, id: int, data: bytes, guest: bool) -> Job:
+        """The checks of a write before its merge, in order (docs/limits.md):
+        a guest's payload size by its length alone, then the job (known, not
+        inactive). Raises counted; returns the job."""
+        if guest and len(data) > self._payload_max:
+            raise self._reject(
+                "payload_size",
+                error(E2BIG, f"annotation payload exceeds {self._payload_max} bytes for guests"),
+            )
+        job = self._lookup(id)
+        if job.state == INACTIVE:
+            raise self._reject("inactive", error(ENOENT, "job is inactive"))
+        return job
+
     def _modify(self, cred: Cred, id: int, obj: object, volatile: bool, is_memo: bool,
                 keys: dict[str, Any] | None = None) -> None:
         if self._t0 is not None:
@@ -720,14 +734,7 @@ class AnnotationService:
             data = b'{"user":' + data + b"}"
             if tree is not None:
                 tree = {"user": tree}
-        if guest and len(data) > self._payload_max:
-            raise self._reject(
-                "payload_size",
-                error(E2BIG, f"annotation payload exceeds {self._payload_max} bytes for guests"),
-            )
-        job = self._lookup(id)
-        if job.state == INACTIVE:
-            raise self._reject("inactive", error(ENOENT, "job is inactive"))
+        job = self._writable_job(id, data, guest)
         table = self.table
         if guest:
             info = self._guest_trial(cred, id, job, data, tree, is_memo)
