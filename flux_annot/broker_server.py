@@ -57,11 +57,12 @@ _ERRSTR = b',"errstr":'
 class _Pending:
     """A request waiting for its response(s)."""
 
-    __slots__ = ("msg", "sender", "peer", "stream")
+    __slots__ = ("msg", "sender", "cmt", "peer", "stream")
 
-    def __init__(self, msg, sender, peer, stream):
+    def __init__(self, msg, sender, cmt, peer, stream):
         self.msg = msg  # flux_msg_t * (a reference of ours)
         self.sender = sender  # bytes: the first route hop (the client)
+        self.cmt = cmt  # the client's matchtag (RFC 6 cancel names it)
         self.peer = peer
         self.stream = stream  # annot.events: responses until an error ends it
 
@@ -324,6 +325,9 @@ class BrokerTransport:
             if topic == b"annot.disconnect":
                 self.disconnect(sender, uid, owner)
                 return
+            if topic == b"annot.cancel":
+                self.cancel(msg, sender, uid, owner)
+                return
             keep = self.serve_request(msg, topic, uid, owner, sender)
         finally:
             if not keep:
@@ -357,7 +361,8 @@ class BrokerTransport:
         mt = self.next_mt
         self.next_mt = mt + 1 if mt < 0xFFFFFFFF else 1
         stream = jm_topic == "job-manager.events"
-        self.pending[mt] = _Pending(msg, sender, peer, stream)
+        lib.flux_msg_get_matchtag(msg, self._u32_p)
+        self.pending[mt] = _Pending(msg, sender, self._u32_p[0], peer, stream)
         mts = self.by_sender.get(sender)
         if mts is None:
             mts = self.by_sender[sender] = set()
@@ -488,6 +493,28 @@ class BrokerTransport:
             p = self.pending.get(mt)
             if p is not None and (owner or p.peer.uid == uid):
                 self._forget(mt)
+
+    def cancel(self, msg, sender, uid, owner):
+        """RFC 6 cancel `{"matchtag": N}`: end that client's stream N with
+        ENODATA (no response to the cancel itself)."""
+        lib, ffi = self.lib, self.ffi
+        if lib.flux_msg_get_payload(msg, self._data_p, self._len_p) < 0:
+            return
+        try:
+            raw = ffi.buffer(self._data_p[0], self._len_p[0])[:].rstrip(b"\0")
+            if len(raw) > 256:
+                return
+            cmt = protocol.decode_json(raw).get("matchtag")
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            return
+        for mt in list(self.by_sender.get(sender, ())):
+            p = self.pending.get(mt)
+            if p is None or p.cmt != cmt or not (owner or p.peer.uid == uid):
+                continue
+            st = p.peer.streams.get(mt)
+            if st is not None and not st.ended:
+                self.dispatch.end_stream(st, _errno.ENODATA, "the stream was canceled")
+                p.peer.flush()
 
     def stats(self):
         return {
