@@ -131,7 +131,7 @@ class BrokerTransport:
         self.ndisconnects = 0
         self._retry = None
         self.ffi = self.lib = None  # Flux's cffi module, once attached
-        self._topics = {}  # b"annot.M" -> (prefix, topic, topic span) of the frame
+        self._topics = {}  # b"annot.M" -> (frame prefix up to the payload, is a stream)
 
     # life cycle
 
@@ -417,6 +417,8 @@ class BrokerTransport:
     def respond_frames(self, chunk):
         """Send the reply frames in `chunk` (one or more, joined) as Flux
         responses to the requests their matchtags name."""
+        if self.hp is None:  # the broker is gone, and its requests with it
+            return
         n = len(chunk)
         off = 0
         while off < n:
