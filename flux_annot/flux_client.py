@@ -361,6 +361,31 @@ class FluxClient(Client):
         return done
 
 
+class _Liveness:
+    """Whether the service that serves a stream is still the one it
+    subscribed to: the `stats` reply that follows the subscription gives
+    the service's `started`; a later `stats` reply with ENOSYS (no service)
+    or another `started` (a service restarted in between) means the
+    stream's service is gone."""
+
+    def __init__(self) -> None:
+        self.started: Any = None
+
+    def first(self, resp: Response) -> bool:
+        """Record the first reply; True if the service is already gone."""
+        if resp[1] == ENOSYS:
+            return True
+        if resp[3] is not None:
+            self.started = resp[3].get("started")
+        return False
+
+    def gone(self, resp: Response) -> bool:
+        if resp[1] == ENOSYS:
+            return True
+        started = resp[3].get("started") if resp[3] is not None else None
+        return self.started is not None and started is not None and started != self.started
+
+
 class FluxEventStream:
     """Iterator over one `annot.events` stream on a handle of its own
     (module doc); `close()` closes the handle, which cancels it."""
@@ -371,6 +396,8 @@ class FluxEventStream:
         self._flux: FluxHandle | None = FluxHandle(uri)
         self._inbox = _Inbox(self._flux)
         self._mt = self._flux.send("annot.events", payload, streaming=True)
+        self._live = _Liveness()
+        self._ident: int | None = self._flux.send("annot.stats", {})  # _Liveness.first
 
     def __iter__(self) -> "FluxEventStream":
         return self
@@ -399,12 +426,19 @@ class FluxEventStream:
             resp = self._inbox.next((self._mt,), self._probe)
             if resp is not None:
                 return resp
-            # idle: is the service still there? (module doc)
+            # idle: is the service still the one we subscribed to? (module doc)
+            if self._ident is not None:
+                first = self._inbox.next((self._ident,), 0)
+                if first is not None:
+                    h.free(self._ident)
+                    self._ident = None
+                    if self._live.first(first):
+                        raise _gone(self.uri)
             probe = h.send("annot.stats", {})
             reply = self._inbox.next((probe,), max(self._probe, 10.0))
             if reply is not None:
                 h.free(probe)
-                if reply[1] == ENOSYS:
+                if self._live.gone(reply):
                     raise _gone(self.uri)
 
     def close(self) -> None:
@@ -569,6 +603,7 @@ class FluxSession:
         self._heard = time.monotonic()
         self._timer: asyncio.TimerHandle | None = None
         self._probing = False
+        self._live = _Liveness()
 
     @classmethod
     async def open(cls, uri: str, probe: float = DEFAULT_PROBE) -> "FluxSession":
@@ -580,7 +615,15 @@ class FluxSession:
 
     def subscribe(self, payload: dict[str, Any]) -> None:
         self.conn.stream("annot.events", payload, self._put)
+        self.conn.request("annot.stats", {}).add_done_callback(self._first)
         self._arm()
+
+    def _first(self, fut: "asyncio.Future[dict[str, Any]]") -> None:
+        if fut.cancelled() or self.closed:
+            return
+        exc = fut.exception()
+        if exc is None:
+            self._live.first((0, 0, None, fut.result()))
 
     def send(self, topic: str, payload: dict[str, Any]) -> "asyncio.Future[dict[str, Any]]":
         return self.conn.request(topic, payload)
@@ -620,6 +663,8 @@ class FluxSession:
             return
         exc = fut.exception()
         if isinstance(exc, AnnotError) and exc.errno == ENOSYS:
+            self._put(_gone(self.uri))
+        elif exc is None and self._live.gone((0, 0, None, fut.result())):
             self._put(_gone(self.uri))
 
     def close(self) -> None:
