@@ -569,7 +569,9 @@ def run_top(socket=None, fmt=None, states=None, all_users=False, give_up=60.0,
     target = resolve(socket, flux_uri)
     try:  # a service that is not there at all: say so before taking the screen
         with Client(socket, timeout=10, flux_uri=flux_uri) as c:
-            source = _source(target.describe(), c.stats())
+            stats = c.stats()
+        # through Flux: the instance as this node reaches it (the user's FLUX_URI)
+        source = target.describe() if target.is_flux else _source(target.address, stats)
     except AnnotError as e:
         print(f"flux-annotate: top: {e}", file=sys.stderr)
         return 1
