@@ -415,16 +415,23 @@ def test_no_service_is_one_line_naming_the_instance():
         inst.cleanup()
 
 
-def test_the_mirror_restarted_under_a_running_watch_on_a_leaf_rank(tmp_path):
+def test_the_mirror_restarted_under_a_running_watch_on_a_leaf_rank(tmp_path, monkeypatch):
+    from flux_annot.live import LiveModel, LiveThread
+
     inst = FluxInstance(flux_prefix(), size=SIZE).start()
     m = Mirror(inst, tmp_path / "m.db").start()
-    w = None
+    w = live = None
     try:
         m.wait_synced()
         wait_for("the annot service", lambda: _served(inst))
         jobid = submit(inst, "--urgency=0", "sleep", "300")
         w = Proc(["watch", "-o", "{seq} {id.dec} {event} {user.n}"], user_env(inst, LEAF))
+        # and the driver of top and the dashboard, in this process, on the leaf
+        monkeypatch.setenv("PATH", user_env(inst, LEAF)["PATH"])
+        model = LiveModel()
+        live = LiveThread(model, None, flux_uri=inst.rank_uri(LEAF), retry=0.2).start()
         w.wait_line("the heading", lambda l: l.startswith("SEQ"))
+        wait_for("the live model", lambda: model.status == "live")
         time.sleep(0.5)
         run_cli(inst, 0, "memo", str(jobid), "n=1")
         first = w.wait_line("n=1", lambda l: l.endswith(f"{jobid} annotations 1"))
@@ -438,12 +445,31 @@ def test_the_mirror_restarted_under_a_running_watch_on_a_leaf_rank(tmp_path):
                              lambda l: l.endswith(f"{jobid} annotations 2"))
         run_cli(inst, 0, "memo", str(jobid), "n=3")
         third = w.wait_line("n=3", lambda l: l.endswith(f"{jobid} annotations 3"))
-        seqs = [int(x.split()[0]) for x in (first, second, third)]
-        assert seqs == sorted(seqs) and len(set(seqs)) == 3
+
+        # killed (no end of stream) and restarted at once: the stream's
+        # probe sees another service (its `started`) and resumes there
+        m.proc.kill()
+        m.proc.wait()
+        m.proc = None
+        m.start()
+        wait_for("the annot service again", lambda: _served(inst))
+        run_cli(inst, 0, "memo", str(jobid), "n=4")
+        w.wait_line("watch noticing the killed mirror", lambda l: "went away" in l, stream="err")
+        fourth = w.wait_line("n=4", lambda l: l.endswith(f"{jobid} annotations 4"))
+        seqs = [int(x.split()[0]) for x in (first, second, third, fourth)]
+        assert seqs == sorted(seqs) and len(set(seqs)) == 4
         assert w.p.poll() is None  # still following
         lines = [l for l in w.out[1:] if l.split()[1] == str(jobid)]
         assert len(lines) == len(set(lines))  # nothing shown twice
+
+        # the live model went through both restarts to the same state
+        wait_for("the live model to have n=4",
+                 lambda: (model.jobs.get(jobid) is not None
+                          and model.jobs[jobid].annotations == {"user": {"n": 4}}), 60)
+        assert model.status == "live" and model.seq == m.stats()["seq"]
     finally:
+        if live is not None:
+            live.stop()
         if w is not None:
             w.stop()
         m.cleanup()
