@@ -524,3 +524,49 @@ def test_top_in_tmux_on_a_leaf_rank_shows_what_list_shows(inst, mirror):
     finally:
         term.close()
         inst.flux("cancel", *map(str, held + [running]), check=False)
+
+
+# --- the dashboard --------------------------------------------------------------------
+
+
+def test_the_dashboard_on_a_leaf_rank_streams_the_instance(inst, mirror):
+    import re
+
+    from dashproc import SSEReader
+
+    jobid = submit(inst, "--urgency=0", "sleep", "300")
+    d = subprocess.Popen([sys.executable, "-m", "flux_annot", "dashboard"], env=user_env(inst, LEAF),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/")
+    page = None
+    try:
+        run_cli(inst, 0, "memo", str(jobid), "stage=1")
+        line = d.stdout.readline().decode()
+        url = re.search(r"http://127\.0\.0\.1:(\d+)/\?token=(\S+)", line)
+        assert url, (line, d.stderr.read1().decode() if d.poll() is not None else "")
+        page = SSEReader("127.0.0.1", int(url.group(1)), url.group(2))
+        def until(what, cond, timeout=30):
+            deadline = time.monotonic() + timeout
+            frames = []
+            while time.monotonic() < deadline:
+                ev, data = page.next()
+                frames.append((ev, data[:200]))
+                if cond(ev, json.loads(data)):
+                    return json.loads(data)
+            raise AssertionError(f"no {what} in {frames}")
+
+        # the page may come before the dashboard's own snapshot: the next one has the job
+        snap = until("snapshot with the job", lambda ev, d: ev == "snapshot" and any(
+            j[0] == str(jobid) for j in d["jobs"]))
+        row = [j for j in snap["jobs"] if j[0] == str(jobid)][0]
+        assert row[1:] == [os.getuid(), "SCHED", {"user": {"stage": 1}}]
+        run_cli(inst, 0, "memo", str(jobid), "stage=2")  # made on rank 0
+        until("the memo's batch", lambda ev, d: ev == "batch" and [
+            str(jobid), {"user": {"stage": 2}}] in d.get("annotations", []))
+    finally:
+        if page is not None:
+            page.close()
+        d.terminate()
+        d.wait(20)
+        d.stdout.close()
+        d.stderr.close()
+        inst.flux("cancel", str(jobid), check=False)
