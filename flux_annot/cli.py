@@ -28,10 +28,12 @@ Choices where docs/cli.md is silent:
 """
 
 import argparse
+import errno
 import json
 import os
 import pwd
 import sys
+import time
 
 from . import listing
 from .errors import AnnotError
@@ -211,9 +213,10 @@ def _format(text, extra_fields=()):
 
 
 def _client(args):
+    # the socket or the Flux instance, as every client chooses (flux_annot.target)
     from .client import Client
 
-    return Client(socket=args.socket)
+    return Client(socket=args.socket, flux_uri=args.flux_uri)
 
 
 def _print_json(obj, **kw):
@@ -356,6 +359,8 @@ def _watch_lines(batch, jobs, fmt, lookup):
 
 
 def cmd_watch(args):
+    from .target import resolve
+
     fmt = _format(args.format or WATCH_FORMAT, extra_fields=("seq", "event", "timestamp"))
     topics = None
     if args.topic:
@@ -364,6 +369,10 @@ def cmd_watch(args):
         except KeyError as e:
             raise UsageError(f"unknown topic {e.args[0]!r}: use job-state or job-annotations") from None
     needs_owner = any(f in ("userid", "username") for f in fmt.fields)
+    # Through a Flux broker the instance outlives its flux-annot service:
+    # watch waits for a restarted service and resumes after the last seq.
+    # On a socket the service is the endpoint: its end ends watch.
+    resume = resolve(args.socket, args.flux_uri).is_flux
     with _client(args) as c:
         jobs = {}
 
@@ -377,28 +386,74 @@ def cmd_watch(args):
             jobs[jid] = job
             return job
 
-        if args.since is not None:
+        since = args.since
+        if since is not None:
             for job in c.list():
                 jobs[job["id"]] = job
-            stream = c.events(topics=topics, since=args.since)
-        else:
-            stream = c.events(topics=topics, snapshot=True)
+        stream = _subscribe(c, topics, since)
         if not args.no_header:
             print(fmt.header(), flush=True)
+        started = False
         try:
-            with stream:
-                for batch in stream:
-                    if batch.get("snapshot"):
-                        for job in batch.get("jobs") or ():
-                            jobs[job["id"]] = job
-                        continue
-                    lines = _watch_lines(batch, jobs, fmt, lookup)
-                    if lines:
-                        sys.stdout.write("\n".join(lines) + "\n")
-                        sys.stdout.flush()
+            while True:
+                try:
+                    with stream:
+                        for batch in stream:
+                            started = True
+                            since = batch.get("seq", since)
+                            if batch.get("snapshot"):
+                                for job in batch.get("jobs") or ():
+                                    jobs[job["id"]] = job
+                                continue
+                            lines = _watch_lines(batch, jobs, fmt, lookup)
+                            if lines:
+                                sys.stdout.write("\n".join(lines) + "\n")
+                                sys.stdout.flush()
+                    why, resync = "the service ended the stream", False
+                except AnnotError as e:
+                    resync = e.errno == errno.EOVERFLOW or (e.errno == errno.EINVAL and "since" in str(e))
+                    if not (resume and started) or not (resync or e.errno in _GONE):
+                        raise
+                    why = str(e)
+                if not resume:
+                    return 0
+                since = _await_service(c, why, since, resync)
+                stream = _subscribe(c, topics, since)
         except KeyboardInterrupt:
             pass
     return 0
+
+
+_GONE = (errno.ECONNRESET, errno.ENOSYS)  # the service stopped or went away
+
+
+def _subscribe(c, topics, since):
+    if since is None:
+        return c.events(topics=topics, snapshot=True)
+    return c.events(topics=topics, since=since)
+
+
+def _await_service(c, why, since, resync):
+    """watch through Flux: wait (saying so once) until the service answers
+    again; the seq to resume after (None: start from a snapshot, when the
+    service cannot resume from `since`)."""
+    if resync:
+        print(f"{PROG}: watch: {why}; starting again from a snapshot (changes after seq "
+              f"{since} until then are not shown)", file=sys.stderr, flush=True)
+        return None
+    print(f"{PROG}: watch: {why}; waiting for it to resume after seq {since}",
+          file=sys.stderr, flush=True)
+    while True:
+        time.sleep(1.0)
+        try:
+            c.stats()
+        except AnnotError as e:
+            if e.errno == errno.ENOSYS:  # not back yet
+                continue
+            raise
+        print(f"{PROG}: watch: the service is back: resuming after seq {since}",
+              file=sys.stderr, flush=True)
+        return since
 
 
 def cmd_stats(args):
@@ -482,7 +537,7 @@ def cmd_dashboard(args):
     if args.page_buffer < 65536:
         raise UsageError("--page-buffer must be at least 65536 bytes")
     return run_dashboard(socket=args.socket, bind=args.bind, port=args.port,
-                         page_buffer=args.page_buffer)
+                         page_buffer=args.page_buffer, flux_uri=args.flux_uri)
 
 
 
@@ -502,7 +557,7 @@ def cmd_top(args):
     if not sys.stdin.isatty() or not sys.stdout.isatty():
         raise UsageError("top needs a terminal (use list or watch in scripts)")
     return run_top(socket=args.socket, fmt=fmt, states=states, all_users=args.all_users,
-                   give_up=args.give_up)
+                   give_up=args.give_up, flux_uri=args.flux_uri)
 
 
 # --- parser -----------------------------------------------------------------
@@ -512,8 +567,12 @@ def build_parser():
     # --socket is accepted before or after the command name.
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--socket", metavar="PATH", default=argparse.SUPPRESS,
-                        help="service socket (default: $FLUX_ANNOT_SOCKET, "
+                        help="service socket (default: $FLUX_ANNOT_SOCKET, else the Flux "
+                        "instance at --flux-uri or $FLUX_URI, else "
                         "$XDG_RUNTIME_DIR/flux-annot/socket, /tmp/flux-annot-$UID/socket)")
+    common.add_argument("--flux-uri", metavar="URI", default=argparse.SUPPRESS,
+                        help="reach the service through the broker of the Flux instance at URI "
+                        "(default: $FLUX_URI); serve: mirror that instance (implies --flux)")
 
     p = argparse.ArgumentParser(prog=PROG, parents=[common],
                                 description="Job annotations for a Flux-style job manager.")
@@ -531,9 +590,7 @@ def build_parser():
                     help="SQLite store (default: $XDG_STATE_HOME/flux-annot/annot.db)")
     sp.add_argument("--config", metavar="FILE", default=None, help="TOML configuration")
     sp.add_argument("--flux", action="store_true",
-                    help="mirror the Flux instance at $FLUX_URI (docs/flux.md)")
-    sp.add_argument("--flux-uri", metavar="URI", default=None,
-                    help="mirror the Flux instance at URI (implies --flux)")
+                    help="mirror the Flux instance at $FLUX_URI or --flux-uri (docs/flux.md)")
 
     for name, func, help in (("set", cmd_set, "annotate a job"),
                              ("memo", cmd_memo, "set user notes on a job (under `user`, as flux job memo)")):
@@ -630,6 +687,8 @@ def main(argv=None):
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     if not hasattr(args, "socket"):
         args.socket = None
+    if not hasattr(args, "flux_uri"):
+        args.flux_uri = None
     try:
         return args.func(args)
     except UsageError as e:

@@ -53,6 +53,14 @@ def _lost(path: str) -> AnnotError:
     )
 
 
+def _via_flux(socket: str | None, flux_uri: str | None) -> bool:
+    """Whether a client with these arguments goes through a Flux broker
+    (flux_annot.target: the selection order)."""
+    from .target import resolve
+
+    return resolve(socket, flux_uri).is_flux
+
+
 def _jobid(id: JobId) -> int:
     if isinstance(id, int) and not isinstance(id, bool):
         return int(id)
@@ -200,9 +208,21 @@ class _Conn:
 
 
 class Client:
-    """Blocking client (module doc). `socket`: path, default as docs/protocol.md says."""
+    """Blocking client (module doc). `socket`: path, default as docs/protocol.md says.
 
-    def __init__(self, socket: str | None = None, timeout: float | None = None, message_bytes: int = protocol.DEFAULT_MESSAGE_BYTES) -> None:
+    With no socket given, `flux_annot.target.resolve` chooses; when it
+    chooses a Flux instance (`flux_uri=` or `$FLUX_URI`), `Client(...)` is a
+    `flux_annot.flux_client.FluxClient`: the same calls through the broker.
+    """
+
+    def __new__(cls, socket: str | None = None, *args: Any, flux_uri: str | None = None, **kw: Any) -> "Client":
+        if cls is Client and _via_flux(socket, flux_uri):
+            from .flux_client import FluxClient
+
+            return object.__new__(FluxClient)
+        return object.__new__(cls)
+
+    def __init__(self, socket: str | None = None, timeout: float | None = None, message_bytes: int = protocol.DEFAULT_MESSAGE_BYTES, flux_uri: str | None = None) -> None:
         self.path = socket or protocol.default_socket_path()
         self._timeout = timeout
         self._message_bytes = message_bytes
@@ -413,9 +433,17 @@ class AsyncClient:
     """asyncio client with pipelining (module doc).
 
     Use `async with AsyncClient(path) as c:` or `c = await AsyncClient.connect(path)`.
+    Chooses a Flux instance as `Client` does (`AsyncFluxClient`).
     """
 
-    def __init__(self, socket: str | None = None, message_bytes: int = protocol.DEFAULT_MESSAGE_BYTES) -> None:
+    def __new__(cls, socket: str | None = None, *args: Any, flux_uri: str | None = None, **kw: Any) -> "AsyncClient":
+        if cls is AsyncClient and _via_flux(socket, flux_uri):
+            from .flux_client import AsyncFluxClient
+
+            return object.__new__(AsyncFluxClient)
+        return object.__new__(cls)
+
+    def __init__(self, socket: str | None = None, message_bytes: int = protocol.DEFAULT_MESSAGE_BYTES, flux_uri: str | None = None) -> None:
         self.path = socket or protocol.default_socket_path()
         self._message_bytes = message_bytes
         self._proto: _AsyncProto | None = None

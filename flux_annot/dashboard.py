@@ -138,10 +138,11 @@ class Dashboard:
     """The dashboard: one live model, its pages, the aiohttp application."""
 
     def __init__(self, socket=None, token=None, page_buffer=DEFAULT_PAGE_BUFFER, model=None,
-                 retry=1.0):
+                 retry=1.0, flux_uri=None):
         from .live import LiveModel
 
         self.socket = socket
+        self.flux_uri = flux_uri  # the service as every client chooses it (flux_annot.target)
         self.token = token or secrets.token_urlsafe(32)
         self._token_b = self.token.encode("utf-8")
         self.page_buffer = page_buffer
@@ -381,7 +382,7 @@ class Dashboard:
         self.cookie = f"flux-annot-dashboard-{self.port}"
         stop = stop or asyncio.Event()
         follower = asyncio.ensure_future(
-            follow(self.model, self.socket, retry=self.retry, stop=stop))
+            follow(self.model, self.socket, retry=self.retry, stop=stop, flux_uri=self.flux_uri))
         if ready is not None:
             ready(self)
         try:
@@ -416,7 +417,7 @@ class Dashboard:
 
 
 def run_dashboard(socket=None, bind="127.0.0.1", port=0, page_buffer=DEFAULT_PAGE_BUFFER,
-                  out=None):
+                  out=None, flux_uri=None):
     """The CLI's entry point: serve until SIGINT/SIGTERM; returns the exit status."""
     out = out or sys.stdout
     logging.basicConfig(level=logging.WARNING, format="flux-annotate dashboard: %(message)s")
@@ -426,7 +427,7 @@ def run_dashboard(socket=None, bind="127.0.0.1", port=0, page_buffer=DEFAULT_PAG
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        dash = Dashboard(socket=socket, page_buffer=page_buffer)
+        dash = Dashboard(socket=socket, page_buffer=page_buffer, flux_uri=flux_uri)
 
         def ready(d):
             print(f"flux-annotate dashboard: serving on {d.url(bind)}", file=out, flush=True)

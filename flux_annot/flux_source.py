@@ -13,8 +13,8 @@ breaks it queues ("disconnected", reason), then retries every
 `reconnect` seconds; each new connection starts with its full history.
 
 Flux's Python bindings are imported from the Flux installation (they are
-not a dependency of this package): `load_flux()` says in one sentence what
-is missing and how to point at it.
+not a dependency of this package), found as Flux's own tools find them
+(`flux_bindings`): `load_flux()` says in one sentence what is missing.
 """
 
 import collections
@@ -34,24 +34,12 @@ _U64 = 1 << 64
 
 
 def load_flux():
-    """Import Flux's bindings; AnnotError with one sentence when they are missing."""
-    try:
-        import flux  # noqa: F401
-        import flux.constants  # noqa: F401
-    except ImportError as exc:
-        missing = getattr(exc, "name", None) or str(exc)
-        if missing and missing.split(".")[0] == "flux":
-            what = "Flux's Python bindings (the `flux` module) are not importable"
-        else:
-            what = (
-                f"Flux's Python bindings need the {missing!r} module (pip install cffi pyyaml ply)"
-            )
-        raise AnnotError(
-            EIO,
-            f"{what}: point PYTHONPATH at your Flux installation's PREFIX/lib/flux/python3.X "
-            "(`flux config builtin python_path` prints it) or run under `flux python`",
-        ) from None
-    return flux
+    """Import Flux's bindings, found as Flux's own tools find them
+    (flux_annot.flux_bindings); AnnotError with one sentence when they are
+    missing."""
+    from .flux_bindings import import_flux
+
+    return import_flux()
 
 
 class FluxJournal(ItemQueue):

@@ -469,23 +469,35 @@ async def _wait(stop, seconds):
     return True
 
 
-async def follow(model, socket=None, *, retry=1.0, stop=None, userid=None, give_up=None):
+async def follow(model, socket=None, *, retry=1.0, stop=None, userid=None, give_up=None,
+                 flux_uri=None):
     """Keep `model` live from the service at `socket` (module doc).
 
+    The service is the one a client with `socket` and `flux_uri` talks to
+    (flux_annot.target): through a Flux broker the session is a
+    `flux_client.FluxSession`, with the same behaviour (a service that
+    stops or goes away is waited for, then resumed from `since`).
     userid: follow only that user's jobs (as `events` does); None: every
     job this user may see. Returns when `stop` (an asyncio.Event) is set.
     give_up: seconds without a connection after which the last connection
     error is raised (None: retry for ever).
     """
-    from .protocol import default_socket_path
+    from .target import resolve
 
-    path = socket or default_socket_path()
+    target = resolve(socket, flux_uri)
+    path = target.describe()
+    if target.is_flux:
+        from .flux_client import FluxSession
+
+        opener = FluxSession.open
+    else:
+        opener = _Session.open
     since = model.seq if model.synced else None
     lost_since = None
     while stop is None or not stop.is_set():
         session = None
         try:
-            session = await _Session.open(path)
+            session = await opener(target.address)
             lost_since = None
             sub = {"topics": ["job-state", "job-annotations"], "delta": True}
             if userid is not None:
@@ -550,8 +562,10 @@ async def _pump(model, session, stop, userid=None):
                 item = await proto.get()
             if item is None:
                 return
-            if isinstance(item, Exception):
+            if isinstance(item, ProtocolError):
                 raise error(_errno.EPROTO, f"bad message from the service: {item}")
+            if isinstance(item, Exception):  # e.g. the Flux service went away
+                raise item
             _mt, errnum, errstr, payload = item
             if errnum == ENODATA:
                 return

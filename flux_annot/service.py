@@ -186,6 +186,9 @@ class AnnotationService:
         if isinstance(owner_uid, bool) or not isinstance(owner_uid, int) or not 0 <= owner_uid < _U32:
             raise error(EINVAL, f"owner_uid must be an unsigned 32-bit integer, not {owner_uid!r}")
         self.owner_uid = owner_uid
+        # wall time this service started: `stats` shows it, so a client can
+        # tell a restarted service from the one it subscribed to
+        self.started = time.time()
         self.config = cfg = Config(config)
         if "batch.window" not in cfg.given:
             if (
@@ -927,6 +930,7 @@ class AnnotationService:
                 "memory_bytes": self.table.memory_bytes(),
                 "guest_buckets": len(self.rate),
                 "guest_users": len(self.user_bytes),
+                "started": self.started,
             }
         )
         return out

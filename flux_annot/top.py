@@ -556,19 +556,22 @@ def _source(path, stats):
 
 
 def run_top(socket=None, fmt=None, states=None, all_users=False, give_up=60.0,
-            refresh=REFRESH):
+            refresh=REFRESH, flux_uri=None):
     """`flux-annotate top`; returns the exit status (0: q, 130: Ctrl-C,
-    1: the service went away for good)."""
+    1: the service went away for good). The service is chosen as every
+    client chooses (flux_annot.target: socket, then a Flux instance)."""
     import sys
 
     from .client import Client
     from .errors import AnnotError
-    from .protocol import default_socket_path
+    from .target import resolve
 
-    path = socket or default_socket_path()
+    target = resolve(socket, flux_uri)
     try:  # a service that is not there at all: say so before taking the screen
-        with Client(path, timeout=10) as c:
-            source = _source(path, c.stats())
+        with Client(socket, timeout=10, flux_uri=flux_uri) as c:
+            stats = c.stats()
+        # through Flux: the instance as this node reaches it (the user's FLUX_URI)
+        source = target.describe() if target.is_flux else _source(target.address, stats)
     except AnnotError as e:
         print(f"flux-annotate: top: {e}", file=sys.stderr)
         return 1
@@ -576,7 +579,7 @@ def run_top(socket=None, fmt=None, states=None, all_users=False, give_up=60.0,
         fmt = listing.JobFormat(TOP_FORMAT)
     model = LiveModel()
     userid = None if all_users else os.getuid()
-    thread = LiveThread(model, path, userid=userid, give_up=give_up).start()
+    thread = LiveThread(model, socket, flux_uri=flux_uri, userid=userid, give_up=give_up).start()
     view = TopView(model, fmt, states)
     locale.setlocale(locale.LC_ALL, "")
     encoding = locale.nl_langinfo(locale.CODESET) or "ascii"
