@@ -111,16 +111,14 @@ def _patch(obj: Patch) -> Any:
 def _patch_text(obj: Patch, what: str) -> bytes:
     """One patch as JSON bytes for `core.RequestEncoder`: a dict is dumped
     compact; text goes as written (the encoder parses it before sending)."""
-    t = type(obj)
-    if t is bytes:
-        return obj  # type: ignore[return-value]  # bytes, just checked
-    if t is str:
-        return obj.encode("utf-8", "surrogatepass")  # type: ignore[union-attr]  # str
-    if isinstance(obj, (bytes, bytearray, memoryview)):
-        return bytes(obj)
+    if isinstance(obj, bytes):
+        return obj
     if isinstance(obj, str):
         return obj.encode("utf-8", "surrogatepass")
-    return dumps_patch(obj, what)
+    if isinstance(obj, (bytearray, memoryview)):
+        return bytes(obj)
+    text: bytes = dumps_patch(obj, what)
+    return text
 
 
 def _patches_text(patches: Sequence[Patch], what: str) -> tuple[bytes, bool]:
@@ -140,11 +138,22 @@ def _patches_text(patches: Sequence[Patch], what: str) -> tuple[bytes, bool]:
             e.index = i
             raise
         if b"\0" in t:
-            e = error(_errno.EINVAL, f"{what}: a NUL byte is not JSON")
-            e.index = i
-            raise e
+            nul = error(_errno.EINVAL, f"{what}: a NUL byte is not JSON")
+            nul.index = i
+            raise nul
         texts.append(t)
     return b"\0".join(texts), False
+
+
+def _shifted(e: AnnotError, offset: int) -> AnnotError:
+    """The error of patch `e.index` of a chunk that starts at `offset`,
+    naming its index in the whole call."""
+    if getattr(e, "index", None) is None:
+        return e
+    at = e.index + offset
+    out = error(e.errno, f"patch {at}: {e.message}")
+    out.index = at
+    return out
 
 
 def _id_array(ids: Sequence[JobId]) -> "array[int]":
@@ -260,7 +269,10 @@ class _Conn:
             )
 
     def send(self, data: bytes) -> None:
-        """Send frames already checked against the message limit."""
+        """Send frames already checked against the message limit (not on a
+        connection a malformed reply has ended)."""
+        if self.fault is not None:
+            raise self.fault
         try:
             self.sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
@@ -460,10 +472,7 @@ class Client:
                                                  volatile, as_array)
                 except AnnotError as e:
                     # nothing of this chunk was sent: wait for what was, then raise
-                    if getattr(e, "index", None) is not None:
-                        e.index += sent
-                        e.args = (f"patch {e.index}: {e.args[0]}",)
-                    first_err = first_err or e
+                    first_err = first_err or _shifted(e, sent)
                     n = sent
                     continue
                 conn.send(frames)

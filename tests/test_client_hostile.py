@@ -109,3 +109,57 @@ def test_a_deep_patch_given_as_text_is_refused_before_decoding():
             c.annotate(1, '{"user":{"a":1}}')  # a sane text still goes through
     finally:
         fake.close()
+
+
+class SlowService(FakeService):
+    """Answers the first request with some replies, written a few bytes at a
+    time: a stray reply (another matchtag), then the request's own."""
+
+    def run(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                hdr = conn.recv(4, socket.MSG_WAITALL)
+                conn.recv(struct.unpack(">I", hdr)[0], socket.MSG_WAITALL)
+                data = b"".join(struct.pack(">I", len(b)) + b for b in self.body)
+                for i in range(0, len(data), 3):
+                    conn.sendall(data[i : i + 3])
+                conn.recv(1)
+            except OSError:
+                pass
+
+
+def test_replies_in_pieces_and_stray_replies_are_read_right():
+    fake = SlowService([b'{"matchtag":9,"errnum":0,"payload":{"x":1}}',
+                        b'{"errnum":0, "payload": {"id": 1, "s": "caf\\u00e9 \\"q\\""},'
+                        b' "matchtag": 1}'])
+    try:
+        with Client(fake.path, timeout=10) as c:
+            assert c.get(1) == {"id": 1, "s": 'café "q"'}
+    finally:
+        fake.close()
+    fake = SlowService([b'{"matchtag":1,"errnum":22,"errstr":"bad \\"id\\" \\u00e9"}'])
+    try:
+        with Client(fake.path, timeout=10) as c:
+            with pytest.raises(AnnotError) as ei:
+                c.annotate(1, {"user": {}})
+            assert ei.value.errno == errno.EINVAL and str(ei.value) == 'bad "id" é'
+    finally:
+        fake.close()
+
+
+def test_a_broken_reply_after_a_good_one_breaks_the_connection():
+    fake = SlowService([b'{"matchtag":1,"errnum":0,"payload":{"a":1}}', b"[1,2]"])
+    try:
+        with Client(fake.path, timeout=10) as c:
+            assert c.stats() == {"a": 1}
+            for _ in range(2):  # and stays broken
+                with pytest.raises(AnnotError) as ei:
+                    c.stats()
+                assert ei.value.errno == errno.EPROTO and "not a JSON object" in str(ei.value)
+    finally:
+        fake.close()
