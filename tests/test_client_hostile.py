@@ -55,10 +55,13 @@ class FakeService:
                 hdr = conn.recv(4, socket.MSG_WAITALL)
                 if len(hdr) == 4:
                     conn.recv(struct.unpack(">I", hdr)[0], socket.MSG_WAITALL)
-                    conn.sendall(struct.pack(">I", len(self.body)) + self.body)
+                    self.answer(conn)
                     conn.recv(1)  # wait until the client closes
             except OSError:
                 pass
+
+    def answer(self, conn):
+        conn.sendall(struct.pack(">I", len(self.body)) + self.body)
 
     def close(self):
         self.sock.close()
@@ -112,28 +115,17 @@ def test_a_deep_patch_given_as_text_is_refused_before_decoding():
 
 
 class SlowService(FakeService):
-    """Answers the first request with some replies, written a few bytes at a
-    time: a stray reply (another matchtag), then the request's own."""
+    """Answers the first request with some replies (`body`: a list of
+    bodies), written a few bytes at a time."""
 
-    def run(self):
-        try:
-            conn, _ = self.sock.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(10)
-            try:
-                hdr = conn.recv(4, socket.MSG_WAITALL)
-                conn.recv(struct.unpack(">I", hdr)[0], socket.MSG_WAITALL)
-                data = b"".join(struct.pack(">I", len(b)) + b for b in self.body)
-                for i in range(0, len(data), 3):
-                    conn.sendall(data[i : i + 3])
-                conn.recv(1)
-            except OSError:
-                pass
+    def answer(self, conn):
+        data = b"".join(struct.pack(">I", len(b)) + b for b in self.body)
+        for i in range(0, len(data), 3):
+            conn.sendall(data[i : i + 3])
 
 
 def test_replies_in_pieces_and_stray_replies_are_read_right():
+    # a stray reply (another matchtag) first, then the request's own
     fake = SlowService([b'{"matchtag":9,"errnum":0,"payload":{"x":1}}',
                         b'{"errnum":0, "payload": {"id": 1, "s": "caf\\u00e9 \\"q\\""},'
                         b' "matchtag": 1}'])
