@@ -25,7 +25,8 @@ sampled every 2 s and quoted beside every row):
 - Batch encoding, 100k entries: `bench_events.bench_encode()`.
 - Guest flood: `bench_flood.run()` (in this process; it forks its flooders).
 - As subprocesses, each starting (and stopping) what it needs:
-  `bench_rpc.py` (its printed lines are parsed), `bench_flux.py --json`,
+  `bench_rpc.py` (its printed lines are parsed), `bench_clients.py --json`,
+  `bench_flux.py --json`,
   `bench_top.py --json`, `bench_dashboard.py --json` (one JSON object on
   their last line; the human output is kept in the report).
 
@@ -67,6 +68,7 @@ SIZES = {
     "full": {
         "core_cycles": 5, "repeat": 5, "mem_jobs": 1_000_000,
         "rpc": ["--requests", "200000", "--rtt", "5000", "--repeat", "2"],
+        "clients": ["--jobs", "10000", "--rtt", "3000", "--requests", "200000", "--repeat", "3"],
         "flood": {"jobs": 10_000, "requests": 100_000},
         "flux": ["--jobs", "2000"],
         "top": ["--jobs", "100000", "--rate", "10000", "--seconds", "20", "--refresh", "0.5"],
@@ -75,6 +77,7 @@ SIZES = {
     "quick": {
         "core_cycles": 2, "repeat": 1, "mem_jobs": 100_000,
         "rpc": ["--requests", "20000", "--rtt", "500", "--repeat", "1"],
+        "clients": ["--jobs", "2000", "--rtt", "500", "--requests", "20000", "--repeat", "1"],
         "flood": {"jobs": 5_000, "requests": 20_000},
         "flux": ["--jobs", "200"],
         "top": ["--jobs", "20000", "--rate", "5000", "--seconds", "5", "--refresh", "0.5"],
@@ -632,6 +635,51 @@ def rpc_rows(m, rows):
                     None if rtt is None else rtt <= 50, err or "", ld))
 
 
+def client_rows(m, rows):
+    """The clients against their anchors (bench_clients.py, SPEC §11 third round)."""
+    cl = m.get("clients")
+    if cl is None:
+        return
+    ld = load_note(m["load"].get("clients"))
+    d = cl.get("data")
+    names = (("annotate_rtt", "`Client.annotate` (volatile) round trip, median"),
+             ("get_rtt", "`Client.get` round trip, median"),
+             ("pipelined", "`Client.annotate_pipelined` (volatile, dicts), window 256"),
+             ("async", "`AsyncClient`, 1,000 `annotate` awaitables in flight (gather)"))
+    if not d:
+        for key, name in names:
+            rows.append(row(name, "—", "—", "—", CLIENT_TARGETS[key], None, cl.get("error"), ld))
+        return
+    rt, pr, ra = d["rtt"], d["rates"], d["ratios"]
+
+    def cpu(r):
+        return f"client {r['client_us']:.1f} µs, server {r['server_us']:.1f} µs CPU/request"
+
+    for key, name, mine, anchor, label in (
+            ("annotate_rtt", names[0][1], rt["client_annotate"], rt["minimal_annotate"],
+             "minimal client (docs/protocol.md: json.dumps, sendall, recv, json.loads)"),
+            ("get_rtt", names[1][1], rt["client_get"], rt["minimal_getattr"],
+             "the minimal client's `getattr`")):
+        rows.append(row(name, f"{mine['median_us']:.1f} µs; {cpu(mine)}",
+                        f"{label} {anchor['median_us']:.1f} µs; {cpu(anchor)}",
+                        f"{ra[key]:.2f}×", "≤ 1.15×", ra[key] <= 1.15, "", ld))
+    pre = pr["prebuilt"]
+    for key, name, mine, t in (("pipelined", names[2][1], pr["client_pipelined"], 0.80),
+                               ("async", names[3][1], pr["async_gather"], 0.60)):
+        why = ""
+        if ra[key] < t:
+            why = (f"the client spends {mine['client_us']:.1f} µs of CPU per request where the "
+                   f"prebuilt frames cost {pre['client_us']:.1f} µs (the server "
+                   f"{mine['server_us']:.1f} against {pre['server_us']:.1f} µs)")
+        rows.append(row(name, f"{mine['rate']:,.0f}/s; {cpu(mine)}",
+                        f"frames built beforehand, pipelined {pre['rate']:,.0f}/s; {cpu(pre)}",
+                        f"{100 * ra[key]:.0f}%", f"≥ {100 * t:.0f}%", ra[key] >= t, why, ld))
+
+
+CLIENT_TARGETS = {"annotate_rtt": "≤ 1.15×", "get_rtt": "≤ 1.15×", "pipelined": "≥ 80%",
+                  "async": "≥ 60%"}
+
+
 def flood_rows(m, rows):
     flood = m.get("flood")
     if not flood:
@@ -794,6 +842,7 @@ def build_rows(m):
     rows = []
     core_rows(m, rows)
     rpc_rows(m, rows)
+    client_rows(m, rows)
     flood_rows(m, rows)
     flux_rows(m, rows)
     top_rows(m, rows)
@@ -918,6 +967,10 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
             L.append("```")
             L.append("")
     for key, title, text in (
+        ("clients", "Clients (bench/bench_clients.py)",
+         "flux-annot's own clients against a minimal Python client and against frames built "
+         "beforehand, one server, interleaved runs, the best of each (docs/performance.md, "
+         "Clients); CPU per request beside each figure (server: /proc/PID/task/*/schedstat)."),
         ("top", "`top` (bench/bench_top.py)",
          "The objects `flux-annotate top` runs (the live model fed by its thread, the view, "
          "the screen) with an 80×24 stand-in for the curses window, under a scheduler child "
@@ -1061,6 +1114,8 @@ def main(argv=None):
         measure("enc", "batch encoding, 100k entries", lambda: batch_encoding(100_000))
         measure("rpc", "socket RPCs: `python bench/bench_rpc.py " + " ".join(sz["rpc"]) + "`",
                 lambda: rpc_rates(sz["rpc"]))
+        measure("clients", "clients: `python bench/bench_clients.py " + " ".join(sz["clients"])
+                + " --json`", lambda: json_bench("bench_clients.py", sz["clients"], timeout=900))
         import bench_flood
 
         fl = sz["flood"]
