@@ -23,9 +23,10 @@ Choices made where the spec is silent:
   key bytes, keys per object), invalid UTF-8 or a number out of range
   inside the payload is EINVAL naming the field and the limit; bad fields
   inside a payload are EINVAL naming the field.
-- Replies are decoded by clients only after their nesting is checked
-  without recursion (`REPLY_MAX_DEPTH`); a reply of the wrong shape is
-  EPROTO, never a crash.
+- Replies are read by the C core first (`core.ReplyScanner`: every value
+  parsed, nesting at most `REPLY_MAX_DEPTH`, each member of its type);
+  `json` decodes only the spans a caller needs. A reply of the wrong shape
+  is EPROTO, never a crash.
 - JSON constants `NaN`/`Infinity` are rejected (they are not JSON).
 - A streaming response's payload (an event batch, already encoded once in C
   and shared by every subscriber) is spliced into the response as bytes,
