@@ -48,7 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_flood import proc_cpu as server_cpu  # noqa: E402  (schedstat: all threads)
 from bench_rpc import Pipe, annotate_frames, self_cpu, start_server, wait_idle  # noqa: E402
 
-from flux_annot import AsyncClient, Client  # noqa: E402
+from flux_annot import AsyncClient, Client, protocol  # noqa: E402
 
 _HDR = struct.Struct(">I")
 
@@ -258,11 +258,13 @@ def run(jobs=10000, rtt=2000, requests=100000, window=256, inflight=1000, repeat
     pid = proc.pid
     l0 = os.getloadavg()[0]
     try:
+        # the jobs (submits pipelined: each reply waits for its commit), with
+        # a note each: getattr returns a tree, as a scheduler's jobs have
+        pipe = Pipe(path)
+        pipe.run([protocol.request("job-manager.submit", i, {"id": i, "userid": os.getuid()})
+                  for i in range(1, jobs + 1)], 4096)
+        pipe.close()
         with Client(path) as c:
-            uid = os.getuid()
-            # jobs with a note each: getattr returns a tree, as a scheduler's jobs have
-            for i in range(1, jobs + 1):
-                c.submit(i, uid)
             c.annotate_pipelined(list(range(1, jobs + 1)),
                                  [note(i) for i in range(1, jobs + 1)], volatile=True)
         # warm-up of every path

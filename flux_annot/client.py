@@ -593,18 +593,18 @@ class _AsyncProto(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
-    def _scans(self, data: bytes) -> Generator[tuple[bytes, list[int], str | None], None, None]:
+    def _scans(self, data: bytes) -> Generator[tuple[bytes, list[int], int, str | None], None, None]:
         """The C core's records of the whole replies received so far, as
-        (buffer, records, error) per scan (error: a malformed reply ends the
-        connection, after the records before it)."""
+        (buffer, records, error replies among them, error) per scan (error:
+        a malformed reply ends the connection, after the records before it)."""
         buf = self.rest + data if self.rest else data
         scan = self.scanner.scan
         full = self.scanner.cap * _W
         while True:
-            recs, used, _nerr, err = scan(buf)
+            recs, used, nerr, err = scan(buf)
             more = err is None and len(recs) == full
             self.rest = b"" if err is not None else buf[used:] if used < len(buf) else b""
-            yield buf, recs, err
+            yield buf, recs, nerr, err
             if not more:
                 return
             buf = self.rest
@@ -613,7 +613,7 @@ class _AsyncProto(asyncio.Protocol):
         """The replies received so far as (matchtag, errnum, errstr, payload),
         and the ProtocolError that ends the connection, if one came after them."""
         out: list[Response] = []
-        for buf, recs, err in self._scans(data):
+        for buf, recs, _nerr, err in self._scans(data):
             try:
                 for i in range(0, len(recs), _W):
                     out.append(reply_tuple(buf, recs, i))
@@ -632,35 +632,58 @@ class _AsyncProto(asyncio.Protocol):
                 self._fail_all(fault)
                 self.transport.close()
             return
-        pending = self.pending
-        for buf, recs, err in self._scans(data):
-            for i in range(0, len(recs), _W):
-                fut = pending.pop(recs[i + 1], None)
-                st = recs[i]
-                if fut is None:
-                    if recs[i + 1] == 0 and st >> 32:  # connection-level error
-                        self._fail_all(error(st >> 32, reply_errstr(buf, recs, i)))
-                    continue
-                if fut.done():
-                    continue
-                if st >> 32:
-                    fut.set_exception(error(st >> 32, reply_errstr(buf, recs, i)))
-                    continue
-                kind = fut.kind
-                if kind == _VOID:
-                    fut.set_result(None)
-                    continue
-                try:
-                    payload = reply_payload(buf, recs, i)
-                    if payload is None:
-                        payload = {}
-                    fut.set_result(_jobs(payload) if kind == _JOBS else payload)
-                except ProtocolError as e:
-                    fut.set_exception(e)
+        for buf, recs, nerr, err in self._scans(data):
+            if not nerr:
+                self._resolve_ok(buf, recs)
+            else:
+                self._resolve(buf, recs)
             if err is not None:
                 self._fail_all(ProtocolError(EPROTO, err))
                 self.transport.close()
                 return
+
+    def _resolve_ok(self, buf: bytes, recs: list[int]) -> None:
+        """Replies without an error (the common case): set their results."""
+        pop = self.pending.pop
+        for k, mt in enumerate(recs[1::_W]):
+            fut = pop(mt, None)
+            if fut is None:
+                continue
+            try:
+                if fut.kind == _VOID:
+                    fut.set_result(None)
+                else:
+                    self._set_payload(fut, buf, recs, k * _W)
+            except asyncio.InvalidStateError:
+                pass  # cancelled by its caller
+
+    def _set_payload(self, fut: Any, buf: bytes, recs: list[int], i: int) -> None:
+        try:
+            payload = reply_payload(buf, recs, i)
+            if payload is None:
+                payload = {}
+            fut.set_result(_jobs(payload) if fut.kind == _JOBS else payload)
+        except ProtocolError as e:
+            fut.set_exception(e)
+
+    def _resolve(self, buf: bytes, recs: list[int]) -> None:
+        """Replies some of which are errors."""
+        pending = self.pending
+        for i in range(0, len(recs), _W):
+            fut = pending.pop(recs[i + 1], None)
+            st = recs[i]
+            if fut is None:
+                if recs[i + 1] == 0 and st >> 32:  # connection-level error
+                    self._fail_all(error(st >> 32, reply_errstr(buf, recs, i)))
+                continue
+            if fut.done():
+                continue
+            if st >> 32:
+                fut.set_exception(error(st >> 32, reply_errstr(buf, recs, i)))
+            elif fut.kind == _VOID:
+                fut.set_result(None)
+            else:
+                self._set_payload(fut, buf, recs, i)
 
     def _fail_all(self, exc: BaseException) -> None:
         pending, self.pending = self.pending, {}
