@@ -353,6 +353,18 @@ class Client:
         self._conn = _Conn(self.path, timeout, message_bytes)
         self._mt = 0
 
+    def __init_subclass__(cls, **kw: Any) -> None:
+        """The seam of other transports: a subclass that brings its own `rpc`
+        (the Flux broker's client) gets every call through it, as
+        `_p_annotate` etc. build them; the frames the socket client writes
+        itself (annotate, memo, get) are the socket's business."""
+        super().__init_subclass__(**kw)
+        if "rpc" in cls.__dict__:
+            if "_note" not in cls.__dict__:
+                cls._note = Client._note_rpc  # type: ignore[method-assign]  # the generic form
+            if "get" not in cls.__dict__:
+                cls.get = Client._get_rpc  # type: ignore[method-assign]  # the generic form
+
     def __enter__(self) -> "Client":
         return self
 
@@ -398,6 +410,12 @@ class Client:
         i = conn.wait(mt)
         if conn.recs[i] >> 32:
             raise conn.error(i)
+
+    def _note_rpc(self, kind: tuple[bytes, bytes], id: JobId, patch: Patch, volatile: bool) -> None:
+        self._call((_p_annotate if kind is _ANNOTATE else _p_memo)(id, patch, volatile))
+
+    def _get_rpc(self, id: JobId) -> dict[str, Any]:
+        return self.rpc("job-manager.getattr", {"id": _jobid(id)})
 
     # the service's calls
 
@@ -712,6 +730,14 @@ async def _aconnect(path: str) -> _AsyncProto:
 _WRITE_EVERY = 128
 
 
+async def _finish(fut: "asyncio.Future[dict[str, Any]]", kind: int) -> Any:
+    """A reply through another transport's `send`, made what the call returns."""
+    payload = await fut
+    if kind == _VOID:
+        return None
+    return _jobs(payload) if kind == _JOBS else payload
+
+
 class _Batch:
     """annotate / memo calls of one event-loop turn with the same topic and
     volatility, sent as consecutive matchtags: encoded by one C call."""
@@ -744,6 +770,24 @@ class AsyncClient:
         self._batch: _Batch | None = None  # annotate / memo calls after them
         self._loop: asyncio.AbstractEventLoop | None = None
         self._flushing = False
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        """The seam of other transports, as Client's: a subclass that brings
+        its own `send` gets every call through it (its requests are not
+        queued and encoded here)."""
+        super().__init_subclass__(**kw)
+        if "send" in cls.__dict__:
+            if "_note" not in cls.__dict__:
+                cls._note = AsyncClient._note_send  # type: ignore[method-assign, assignment]  # generic
+            if "_request" not in cls.__dict__:
+                cls._request = AsyncClient._request_send  # type: ignore[method-assign, assignment]  # generic
+
+    def _request_send(self, topic: str, payload: dict[str, Any], cls: "type[_Reply[Any]]") -> "Coroutine[Any, Any, Any]":
+        return _finish(self.send(topic, payload), cls.kind)
+
+    def _note_send(self, kind: tuple[bytes, bytes], id: JobId, patch: Patch, volatile: bool) -> "Coroutine[Any, Any, None]":
+        topic, p = (_p_annotate if kind is _ANNOTATE else _p_memo)(id, patch, volatile)
+        return _finish(self.send(topic, p), _VOID)
 
     @classmethod
     async def connect(cls, socket: str | None = None, **kw: Any) -> "AsyncClient":

@@ -50,7 +50,7 @@ import time
 from . import client as _client
 from .core import JobTable, Limits
 from .errors import EINVAL, ENODATA, EOVERFLOW, AnnotError, error
-from .protocol import request
+from .protocol import ProtocolError, request
 
 __all__ = ["LiveJob", "LiveModel", "LiveThread", "decode_tree", "follow"]
 

@@ -185,3 +185,61 @@ def test_pipelined_bad_patch_raises_after_the_sent_ones_are_answered(server):
         with pytest.raises(AnnotError) as ei:
             c.annotate_pipelined([1, 2], [{"workflow": {}}])
         assert ei.value.errno == errno.EINVAL and "differ in length" in str(ei.value)
+
+
+class _Recording(Client):
+    """A client with a transport of its own (as the Flux broker's): rpc only."""
+
+    def __init__(self):
+        self.sent = []
+
+    def rpc(self, topic, payload):
+        self.sent.append((topic, payload))
+        return {"jobs": []} if topic == "job-manager.list" else {"id": 1}
+
+
+class _AsyncRecording(AsyncClient):
+    def __init__(self):
+        self.sent = []
+
+    def send(self, topic, payload):
+        self.sent.append((topic, payload))
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result({"jobs": [{"id": 2}]} if topic == "job-manager.list" else {"id": 1})
+        return fut
+
+
+_EXPECTED = [
+    ("job-manager.annotate", {"id": 5, "annotations": {"a": {"b": 1}}, "volatile": True}),
+    ("job-manager.annotate", {"id": 5, "annotations": {"a": {"c": 2}}}),
+    ("job-manager.memo", {"id": 6, "memo": {"m": 1}}),
+    ("job-manager.getattr", {"id": 7}),
+    ("job-manager.list", {"max": 3}),
+    ("job-manager.submit", {"id": 8, "userid": 9}),
+]
+
+
+def test_a_subclass_with_its_own_transport_gets_every_call_through_it():
+    """The seam other transports use (docs/DESIGN.md): the socket client
+    writes annotate / memo / get frames itself, a subclass that brings its
+    own rpc (or send) gets them as payload dicts through it."""
+    c = _Recording()
+    assert c.annotate(5, {"a": {"b": 1}}, volatile=True) is None
+    c.annotate("5", '{"a": {"c": 2}}')
+    c.memo(6, b'{"m": 1}')
+    assert c.get(7) == {"id": 1}
+    assert c.list(max=3) == []
+    c.submit(8, 9)
+    assert c.sent == _EXPECTED
+
+    async def main():
+        a = _AsyncRecording()
+        assert await a.annotate(5, {"a": {"b": 1}}, volatile=True) is None
+        await a.annotate("5", '{"a": {"c": 2}}')
+        await a.memo(6, b'{"m": 1}')
+        assert await a.get(7) == {"id": 1}
+        assert await a.list(max=3) == [{"id": 2}]
+        assert await a.submit(8, 9) is None
+        assert a.sent == _EXPECTED
+
+    asyncio.run(main())
