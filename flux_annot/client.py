@@ -756,8 +756,6 @@ class AsyncClient:
     """asyncio client with pipelining (module doc).
 
     Use `async with AsyncClient(path) as c:` or `c = await AsyncClient.connect(path)`.
-    Every call sends its request at once (written with the others of the
-    same event-loop turn) and returns its reply to await.
     """
 
     def __init__(self, socket: str | None = None, message_bytes: int = protocol.DEFAULT_MESSAGE_BYTES) -> None:
