@@ -25,7 +25,8 @@ sampled every 2 s and quoted beside every row):
 - Batch encoding, 100k entries: `bench_events.bench_encode()`.
 - Guest flood: `bench_flood.run()` (in this process; it forks its flooders).
 - As subprocesses, each starting (and stopping) what it needs:
-  `bench_rpc.py` (its printed lines are parsed), `bench_flux.py --json`,
+  `bench_rpc.py` (its printed lines are parsed), `bench_clients.py --json`,
+  `bench_flux.py --json`,
   `bench_top.py --json`, `bench_dashboard.py --json` (one JSON object on
   their last line; the human output is kept in the report).
 
@@ -67,6 +68,7 @@ SIZES = {
     "full": {
         "core_cycles": 5, "repeat": 5, "mem_jobs": 1_000_000,
         "rpc": ["--requests", "200000", "--rtt", "5000", "--repeat", "2"],
+        "clients": ["--jobs", "10000", "--rtt", "3000", "--requests", "200000", "--repeat", "3"],
         "flood": {"jobs": 10_000, "requests": 100_000},
         "flux": ["--jobs", "2000"],
         "broker": ["--rtt", "1000", "--pipeline", "2000"],
@@ -76,6 +78,7 @@ SIZES = {
     "quick": {
         "core_cycles": 2, "repeat": 1, "mem_jobs": 100_000,
         "rpc": ["--requests", "20000", "--rtt", "500", "--repeat", "1"],
+        "clients": ["--jobs", "2000", "--rtt", "500", "--requests", "20000", "--repeat", "1"],
         "flood": {"jobs": 5_000, "requests": 20_000},
         "flux": ["--jobs", "200"],
         "broker": ["--rtt", "200", "--pipeline", "500"],
@@ -634,6 +637,52 @@ def rpc_rows(m, rows):
                     None if rtt is None else rtt <= 50, err or "", ld))
 
 
+def client_rows(m, rows):
+    """The clients against their anchors (bench_clients.py, SPEC §11 third round)."""
+    cl = m.get("clients")
+    if cl is None:
+        return
+    from bench_clients import TARGETS
+
+    def target(key):
+        op, t = TARGETS[key]
+        return f"{op} {t:.2f}×" if key.endswith("_rtt") else f"{op} {100 * t:.0f}%"
+
+    ld = load_note(m["load"].get("clients"))
+    d = cl.get("data")
+    names = {"annotate_rtt": "`Client.annotate` (volatile) round trip, median",
+             "get_rtt": "`Client.get` round trip, median",
+             "pipelined": "`Client.annotate_pipelined` (volatile, dicts), window 256",
+             "async": "`AsyncClient`, 1,000 `annotate` awaitables in flight (gather)"}
+    if not d:
+        for key, name in names.items():
+            rows.append(row(name, "—", "—", "—", target(key), None, cl.get("error"), ld))
+        return
+    rt, pr, ra = d["rtt"], d["rates"], d["ratios"]
+
+    def cpu(r):
+        return f"client {r['client_us']:.1f} µs, server {r['server_us']:.1f} µs CPU/request"
+
+    for key, mine, anchor, label in (
+            ("annotate_rtt", rt["client_annotate"], rt["minimal_annotate"],
+             "minimal client (docs/protocol.md: json.dumps, sendall, recv, json.loads)"),
+            ("get_rtt", rt["client_get"], rt["minimal_getattr"], "the minimal client's `getattr`")):
+        rows.append(row(names[key], f"{mine['median_us']:.1f} µs; {cpu(mine)}",
+                        f"{label} {anchor['median_us']:.1f} µs; {cpu(anchor)}",
+                        f"{ra[key]:.2f}×", target(key), ra[key] <= TARGETS[key][1], "", ld))
+    pre = pr["prebuilt"]
+    for key, mine in (("pipelined", pr["client_pipelined"]), ("async", pr["async_gather"])):
+        t = TARGETS[key][1]
+        why = ""
+        if ra[key] < t:
+            why = (f"the client spends {mine['client_us']:.1f} µs of CPU per request where the "
+                   f"prebuilt frames cost {pre['client_us']:.1f} µs (the server "
+                   f"{mine['server_us']:.1f} against {pre['server_us']:.1f} µs)")
+        rows.append(row(names[key], f"{mine['rate']:,.0f}/s; {cpu(mine)}",
+                        f"frames built beforehand, pipelined {pre['rate']:,.0f}/s; {cpu(pre)}",
+                        f"{100 * ra[key]:.0f}%", target(key), ra[key] >= t, why, ld))
+
+
 def flood_rows(m, rows):
     flood = m.get("flood")
     if not flood:
@@ -830,6 +879,7 @@ def build_rows(m):
     rows = []
     core_rows(m, rows)
     rpc_rows(m, rows)
+    client_rows(m, rows)
     flood_rows(m, rows)
     flux_rows(m, rows)
     broker_rows(m, rows)
@@ -970,6 +1020,10 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
             L.append("```")
             L.append("")
     for key, title, text in (
+        ("clients", "Clients (bench/bench_clients.py)",
+         "flux-annot's own clients against a minimal Python client and against frames built "
+         "beforehand, one server, interleaved runs, the best of each (docs/performance.md, "
+         "Clients); CPU per request beside each figure (server: /proc/PID/task/*/schedstat)."),
         ("top", "`top` (bench/bench_top.py)",
          "The objects `flux-annotate top` runs (the live model fed by its thread, the view, "
          "the screen) with an 80×24 stand-in for the curses window, under a scheduler child "
@@ -1113,6 +1167,8 @@ def main(argv=None):
         measure("enc", "batch encoding, 100k entries", lambda: batch_encoding(100_000))
         measure("rpc", "socket RPCs: `python bench/bench_rpc.py " + " ".join(sz["rpc"]) + "`",
                 lambda: rpc_rates(sz["rpc"]))
+        measure("clients", "clients: `python bench/bench_clients.py " + " ".join(sz["clients"])
+                + " --json`", lambda: json_bench("bench_clients.py", sz["clients"], timeout=900))
         import bench_flood
 
         fl = sz["flood"]
