@@ -63,7 +63,7 @@ import struct
 import sys
 from array import array
 
-from . import protocol
+from . import daemon, protocol
 from .core import (
     F_HOT,
     F_MATCHTAG,
@@ -633,7 +633,7 @@ class Server:
         start_writer = getattr(self.hub, "start_writer", None)
         if start_writer is not None:
             start_writer(self.loop, after=self.after_io)
-        log.info("listening on %s", path)
+        log.debug("listening on %s", path)
 
     async def stop(self):
         """Graceful shutdown (module doc); idempotent."""
@@ -1193,6 +1193,8 @@ async def serve(
         if ready is not None:
             ready.set() if hasattr(ready, "set") else ready(srv)
         await stop.wait()
+        log.info("stopping: committing the open batch, answering waiting requests")
+        daemon.notify("STOPPING=1")
     finally:
         # Signals stay caught until the end: a second SIGTERM during the
         # shutdown must not kill the process halfway.
@@ -1200,6 +1202,7 @@ async def serve(
             await srv.stop()
             if own_service:
                 service.close()
+            log.info("stopped")
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)

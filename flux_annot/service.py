@@ -912,24 +912,28 @@ class AnnotationService:
         """Counters: jobs by state, requests by kind, rejections by reason, hub/store."""
         if self._t0 is not None:
             self._tick()
+        out = dict(self.hub.stats())
+        out.update(self.counters())
+        return out
+
+    def counters(self) -> dict[str, Any]:
+        """The service's own part of `stats` (no hub, nothing closed): jobs by
+        state, requests by kind, rejections by reason, ignored alloc
+        responses, the C core's memory, guests. Cheap: the metrics read it."""
         requests = dict(self._requests)
         requests["alloc-response"] = self._n_alloc
         requests["annotate"] = self._n_annotate
         requests["memo"] = self._n_memo
-        out = dict(self.hub.stats())
-        out.update(
-            {
-                "jobs": dict(self._counts),
-                "jobs_total": len(self.jobs),
-                "requests": requests,
-                "rejected": dict(self._rejected),
-                "ignored": self._n_ignored,
-                "memory_bytes": self.table.memory_bytes(),
-                "guest_buckets": len(self.rate),
-                "guest_users": len(self.user_bytes),
-            }
-        )
-        return out
+        return {
+            "jobs": dict(self._counts),
+            "jobs_total": len(self.jobs),
+            "requests": requests,
+            "rejected": dict(self._rejected),
+            "ignored": self._n_ignored,
+            "memory_bytes": self.table.memory_bytes(),
+            "guest_buckets": len(self.rate),
+            "guest_users": len(self.user_bytes),
+        }
 
 
 def _malformed(id: object, typ: object, ann: object) -> AnnotError:
