@@ -56,6 +56,9 @@ examples:
   flux-annotate serve --store jobs.db --config site.toml
   FLUX_ANNOT_SOCKET=/tmp/a.sock flux-annotate serve
   flux-annotate serve --flux --metrics 127.0.0.1:9464   # Prometheus scrapes /metrics""",
+    "backup": """\
+examples:
+  flux-annotate backup --store /var/lib/flux-annot/annot.db /backup/annot-$(date +%F).db""",
     "set": """\
 examples:
   flux-annotate set 1234 workflow.stage=2 workflow.name=prep   # owner: any writable namespace
@@ -287,6 +290,18 @@ def cmd_serve(args):
     finally:
         if metrics is not None:
             metrics.close()
+
+
+def cmd_backup(args):
+    # `flux-annotate backup DEST`: a copy of the store while the service runs
+    # (docs/operations.md).
+    from .store import backup
+
+    store = args.store if args.store is not None else default_store_path()
+    seq, jobs = backup(store, args.dest)
+    print(f"{PROG}: backed up {os.path.abspath(store)} to {os.path.abspath(args.dest)} "
+          f"(batch {seq}, {jobs} jobs)", file=sys.stderr)
+    return 0
 
 
 def cmd_set(args):
@@ -554,6 +569,11 @@ def build_parser():
     sp.add_argument("--metrics", metavar="ADDR:PORT", default=None,
                     help="serve Prometheus metrics at http://ADDR:PORT/metrics "
                     "(default: [metrics] listen; off) (docs/operations.md)")
+
+    sp = add("backup", cmd_backup, "copy the store to a new file, also while the service runs")
+    sp.add_argument("--store", metavar="FILE", default=None,
+                    help="the store (default: $XDG_STATE_HOME/flux-annot/annot.db)")
+    sp.add_argument("dest", metavar="DEST", help="the new file (must not exist)")
 
     for name, func, help in (("set", cmd_set, "annotate a job"),
                              ("memo", cmd_memo, "set user notes on a job (under `user`, as flux job memo)")):
