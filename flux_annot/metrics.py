@@ -214,7 +214,7 @@ def read(server):
         "streams": sum(len(c.streams) for c in server.conns),
     }
     topics = getattr(server, "topic_counts", None)
-    snap["topics"] = dict(topics) if topics is not None else None
+    snap["topics"] = topics() if topics is not None else None
     flux = getattr(service, "flux_metrics", None)
     snap["flux"] = flux() if flux is not None else None
     return snap
