@@ -276,9 +276,7 @@ def cmd_serve(args):
         if flux:
             uri = args.flux_uri or os.environ.get("FLUX_URI") or "the default instance"
             log.info("mirroring the Flux instance at %s", uri)
-            broker = getattr(srv, "broker", None)
-            if broker is not None and broker.registered:
-                log.info("serving as the service 'annot' of the Flux instance at %s", broker.uri)
+            # the broker transport logs its own line once registered
         if metrics is not None:
             metrics.attach(srv)
             log.info("metrics on %s", metrics.url())

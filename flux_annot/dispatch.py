@@ -327,6 +327,13 @@ class Dispatch:
         svc = self.service
         for topic, attr in _HOT_COUNTERS:
             out[topic] += getattr(svc, attr, 0)
+        for t in self.transports:
+            # a transport whose wire has other topics (the broker's annot.M)
+            # counts its requests itself and says which ones it handed on
+            for topic, n in getattr(t, "handed", {}).items():
+                out[topic] -= n
+            for topic, n in getattr(t, "wire_counts", {}).items():
+                out[topic] = out.get(topic, 0) + n
         return out
 
     def _count_refused(self, st):

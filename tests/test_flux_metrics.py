@@ -46,6 +46,20 @@ def test_a_mirrors_metrics_follow_its_flux_instance(tmp_path):
         assert value(snap, "flux_annot_flux_events_total") >= 5  # submit ... clean
         assert value(snap, "flux_annot_flux_memos_sent_total") == 1
         assert value(snap, "flux_annot_requests_total", topic="job-manager.memo") == 1
+        # requests through the broker count under their topic there (annot.M)
+        code = ("import flux, errno\n"
+                "h = flux.Flux()\n"
+                "h.rpc('annot.stats', {}).get()\n"
+                "h.rpc('annot.getattr', {'id': %d}).get()\n"
+                "try:\n    h.rpc('annot.nope', {}).get()\n"
+                "except OSError as e:\n    assert e.errno == errno.ENOSYS\n" % held)
+        inst.flux("python", "-c", code)
+        snap = scrape(m)
+        assert value(snap, "flux_annot_requests_total", topic="annot.stats") == 1
+        assert value(snap, "flux_annot_requests_total", topic="annot.getattr") == 1
+        assert value(snap, "flux_annot_requests_total", topic="unknown") == 1
+        assert value(snap, "flux_annot_requests_total", topic="job-manager.getattr") == 0
+        assert value(snap, "flux_annot_requests_total", topic="job-manager.stats") >= 1  # ours
         names = {re.sub(r"_(bucket|count|sum|total)$", "", n) for n, _ in snap}
         standalone, mirror = documented_metrics()
         for name in standalone | mirror | rule_metrics():
@@ -58,10 +72,10 @@ def test_a_mirrors_metrics_follow_its_flux_instance(tmp_path):
         inst.start()
         wait_for("flux_annot_flux_connected 1",
                  lambda: value(scrape(m), "flux_annot_flux_connected") == 1)
-        assert value(scrape(m), "flux_annot_flux_disconnects_total") == 1
+        assert value(scrape(m), "flux_annot_flux_disconnects_total") == 1, m.stderr_text()
         assert m.stop() == 0
         log = m.stderr_text()
-        assert log.count("lost the Flux instance") == 1
+        assert log.count("lost the Flux instance") == 1, log
         assert len(re.findall(r"connected to the Flux instance at \S+ again after", log)) == 1
         assert "Traceback" not in log
     finally:
