@@ -316,3 +316,22 @@ def test_store_up_follows_a_failing_store(served, tmp_path):
     assert log.count("durable changes are refused") == 1  # one line down ...
     assert log.count("recovered after") == 1  # ... one line up
     assert "Traceback" not in log
+
+
+def test_notify_reaches_an_abstract_socket_and_never_fails(monkeypatch):
+    from flux_annot import daemon
+
+    name = f"fa-notify-{os.getpid()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind("\0" + name)
+    sock.settimeout(10)
+    try:
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        assert daemon.notify("READY=1", "STATUS=x") is True
+        assert sock.recv(100) == b"READY=1\nSTATUS=x"
+    finally:
+        sock.close()
+    # the manager went away: nothing raised, the service goes on
+    assert daemon.notify("STOPPING=1") is False
+    monkeypatch.delenv("NOTIFY_SOCKET")
+    assert daemon.notify("READY=1") is False
