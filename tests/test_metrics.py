@@ -335,3 +335,46 @@ def test_notify_reaches_an_abstract_socket_and_never_fails(monkeypatch):
     assert daemon.notify("STOPPING=1") is False
     monkeypatch.delenv("NOTIFY_SOCKET")
     assert daemon.notify("READY=1") is False
+
+
+def test_before_ready_and_with_a_stalled_loop_a_scrape_still_answers():
+    import asyncio
+    import threading
+    import urllib.request
+
+    from flux_annot.metrics import MetricsEndpoint
+    from metricsproc import samples
+
+    ep = MetricsEndpoint("127.0.0.1:0")
+    loop = asyncio.new_event_loop()
+    t = threading.Thread(target=loop.run_forever)
+    t.start()
+    release = threading.Event()
+    try:
+        def scrape():
+            with urllib.request.urlopen(ep.url(), timeout=30) as r:
+                return samples(r.read().decode())
+
+        # before the service is up (its start-up replay): not ready, the process shown
+        snap = scrape()
+        assert value(snap, "flux_annot_ready") == 0
+        assert value(snap, "flux_annot_loop_responsive") == 1
+        assert value(snap, "process_resident_memory_bytes") > 0
+
+        class Stalled:  # a server whose loop is busy with something else
+            pass
+
+        srv = Stalled()
+        srv.loop = loop
+        ep.attach(srv)
+        loop.call_soon_threadsafe(release.wait, 60)
+        snap = scrape()
+        assert value(snap, "flux_annot_loop_responsive") == 0
+        assert value(snap, "flux_annot_ready") == 0
+        assert ("flux_annot_requests_total", (("topic", "job-manager.memo"),)) not in snap
+    finally:
+        release.set()
+        loop.call_soon_threadsafe(loop.stop)
+        t.join(30)
+        loop.close()
+        ep.close()
