@@ -98,6 +98,11 @@ def test_reads_and_memo_through_the_broker_equal_the_socket(inst, mirror):
     assert rpc(inst.rank_uri(LEAF), "annot.memo", {"id": other, "memo": {"via": "rank3"}}) == ["ok", {}]
     assert inst.jobs()[other]["annotations"] == {"user": {"via": "rank3"}}
     assert sock(mirror, lambda c: c.get(other))[1]["annotations"] == {"user": {"via": "rank3"}}
+    # A volatile one is answered without waiting for a commit, and is there too.
+    assert rpc(inst.rank_uri(LEAF), "annot.memo",
+               {"id": other, "memo": {"v": 1}, "volatile": True}) == ["ok", {}]
+    assert sock(mirror, lambda c: c.get(other))[1]["annotations"] == {"user": {"via": "rank3", "v": 1}}
+    inst.flux("job", "memo", str(other), "v=null")
     # What Flux owns stays refused, as on the socket.
     for topic, payload in (("annot.submit", {"id": 5, "userid": 0}),
                            ("annot.annotate", {"id": other, "annotations": {"sched": {"x": 1}}})):
