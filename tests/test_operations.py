@@ -94,13 +94,18 @@ def test_metrics_are_documented_and_the_rules_name_real_ones(tmp_path):
         assert name in shown or name in {re.sub(r"_total$", "", m) for m in mirror}, name
 
 
-def test_alert_rules_pass_promtool():
-    promtool = shutil.which("promtool")
-    if promtool is None:
+@pytest.fixture
+def promtool():
+    path = shutil.which("promtool")
+    if path is None:
         why = "needs promtool (Debian's prometheus package; .ci/run installs it)"
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
+    return path
+
+
+def test_alert_rules_pass_promtool(promtool):
     r = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "SUCCESS: 8 rules found" in r.stdout
@@ -156,15 +161,9 @@ tests:
 """
 
 
-def test_alerts_fire_on_store_down_mirror_lag_and_rising_rejections(tmp_path):
+def test_alerts_fire_on_store_down_mirror_lag_and_rising_rejections(promtool, tmp_path):
     # promtool's own rule tests: the alerts fire when they should, not before
     # (unknown job ids, 100 a second here, never make rejections "rise")
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        why = "needs promtool (Debian's prometheus package; .ci/run installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(why)
-        pytest.skip(why)
     tests = tmp_path / "alerts_test.yml"
     tests.write_text(ALERT_TESTS.format(rules=RULES))
     r = subprocess.run([promtool, "test", "rules", str(tests)], capture_output=True, text=True)
