@@ -217,6 +217,10 @@ def read(server):
     snap["topics"] = topics() if topics is not None else None
     flux = getattr(service, "flux_metrics", None)
     snap["flux"] = flux() if flux is not None else None
+    # the estimate accuracy summary (SPEC §16, stats' "accuracy"; cached by
+    # the service, recomputed at most once a second) where the service keeps one
+    accuracy = getattr(service, "_accuracy_summary", None)
+    snap["accuracy"] = accuracy() if accuracy is not None else None
     return snap
 
 
@@ -318,6 +322,7 @@ class ServiceCollector:
         yield counter("connections_accepted", "Client connections accepted",
                       server["connections_total"])
         yield gauge("streams", "Open event streams", server["streams"])
+        yield from _accuracy_families(snap.get("accuracy"))
         flux = snap["flux"]
         if flux is not None:
             yield gauge("flux_connected", "1 while the mirror is connected to its Flux instance",
@@ -333,6 +338,35 @@ class ServiceCollector:
             yield counter("flux_memos_sent", "Memos sent to Flux for users", flux["memos_sent"])
             yield counter("flux_memos_refused", "Memos Flux refused",
                           flux["memos_refused_by_flux"])
+
+
+def _accuracy_families(acc):
+    """The estimate accuracy summary (stats' "accuracy", docs/accuracy.md):
+    jobs counted, estimates left out, and the error of the last estimate a
+    job had before it started (seconds; positive: it started later)."""
+    if not acc:
+        return
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    fam = GaugeMetricFamily("flux_annot_estimate_jobs", "Jobs with start-time estimates: "
+                            "all, started, left without starting", labels=["kind"])
+    for kind, key in (("with_estimates", "jobs_with_estimates"), ("started", "jobs_started"),
+                      ("never_started", "jobs_never_started")):
+        if acc.get(key) is not None:
+            fam.add_metric([kind], acc[key])
+    yield fam
+    if acc.get("bad_estimates") is not None:
+        yield CounterMetricFamily("flux_annot_estimates_invalid", "t_estimate values that "
+                                  "were not finite numbers (left out)",
+                                  value=acc["bad_estimates"])
+    last = acc.get("last") or {}
+    fam = GaugeMetricFamily("flux_annot_estimate_error_seconds",
+                            "Error of the last estimate before the start (start - estimate), "
+                            "over the jobs that started", labels=["stat"])
+    for stat in ("bias", "median_abs", "p90_abs"):
+        if last.get(stat) is not None:
+            fam.add_metric([stat], last[stat])
+    yield fam
 
 
 def _topics(snap):

@@ -378,3 +378,43 @@ def test_before_ready_and_with_a_stalled_loop_a_scrape_still_answers():
         t.join(30)
         loop.close()
         ep.close()
+
+
+def test_the_estimate_accuracy_summary_becomes_series():
+    # SPEC §17: the accuracy summary of §16 (stats' "accuracy") as series,
+    # formatted from a snapshot of a real service with that summary added
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from flux_annot import AnnotationService, metrics
+    from metricsproc import samples
+
+    svc = AnnotationService()
+
+    class Srv:
+        service, hub = svc, svc.hub
+        conns, nconn_total, nrequests, nerrors = set(), 0, 0, 0
+
+    snap = metrics.read(Srv())
+    snap["events_per_second"] = 0.0
+    snap["accuracy"] = {"jobs_with_estimates": 7, "jobs_started": 5, "jobs_never_started": 1,
+                        "bad_estimates": 2,
+                        "last": {"count": 5, "bias": 12.5, "median_abs": 10.0, "p90_abs": 40.0}}
+
+    class Endpoint:
+        def snapshot(self):
+            return snap, True
+
+    reg = CollectorRegistry()
+    reg.register(metrics.ServiceCollector(Endpoint()))
+    got = samples(generate_latest(reg).decode())
+    assert value(got, "flux_annot_estimate_jobs", kind="started") == 5
+    assert value(got, "flux_annot_estimate_jobs", kind="never_started") == 1
+    assert value(got, "flux_annot_estimate_jobs", kind="with_estimates") == 7
+    assert value(got, "flux_annot_estimates_invalid_total") == 2
+    assert value(got, "flux_annot_estimate_error_seconds", stat="bias") == 12.5
+    assert value(got, "flux_annot_estimate_error_seconds", stat="p90_abs") == 40.0
+    # no summary (a service without §16's history): no such series
+    snap["accuracy"] = None
+    got = samples(generate_latest(reg).decode())
+    assert not [k for k in got if k[0].startswith("flux_annot_estimate")]
+    svc.close()

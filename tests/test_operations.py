@@ -57,12 +57,15 @@ def test_the_unit_runs_serve_flux_as_the_instance_owner():
 
 
 def documented_metrics():
-    """Metric names in docs/operations.md's table, split into (standalone, mirror)."""
+    """Metric names in docs/operations.md's table, split into (standalone,
+    mirror); the estimate accuracy ones apart (test_metrics checks them)."""
     text = OPS.read_text()
     table = text[text.index("### The metrics"):text.index("### Alerts")]
     mirror_at = table.index("**on a Flux mirror**")
+    accuracy_at = table.index("**with the estimate accuracy history**")
     find = re.compile(r"`(flux_annot_[a-z_]+)")
-    return set(find.findall(table[:mirror_at])), set(find.findall(table[mirror_at:]))
+    return (set(find.findall(table[:mirror_at])),
+            set(find.findall(table[mirror_at:accuracy_at])))
 
 
 def exported_names(snap):
