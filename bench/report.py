@@ -27,7 +27,8 @@ sampled every 2 s and quoted beside every row):
 - As subprocesses, each starting (and stopping) what it needs:
   `bench_rpc.py` (its printed lines are parsed), `bench_clients.py --json`,
   `bench_flux.py --json`,
-  `bench_top.py --json`, `bench_dashboard.py --json` (one JSON object on
+  `bench_top.py --json`, `bench_dashboard.py --json`, `bench_metrics.py
+  --json` (serve with and without --metrics, alternating; one JSON object on
   their last line; the human output is kept in the report).
 
 Flux's own RPC rates and round trip cannot run here: they are quoted (see
@@ -74,6 +75,7 @@ SIZES = {
         "broker": ["--rtt", "1000", "--pipeline", "2000"],
         "top": ["--jobs", "100000", "--rate", "10000", "--seconds", "20", "--refresh", "0.5"],
         "dashboard": ["--jobs", "10000", "--rate", "5000", "--seconds", "30", "--extra", "4"],
+        "metrics": ["--requests", "500000", "--rounds", "7"],
     },
     "quick": {
         "core_cycles": 2, "repeat": 1, "mem_jobs": 100_000,
@@ -84,6 +86,7 @@ SIZES = {
         "broker": ["--rtt", "200", "--pipeline", "500"],
         "top": ["--jobs", "20000", "--rate", "5000", "--seconds", "5", "--refresh", "0.5"],
         "dashboard": ["--jobs", "2000", "--rate", "1000", "--seconds", "5", "--extra", "2"],
+        "metrics": ["--requests", "100000", "--rounds", "3"],
     },
 }
 
@@ -873,6 +876,30 @@ def dashboard_rows(m, rows):
                     "any number of pages (one subscription)", ld))
 
 
+def metrics_rows(m, rows):
+    mt = m.get("metrics")
+    if mt is None:
+        return
+    ld = load_note(m["load"].get("metrics"))
+    d = mt.get("data")
+    name = "`serve --metrics` (scraped every second): scheduler ANNOTATE rate against plain `serve`"
+    if not d:
+        rows.append(row(name, "—", "—", "—", "≥ 0.97×", None, mt.get("error"), ld))
+        return
+    p, q = d["plain"], d["metrics"]
+    rows.append(row(
+        f"{name}, {d['requests']:,} pipelined alloc responses per round over {d['jobs']:,} "
+        f"jobs, {d['rounds']} rounds alternating",
+        f"median {q['median']:,.0f}/s (best {q['best']:,.0f}/s); server "
+        f"{q['cpu_us_median']:.2f} µs CPU/request",
+        f"plain: median {p['median']:,.0f}/s (best {p['best']:,.0f}/s); "
+        f"{p['cpu_us_median']:.2f} µs CPU/request",
+        f"{d['ratio_median']:.3f}× (best {d['ratio_best']:.3f}×, CPU/request "
+        f"{d['cpu_ratio']:.3f}×)", "≥ 0.97×", d["ratio_median"] >= 0.97,
+        f"{d['scrapes']} scrapes by another process, median {d['scrape_ms_median'] or 0:.1f} ms "
+        f"each", ld))
+
+
 def build_rows(m):
     """One row per target of docs/performance.md (and a few figures without
     a target), from the measurements dict of `main`."""
@@ -885,6 +912,7 @@ def build_rows(m):
     broker_rows(m, rows)
     top_rows(m, rows)
     dashboard_rows(m, rows)
+    metrics_rows(m, rows)
     return rows
 
 
@@ -1035,6 +1063,12 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
          "browser page alone, a second with more pages (raw event-stream readers). The lag is "
          "measured in the browser: for each batch, the time the page applied it (and first "
          "drew it) minus the time the service published it, both on this machine's clock."),
+        ("metrics", "`serve --metrics` (bench/bench_metrics.py)",
+         "Two `flux-annotate serve` processes on their own stores, one plain, one with "
+         "`--metrics` scraped every second by another process (as Prometheus would), the same "
+         "pipelined scheduler ANNOTATE alloc responses sent to each in turn, round after round, "
+         "alternating which goes first. The figure for the target is the median rate's ratio; "
+         "the server CPU per request (from /proc) is steadier on a shared machine."),
     ):
         b = m.get(key)
         if b is None:
@@ -1196,6 +1230,10 @@ def main(argv=None):
         measure("dashboard", "dashboard: `python bench/bench_dashboard.py "
                 + " ".join(sz["dashboard"]) + " --json`",
                 lambda: json_bench("bench_dashboard.py", sz["dashboard"]))
+
+        measure("metrics", "serve --metrics: `python bench/bench_metrics.py "
+                + " ".join(sz["metrics"]) + " --json`",
+                lambda: json_bench("bench_metrics.py", sz["metrics"], timeout=900))
 
         def sweep():
             for n in QUICK_SWEEP if quick else SWEEP:

@@ -188,8 +188,9 @@ typedef struct fa_frame_opts {
 
 /* One record per frame: FA_FRAME_WORDS uint64 words, in this order:
  *   status    bits 0-15 FA_FRAME_* flags (bits 8-9: "type"), bits 16-31 the topic's index + 1
- *             in the caller's list (0: not in it, or escaped), bits 32-63
- *             errnum (0: the frame was decoded)
+ *             in the caller's list (0: not in it, or escaped; in a fault
+ *             record, 0 unless the topic was read before the fault), bits
+ *             32-63 errnum (0: the frame was decoded)
  *   matchtag  (flag FA_FRAME_MATCHTAG: it was read, before any fault)
  *   id        the payload's "id" when it is an integer in [0, 2^64); for an
  *             EMSGSIZE record, the length the header announced

@@ -491,8 +491,10 @@ int fa_frames_scan (fa_ctx *ctx, const char *buf, size_t len, const fa_frame_opt
                 *used = off;
                 return -1;
             }
+            /* what was read before the fault: the matchtag, and the topic's
+               index (the dispatch counts refused requests by topic) */
             r[W_ST] = (uint64_t)(uint32_t)ctx->errnum << 32
-                      | (fs.flags & FA_FRAME_MATCHTAG);
+                      | (fs.flags & (FA_FRAME_MATCHTAG | 0xffff0000u));
             r[W_KOFF] = r[W_KLEN] = 0;
             ctx->out.len = fs.out0;
             rc = 1;

@@ -75,6 +75,9 @@ SCAN_BYTES_GUEST = 16 << 10
 SCAN_FRAMES = 512
 SCAN_FRAMES_GUEST = 4
 
+#: the `topic` label of requests whose topic is not one served here
+UNKNOWN_TOPIC = "unknown"
+
 _MISSING = object()
 _NO_KEYS = {}  # a memo's namespaces are the service's business ("user")
 
@@ -99,6 +102,12 @@ _HOT_MEMO = _HOT | F_MEMO | (_TOPICS.index("job-manager.memo") + 1) << 16
 _HOT_MEMO_V = _HOT_MEMO | F_VOLATILE
 _HOT_ALLOC_ANNOTATE = (  # RFC 27 type 1 (ANNOTATE)
     _HOT | F_TYPE | 1 << F_TYPE_SHIFT | (_TOPICS.index("job-manager.alloc-response") + 1) << 16
+)
+# the service's counters of the frames the hot paths hand it (topic_counts)
+_HOT_COUNTERS = (
+    ("job-manager.annotate", "_n_annotate_text"),
+    ("job-manager.memo", "_n_memo_text"),
+    ("job-manager.alloc-response", "_n_alloc_text"),
 )
 _U64 = 1 << 64
 _U32 = 1 << 32
@@ -257,6 +266,10 @@ class Dispatch:
         self.nconn_total = 0
         self.nrequests = 0
         self.nerrors = 0
+        # requests by topic, but for the hot frames, which the service's
+        # text paths count (topic_counts); UNKNOWN_TOPIC: any topic not
+        # served here, and frames refused before their topic was read
+        self._topic_n = dict.fromkeys(_TOPICS + (UNKNOWN_TOPIC,), 0)
         self._after_commit = self.hub.after_commit
         self._hub_open = self.hub.open
         self._open_seq = self.hub.open_seq
@@ -303,6 +316,31 @@ class Dispatch:
 
     def make_cred(self, uid, owner):
         return self._Cred(uid, owner=owner)
+
+    def topic_counts(self):
+        """{topic: requests received}, every request counted once whatever
+        its answer (refusals included): frames the hot paths gave the
+        service are counted there (`_n_*_text`), every other one here, on
+        the path that answered it. Unknown topics count as UNKNOWN_TOPIC
+        (a client must not create series at will)."""
+        out = dict(self._topic_n)
+        svc = self.service
+        for topic, attr in _HOT_COUNTERS:
+            out[topic] += getattr(svc, attr, 0)
+        for t in self.transports:
+            # a transport whose wire has other topics (the broker's annot.M)
+            # counts its requests itself and says which ones it handed on
+            for topic, n in getattr(t, "handed", {}).items():
+                out[topic] -= n
+            for topic, n in getattr(t, "wire_counts", {}).items():
+                out[topic] = out.get(topic, 0) + n
+        return out
+
+    def _count_refused(self, st):
+        """Count a frame refused before its handler: by the topic the
+        decoder found, else as UNKNOWN_TOPIC."""
+        idx = (st >> 16) & 0xFFFF
+        self._topic_n[_TOPICS[idx - 1] if idx else UNKNOWN_TOPIC] += 1
 
     def scanner_for(self, owner):
         """The frame decoder with the limits of the caller's class, and how
@@ -544,6 +582,7 @@ class Dispatch:
                     else:
                         reply = response(mt, res)
                 elif st >> 32:
+                    self._count_refused(st)
                     if st >> 32 == EMSGSIZE:
                         self.nerrors += 1
                         if oks:
@@ -594,6 +633,7 @@ class Dispatch:
                         break  # served on its turn: the error and the close
                     if code and not st & F_MATCHTAG:
                         mt = 0
+                    self._count_refused(st)
                     body = b'{"matchtag":%d' % mt + tail
                     reply = _pack_header(len(body)) + body
                     out.append(reply)
@@ -634,6 +674,8 @@ class Dispatch:
         else:
             raw = data[toff : toff + tlen]
             topic = protocol.decode_json(b'"' + raw + b'"') if st & F_TOPIC_ESC else raw.decode()
+        counts = self._topic_n
+        counts[topic if topic in counts else UNKNOWN_TOPIC] += 1
         if st & F_TOOBIG:
             # A guest's value longer than guest_payload_bytes was only
             # delimited, not parsed: the frame is refused by that length

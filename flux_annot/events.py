@@ -42,6 +42,7 @@ not published to that view. A batch with nothing for a subscription is not
 queued to it (its seq still counts).
 """
 
+import bisect
 import collections
 import concurrent.futures
 import errno
@@ -63,6 +64,31 @@ log = logging.getLogger("flux_annot.events")
 # `events.backlog` count alone would let a scheduler re-annotating 100k jobs
 # per cycle pin gigabytes).
 BACKLOG_MAX_BYTES = 256 * 1024 * 1024
+
+#: Upper bounds (seconds) of the commit-duration histogram's buckets
+#: (`CommitTimes`; flux_annot_commit_duration_seconds, docs/operations.md):
+#: a synchronous=FULL commit takes a millisecond or a few, a slow disk tens.
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                  2.5, 5.0, 10.0)
+
+
+class CommitTimes:
+    """How long the store's successful commits took: a histogram kept as
+    plain counters (one per bucket of COMMIT_BUCKETS, the last one above
+    them all, not cumulative) and their sum. One `observe` per commit, on
+    the thread that commits; the metrics read it on the loop, so the
+    package needs no metrics library to keep it."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self):
+        self.counts = [0] * (len(COMMIT_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds):
+        self.counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
+        self.sum += seconds
+
 
 # View keys: what one encoding of the annotations array shows.
 _FULL = ("full",)  # instance owner, every job whole
@@ -92,9 +118,9 @@ class _Backlogged:
 class _Closed:
     """A closed batch on its way out: what to publish once it has committed."""
 
-    __slots__ = ("item", "payloads", "callbacks", "future", "deadline", "entries")
+    __slots__ = ("item", "payloads", "callbacks", "future", "deadline", "entries", "published")
 
-    def __init__(self, item, payloads, callbacks):
+    def __init__(self, item, payloads, callbacks, published=0):
         self.item = item  # _Backlogged
         self.payloads = payloads  # {Subscription: bytes}, subscribers at close time
         # after-commit callbacks (deferred replies): [(fn, on_timeout or None)]
@@ -102,6 +128,7 @@ class _Closed:
         self.future = None  # the writer's commit (background mode; None: nothing to write)
         self.deadline = 0.0  # loop time after which its callbacks time out
         self.entries = 0  # eventlog entries it writes
+        self.published = published  # transitions + annotation entries it publishes
 
 
 class Subscription:
@@ -235,8 +262,10 @@ class EventHub:
         self._subs = []
         self._backlog = collections.deque()
         self._backlog_bytes = 0
+        self.commit_times = CommitTimes()
         self._stats = {
             "batches": 0,
+            "entries": 0,  # transitions + annotation entries published
             "dropped_subscribers": 0,
             "resync_refused": 0,
             "store_errors": 0,
@@ -353,7 +382,9 @@ class EventHub:
         background = self.store is not None and self._executor is not None
         if self.store is not None and not background:
             try:
+                t0 = time.perf_counter()
                 self.store.write_batch(seq, self._entries, *self._meta())
+                self.commit_times.observe(time.perf_counter() - t0)
             except AnnotError as exc:
                 self._stats["store_errors"] += 1
                 if self.fault is None:
@@ -370,6 +401,7 @@ class EventHub:
             _Backlogged(seq, transitions, full, delta),
             self._payloads(seq, ids, transitions, full, delta),
             self._callbacks,
+            len(transitions) + len(ids),
         )
         if background:
             batch.entries = len(self._entries)
@@ -458,6 +490,7 @@ class EventHub:
                 self._queue(sub, payload)
         self._keep(item)
         self._stats["batches"] += 1
+        self._stats["entries"] += batch.published
 
     def _publish_all(self, upto=None):
         """Publish the unpublished batches now, in order (up to seq `upto`),
@@ -562,10 +595,12 @@ class EventHub:
             if self._given_up:
                 raise error(EIO, f"batch {seq} not written: an earlier batch was given up")
             try:
+                t0 = time.perf_counter()
                 if first != seq:
                     self.store.write_batch(seq, entries, meta, known, first_seq=first)
                 else:
                     self.store.write_batch(seq, entries, meta, known)
+                self.commit_times.observe(time.perf_counter() - t0)
             except Exception as exc:
                 self._stats["store_errors"] += 1
                 tries += 1
@@ -1013,6 +1048,7 @@ class EventHub:
             "store_bytes": self.store.size_bytes() if self.store is not None else 0,
             "seq": self.last_seq,
             "batches": self._stats["batches"],
+            "entries_published": self._stats["entries"],
             "subscribers": len(self._subs),
             "dropped_subscribers": self._stats["dropped_subscribers"],
             "resync_refused": self._stats["resync_refused"],

@@ -314,7 +314,7 @@ class SocketTransport:
             lambda: Connection(self.dispatch, self), path=path, backlog=128
         )
         os.chmod(path, 0o666)
-        log.info("listening on %s", path)
+        log.debug("listening on %s", path)
 
     def stop_accepting(self):
         if self.aserver is not None:
