@@ -10,9 +10,11 @@ state transitions (`record_transition`) and durable eventlog entries
    could lose);
 2. encodes the batch: `{"seq":N,"transitions":[...],"annotations":[...]}`,
    the annotations array produced by the C table from its trees (no
-   Python dicts), once per distinct view (owner / one user's jobs / a
-   guest's view; whole trees or deltas), the bytes shared by every
-   subscription with the same (topics, view, delta) key;
+   Python dicts): at most four C encodings per batch (owner and public
+   view, whole trees and deltas), every other view spliced from them
+   (`fanout.BatchViews`: a guest's own jobs whole in the public view);
+   the bytes shared by every subscription that reads the same view (all
+   guests without a job of their own in the batch share one);
 3. queues the bytes to the subscriptions, keeps the raw material in the
    backlog for `since`, forgets the pre-images, runs the after-commit
    callbacks (the server's deferred replies).
@@ -50,6 +52,8 @@ import logging
 import time
 
 from .errors import EINVAL, EIO, EOVERFLOW, AnnotError, error
+from .fanout import OWNER as _FULL
+from .fanout import BatchViews
 from .policy import Policy
 from .replay import TREE_NAMES
 
@@ -63,10 +67,6 @@ log = logging.getLogger("flux_annot.events")
 # `events.backlog` count alone would let a scheduler re-annotating 100k jobs
 # per cycle pin gigabytes).
 BACKLOG_MAX_BYTES = 256 * 1024 * 1024
-
-# View keys: what one encoding of the annotations array shows.
-_FULL = ("full",)  # instance owner, every job whole
-
 
 def _dumps(obj):
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -364,11 +364,12 @@ class EventHub:
                 self._recovered_log()
                 self.fault = None
         transitions = self._transitions
-        full = table.batch_encode()
-        delta = table.batch_encode(delta=True)
+        n = len(ids)
+        full = table.batch_encode_cuts(n)
+        delta = table.batch_encode_cuts(n, delta=True)
         batch = _Closed(
-            _Backlogged(seq, transitions, full, delta),
-            self._payloads(seq, ids, transitions, full, delta),
+            _Backlogged(seq, transitions, full[0], delta[0]),
+            self._payloads(seq, ids, transitions, {False: full, True: delta}),
             self._callbacks,
         )
         if background:
@@ -729,21 +730,27 @@ class EventHub:
 
     # -- publishing ------------------------------------------------------
 
-    def _payloads(self, seq, ids, transitions, full, delta):
+    def _payloads(self, seq, ids, transitions, owner):
         """{subscription: payload bytes (b"" = nothing for it)} of one batch,
         encoded now (the C table still holds its pre-images), queued when
-        it has committed (`_finish`)."""
+        it has committed (`_finish`). owner: {delta: (bytes, cuts)}, the
+        owner view's encodings. Every view is read from at most four C
+        encodings (`fanout.BatchViews`), and subscriptions that read the
+        same thing share one payload object: all guests without a job of
+        their own in the batch, whatever their uid."""
         out = {}
         if not self._subs:
             return out
-        flags_cache = {}
-        ann_cache = {(_FULL, False): full, (_FULL, True): delta}
+        views = BatchViews(self.table, self.jobs, ids, owner, self._view_ns, self._view_exclude)
+        ann_cache = {}
         trans_cache = {}
         payloads = {}
         for sub in self._subs:
-            payload = payloads.get(sub.key)
+            topics, view, is_delta = sub.key
+            view = views.shared(view)
+            pkey = (topics, view, is_delta)
+            payload = payloads.get(pkey)
             if payload is None:
-                topics, view, is_delta = sub.key
                 parts = []
                 if "job-state" in topics:
                     trans = trans_cache.get(view)
@@ -754,15 +761,14 @@ class EventHub:
                 if "job-annotations" in topics:
                     ann = ann_cache.get((view, is_delta))
                     if ann is None:
-                        ann = self._encode_view(ids, view, is_delta, flags_cache)
-                        ann_cache[(view, is_delta)] = ann
+                        ann = ann_cache[(view, is_delta)] = views.annotations(view, is_delta)
                     if ann != b"[]":
                         parts.append(b'"annotations":' + ann)
                 if parts:
                     payload = b'{"seq":%d,' % seq + b",".join(parts) + b"}"
                 else:
                     payload = b""
-                payloads[sub.key] = payload
+                payloads[pkey] = payload
             out[sub] = payload
         return out
 
@@ -798,33 +804,6 @@ class EventHub:
         if view[0] in ("user", "public-of"):
             return view[1]
         return None
-
-    def _encode_view(self, ids, view, is_delta, flags_cache):
-        """The annotations array of one view, encoded by the C table."""
-        kind = view[0]
-        table = self.table
-        if kind == "full":
-            return table.batch_encode(delta=is_delta)
-        # Per-job flags: 1 = whole tree, 0 = filtered by the namespace list.
-        flags = flags_cache.get(view)
-        if flags is None:
-            jobs = self.jobs
-            mine = view[1]
-            flags = flags_cache[view] = bytes(
-                [1 if jobs[i].userid == mine else 0 for i in ids]
-            )
-        if kind == "guest":  # a guest, all jobs: others' jobs filtered
-            return table.batch_encode(flags, self._view_ns, self._view_exclude, delta=is_delta)
-        if kind == "user":  # one user's jobs whole, every other job left out
-            return table.batch_encode(flags, (), False, delta=is_delta)
-        # "public-of" (a guest following another user's jobs): C encodes the
-        # public view of every job, Python keeps that user's (rare path).
-        data = table.batch_encode(b"\0" * len(ids), self._view_ns, self._view_exclude, delta=is_delta)
-        return self._only_user(data, view[1])
-
-    def _only_user(self, data, userid):
-        jobs = self.jobs
-        return _dumps([e for e in json.loads(data) if jobs[e[0]].userid == userid])
 
     # -- backlog ---------------------------------------------------------
 
