@@ -753,9 +753,10 @@ class EventHub:
             if payload is None:
                 parts = []
                 if "job-state" in topics:
-                    trans = trans_cache.get(view)
+                    who = self._view_user(view)  # every guest reads all transitions
+                    trans = trans_cache.get(who)
                     if trans is None:
-                        trans = trans_cache[view] = self._transitions_bytes(transitions, view)
+                        trans = trans_cache[who] = self._transitions_bytes(transitions, view)
                     if trans != b"[]":
                         parts.append(b'"transitions":' + trans)
                 if "job-annotations" in topics:

@@ -152,9 +152,10 @@ def response(matchtag, payload=None):
 
 
 def response_raw(matchtag, payload_bytes):
-    """A success response whose payload is already-encoded JSON bytes."""
-    body = b'{"matchtag":%d,"errnum":0,"payload":%s}' % (matchtag, payload_bytes)
-    return _pack(len(body)) + body
+    """A success response whose payload is already-encoded JSON bytes
+    (copied once: a stream's batches are large and go to many readers)."""
+    head = b'{"matchtag":%d,"errnum":0,"payload":' % matchtag
+    return b"".join((_pack(len(head) + len(payload_bytes) + 1), head, payload_bytes, b"}"))
 
 
 def response_error(matchtag, errnum, errstr=None):
