@@ -1,8 +1,9 @@
 """`flux-annotate serve --flux`: the socket server in front of a
 `MirrorService` (docs/flux.md).
 
-`MirrorServer` is the usual `Server` (flux_annot.server) with three
-differences: the journal source's thread wakes the event loop, which
+`MirrorServer` is the usual `Server` (flux_annot.server) with four
+differences: the same dispatch also serves as the service `annot` of the
+instance (flux_annot.broker_server), registered before it reports ready; the journal source's thread wakes the event loop, which
 applies what arrived (`service.pump(0)`); the batch timer also releases
 held annotations (`service.flush_live`); and the writes: a `memo` (or an
 `annotate` of the `user` namespace alone) is checked here, sent to Flux,
@@ -12,6 +13,7 @@ says why).
 """
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -19,7 +21,8 @@ import sys
 from .errors import EPERM, AnnotError
 from .mirror import MirrorService
 from .protocol import response, response_error
-from .server import Server, _jobid, _object, _opt_bool, serve
+from .dispatch import _jobid, _object, _opt_bool
+from .server import Server, serve
 
 log = logging.getLogger("flux_annot.mirror")
 
@@ -32,8 +35,19 @@ class MirrorServer(Server):
 
     hot_writes = False  # memos go to Flux through h_memo / h_annotate
 
+    def __init__(self, service, socket_path, broker_uri=None, broker=True):
+        super().__init__(service, socket_path)
+        self.broker = None
+        if broker:
+            from .broker_server import BrokerTransport
+
+            self.broker = BrokerTransport(self, broker_uri or getattr(service.source, "uri", None))
+            self.add_transport(self.broker)
+
     async def start(self):
         await super().start()
+        if self.broker is not None:
+            await self.broker.start()
         source = self.service.source
         loop = self.loop
 
@@ -125,7 +139,12 @@ def run_mirror(uri=None, socket_path=None, store=None, config=None, ready=None):
     service = MirrorService(source, owner_uid=os.getuid(), store=store, config=config)
     try:
         return asyncio.run(
-            serve(socket_path, ready=ready, service=service, server_class=MirrorServer)
+            serve(
+                socket_path,
+                ready=ready,
+                service=service,
+                server_class=functools.partial(MirrorServer, broker_uri=source.uri),
+            )
         )
     finally:
         source.close()
