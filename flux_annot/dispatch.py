@@ -59,6 +59,7 @@ from .protocol import (
     oversize_error,
     response,
     response_error,
+    response_parts,
     response_raw,
 )
 
@@ -217,13 +218,16 @@ class _Deferred(list):
 class _Stream:
     """One `job-manager.events` subscription on a connection."""
 
-    __slots__ = ("conn", "matchtag", "sub", "ended")
+    __slots__ = ("conn", "matchtag", "sub", "ended", "snap_start", "snap_end")
 
     def __init__(self, conn, matchtag):
         self.conn = conn
         self.matchtag = matchtag
         self.sub = None
         self.ended = False
+        # where its snapshot went in the connection's output (bytes pushed
+        # before and after it: unix_server.Connection.held_for)
+        self.snap_start = self.snap_end = 0
 
 
 class Dispatch:
@@ -450,17 +454,24 @@ class Dispatch:
         sub = st.sub
         if st.ended or sub is None or conn.transport is None:
             return
-        pop = sub.pop_raw
+        pop = sub.pop_parts
         mt = st.matchtag
+        # a transport that writes the pieces as they are (no join) and
+        # counts what it holds for the subscriber's bound
+        push_stream = getattr(conn, "push_stream", None)
         while force or not conn.paused:
+            snapshot = sub.head_is_snapshot()
             try:
-                raw = pop()
+                parts = pop()
             except AnnotError as e:  # dropped (EOVERFLOW): the stream ends
                 self.end_stream(st, e.errno, e.message)
                 return
-            if raw is None:
+            if parts is None:
                 break
-            conn.push(response_raw(mt, raw))
+            if push_stream is not None:
+                push_stream(st, parts, snapshot)
+            else:
+                conn.push(response_parts(mt, parts))
             if conn.outn > FLUSH_BYTES and not force:
                 conn.flush()
         if sub.closed and not st.ended:
@@ -756,6 +767,9 @@ class Dispatch:
             delta=delta,
             notify=functools.partial(self.notify, st),
         )
+        held_for = getattr(conn, "held_for", None)
+        if held_for is not None:  # its transport's buffers count against the bound
+            st.sub.outside = functools.partial(held_for, st)
         conn.streams[mt] = st
         self.ready.add(st)  # a snapshot or a `since` backlog may be waiting
         return None

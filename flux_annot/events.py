@@ -104,15 +104,39 @@ class _Closed:
         self.entries = 0  # eventlog entries it writes
 
 
+class Pieces:
+    """A payload kept as the pieces it is joined from (a guest's spliced
+    view, `fanout.BatchViews.pieces`): joined once, into the subscriber's
+    frame (`Subscription.pop_parts`), not into a payload first."""
+
+    __slots__ = ("parts", "nbytes")
+
+    def __init__(self, parts):
+        self.parts = parts
+        self.nbytes = sum(map(len, parts))
+
+    def __len__(self):
+        return self.nbytes
+
+    def join(self):
+        return b"".join(self.parts)
+
+
 class Subscription:
     """One subscriber's queue of encoded batches (bytes).
 
     Iterating yields the pending batches as dicts and stops when none is
     pending (it never blocks). `pop_raw()` gives the next one as the JSON
-    bytes the hub encoded, for the server to send as they are. When the
-    queue exceeds its bound the hub drops the subscription: the queue is
-    freed at once, `error` holds the EOVERFLOW, and the next `pop_raw()` or
-    iteration raises it (once; after that the subscription is just closed).
+    bytes the hub encoded, for the server to send as they are.
+
+    The bound (`limit`, `[events] subscriber_queue_bytes`) counts what the
+    service holds for the subscriber: this queue and, through `outside`,
+    what its transport holds (docs/events.md "Slow subscribers"); the
+    snapshot is not counted. A batch published while more than `limit` is
+    held drops the subscription instead of being queued (so at most `limit`
+    plus one batch is ever held): the queue is freed at once, `error` holds
+    the EOVERFLOW, and the next `pop_raw()` or iteration raises it (once;
+    after that the subscription is just closed).
     """
 
     def __init__(self, hub, key, userid, notify, limit):
@@ -125,12 +149,18 @@ class Subscription:
         self._queue = collections.deque()
         self.queued_bytes = 0
         self._exempt = 0  # bytes of a pending snapshot, not counted against the bound
+        # outside(budget) -> bytes the transport holds for this subscriber
+        # (written, not yet read by it; its snapshot not counted); exact when
+        # that could exceed `budget`, else it may return less. Set by the
+        # server; None in process (nothing is held outside the queue).
+        self.outside = None
         self.closed = False
         self.error = None
         self._raised = False
 
     def _push(self, payload, exempt=False):
-        """Queue one payload; returns False when the bound is exceeded.
+        """Queue one payload; returns False (nothing queued) when more than
+        the bound is held already.
 
         exempt: the snapshot, queued whatever its size (it is the start of
         the stream, not a sign of a slow reader) and not counted against the
@@ -138,8 +168,12 @@ class Subscription:
         """
         if exempt:
             self._exempt += len(payload)
-        elif self.queued_bytes - self._exempt + len(payload) > self.limit:
-            return False
+        else:
+            held = self.queued_bytes - self._exempt
+            if self.outside is not None:
+                held += self.outside(self.limit - held)
+            if held > self.limit:
+                return False
         self._queue.append(payload)
         self.queued_bytes += len(payload)
         return True
@@ -156,6 +190,24 @@ class Subscription:
 
     def pop_raw(self):
         """The next pending payload as JSON bytes, or None when none is pending."""
+        payload = self._pop()
+        return payload.join() if type(payload) is Pieces else payload
+
+    def pop_parts(self):
+        """The next pending payload as a list of pieces (bytes or
+        memoryviews) whose join is the JSON, or None: the server builds the
+        frame from them with one copy."""
+        payload = self._pop()
+        if payload is None:
+            return None
+        return payload.parts if type(payload) is Pieces else [payload]
+
+    def head_is_snapshot(self):
+        """Whether the next payload is the snapshot (not counted against the
+        bound: the transport keeps not counting it while it holds it)."""
+        return self._exempt > 0 and bool(self._queue)
+
+    def _pop(self):
         if self._queue:
             payload = self._queue.popleft()
             self.queued_bytes -= len(payload)
@@ -742,7 +794,6 @@ class EventHub:
         if not self._subs:
             return out
         views = BatchViews(self.table, self.jobs, ids, owner, self._view_ns, self._view_exclude)
-        ann_cache = {}
         trans_cache = {}
         payloads = {}
         for sub in self._subs:
@@ -751,24 +802,27 @@ class EventHub:
             pkey = (topics, view, is_delta)
             payload = payloads.get(pkey)
             if payload is None:
-                parts = []
+                parts = [b'{"seq":%d' % seq]
                 if "job-state" in topics:
                     who = self._view_user(view)  # every guest reads all transitions
                     trans = trans_cache.get(who)
                     if trans is None:
                         trans = trans_cache[who] = self._transitions_bytes(transitions, view)
                     if trans != b"[]":
-                        parts.append(b'"transitions":' + trans)
+                        parts += (b',"transitions":', trans)
                 if "job-annotations" in topics:
-                    ann = ann_cache.get((view, is_delta))
-                    if ann is None:
-                        ann = ann_cache[(view, is_delta)] = views.annotations(view, is_delta)
-                    if ann != b"[]":
-                        parts.append(b'"annotations":' + ann)
-                if parts:
-                    payload = b'{"seq":%d,' % seq + b",".join(parts) + b"}"
-                else:
+                    ann = views.pieces(view, is_delta)
+                    if ann[0] != b"[]":
+                        parts.append(b',"annotations":')
+                        parts += ann
+                if len(parts) == 1:
                     payload = b""
+                elif view[0] == "guest":  # its own: joined once, into its frame
+                    parts.append(b"}")
+                    payload = Pieces(parts)
+                else:
+                    parts.append(b"}")
+                    payload = b"".join(parts)
                 payloads[pkey] = payload
             out[sub] = payload
         return out

@@ -15,8 +15,9 @@ job filtered), each as whole trees and as deltas, each with its *cuts*
 - guest `u` with no job of its own in the batch: the public encoding as it
   is (the same bytes object for all such guests);
 - guest `u` with jobs in the batch: the public encoding with u's entries
-  replaced by the owner encoding's (runs of the public bytes between them
-  copied as slices: O(u's entries), not O(batch));
+  replaced by the owner encoding's, as pieces (memoryviews of the runs of
+  public entries between them and of u's entries: O(u's entries) Python
+  work, no copy; the server writes them with writev);
 - one user's jobs (`userid` filter): u's entries of the owner encoding
   (u's own view, or the owner's) or of the public one (a guest following
   another user's jobs).
@@ -36,6 +37,7 @@ from .core import JobTable
 
 View = tuple[Any, ...]  # ("full",), ("guest", uid), ("user", uid), ...
 Encoded = tuple[bytes, Sequence[int]]  # (bytes, cuts)
+Piece = bytes | memoryview  # a part of a payload (b"".join takes both)
 
 OWNER: View = ("full",)  # the instance owner's view: every job whole
 PUBLIC: View = ("public",)  # what every guest reads of jobs not its own
@@ -96,44 +98,62 @@ class BatchViews:
             return PUBLIC
         return view
 
-    def annotations(self, view: View, delta: bool) -> bytes:
-        """b"[[id,tree-or-patch],...]" of `view` (events.EventHub views)."""
+    def pieces(self, view: View, delta: bool) -> list[Piece]:
+        """b"[[id,tree-or-patch],...]" of `view` (events.EventHub views) as
+        the pieces it is joined from: one bytes object
+        for a view read as a whole (owner, public), else "[", entries and
+        runs of entries (memoryviews of the shared encodings: nothing is
+        copied until the subscriber's frame is built) and commas, "]"."""
         kind = view[0]
         if kind == "full":
-            return self._encoded(OWNER, delta)[0]
+            return [self._encoded(OWNER, delta)[0]]
         if kind == "public":
-            return self._encoded(PUBLIC, delta)[0]
+            return [self._encoded(PUBLIC, delta)[0]]
         mine = self.entries_of(view[1])
         if kind == "guest":
             if not mine:
-                return self._encoded(PUBLIC, delta)[0]
-            return self._splice(mine, delta)
+                return [self._encoded(PUBLIC, delta)[0]]
+            return _bracket(self._splice(mine, delta))
         if not mine:
-            return b"[]"
+            return [b"[]"]
         # "user": those jobs whole; "public-of": their public view
         data, cuts = self._encoded(OWNER if kind == "user" else PUBLIC, delta)
         n = self._n
-        parts = [data[cuts[k]:cuts[n + k]] for k in mine if cuts[k] < cuts[n + k]]
-        return b"[" + b",".join(parts) + b"]"
+        view_of = memoryview(data)
+        return _bracket([view_of[cuts[k]:cuts[n + k]] for k in mine if cuts[k] < cuts[n + k]])
 
-    def _splice(self, mine: Sequence[int], delta: bool) -> bytes:
-        """The public encoding with the entries at `mine` taken from the owner's."""
+    def _splice(self, mine: Sequence[int], delta: bool) -> list[Piece]:
+        """The entries of the public encoding with those at `mine` taken
+        from the owner's (runs between them as single slices)."""
         pub, pc = self._encoded(PUBLIC, delta)
         own, oc = self._encoded(OWNER, delta)
+        pub_v, own_v = memoryview(pub), memoryview(own)
         n = self._n
-        parts = []
+        parts: list[Piece] = []
         p = 0  # first public entry not copied yet
         for k in mine:
             if k > p:
                 s, e = pc[p], pc[n + k - 1]
                 if s < e:
-                    parts.append(pub[s:e])
+                    parts.append(pub_v[s:e])
             s, e = oc[k], oc[n + k]
             if s < e:
-                parts.append(own[s:e])
+                parts.append(own_v[s:e])
             p = k + 1
         if p < n:
             s, e = pc[p], pc[2 * n - 1]
             if s < e:
-                parts.append(pub[s:e])
-        return b"[" + b",".join(parts) + b"]"
+                parts.append(pub_v[s:e])
+        return parts
+
+
+def _bracket(entries: list[Piece]) -> list[Piece]:
+    """[b"[", e1, b",", e2, ..., b"]"] (b"[]" alone when there is none)."""
+    if not entries:
+        return [b"[]"]
+    out: list[Piece] = [b"["]
+    for e in entries:
+        out.append(e)
+        out.append(b",")
+    out[-1] = b"]"
+    return out

@@ -152,10 +152,18 @@ def response(matchtag, payload=None):
 
 
 def response_raw(matchtag, payload_bytes):
-    """A success response whose payload is already-encoded JSON bytes
-    (copied once: a stream's batches are large and go to many readers)."""
+    """A success response whose payload is already-encoded JSON bytes."""
+    body = b'{"matchtag":%d,"errnum":0,"payload":%s}' % (matchtag, payload_bytes)
+    return _pack(len(body)) + body
+
+
+def response_parts(matchtag, parts):
+    """A success response whose payload is the join of `parts` (bytes or
+    memoryviews of encoded JSON), built with one copy: a stream's batches
+    are large and go to many readers."""
     head = b'{"matchtag":%d,"errnum":0,"payload":' % matchtag
-    return b"".join((_pack(len(head) + len(payload_bytes) + 1), head, payload_bytes, b"}"))
+    size = len(head) + 1 + sum(map(len, parts))
+    return b"".join((_pack(size), head, *parts, b"}"))
 
 
 def response_error(matchtag, errnum, errstr=None):

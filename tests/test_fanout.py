@@ -20,6 +20,7 @@ from test_events_delta_property import rebuild
 
 from flux_annot import AnnotationService, Cred, sched
 from flux_annot.errors import AnnotError
+from flux_annot.events import Pieces
 
 OWNER = 1000
 GUESTS = tuple(3000 + i for i in range(8))
@@ -73,6 +74,8 @@ class Checked:
         def payloads(seq, ids, transitions, owner):
             out = inner(seq, ids, transitions, owner)
             for sub, payload in out.items():
+                if isinstance(payload, Pieces):  # a spliced view, joined into its frame
+                    payload = payload.join()
                 topics, view, delta = sub.key
                 if "job-annotations" not in topics:
                     continue
