@@ -10,15 +10,17 @@ batch's pre-images.
 """
 
 import json
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import test_events_delta_property as delta_cases
+from serverproc import Raw, ServerProc, is_root
 from test_events_delta_property import rebuild
 
-from flux_annot import AnnotationService, Cred, sched
+from flux_annot import AnnotationService, Client, Cred, sched
 from flux_annot.errors import AnnotError
 from flux_annot.events import Pieces
 
@@ -231,3 +233,91 @@ def test_a_guest_with_its_own_jobs_in_a_big_batch_gets_them_whole_in_place():
         assert b'"user"' not in p1
     finally:
         svc.close()
+
+
+# --- over the socket, each guest its own process and uid -------------------
+
+SOCK_GUESTS = tuple(21000 + i for i in range(6))
+SENTINEL = 999  # a job of the owner's: its last note ends the guests' reading
+
+
+def _guest_stream(path, uid, w):
+    """Child: as `uid`, subscribe snapshot+delta, say "ready", read until
+    the sentinel's last note, then `get` every job; JSON result on w."""
+    result = {}
+    try:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        raw = Raw(path)
+        raw.send("job-manager.events", 1, {"snapshot": True, "delta": True})
+        items = [raw.recv()["payload"]]
+        os.write(w, b"r")
+        while True:
+            r = raw.recv()
+            assert r is not None and r["errnum"] == 0, r
+            items.append(r["payload"])
+            if [SENTINEL, {"sched": {"done": True}}] in r["payload"].get("annotations", []):
+                break
+        raw.close()
+        with Client(path) as c:
+            views = {j: c.get(j)["annotations"] for j in range(1, 41)}
+        result = {"items": items, "views": views}
+    except BaseException as e:  # reported to the parent, never hidden
+        result = {"error": f"{type(e).__name__}: {e}"}
+    finally:
+        os.write(w, b"\n" + json.dumps(result).encode())
+        os._exit(0)
+
+
+@pytest.mark.skipif(not is_root(), reason="guests with their own uids need root")
+def test_guests_on_the_socket_read_their_own_jobs_whole_and_nobody_elses_private_notes():
+    server = ServerProc().start()
+    try:
+        with Client(server.path) as c:
+            for j in range(1, 41):  # guests' jobs and two other users'
+                c.submit(j, (SOCK_GUESTS + (22001, 22002))[j % 8])
+            c.submit(SENTINEL, os.getuid())
+            for j in range(1, 41):
+                c.annotate(j, {"user": {"secret": f"of {j}"}, "site": {"rack": j}})
+        kids = []
+        for uid in SOCK_GUESTS:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                os.close(r)
+                _guest_stream(server.path, uid, w)
+            os.close(w)
+            assert os.read(r, 1) == b"r", f"guest {uid} did not subscribe"
+            kids.append((uid, pid, r))
+        with Client(server.path) as c:  # mixed batches: several per request burst
+            for cycle in range(6):
+                for j in range(1, 41):
+                    c.alloc_response(sched.annotate(j, t_estimate=float(cycle * 100 + j)))
+                    if (j + cycle) % 5 == 0:
+                        c.annotate(j, {"user": {"secret": f"of {j} at {cycle}"}}, volatile=True)
+                    if (j + cycle) % 7 == 0:
+                        c.annotate(j, {"site": {"rack": cycle}})
+            c.alloc_response(sched.annotate(SENTINEL, done=True))
+        for uid, pid, r in kids:
+            data = b""
+            while chunk := os.read(r, 1 << 20):
+                data += chunk
+            os.close(r)
+            os.waitpid(pid, 0)
+            res = json.loads(data.split(b"\n", 1)[1])
+            assert "error" not in res, (uid, res)
+            items = res["items"]
+            leaks = [(b["seq"], jobid, ns) for b in items
+                     for jobid, tree in ([(x["id"], x["annotations"]) for x in b["jobs"]]
+                                         if b.get("snapshot") else b.get("annotations", []))
+                     if tree and jobid != SENTINEL and (SOCK_GUESTS + (22001, 22002))[jobid % 8] != uid
+                     for ns in tree if ns != "sched"]
+            assert leaks == [], (uid, leaks[:5])
+            trees = rebuild(items)
+            for j in range(1, 41):
+                assert trees.get(j) == res["views"][str(j)], (uid, j)
+            own = [j for j in range(1, 41) if (SOCK_GUESTS + (22001, 22002))[j % 8] == uid]
+            assert own and all("user" in trees[j] and "site" in trees[j] for j in own)
+    finally:
+        server.cleanup()
