@@ -43,6 +43,7 @@ from .core import (
     Limits,
     ok_replies,
 )
+from .events import Pieces
 from .errors import (
     E2BIG,
     EMSGSIZE,
@@ -454,7 +455,7 @@ class Dispatch:
         sub = st.sub
         if st.ended or sub is None or conn.transport is None:
             return
-        pop = sub.pop_parts
+        pop = sub.pop_payload
         mt = st.matchtag
         # a transport that writes the pieces as they are (no join) and
         # counts what it holds for the subscriber's bound
@@ -462,16 +463,18 @@ class Dispatch:
         while force or not conn.paused:
             snapshot = sub.head_is_snapshot()
             try:
-                parts = pop()
+                payload = pop()
             except AnnotError as e:  # dropped (EOVERFLOW): the stream ends
                 self.end_stream(st, e.errno, e.message)
                 return
-            if parts is None:
+            if payload is None:
                 break
             if push_stream is not None:
-                push_stream(st, parts, snapshot)
+                push_stream(st, payload, snapshot)
+            elif type(payload) is Pieces:
+                conn.push(response_parts(mt, payload.parts))
             else:
-                conn.push(response_parts(mt, parts))
+                conn.push(response_raw(mt, payload))
             if conn.outn > FLUSH_BYTES and not force:
                 conn.flush()
         if sub.closed and not st.ended:

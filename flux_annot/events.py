@@ -107,7 +107,7 @@ class _Closed:
 class Pieces:
     """A payload kept as the pieces it is joined from (a guest's spliced
     view, `fanout.BatchViews.pieces`): joined once, into the subscriber's
-    frame (`Subscription.pop_parts`), not into a payload first."""
+    frame (`Subscription.pop_payload`), not into a payload first."""
 
     __slots__ = ("parts", "nbytes")
 
@@ -190,24 +190,17 @@ class Subscription:
 
     def pop_raw(self):
         """The next pending payload as JSON bytes, or None when none is pending."""
-        payload = self._pop()
+        payload = self.pop_payload()
         return payload.join() if type(payload) is Pieces else payload
-
-    def pop_parts(self):
-        """The next pending payload as a list of pieces (bytes or
-        memoryviews) whose join is the JSON, or None: the server builds the
-        frame from them with one copy."""
-        payload = self._pop()
-        if payload is None:
-            return None
-        return payload.parts if type(payload) is Pieces else [payload]
 
     def head_is_snapshot(self):
         """Whether the next payload is the snapshot (not counted against the
         bound: the transport keeps not counting it while it holds it)."""
         return self._exempt > 0 and bool(self._queue)
 
-    def _pop(self):
+    def pop_payload(self):
+        """The next pending payload as queued: JSON bytes, or `Pieces` whose
+        join is the JSON (the server writes the pieces), or None."""
         if self._queue:
             payload = self._queue.popleft()
             self.queued_bytes -= len(payload)

@@ -294,18 +294,22 @@ class Connection(asyncio.BufferedProtocol):
         self.ndeferred -= n
         self.push(reply)
 
-    def push_stream(self, st, parts, snapshot=False):
+    def push_stream(self, st, payload, snapshot=False):
         """Queue one batch of stream `st` as the response frame around
-        `parts` (bytes or memoryviews whose join is the payload), kept as
-        pieces; `snapshot`: it is the stream's snapshot (its place in the
-        output is noted: `held_for` does not count it)."""
+        `payload` (bytes, or `events.Pieces`: bytes and memoryviews whose
+        join is the payload), kept as pieces; `snapshot`: it is the
+        stream's snapshot (its place in the output is noted: `held_for`
+        does not count it)."""
         if self.transport is None:
             return
         head = b'{"matchtag":%d,"errnum":0,"payload":' % st.matchtag
-        size = len(head) + 1 + sum(map(len, parts))
+        size = len(head) + 1 + len(payload)
         out = self.out
         out.append(_pack_header(size) + head)
-        out += parts
+        if type(payload) is bytes:
+            out.append(payload)
+        else:
+            out += payload.parts
         out.append(b"}")
         size += protocol.HEADER_SIZE
         if snapshot:
@@ -350,41 +354,44 @@ class Connection(asyncio.BufferedProtocol):
             return
         t = self.transport
         self.out = []
-        self.outn = 0
         if t is None:
+            self.outn = 0
             return
         if len(out) == 1:
             t.write(out[0])
         elif t.get_write_buffer_size() or t.is_closing():
             t.write(b"".join(out))
         else:
-            self._writev(t, out)
+            self._writev(t, out, self.outn)
+        self.outn = 0
         if self.eof and not self.ndeferred:
             t.close()
 
-    def _writev(self, t, out):
-        """Write pieces with writev while the socket takes them (the
-        transport's buffer being empty, as asyncio's own write does); what
-        is left goes to the transport, joined."""
+    def _writev(self, t, out, total):
+        """Write pieces (`total` bytes) with writev while the socket takes
+        them (the transport's buffer being empty, as asyncio's own write
+        does); what is left goes to the transport, joined."""
         fd = self.fd
         i = 0
         while i < len(out):
-            chunk = out[i:i + IOV_MAX]
+            chunk = out if i == 0 and len(out) <= IOV_MAX else out[i:i + IOV_MAX]
             try:
                 n = os.writev(fd, chunk)
-            except (BlockingIOError, InterruptedError):
+            except OSError:  # full, or the peer is gone (asyncio's write reports that)
                 break
-            except OSError:  # the peer is gone: asyncio's own write reports it
-                break
+            if n == total:
+                return  # all of it (the common case)
+            total -= n
             for piece in chunk:
-                if n < len(piece):
+                size = len(piece)
+                if n < size:  # the socket is full: the rest of this piece on
                     out[i] = memoryview(piece)[n:]
                     break
-                n -= len(piece)
+                n -= size
                 i += 1
             else:
                 continue
-            break  # the socket took part of the chunk: it is full
+            break
         if i < len(out):
             t.write(b"".join(out[i:]))
 
