@@ -7,19 +7,21 @@ holds `--jobs` pending jobs owned by uids 20000.. round-robin over
 `--owners` users, each with a private note (`user` namespace). One
 scheduler connection (this process, the owner) sends RFC 27 ANNOTATE alloc
 responses (`bench_flood.sched_frames`: every job's `t_estimate` moves each
-cycle), pipelined `--window` in flight, `--requests` per phase. Before each
-phase the number of guest subscribers is raised to the next step of
-`--steps` (0, 10, 50, 200): each is a forked process that drops to its own
-uid (20000 + i: guest i owns jobs, so the batches hold its own jobs, whole,
-among the others' public views), subscribes with `snapshot` + `delta` and
-reads everything (frames delimited and counted, not decoded; a reader
-that decoded 200 copies of the stream would measure itself). The first
-step is measured again at the end with every subscriber gone (a control
-for the machine's drift). Per phase: scheduler requests/s, the server's
-CPU (all its threads, /proc schedstat) per batch and per request, the
-batches published (`stats`), bytes delivered to the readers, dropped
-subscribers. The figure: each step's rate against the mean of the two
-phases without subscribers (target: 200 subscribers >= 50%).
+cycle), pipelined `--window` in flight, `--requests` per phase. Phases
+alternate: without subscribers, then with the next step of `--steps` (10,
+50, 200) guest subscribers, then without again, ...; each step is compared
+with the mean of the phases without on either side (the machine drifts),
+`--rounds` times (median). A step's subscribers are forked processes, each
+dropping to its own uid (20000 + i: guest i owns jobs, so the batches hold
+its own jobs, whole, among the others' public views), subscribing with
+`snapshot` + `delta` and reading everything (frames delimited and counted,
+not decoded: a reader that decoded 200 copies of the stream would measure
+itself); they are killed after the step. Per phase: scheduler requests/s,
+the server's CPU (all its threads, /proc schedstat) per request and per
+batch, the batches published (`stats`), the readers' CPU, bytes delivered
+to them, dropped subscribers. The figures: each step's rate against the
+phases without (target: 200 subscribers >= 50%), and its server CPU per
+request against theirs (what a server with a core of its own would keep).
 
 Without root the readers cannot take their own uids; they then run as
 this uid (owner views, not guests), and the output says so.
@@ -31,8 +33,9 @@ than the transport's 1 MiB), or `--bound-big` in the second case; then the
 subscriber reads everything: bytes received (frames, as counted at the
 client) before its EOVERFLOW, against the limit + one batch.
 
-    python bench/bench_fanout.py [--jobs 10000] [--requests 100000] [--steps 0,10,50,200]
-                                 [--json FILE] [--no-bound] [--no-curve]
+    python bench/bench_fanout.py [--jobs 10000] [--requests 200000] [--steps 10,50,200]
+                                 [--rounds 1] [--json FILE] [--no-bound] [--no-curve]
+                                 [--profile FILE]
 """
 
 import argparse
@@ -184,8 +187,8 @@ def setup_frames(jobs, owners, mt):
     return frames, mt
 
 
-def curve(jobs=10000, requests=100000, window=256, owners=250, steps=(0, 10, 50, 200),
-          profile=None, verbose=True):
+def curve(jobs=10000, requests=200000, window=256, owners=250, steps=(10, 50, 200),
+          rounds=1, profile=None, verbose=True):
     say = print if verbose else (lambda *a, **k: None)
     root = os.geteuid() == 0
     tmp = tempfile.mkdtemp(prefix="bench-fanout-")
@@ -193,7 +196,7 @@ def curve(jobs=10000, requests=100000, window=256, owners=250, steps=(0, 10, 50,
     proc, path = start_server(tmp, profile=profile)
     pid = proc.pid
     ctx = multiprocessing.get_context("fork")
-    received = ctx.Array("q", max(steps) or 1, lock=False)
+    received = ctx.Array("q", max(steps, default=0) or 1, lock=False)
     ready = ctx.Semaphore(0)
     children = []
     phases = []
@@ -243,10 +246,17 @@ def curve(jobs=10000, requests=100000, window=256, owners=250, steps=(0, 10, 50,
                 "subscribers_seen": st1["subscribers"],
             }
 
-        for n in steps:
+        def show(m):
+            say(f"{m['subscribers']:>4} subscribers: {m['rate']:>9,.0f} req/s, server "
+                f"{100 * m['server_cpu']:.0f}% CPU, {m['server_us_per_request']:.1f} µs CPU per "
+                f"request, {m['server_us_per_batch'] or 0:,.0f} per batch ({m['batches']} "
+                f"batches), readers {100 * m['readers_cpu']:.0f}% CPU, "
+                f"{m['delivered_mb_per_s']:.1f} MB/s delivered, dropped {m['dropped']}")
+
+        def start_readers(n):
             gc.freeze()  # the children must not copy our pages through refcounts
-            while len(children) < n:
-                i = len(children)
+            for i in range(n):
+                received[i] = 0
                 p = ctx.Process(target=reader,
                                 args=(path, UID0 + i if root else None, i, received, ready),
                                 daemon=True)
@@ -255,23 +265,40 @@ def curve(jobs=10000, requests=100000, window=256, owners=250, steps=(0, 10, 50,
                 if not ready.acquire(timeout=120):
                     raise SystemExit(f"subscriber {i} got no snapshot")
             gc.unfreeze()
-            m = phase(n)
-            phases.append(m)
-            say(f"{n:>4} subscribers: {m['rate']:>9,.0f} req/s, server {100 * m['server_cpu']:.0f}% "
-                f"CPU, {m['server_us_per_batch'] or 0:,.0f} µs CPU per batch "
-                f"({m['batches']} batches), readers {100 * m['readers_cpu']:.0f}% CPU, "
-                f"{m['delivered_mb_per_s']:.1f} MB/s delivered, dropped {m['dropped']}")
-        ended = sum(1 for x in received[:len(children)] if x < 0)
-        for p in children:
-            p.kill()
-        for p in children:
-            p.join(10)
-        time.sleep(0.5)
-        m = phase(0)
-        m["control"] = True
-        phases.append(m)
-        say(f"   0 subscribers (control, at the end): {m['rate']:>9,.0f} req/s, "
-            f"server {100 * m['server_cpu']:.0f}% CPU")
+
+        def stop_readers():
+            ended = sum(1 for x in received[:len(children)] if x < 0)
+            for p in children:
+                p.kill()
+            for p in children:
+                p.join(10)
+            children.clear()
+            t_end = time.monotonic() + 30
+            while admin.stats()["subscribers"] and time.monotonic() < t_end:
+                time.sleep(0.1)
+            return ended
+
+        # quiet, N, quiet, N', quiet, ...: each step against the quiet
+        # phases on either side of it (the machine drifts)
+        ended = 0
+        steps = [n for n in steps if n > 0]
+        quiet = [phase(0)]
+        show(quiet[-1])
+        for _ in range(rounds):
+            for n in steps:
+                start_readers(n)
+                m = phase(n)
+                ended += stop_readers()
+                phases.append(m)
+                show(m)
+                quiet.append(phase(0))
+                show(quiet[-1])
+                q0, q1 = quiet[-2], quiet[-1]
+                m["ratio"] = m["rate"] / ((q0["rate"] + q1["rate"]) / 2)
+                m["cpu_ratio"] = ((q0["server_us_per_request"] + q1["server_us_per_request"]) / 2
+                                  / m["server_us_per_request"])
+                say(f"      ratio to the quiet phases around it: rate {100 * m['ratio']:.0f}%, "
+                    f"server CPU per request {100 * m['cpu_ratio']:.0f}%")
         admin.close()
         errors, first_error = pipe.errors, pipe.first_error
         pipe.close()
@@ -282,16 +309,33 @@ def curve(jobs=10000, requests=100000, window=256, owners=250, steps=(0, 10, 50,
                 p.join(5)
         stop_server(proc)
         shutil.rmtree(tmp, ignore_errors=True)
-    base = [p["rate"] for p in phases if p["subscribers"] == 0]
-    base_rate = sum(base) / len(base)
-    for p in phases:
-        p["ratio"] = p["rate"] / base_rate
+    by_step = {}
+    for m in phases:
+        by_step.setdefault(m["subscribers"], []).append(m)
+    summary = {n: {"ratio": _median([m["ratio"] for m in ms]),
+                   "cpu_ratio": _median([m["cpu_ratio"] for m in ms]),
+                   "rate": _median([m["rate"] for m in ms]),
+                   "server_us_per_batch": _median([m["server_us_per_batch"] for m in ms]),
+                   "server_us_per_request": _median([m["server_us_per_request"] for m in ms])}
+               for n, ms in by_step.items()}
     return {
-        "jobs": jobs, "requests": requests, "window": window, "owners": owners,
-        "guests_are_guests": root, "phases": phases, "base_rate": base_rate,
+        "jobs": jobs, "requests": requests, "window": window, "owners": owners, "rounds": rounds,
+        "guests_are_guests": root, "phases": phases, "quiet_phases": quiet,
+        "quiet_rate": _median([q["rate"] for q in quiet]),
+        "quiet_server_us_per_batch": _median([q["server_us_per_batch"] for q in quiet]),
+        "quiet_server_us_per_request": _median([q["server_us_per_request"] for q in quiet]),
+        "steps": summary,
         "streams_ended_early": ended, "sched_errors": errors, "sched_first_error": first_error,
         "load_average_before": load0, "load_average": os.getloadavg()[0],
     }
+
+
+def _median(xs):
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return None
+    k = len(xs) // 2
+    return xs[k] if len(xs) % 2 else (xs[k - 1] + xs[k]) / 2
 
 
 def bound(limit=65536, published=300_000, pad=4000, verbose=True):
@@ -334,10 +378,12 @@ def bound(limit=65536, published=300_000, pad=4000, verbose=True):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--jobs", type=int, default=10000)
-    ap.add_argument("--requests", type=int, default=100000, help="scheduler requests per phase")
+    ap.add_argument("--requests", type=int, default=200000, help="scheduler requests per phase")
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--owners", type=int, default=250, help="uids owning the jobs (20000..)")
-    ap.add_argument("--steps", default="0,10,50,200", help="guest subscribers per phase")
+    ap.add_argument("--steps", default="10,50,200",
+                    help="guest subscribers per measured phase (each between phases without)")
+    ap.add_argument("--rounds", type=int, default=1, help="times the steps are measured")
     ap.add_argument("--bound-limit", type=int, default=65536)
     ap.add_argument("--bound-small", type=int, default=300_000)
     ap.add_argument("--bound-big", type=int, default=4_000_000)
@@ -349,7 +395,7 @@ def main(argv=None):
     out = {}
     if not a.no_curve:
         steps = tuple(int(x) for x in a.steps.split(","))
-        out["curve"] = curve(a.jobs, a.requests, a.window, a.owners, steps, a.profile)
+        out["curve"] = curve(a.jobs, a.requests, a.window, a.owners, steps, a.rounds, a.profile)
     if not a.no_bound:
         out["bound"] = [bound(a.bound_limit, a.bound_small), bound(a.bound_limit, a.bound_big)]
     print(f"load average {os.getloadavg()[0]:.2f}")

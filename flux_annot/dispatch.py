@@ -70,6 +70,11 @@ _pack_header = protocol.HEADER.pack
 
 #: collected replies are written early once they exceed this
 FLUSH_BYTES = 256 << 10
+#: a stream is written at most every this many seconds per subscriber the
+#: service has (at most STREAM_GAP_MAX): 1 ms with 10, 20 ms with 200; the
+#: batches published meanwhile go out together (after_io)
+STREAM_GAP_PER_SUBSCRIBER = 100e-6
+STREAM_GAP_MAX = 0.05
 #: at most this much of a peer's input is decoded per call (the first
 #: frame whole, whatever its size), and at most this many frames
 SCAN_BYTES = 256 << 10
@@ -219,7 +224,7 @@ class _Deferred(list):
 class _Stream:
     """One `job-manager.events` subscription on a connection."""
 
-    __slots__ = ("conn", "matchtag", "sub", "ended", "snap_start", "snap_end")
+    __slots__ = ("conn", "matchtag", "sub", "ended", "snap_start", "snap_end", "next_write")
 
     def __init__(self, conn, matchtag):
         self.conn = conn
@@ -229,6 +234,7 @@ class _Stream:
         # where its snapshot went in the connection's output (bytes pushed
         # before and after it: unix_server.Connection.held_for)
         self.snap_start = self.snap_end = 0
+        self.next_write = 0.0  # loop time before which it is not drained again (after_io)
 
 
 class Dispatch:
@@ -256,6 +262,8 @@ class Dispatch:
         self.conns = set()  # live peers of every transport
         self.dirty = set()  # peers with replies pushed from outside serve()
         self.ready = set()  # streams the service has notified
+        self.held = set()  # notified streams waiting for their next_write (after_io)
+        self.stream_timer = None
         self.timer = None
         self.loop = None
         self.stopping = False
@@ -345,6 +353,11 @@ class Dispatch:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.stream_timer is not None:
+            self.stream_timer.cancel()
+            self.stream_timer = None
+        self.ready |= {st for st in self.held if not st.ended}
+        self.held.clear()
         try:
             self.service.flush()
         except Exception:
@@ -382,17 +395,42 @@ class Dispatch:
         if self.ready:
             ready = self.ready
             self.ready = set()
+            # Many streams: each is written at most every `gap` s, the
+            # batches published meanwhile together (one write, one wake-up
+            # of its reader): what delivering costs stays bounded however
+            # many subscribe (docs/events.md "Fan-out"). Few: at once.
+            gap = min(STREAM_GAP_MAX, STREAM_GAP_PER_SUBSCRIBER * self.hub.subscribers())
+            now = self.loop.time() if self.loop is not None else 0.0
             for st in ready:
+                if now < st.next_write and not self.stopping:
+                    self.held.add(st)
+                    continue
+                st.next_write = now + gap
                 try:
                     self.drain(st)
                 except Exception:  # never let one stream break the loop
                     log.exception("draining a subscription failed")
                     self.end_stream(st, EPROTO, "internal error in the event stream")
+            if self.held and self.stream_timer is None:
+                first = min(st.next_write for st in self.held)
+                self.stream_timer = self.loop.call_at(first, self._release_held)
         if self.dirty:
             dirty = self.dirty
             self.dirty = set()
             for conn in dirty:
                 conn.flush()
+
+    def _release_held(self):
+        """Timer: the held streams whose time has come are drained."""
+        self.stream_timer = None
+        now = self.loop.time()
+        due = {st for st in self.held if st.next_write <= now or st.ended}
+        self.held -= due
+        self.ready |= {st for st in due if not st.ended}
+        self.after_io()
+        if self.held and self.stream_timer is None:
+            first = min(st.next_write for st in self.held)
+            self.stream_timer = self.loop.call_at(first, self._release_held)
 
     def on_timer(self):
         self.timer = None
@@ -487,6 +525,7 @@ class Dispatch:
     def end_stream(self, st, errnum, errstr):
         st.ended = True
         self.ready.discard(st)
+        self.held.discard(st)
         st.conn.streams.pop(st.matchtag, None)
         if st.sub is not None and not st.sub.closed:
             st.sub.close()

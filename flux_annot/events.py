@@ -111,9 +111,9 @@ class Pieces:
 
     __slots__ = ("parts", "nbytes")
 
-    def __init__(self, parts):
+    def __init__(self, parts, nbytes):
         self.parts = parts
-        self.nbytes = sum(map(len, parts))
+        self.nbytes = nbytes  # len(self.join()), known by whoever cut the parts
 
     def __len__(self):
         return self.nbytes
@@ -796,6 +796,7 @@ class EventHub:
             payload = payloads.get(pkey)
             if payload is None:
                 parts = [b'{"seq":%d' % seq]
+                size = len(parts[0]) + 1
                 if "job-state" in topics:
                     who = self._view_user(view)  # every guest reads all transitions
                     trans = trans_cache.get(who)
@@ -803,16 +804,18 @@ class EventHub:
                         trans = trans_cache[who] = self._transitions_bytes(transitions, view)
                     if trans != b"[]":
                         parts += (b',"transitions":', trans)
+                        size += 15 + len(trans)
                 if "job-annotations" in topics:
-                    ann = views.pieces(view, is_delta)
+                    ann, n = views.pieces(view, is_delta)
                     if ann[0] != b"[]":
                         parts.append(b',"annotations":')
                         parts += ann
+                        size += 15 + n
                 if len(parts) == 1:
                     payload = b""
                 elif view[0] == "guest":  # its own: joined once, into its frame
                     parts.append(b"}")
-                    payload = Pieces(parts)
+                    payload = Pieces(parts, size)
                 else:
                     parts.append(b"}")
                     payload = b"".join(parts)

@@ -53,7 +53,7 @@ class BatchViews:
     view_exclude: the namespaces readable by "all" (`Policy`).
     """
 
-    __slots__ = ("_table", "_jobs", "_ids", "_n", "_ns", "_exclude", "_enc", "_by_uid")
+    __slots__ = ("_table", "_jobs", "_ids", "_n", "_ns", "_exclude", "_enc", "_by_uid", "_cut")
 
     def __init__(self, table: JobTable, jobs: Mapping[int, Any], ids: Sequence[int],
                  owner: Mapping[bool, Encoded], view_ns: Sequence[str],
@@ -67,6 +67,17 @@ class BatchViews:
         # (OWNER | PUBLIC, delta) -> (bytes, cuts)
         self._enc: dict[tuple[View, bool], Encoded] = {(OWNER, d): v for d, v in owner.items()}
         self._by_uid: dict[int, list[int]] | None = None
+        # (OWNER | PUBLIC, delta) -> (memoryview, cuts as a list): what
+        # splicing reads, made once per batch (list items are ints already
+        # made; an array's are made at each read)
+        self._cut: dict[tuple[View, bool], tuple[memoryview, list[int]]] = {}
+
+    def _cuttable(self, which: View, delta: bool) -> tuple[memoryview, list[int]]:
+        got = self._cut.get((which, delta))
+        if got is None:
+            data, cuts = self._encoded(which, delta)
+            got = self._cut[(which, delta)] = (memoryview(data), list(cuts))
+        return got
 
     def _encoded(self, which: View, delta: bool) -> Encoded:
         enc = self._enc.get((which, delta))
@@ -98,62 +109,69 @@ class BatchViews:
             return PUBLIC
         return view
 
-    def pieces(self, view: View, delta: bool) -> list[Piece]:
+    def pieces(self, view: View, delta: bool) -> tuple[list[Piece], int]:
         """b"[[id,tree-or-patch],...]" of `view` (events.EventHub views) as
-        the pieces it is joined from: one bytes object
-        for a view read as a whole (owner, public), else "[", entries and
-        runs of entries (memoryviews of the shared encodings: nothing is
-        copied until the subscriber's frame is built) and commas, "]"."""
+        (pieces, their size): one bytes object for a view read as a whole
+        (owner, public), else "[", entries or runs of entries (memoryviews
+        of the shared encodings: nothing is copied until the subscriber's
+        frame is written) and commas, "]"."""
         kind = view[0]
-        if kind == "full":
-            return [self._encoded(OWNER, delta)[0]]
-        if kind == "public":
-            return [self._encoded(PUBLIC, delta)[0]]
+        if kind == "full" or kind == "public":
+            data = self._encoded(OWNER if kind == "full" else PUBLIC, delta)[0]
+            return [data], len(data)
         mine = self.entries_of(view[1])
         if kind == "guest":
             if not mine:
-                return [self._encoded(PUBLIC, delta)[0]]
-            return _bracket(self._splice(mine, delta))
-        if not mine:
-            return [b"[]"]
+                data = self._encoded(PUBLIC, delta)[0]
+                return [data], len(data)
+            return self._splice(mine, delta)
         # "user": those jobs whole; "public-of": their public view
-        data, cuts = self._encoded(OWNER if kind == "user" else PUBLIC, delta)
-        n = self._n
-        view_of = memoryview(data)
-        return _bracket([view_of[cuts[k]:cuts[n + k]] for k in mine if cuts[k] < cuts[n + k]])
-
-    def _splice(self, mine: Sequence[int], delta: bool) -> list[Piece]:
-        """The entries of the public encoding with those at `mine` taken
-        from the owner's (runs between them as single slices)."""
-        pub, pc = self._encoded(PUBLIC, delta)
-        own, oc = self._encoded(OWNER, delta)
-        pub_v, own_v = memoryview(pub), memoryview(own)
+        mv, cuts = self._cuttable(OWNER if kind == "user" else PUBLIC, delta)
         n = self._n
         parts: list[Piece] = []
-        p = 0  # first public entry not copied yet
+        size = 1
+        sep = b"["
+        for k in mine:
+            s, e = cuts[k], cuts[n + k]
+            if s < e:
+                parts += (sep, mv[s:e])
+                size += e - s + 1
+                sep = b","
+        if not parts:
+            return [b"[]"], 2
+        parts.append(b"]")
+        return parts, size
+
+    def _splice(self, mine: Sequence[int], delta: bool) -> tuple[list[Piece], int]:
+        """The public encoding with the entries at `mine` taken from the
+        owner's (the runs of public entries between them as single
+        memoryviews), as `pieces` gives it."""
+        pv, pc = self._cuttable(PUBLIC, delta)
+        ov, oc = self._cuttable(OWNER, delta)
+        n = self._n
+        parts: list[Piece] = []
+        size = 1
+        sep = b"["
+        p = 0  # first public entry not taken yet
         for k in mine:
             if k > p:
                 s, e = pc[p], pc[n + k - 1]
                 if s < e:
-                    parts.append(pub_v[s:e])
+                    parts += (sep, pv[s:e])
+                    size += e - s + 1
+                    sep = b","
             s, e = oc[k], oc[n + k]
             if s < e:
-                parts.append(own_v[s:e])
+                parts += (sep, ov[s:e])
+                size += e - s + 1
+                sep = b","
             p = k + 1
         if p < n:
             s, e = pc[p], pc[2 * n - 1]
             if s < e:
-                parts.append(pub_v[s:e])
-        return parts
-
-
-def _bracket(entries: list[Piece]) -> list[Piece]:
-    """[b"[", e1, b",", e2, ..., b"]"] (b"[]" alone when there is none)."""
-    if not entries:
-        return [b"[]"]
-    out: list[Piece] = [b"["]
-    for e in entries:
-        out.append(e)
-        out.append(b",")
-    out[-1] = b"]"
-    return out
+                parts += (sep, pv[s:e])
+                size += e - s + 1
+        if not parts:
+            return [b"[]"], 2
+        parts.append(b"]")
+        return parts, size

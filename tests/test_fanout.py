@@ -77,7 +77,9 @@ class Checked:
             out = inner(seq, ids, transitions, owner)
             for sub, payload in out.items():
                 if isinstance(payload, Pieces):  # a spliced view, joined into its frame
-                    payload = payload.join()
+                    joined = payload.join()
+                    assert len(payload) == len(joined)  # the frame's length header
+                    payload = joined
                 topics, view, delta = sub.key
                 if "job-annotations" not in topics:
                     continue
