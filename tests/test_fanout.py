@@ -323,3 +323,60 @@ def test_guests_on_the_socket_read_their_own_jobs_whole_and_nobody_elses_private
             assert own and all("user" in trees[j] and "site" in trees[j] for j in own)
     finally:
         server.cleanup()
+
+
+def _read_batches(raw, n, out):
+    """Reader thread: n batch frames from raw; out = (payloads, reads)."""
+    reads = 0
+    seen = []
+    while len(seen) < n:
+        data = raw.sock.recv(1 << 20)
+        if not data:
+            break
+        reads += 1
+        seen += [json.loads(b)["payload"] for b in raw.reader.feed(data)]
+    out.append((seen, reads))
+
+
+def test_with_many_subscribers_a_stream_gets_the_batches_published_meanwhile_in_one_write(
+        monkeypatch):
+    """Each stream is written at most every STREAM_GAP_PER_SUBSCRIBER x
+    subscribers (capped): raised here so that two subscribers make it 50 ms,
+    the 30 batches a client publishes one by one reach readers waiting in
+    recv in fewer reads than batches (without the gap: one read each),
+    whole and in order."""
+    import threading
+
+    from flux_annot import dispatch
+    from test_live_model import ThreadServer
+
+    monkeypatch.setattr(dispatch, "STREAM_GAP_PER_SUBSCRIBER", 0.025)
+    monkeypatch.setattr(dispatch, "STREAM_GAP_MAX", 0.05)
+    s = ThreadServer(config={"batch": {"window": 0}}).start()
+    try:
+        subs = [Raw(s.path) for _ in range(2)]
+        for r in subs:
+            r.send("job-manager.events", 1, {"topics": ["job-annotations"]})
+        got = [[] for _ in subs]
+        threads = [threading.Thread(target=_read_batches, args=(r, 30, g))
+                   for r, g in zip(subs, got)]
+        with Client(s.path) as c:
+            c.stats()
+            c.submit(1, os.getuid())
+            first = c.stats()["seq"] + 1
+            for t in threads:
+                t.start()
+            for i in range(30):
+                c.annotate(1, {"workflow": {"i": i}})
+            last = c.stats()["seq"]
+        for t in threads:
+            t.join(30)
+        assert last - first + 1 == 30
+        for r, [(seen, reads)] in zip(subs, got):
+            assert [b["seq"] for b in seen] == list(range(first, last + 1))
+            assert [b["annotations"] for b in seen] == [[[1, {"workflow": {"i": i}}]]
+                                                        for i in range(30)]
+            assert reads < 20, reads
+            r.close()
+    finally:
+        s.cleanup()
