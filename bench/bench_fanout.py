@@ -34,7 +34,7 @@ subscriber reads everything: bytes received (frames, as counted at the
 client) before its EOVERFLOW, against the limit + one batch.
 
     python bench/bench_fanout.py [--jobs 10000] [--requests 200000] [--steps 10,50,200]
-                                 [--rounds 1] [--json FILE] [--no-bound] [--no-curve]
+                                 [--rounds 1] [--json] [--no-bound] [--no-curve]
                                  [--profile FILE]
 """
 
@@ -389,7 +389,8 @@ def main(argv=None):
     ap.add_argument("--bound-big", type=int, default=4_000_000)
     ap.add_argument("--no-curve", action="store_true")
     ap.add_argument("--no-bound", action="store_true")
-    ap.add_argument("--json", help="write the results to this file")
+    ap.add_argument("--json", action="store_true",
+                    help="print the results as one JSON object on the last line (bench/report.py)")
     ap.add_argument("--profile", help="run the curve's server under cProfile, stats to this file")
     a = ap.parse_args(argv)
     out = {}
@@ -400,8 +401,7 @@ def main(argv=None):
         out["bound"] = [bound(a.bound_limit, a.bound_small), bound(a.bound_limit, a.bound_big)]
     print(f"load average {os.getloadavg()[0]:.2f}")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+        print(json.dumps(out))
 
 
 if __name__ == "__main__":
