@@ -26,6 +26,7 @@ sampled every 2 s and quoted beside every row):
 - Guest flood: `bench_flood.run()` (in this process; it forks its flooders).
 - As subprocesses, each starting (and stopping) what it needs:
   `bench_rpc.py` (its printed lines are parsed), `bench_clients.py --json`,
+  `bench_fanout.py --json` (the fan-out curve and the subscriber bound),
   `bench_flux.py --json`,
   `bench_top.py --json`, `bench_dashboard.py --json`, `bench_metrics.py
   --json` (serve with and without --metrics, alternating; one JSON object on
@@ -71,6 +72,7 @@ SIZES = {
         "rpc": ["--requests", "200000", "--rtt", "5000", "--repeat", "2"],
         "clients": ["--jobs", "10000", "--rtt", "3000", "--requests", "200000", "--repeat", "3"],
         "flood": {"jobs": 10_000, "requests": 100_000},
+        "fanout": ["--requests", "200000", "--rounds", "2"],
         "flux": ["--jobs", "2000"],
         "broker": ["--rtt", "1000", "--pipeline", "2000"],
         "top": ["--jobs", "100000", "--rate", "10000", "--seconds", "20", "--refresh", "0.5"],
@@ -82,6 +84,7 @@ SIZES = {
         "rpc": ["--requests", "20000", "--rtt", "500", "--repeat", "1"],
         "clients": ["--jobs", "2000", "--rtt", "500", "--requests", "20000", "--repeat", "1"],
         "flood": {"jobs": 5_000, "requests": 20_000},
+        "fanout": ["--jobs", "2000", "--requests", "20000", "--steps", "10,50"],
         "flux": ["--jobs", "200"],
         "broker": ["--rtt", "200", "--pipeline", "500"],
         "top": ["--jobs", "20000", "--rate", "5000", "--seconds", "5", "--refresh", "0.5"],
@@ -806,6 +809,52 @@ def flux_rows(m, rows):
                     f"{fj / fl:.1f}× faster" if fj and fl else "—", "—", "info", "", ld))
 
 
+def fanout_rows(m, rows):
+    fo = m.get("fanout")
+    if fo is None:
+        return
+    ld = load_note(m["load"].get("fanout"))
+    d = fo.get("data")
+    if not d:
+        for name, target in (("scheduler ANNOTATE throughput with 200 guest subscribers", "≥ 50%"),
+                             ("bytes a stopped subscriber receives before its EOVERFLOW",
+                              "≤ subscriber_queue_bytes + one batch")):
+            rows.append(row(name, "—", "—", "—", target, None, fo.get("error"), ld))
+        return
+    c = d.get("curve")
+    if c:
+        who = ("guest subscribers (each its own process and uid, snapshot+delta, reading)"
+               if c["guests_are_guests"] else
+               "subscribers (FALLBACK: not root, they ran as the owner uid: not guests)")
+        steps = {int(k): v for k, v in c["steps"].items()}
+        for n in sorted(steps):
+            st = steps[n]
+            figure = (f"{st['rate']:,.0f}/s; server {st['server_us_per_request']:.1f} µs CPU per "
+                      f"request, {st['server_us_per_batch']:,.0f} µs per batch")
+            anchor = (f"{c['quiet_rate']:,.0f}/s without subscribers (phases before and after, "
+                      f"same run); {c['quiet_server_us_per_request']:.1f} µs per request, "
+                      f"{c['quiet_server_us_per_batch']:,.0f} per batch")
+            ratio = f"{100 * st['ratio']:.0f}% (server CPU per request: {100 * st['cpu_ratio']:.0f}%)"
+            if n == 200:
+                rows.append(row(f"scheduler ANNOTATE throughput with {n} {who}", figure, anchor,
+                                ratio, "≥ 50%", st["ratio"] >= 0.5,
+                                "" if st["ratio"] >= 0.5 else
+                                "see the fan-out section (readers' CPU, server CPU per batch)", ld))
+            else:
+                rows.append(row(f"scheduler ANNOTATE throughput with {n} guest subscribers",
+                                figure, anchor, ratio, "—", "info", "", ld))
+    for b in d.get("bound") or []:
+        ok = b["end_errnum"] == 75 and b["received"] <= b["bound"]
+        rows.append(row(f"bytes a subscriber that stopped reading receives before its EOVERFLOW "
+                        f"({b['published']:,} bytes published in {b['batches']} batches)",
+                        f"{b['received']:,} bytes, then "
+                        + ("EOVERFLOW" if b["end_errnum"] == 75 else
+                           f"errnum {b['end_errnum']}" if b["end_errnum"] else "nothing"),
+                        f"subscriber_queue_bytes {b['limit']:,} + one batch "
+                        f"({b['batch_bytes']:,}) = {b['bound']:,}", "—",
+                        "≤ subscriber_queue_bytes + one batch, then EOVERFLOW", ok, "", ld))
+
+
 def top_rows(m, rows):
     tp = m.get("top")
     if tp is None:
@@ -908,6 +957,7 @@ def build_rows(m):
     rpc_rows(m, rows)
     client_rows(m, rows)
     flood_rows(m, rows)
+    fanout_rows(m, rows)
     flux_rows(m, rows)
     broker_rows(m, rows)
     top_rows(m, rows)
@@ -1052,6 +1102,15 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
          "flux-annot's own clients against a minimal Python client and against frames built "
          "beforehand, one server, interleaved runs, the best of each (docs/performance.md, "
          "Clients); CPU per request beside each figure (server: /proc/PID/task/*/schedstat)."),
+        ("fanout", "Fan-out and the subscriber bound (bench/bench_fanout.py)",
+         "A server subprocess (temp SQLite store) with 10k pending jobs owned by 250 uids, each "
+         "job with a private note; the scheduler (this process, owner) pipelines ANNOTATE alloc "
+         "responses moving every job's estimate. Phases alternate without subscribers and with "
+         "10, 50, 200 guest subscribers, each a forked process that dropped to its own uid "
+         "(owning jobs in every batch), subscribed with snapshot+delta and reading everything; "
+         "each step is compared with the phases without on either side. Then the bound: a "
+         "subscriber with `subscriber_queue_bytes` = 64 KiB stops reading while ~4 kB batches "
+         "are published (less than 1 MiB in all, then 4 MB), then reads what it gets."),
         ("top", "`top` (bench/bench_top.py)",
          "The objects `flux-annotate top` runs (the live model fed by its thread, the view, "
          "the screen) with an 80×24 stand-in for the curses window, under a scheduler child "
@@ -1218,6 +1277,8 @@ def main(argv=None):
                 f"requests={fl['requests']})`", flood)
         if m.get("flood"):
             bench_flood.report(m["flood"])
+        measure("fanout", "fan-out: `python bench/bench_fanout.py " + " ".join(sz["fanout"])
+                + " --json`", lambda: json_bench("bench_fanout.py", sz["fanout"], timeout=1800))
         measure("flux", "Flux mirror: `python bench/bench_flux.py " + " ".join(sz["flux"])
                 + " --json`" + ("" if args.flux_prefix else " (not run: no Flux prefix)"),
                 lambda: flux_mirror(args.flux_prefix, sz["flux"]))

@@ -163,6 +163,19 @@ size_t fa_table_batch_ids (fa_table *t, uint64_t *ids, size_t cap);
  * 0, or -1 ENOMEM. */
 int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list,
                            size_t ns_len, int exclude, int delta);
+/* fa_table_batch_encode, also saying where each entry is in the output, so
+ * views can be spliced from two encodings without encoding again (events.py:
+ * a guest's view = the public view with its own jobs' whole entries). n must
+ * be the number of net-changed jobs (EINVAL otherwise, nothing written);
+ * cuts[2n] is caller-owned. For entry i (batch_ids order): cuts[i] = start
+ * of the first entry at index >= i that is in the output (or the offset of
+ * the closing ']'), cuts[n+i] = end of the last one at index <= i (or 1).
+ * Entry i is in the output iff cuts[i] < cuts[n+i], as out[cuts[i]..cuts[n+i]);
+ * out[cuts[p]..cuts[n+q-1]) is the entries p..q-1 with their commas (empty
+ * when start >= end). 0, or -1 (EINVAL, ENOMEM). */
+int fa_table_batch_encode_cuts (fa_table *t, const uint8_t *full, const char *ns_list,
+                                size_t ns_len, int exclude, int delta, uint64_t *cuts,
+                                size_t n);
 /* Forget all pre-images (tracking stays as it is). */
 void fa_table_batch_clear (fa_table *t);
 /* "[[id,tree|null],...]" of the current trees of ids[0..n) in the ctx

@@ -56,6 +56,9 @@ size_t fa_table_batch_count (const fa_table *t);
 size_t fa_table_batch_ids (fa_table *t, uint64_t *ids, size_t cap);
 int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list,
                            size_t ns_len, int exclude, int delta);
+int fa_table_batch_encode_cuts (fa_table *t, const uint8_t *full, const char *ns_list,
+                                size_t ns_len, int exclude, int delta, uint64_t *cuts,
+                                size_t n);
 void fa_table_batch_clear (fa_table *t);
 int fa_table_encode (fa_table *t, const uint64_t *ids, size_t n, const uint8_t *full,
                      const char *ns_list, size_t ns_len, int exclude);

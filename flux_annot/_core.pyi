@@ -67,6 +67,10 @@ class _Lib:
     def fa_table_batch_encode(
         self, t: CData, full: CData, ns_list: bytes, ns_len: int, exclude: int, delta: int
     ) -> int: ...
+    def fa_table_batch_encode_cuts(
+        self, t: CData, full: CData, ns_list: bytes, ns_len: int, exclude: int, delta: int,
+        cuts: CData, n: int,
+    ) -> int: ...
     def fa_table_batch_clear(self, t: CData) -> None: ...
     def fa_table_encode(
         self, t: CData, ids: CData, n: int, full: CData, ns_list: bytes, ns_len: int,

@@ -383,6 +383,26 @@ class JobTable:
             _raise_from(self._ctx)
         return _output(self._ctx, self._len)
 
+    def batch_encode_cuts(self, n: int, full: bytes | None = None, namespaces: Iterable[str] = (), exclude: bool = False, delta: bool = False) -> tuple[bytes, "array[int]"]:
+        """`batch_encode`, with where each entry is: (data, cuts).
+
+        n: the number of net-changed jobs (`len(batch_ids())`, EINVAL
+        otherwise). cuts: array('Q') of 2n offsets into data; entry i is
+        data[cuts[i]:cuts[n+i]] when cuts[i] < cuts[n+i] (left out
+        otherwise), and data[cuts[p]:cuts[n+q-1]] is entries p..q-1 with
+        their commas (fa.h `fa_table_batch_encode_cuts`).
+        """
+        nsl = _ns_list(namespaces)
+        if full is not None and len(full) < n:
+            raise errors.error(errors.EINVAL, "full has fewer flags than net-changed jobs")
+        fp = ffi.NULL if full is None else ffi.from_buffer("uint8_t[]", full)
+        cuts = array("Q", bytes(16 * n))
+        if lib.fa_table_batch_encode_cuts(self._t, fp, nsl, len(nsl), 1 if exclude else 0,
+                                          1 if delta else 0,
+                                          ffi.from_buffer("uint64_t[]", cuts), n) < 0:
+            _raise_from(self._ctx)
+        return _output(self._ctx, self._len), cuts
+
     def batch_clear(self) -> None:
         """Forget the recorded pre-images (start a new batch)."""
         lib.fa_table_batch_clear(self._t)

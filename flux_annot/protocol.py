@@ -180,6 +180,15 @@ def response_raw(matchtag, payload_bytes):
     return _pack(len(body)) + body
 
 
+def response_parts(matchtag, parts):
+    """A success response whose payload is the join of `parts` (bytes or
+    memoryviews of encoded JSON), built with one copy: a stream's batches
+    are large and go to many readers."""
+    head = b'{"matchtag":%d,"errnum":0,"payload":' % matchtag
+    size = len(head) + 1 + sum(map(len, parts))
+    return b"".join((_pack(size), head, *parts, b"}"))
+
+
 def response_error(matchtag, errnum, errstr=None):
     """An error response frame."""
     if errstr:
