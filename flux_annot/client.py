@@ -91,20 +91,20 @@ def _jobid(id: JobId) -> int:
     raise TypeError(f"job id must be an int or a string, not {type(id).__name__}")
 
 
-def _patch(obj: Patch) -> Any:
+def _patch(obj: Patch, what: str = "annotations") -> Any:
     """A patch given as dict, or as JSON text/bytes, as a value for `request`
-    (text decoded; its nesting bounded first, and a syntax error reported
-    before anything is sent)."""
+    (the `_p_*` payloads of other transports): text is checked by the C
+    parser first, so its nesting is bounded before `json` decodes it and a
+    bad text is refused with the sentence the socket client gives."""
     if isinstance(obj, (str, bytes, bytearray)):
         import json
 
         data = obj.encode("utf-8", "surrogatepass") if isinstance(obj, str) else bytes(obj)
-        # nesting bounded without recursion first: json.loads recurses
-        core.check_nesting(data, protocol.REPLY_MAX_DEPTH)
         try:
-            return json.loads(data)
-        except ValueError as e:
-            raise error(_errno.EINVAL, f"annotations are not valid JSON: {e}") from None
+            core.check_json(data, protocol.REPLY_MAX_DEPTH)
+        except AnnotError as e:
+            raise error(e.errno, f"{what}: {e.message}") from None
+        return json.loads(data)
     return obj
 
 
@@ -204,7 +204,7 @@ def _p_annotate(id: JobId, annotations: Patch, volatile: bool = False) -> tuple[
 
 
 def _p_memo(id: JobId, memo: Patch, volatile: bool = False) -> tuple[str, dict[str, Any]]:
-    p = {"id": _jobid(id), "memo": _patch(memo)}
+    p = {"id": _jobid(id), "memo": _patch(memo, "memo")}
     if volatile:
         p["volatile"] = True
     return "job-manager.memo", p
