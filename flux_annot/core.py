@@ -17,7 +17,7 @@ from . import errors
 from ._core import ffi, lib
 
 __all__ = ["Limits", "merge", "canonical", "JobTable", "ApplyInfo", "FrameScanner",
-           "ok_replies", "check_nesting", "ReplyScanner", "RequestEncoder"]
+           "ok_replies", "check_nesting", "check_json", "ReplyScanner", "RequestEncoder"]
 
 _U64_MAX = (1 << 64) - 1
 
@@ -521,6 +521,22 @@ def ok_replies(matchtags: "Sequence[int] | array[int]") -> bytes:
     if lib.fa_reply_ok(ctx, ffi.from_buffer("uint64_t[]", arr), len(arr)) < 0:
         _raise_from(ctx)
     return _output(ctx)
+
+
+def check_json(data: bytes, max_depth: int) -> None:
+    """AnnotValueError (EINVAL, the parser's sentence, as RequestEncoder
+    words it) unless `data` is one JSON value nesting at most `max_depth`
+    levels: a recursive decoder may run on it afterwards."""
+    ctx = _pure_ctx()
+    lim = _JSON_LIMITS.get(max_depth)
+    if lim is None:
+        lim = _JSON_LIMITS[max_depth] = Limits(depth=max_depth, key_bytes=0xFFFFFFFF,
+                                               object_keys=0xFFFFFFFF, strict_keys=False)
+    if lib.fa_canonical(ctx, data, len(data), lim._c) < 0:
+        _raise_from(ctx)
+
+
+_JSON_LIMITS: dict[int, Limits] = {}
 
 
 def check_nesting(data: bytes, max_depth: int) -> None:
