@@ -341,6 +341,7 @@ class BrokerTransport:
         if meta is None:
             meta = self._topic_meta(topic)
             if meta is None:
+                disp.nrequests += 1
                 disp.nerrors += 1
                 name = topic.decode("utf-8", "replace")
                 self._respond_error(msg, _errno.ENOSYS, f"unknown topic {name[:200]!r}")
