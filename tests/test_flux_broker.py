@@ -13,8 +13,8 @@ import errno
 import json
 import os
 import re
+import signal
 import struct
-import subprocess
 import sys
 import time
 
@@ -267,43 +267,53 @@ def test_hostile_payloads_get_what_the_socket_gives_and_the_service_serves_on(in
     assert mirror.proc.poll() is None
 
 
-_STREAM = r"""
-import json, sys
-import flux
-from flux.constants import FLUX_RPC_STREAMING
-h = flux.Flux(sys.argv[1])
-f = h.rpc("annot.events", {"snapshot": True}, flags=FLUX_RPC_STREAMING)
-while True:
-    try:
-        p = f.get()
-    except OSError as e:
-        print(json.dumps({"errnum": e.errno, "errstr": e.strerror}), flush=True)
-        break
-    f.reset()
-    print(json.dumps(p), flush=True)
-"""
-
-
 class Stream:
-    """A streaming `annot.events` client in a process of its own (so its
-    end is a real client going away), printing each response as a line."""
+    """A streaming `annot.events` client in a process of its own (forked: so
+    its end is a real client going away; `uid`: as that user), writing each
+    response as a JSON line to a pipe."""
 
-    def __init__(self, inst, uri):
-        env = dict(inst.env)
-        env["PYTHONPATH"] = flux_pythonpath(inst.prefix)
-        self.proc = subprocess.Popen([sys.executable, "-c", _STREAM, uri], env=env,
-                                     stdout=subprocess.PIPE, text=True)
+    def __init__(self, inst, uri, uid=None):
+        flux_pythonpath(inst.prefix)  # the bindings are on sys.path (the inst fixture)
+        r, w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns into pytest
+            try:
+                os.close(r)
+                if uid is not None:
+                    os.setgroups([])
+                    os.setgid(uid)
+                    os.setuid(uid)
+                import flux
+                from flux.constants import FLUX_RPC_STREAMING
+
+                h = flux.Flux(uri)
+                f = h.rpc("annot.events", {"snapshot": True}, flags=FLUX_RPC_STREAMING)
+                while True:
+                    try:
+                        line = json.dumps(f.get())
+                    except OSError as e:
+                        os.write(w, (json.dumps({"errnum": e.errno}) + "\n").encode())
+                        break
+                    f.reset()
+                    os.write(w, (line + "\n").encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        self.out = os.fdopen(r)
 
     def next(self, timeout=30):
         import select
 
-        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+        if not select.select([self.out], [], [], timeout)[0]:
             pytest.fail("no response on the stream")
-        return json.loads(self.proc.stdout.readline())
+        line = self.out.readline()
+        assert line, "the stream's process ended"
+        return json.loads(line)
 
     def kill(self):
-        self.proc.kill()
-        self.proc.wait()
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        self.out.close()
 
 
 def subscribers(mirror):
@@ -330,6 +340,30 @@ def test_events_through_the_broker_and_a_disconnect_forgets_the_stream(inst, mir
     wait_for("the service to forget the stream", lambda: subscribers(mirror) == before, 20)
     assert rpc(inst.rank_uri(0), "annot.stats")[1]["server"]["broker"]["disconnects"] >= 1
     inst.flux("cancel", str(jobid))
+
+
+@needs_root
+def test_a_guests_stream_never_carries_what_it_may_not_read(inst, mirror):
+    noted = submit(inst, "--urgency=0", "sleep", "300")
+    inst.flux("job", "memo", str(noted), "secret=before")
+    wait_for("the memo in the mirror",
+             lambda: (sock(mirror, lambda c: c.get(noted))[1]["annotations"] or {}).get("user"))
+    s = Stream(inst, inst.rank_uri(LEAF), uid=NOBODY)
+    try:
+        snap = s.next()
+        assert snap["snapshot"] is True
+        seen = {j["id"]: j for j in snap["jobs"]}
+        assert seen[noted]["annotations"] is None  # the owner's `user` is not in it
+        inst.flux("job", "memo", str(noted), "secret=after")  # invisible to the guest
+        inst.flux("cancel", str(noted))  # a transition: everyone sees it
+        batches = []
+        while not any(t[0] == noted and t[1] == "INACTIVE"
+                      for b in batches for t in b.get("transitions", [])):
+            batches.append(s.next())
+        text = json.dumps(batches)
+        assert "secret" not in text and '"user"' not in text
+    finally:
+        s.kill()
 
 
 def test_a_stream_since_a_seq_and_one_too_old(inst, mirror):
