@@ -114,6 +114,18 @@ def test_reads_and_memo_through_the_broker_equal_the_socket(inst, mirror):
     assert rpc(inst.rank_uri(0), "annot.nope", {}) == ["err", errno.ENOSYS, "unknown topic 'annot.nope'"]
     st = rpc(inst.rank_uri(0), "annot.stats")[1]
     assert st["server"]["broker"]["registered"] and st["server"]["broker"]["uri"] == inst.uri
+    # one wake-up of the service's loop per request at most (none for the responses)
+    import flux
+
+    h = flux.Flux(inst.rank_uri(LEAF))
+    for _ in range(200):
+        h.rpc("annot.getattr", {"id": other}).get()
+    del h
+    st2 = rpc(inst.rank_uri(0), "annot.stats")[1]["server"]["broker"]
+    b1 = st["server"]["broker"]
+    # (a handle that goes away sends annot.disconnect: a message too)
+    messages = st2["requests"] - b1["requests"] + st2["disconnects"] - b1["disconnects"]
+    assert st2["wakeups"] - b1["wakeups"] <= messages
     for jobid in (held, other):
         inst.flux("cancel", str(jobid))
 
@@ -414,6 +426,35 @@ def test_a_canceled_stream_ends_with_enodata(inst, mirror):
         f.get()
     assert ei.value.errno == errno.ENODATA
     assert subscribers(mirror) == before
+    del h
+
+
+def test_the_transport_watches_the_connectors_socket(inst):
+    """The broker transport waits on the local connector's socket itself
+    (found among the registrations of the handle's pollfd), which wakes the
+    loop once per request, not once more per response; anything else falls
+    back to the pollfd."""
+    import socket as _socket
+
+    import flux
+    from flux.core.inner import lib
+
+    from flux_annot.broker_server import _connector_socket
+
+    h = flux.Flux(inst.uri)
+    fd = _connector_socket(lib.flux_pollfd(h.handle))
+    assert fd is not None
+    s = _socket.socket(fileno=os.dup(fd))
+    try:
+        assert s.family == _socket.AF_UNIX and s.getpeername() == inst.uri[len("local://"):]
+    finally:
+        s.close()
+    r, w = os.pipe()
+    try:
+        assert _connector_socket(r) is None  # not an epoll set
+    finally:
+        os.close(r)
+        os.close(w)
     del h
 
 
