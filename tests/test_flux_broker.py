@@ -9,6 +9,7 @@ configuration. Each answer is compared with what the Unix socket gives.
 Needs $FLUX_ANNOT_TEST_FLUX_PREFIX (set by .ci/run; see tests/fluxinst.py).
 """
 
+import collections
 import errno
 import json
 import os
@@ -37,6 +38,11 @@ def inst():
     pp = flux_pythonpath(i.prefix)
     if pp not in sys.path:
         sys.path.insert(0, pp)  # Flux's bindings, for the raw RPCs of the tests
+    # imported here, before any test forks a guest: uid 65534 cannot read
+    # this Python's site-packages (the bindings' yaml, cffi)
+    import flux  # noqa: F401
+    import flux.constants  # noqa: F401
+    import flux.core.inner  # noqa: F401
     yield i
     i.cleanup()
 
@@ -182,9 +188,10 @@ def test_the_guest_rate_holds_through_the_broker(inst, mirror):
 
         h = flux.Flux(uri)
         # pipelined: all sent first; job 1 is unknown (ENOENT once admitted)
-        futs = [h.rpc("annot.getattr", {"id": 1}) for _ in range(1000)]
+        futs = collections.deque(h.rpc("annot.getattr", {"id": 1}) for _ in range(1000))
         out = {"ok": 0, "eagain": 0, "other": []}
-        for f in futs:
+        while futs:
+            f = futs.popleft()  # dropped once read: a waited-on future holds an fd
             try:
                 f.get()
                 out["other"].append("a reply")
