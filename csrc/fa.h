@@ -124,16 +124,18 @@ int fa_table_commit (fa_table *t);
 int fa_table_apply_many (fa_table *t, const uint64_t *ids, const char *buf,
                          const size_t *offsets, size_t n, const fa_limits *lim,
                          size_t *nchanged, size_t *failed_index);
-/* fa_table_apply_many with the patches joined by NUL bytes instead of
- * offsets: buf[0..len) holds n patches separated by n-1 NULs (Python's
- * b"\0".join: no pass over the patches to build offsets). A NUL inside a
- * patch would split it: the caller checks that buf holds exactly n-1 NULs
- * (else uses fa_table_apply_many). Fewer segments than n: the segments
- * there are are applied, then EINVAL with *failed_index at the first
- * missing one. Otherwise as apply_many. */
-int fa_table_apply_joined (fa_table *t, const uint64_t *ids, const char *buf, size_t len,
-                           size_t n, const fa_limits *lim, size_t *nchanged,
-                           size_t *failed_index);
+/* One patch of fa_table_apply_spans: n bytes at p (borrowed). */
+typedef struct fa_span {
+    const char *p;
+    size_t n;
+} fa_span;
+/* fa_table_apply_many with each patch given as its own span (a caller
+ * holding the patches as separate buffers, like annotate_many's list of
+ * bytes, neither copies nor joins them). Otherwise as apply_many: in
+ * order, stops at the first bad patch (*failed_index = i, -1; earlier
+ * ones stay applied), 0 on success; nchanged / failed_index may be NULL. */
+int fa_table_apply_spans (fa_table *t, const uint64_t *ids, const fa_span *spans, size_t n,
+                          const fa_limits *lim, size_t *nchanged, size_t *failed_index);
 /* The stored canonical text of id: borrowed pointer, valid until the next
  * change of the table. 1 found, 0 none (*text NULL, *len 0). */
 int fa_table_get (fa_table *t, uint64_t id, const char **text, size_t *len);

@@ -454,40 +454,26 @@ error:
     return 0;
 }
 
-int fa_table_apply_joined (fa_table *t, const uint64_t *ids, const char *buf, size_t len,
-                           size_t n, const fa_limits *lim, size_t *nchanged,
-                           size_t *failed_index)
+int fa_table_apply_spans (fa_table *t, const uint64_t *ids, const fa_span *spans, size_t n,
+                          const fa_limits *lim, size_t *nchanged, size_t *failed_index)
 {
     size_t changed = 0, i;
-    const char *p = buf, *end = buf + len;
-    int more = 1; /* a segment starts at p */
     t->staged = 0;
     for (i = 0; i < n; i++) {
         fa_begin (t->ctx);
-        if (!more) {
-            fa_fail (t->ctx, EINVAL, "fewer patches than ids (%zu < %zu)", i, n);
-            goto error;
+        int r = apply1 (t, ids[i], spans[i].p, spans[i].n, lim, NULL, 0, 0, NULL);
+        if (r < 0) {
+            if (failed_index)
+                *failed_index = i;
+            if (nchanged)
+                *nchanged = changed;
+            return -1;
         }
-        const char *e = end; /* the last patch takes the rest (a NUL in it fails) */
-        if (i + 1 < n && !(e = memchr (p, '\0', (size_t)(end - p)))) {
-            e = end;
-            more = 0;
-        }
-        int r = apply1 (t, ids[i], p, (size_t)(e - p), lim, NULL, 0, 0, NULL);
-        if (r < 0)
-            goto error;
         changed += (size_t)r;
-        p = e + 1;
     }
     if (nchanged)
         *nchanged = changed;
     return 0;
-error:
-    if (failed_index)
-        *failed_index = i;
-    if (nchanged)
-        *nchanged = changed;
-    return -1;
 }
 
 int fa_table_get (fa_table *t, uint64_t id, const char **text, size_t *len)

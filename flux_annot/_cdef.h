@@ -45,7 +45,6 @@ int fa_table_commit (fa_table *t);
 int fa_table_apply_many (fa_table *t, const uint64_t *ids, const char *buf,
                          const size_t *offsets, size_t n, const fa_limits *lim,
                          size_t *nchanged, size_t *failed_index);
-int fa_table_apply_joined (fa_table *t, const uint64_t *ids, const char *buf, size_t len, size_t n, const fa_limits *lim, size_t *nchanged, size_t *failed_index);
 int fa_table_get (fa_table *t, uint64_t id, const char **text, size_t *len);
 int fa_table_get_view (fa_table *t, uint64_t id, const char *ns_list, size_t ns_len,
                        int exclude);

@@ -1,12 +1,13 @@
-"""The only module that touches the C core (`flux_annot._core`).
+"""The only module that touches the C core (`flux_annot._core`, `flux_annot._bulk`).
 
 Bytes cross the boundary, not objects: patches go to C as `bytes` (cffi
 passes them to `const char *` without a copy), ids as `array('Q')` through
 `ffi.from_buffer`, and results come back as canonical compact JSON bytes.
+The one exception is annotate_many's list of patches, read by `_bulk`
+(a CPython extension) item by item where the bytes lie.
 Every C error becomes an `AnnotError` subclass in one place, `_raise_from`.
 """
 
-import itertools
 import json
 from array import array
 from collections import namedtuple
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn, TypeAlias
 
 from . import errors
+from ._bulk import apply as _bulk_apply
 from ._core import ffi, lib
 
 __all__ = ["Limits", "merge", "canonical", "JobTable", "ApplyInfo", "FrameScanner",
@@ -185,7 +187,8 @@ class JobTable:
     1024 keys per object, strict keys).
     """
 
-    __slots__ = ("_t", "_ctx", "_limits", "_lim", "_info", "_text", "_len", "__weakref__")
+    __slots__ = ("_t", "_ctx", "_limits", "_lim", "_info", "_text", "_len", "_addr",
+                 "_lim_addr", "__weakref__")
 
     def __init__(self, limits: Limits | None = None) -> None:
         t = lib.fa_table_new()
@@ -197,6 +200,9 @@ class JobTable:
         self._limits = limits or OWNER_LIMITS
         self._lim = self._limits._c
         lib.fa_table_set_limits(self._t, self._lim)
+        # the same two as plain addresses for flux_annot._bulk (annotate_many)
+        self._addr = int(ffi.cast("uintptr_t", self._t))
+        self._lim_addr = int(ffi.cast("uintptr_t", self._lim))
         self._info = ffi.new("fa_info *")  # reused by apply(): no allocation per call
         # out-parameters of get() / __contains__, reused likewise (a table is
         # used by one thread at a time, as the C table itself requires)
@@ -226,15 +232,6 @@ class JobTable:
         """
         if not isinstance(patches, (list, tuple)):
             patches = list(patches)
-        # The common case, all bytes: joined by NUL, split again in C, so
-        # Python makes no per-item pass. A patch holding a NUL byte (never
-        # valid JSON, but it must fail at its own index) makes the count
-        # of NULs differ: then the patches go with exact offsets.
-        try:
-            buf = b"\0".join(patches)  # type: ignore[arg-type]  # not all bytes: TypeError
-        except TypeError:
-            patches = [p if type(p) is bytes else _to_bytes(p) for p in patches]
-            buf = b"\0".join(patches)  # type: ignore[arg-type]  # all bytes now
         n = len(patches)
         try:
             idarr = ids if isinstance(ids, array) and ids.typecode == "Q" else array("Q", ids)
@@ -247,21 +244,16 @@ class JobTable:
                                f"ids and patches differ in length ({len(idarr)} != {n})")
         if n == 0:
             return 0
-        nchanged = ffi.new("size_t *")
-        failed = ffi.new("size_t *")
-        if buf.count(b"\0") == n - 1:
-            r = lib.fa_table_apply_joined(
-                self._t, ffi.from_buffer("uint64_t[]", idarr), buf, len(buf), n,
-                self._lim, nchanged, failed)
-        else:
-            buf = b"".join(patches)  # type: ignore[arg-type]  # all bytes (above)
-            offsets = array("Q", itertools.accumulate(map(len, patches), initial=0))
-            r = lib.fa_table_apply_many(
-                self._t, ffi.from_buffer("uint64_t[]", idarr), buf,
-                ffi.from_buffer("size_t[]", offsets), n, self._lim, nchanged, failed)
+        # The C module reads the list's bytes where they lie (no join, no
+        # offsets pass); None: an item is not bytes, nothing was applied.
+        res = _bulk_apply(self._addr, self._lim_addr, idarr, patches)
+        if res is None:
+            patches = [p if type(p) is bytes else _to_bytes(p) for p in patches]
+            res = _bulk_apply(self._addr, self._lim_addr, idarr, patches)
+            assert res is not None  # every item is bytes now
+        r, changed, failed = res
         if r < 0:
-            _raise_from(self._ctx, index=failed[0])
-        changed: int = nchanged[0]
+            _raise_from(self._ctx, index=failed)
         return changed
 
     def get(self, id: int) -> bytes | None:
