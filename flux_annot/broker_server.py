@@ -394,7 +394,7 @@ class BrokerTransport:
                 name = topic.decode("utf-8", "replace")
                 self._respond_error(msg, _errno.ENOSYS, f"unknown topic {name[:200]!r}")
                 return False
-        prefix, stream = meta
+        prefix, jm_topic, stream = meta
         peer = self.peers.get((uid, owner))
         if peer is None:
             peer = self.peers[(uid, owner)] = BrokerPeer(self, uid, owner)
@@ -458,7 +458,7 @@ class BrokerTransport:
         self.wire_counts[name] = self.wire_counts.get(name, 0) + 1
 
     def _topic_meta(self, topic):
-        """annot.M -> (frame prefix with %d for the matchtag, job-manager.M),
+        """annot.M -> (frame prefix with %d for the matchtag, job-manager.M, is it a stream),
         None for a method the dispatch does not have."""
         if not topic.startswith(b"annot."):
             return None
@@ -470,7 +470,7 @@ class BrokerTransport:
         if jm not in self.dispatch.handlers or not method.replace("-", "").isalnum():
             return None
         prefix = b'{"topic":"%s","matchtag":%%d,"payload":' % jm.encode()
-        self._topics[topic] = meta = (prefix, jm == "job-manager.events")
+        self._topics[topic] = meta = (prefix, jm, jm == "job-manager.events")
         return meta
 
     # responses
