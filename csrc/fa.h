@@ -251,4 +251,24 @@ int fa_json_nesting (fa_ctx *ctx, const char *s, size_t len, uint32_t max_depth)
 }
 #endif
 
+
+/* Estimates (fa_scan.c, docs/accuracy.md). Find "t_estimate" and "queue"
+ * in the object under the top-level key "sched" of the JSON object text
+ * s[0..len) (text the core's parser has accepted: a patch or a stored
+ * tree). Returns a set of the flags below, 0 when neither is there:
+ * FA_EST_NUMBER: out[0], out[1] = offset and length of the number's text;
+ * FA_EST_OTHER: t_estimate is there but is no number (string, bool,
+ * object, array); FA_EST_NULL: it is null (a patch removing it);
+ * FA_QUEUE: out[2], out[3] = offset and length of the queue string's body
+ * (no escapes in it); FA_SCAN_SLOW: the text is not a well-formed object,
+ * or a key or the queue is written with escapes: the caller must decode
+ * the text to know. The last of duplicate keys wins. Pure: no allocation,
+ * no recursion, never reads outside s[0..len); s and out are borrowed. */
+#define FA_EST_NUMBER 1u
+#define FA_EST_OTHER 2u
+#define FA_EST_NULL 4u
+#define FA_QUEUE 8u
+#define FA_SCAN_SLOW 16u
+unsigned fa_sched_scan (const char *s, size_t len, size_t out[4]);
+
 #endif /* FA_H */

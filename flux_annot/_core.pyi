@@ -18,6 +18,11 @@ class _Lib:
     FA_FRAME_TOPIC_ESC: int
     FA_FRAME_TYPE: int
     FA_FRAME_TYPE_SHIFT: int
+    FA_EST_NUMBER: int
+    FA_EST_OTHER: int
+    FA_EST_NULL: int
+    FA_QUEUE: int
+    FA_SCAN_SLOW: int
     FA_FRAME_TYPE_MASK: int
     def fa_ctx_new(self) -> CData: ...
     def fa_ctx_destroy(self, ctx: CData) -> None: ...
@@ -72,6 +77,7 @@ class _Lib:
     ) -> int: ...
     def fa_reply_ok(self, ctx: CData, mts: CData, n: int) -> int: ...
     def fa_json_nesting(self, ctx: CData, s: bytes, len: int, max_depth: int) -> int: ...
+    def fa_sched_scan(self, s: bytes, len: int, out: CData) -> int: ...
 
 class _FFI:
     # the parts of cffi's FFI object that core.py uses

@@ -510,3 +510,63 @@ def check_nesting(data: bytes, max_depth: int) -> None:
     ctx = _pure_ctx()
     if lib.fa_json_nesting(ctx, data, len(data), max_depth) < 0:
         _raise_from(ctx)
+
+
+# -- estimates (fa_scan.c, docs/accuracy.md) ----------------------------------
+
+_EST_NUMBER = lib.FA_EST_NUMBER
+_EST_OTHER = lib.FA_EST_OTHER
+_EST_QUEUE = lib.FA_QUEUE
+_EST_SLOW = lib.FA_SCAN_SLOW
+#: sched_estimate's answer for a t_estimate that is there but is no finite number
+BAD_ESTIMATE = False
+
+
+class SchedScanner:
+    """`sched.t_estimate` and `sched.queue` of JSON object text, found in C
+    (fa_sched_scan) without a Python parse. One per thread (it owns its
+    output words)."""
+
+    __slots__ = ("_out",)
+
+    def __init__(self) -> None:
+        self._out = ffi.new("size_t[4]")
+
+    def scan(self, text: bytes) -> tuple[float | bool | None, str | None]:
+        """(estimate, queue): estimate a finite float, None (absent or null)
+        or BAD_ESTIMATE (there, but no finite number); queue a str or None.
+        `text` must be an object the core has parsed (a patch or a tree)."""
+        out = self._out
+        f = lib.fa_sched_scan(text, len(text), out)
+        if f & _EST_SLOW:
+            return _sched_fields(json.loads(text))
+        queue = None
+        if f & _EST_QUEUE:
+            queue = text[out[2] : out[2] + out[3]].decode("utf-8")
+        if f & _EST_NUMBER:
+            v = float(text[out[0] : out[0] + out[1]])
+            return (v if v - v == 0.0 else BAD_ESTIMATE), queue
+        if f & _EST_OTHER:
+            return BAD_ESTIMATE, queue
+        return None, queue
+
+
+def _sched_fields(tree: Any) -> tuple[float | bool | None, str | None]:
+    """SchedScanner.scan's answer for a decoded tree."""
+    sched = tree.get("sched") if type(tree) is dict else None
+    if type(sched) is not dict:
+        return None, None
+    q = sched.get("queue")
+    queue = q if type(q) is str else None
+    v = sched.get("t_estimate")
+    if v is None:
+        return None, queue
+    if type(v) in (int, float) and v - v == 0:
+        try:
+            return float(v), queue
+        except OverflowError:  # an int beyond any double
+            pass
+    return BAD_ESTIMATE, queue
+
+
+sched_fields = _sched_fields

@@ -52,8 +52,10 @@ from collections.abc import Callable, Iterable, KeysView
 from typing import Any
 
 from . import replay
+from .accuracy import Accuracy
+from .accuracy import histogram as _histogram
 from .config import Config
-from .core import ApplyInfo, JobTable, Limits
+from .core import BAD_ESTIMATE, ApplyInfo, JobTable, Limits, SchedScanner, sched_fields
 from .errors import E2BIG, EAGAIN, EEXIST, EINVAL, ENOENT, EPERM, EPROTO, AnnotError, error
 from .events import EventHub, Subscription
 from .limits import RateLimiter, UserBytes
@@ -234,6 +236,10 @@ class AnnotationService:
         self._t0: float | None = None  # monotonic time of the first change of the open batch
         self._n_open = 0  # upper bound of the open batch's size (see _tick)
         self._closed = False
+        # docs/accuracy.md: every job's estimate history (rows go with the batches)
+        self.estimates = Accuracy(cfg.accuracy.horizons)
+        self._scan_sched = SchedScanner().scan
+        self._acc_cache: tuple[float, int, dict[str, Any]] | None = None  # stats() summary
         self.store = None
         if store is not None:
             self.store = store if isinstance(store, Store) else Store(store)
@@ -271,6 +277,7 @@ class AnnotationService:
         for userid, n in r.totals.items():
             add(userid, n)
         self.notes.update(r.notes)
+        self.estimates.load(self.store.estimate_rows())
 
     # -- batches -------------------------------------------------------------
 
@@ -399,9 +406,14 @@ class AnnotationService:
         counts[job.state] -= 1
         counts[state] = counts.get(state, 0) + 1
         job.state = state
-        if state == INACTIVE and job.user_bytes:
-            # Inactive jobs no longer count toward the per-user total.
-            self.user_bytes.add(job.userid, -job.user_bytes)
+        if state == INACTIVE:
+            if job.user_bytes:
+                # Inactive jobs no longer count toward the per-user total.
+                self.user_bytes.add(job.userid, -job.user_bytes)
+            if id in self.estimates.jobs:
+                self.estimates.left(id, now)  # counts only if it never started
+        elif state == RUN and id in self.estimates.jobs:
+            self.estimates.started(id, now)
         self.hub.record_transition(id, state, now)
         self._touched(3)  # the transition and the caller's entries
 
@@ -412,6 +424,28 @@ class AnnotationService:
             job.user_bytes += d
             if job.state != INACTIVE:
                 self.user_bytes.add(job.userid, d)
+
+    def _note_estimate(self, id: int, at: float) -> None:
+        """A change to pending job `id` named `t_estimate`: record the
+        estimate now in force at `at` (docs/accuracy.md). The job's tree is
+        scanned in C (no Python parse); a value that is no finite number is
+        left out and counted."""
+        text = self.table.get(id)
+        if text is not None:
+            self._record_estimate(id, *self._scan_sched(text), at)
+
+    def _note_estimate_tree(self, id: int, tree: Any, at: float) -> None:
+        """`_note_estimate` for a tree already decoded (the Flux mirror's events)."""
+        self._record_estimate(id, *sched_fields(tree), at)
+
+    def _record_estimate(self, id: int, est: float | bool | None, queue: str | None,
+                         at: float) -> None:
+        if est is None:
+            return
+        if est is BAD_ESTIMATE:
+            self.estimates.count_bad()
+        else:
+            self.estimates.estimate(id, est, at, queue)  # type: ignore[arg-type]
 
     def _discard_sched(self, id: int, job: Job) -> None:
         info = self.table.apply(id, _DISCARD_SCHED, self.owner_limits, _NS_USER)
@@ -613,6 +647,8 @@ class AnnotationService:
                 "invalid", error(EPROTO, f"alloc response annotations are not valid JSON: {exc}")
             ) from None
         job.durable = False  # ANNOTATE's notes are volatile until a SUCCESS snapshot
+        if changed and b"t_estimate" in data:
+            self._note_estimate(id, _now())
         if changed:
             self._n_open += 1
             if self._t0 is None:
@@ -675,6 +711,8 @@ class AnnotationService:
                         changed = self.table.annotate(id, data)
                     except AnnotError as exc:
                         raise self._reject("invalid", exc) from None
+                    if changed and job.state == SCHED and b"t_estimate" in data:
+                        self._note_estimate(id, _now())
                     if volatile:
                         if changed:  # self._touched(), inline
                             self._n_open += 1
@@ -749,6 +787,8 @@ class AnnotationService:
                         # C call (table limits = owner limits) will do.
                         if table.annotate(id, data):
                             self._touched()
+                            if job.state == SCHED and b"t_estimate" in data:
+                                self._note_estimate(id, _now())
                         if not volatile:
                             self.hub.record_entry(
                                 id, "memo" if is_memo else "annotate", context, _now()
@@ -772,6 +812,8 @@ class AnnotationService:
             self._account(job, info)
         if info.changed:
             self._touched()
+            if job.state == SCHED and b"t_estimate" in data:
+                self._note_estimate(id, _now())
         if not volatile:
             # Durable even when unchanged: the same notes may so far be volatile.
             self.hub.record_entry(id, "memo" if is_memo else "annotate", context, _now())
@@ -927,8 +969,78 @@ class AnnotationService:
                 "memory_bytes": self.table.memory_bytes(),
                 "guest_buckets": len(self.rate),
                 "guest_users": len(self.user_bytes),
+                "accuracy": self._accuracy_summary(),
             }
         )
+        return out
+
+    def _accuracy_summary(self) -> dict[str, Any]:
+        """stats' `accuracy`: counts and the last estimate's error over every
+        job (docs/accuracy.md). Recomputed when the histories changed, at
+        most once a second, or less often when a computation took long
+        (ten times its own duration): stats stays cheap with 1M histories."""
+        acc = self.estimates
+        cached = self._acc_cache
+        now = _monotonic()
+        if cached is not None and (cached[1] == acc.version or now < cached[0]):
+            out = dict(cached[2])
+        else:
+            rep = acc.report(self._userid_of, jobs=False)
+            out = {
+                "jobs_with_estimates": len(acc.jobs),
+                "jobs_started": rep["jobs_started"],
+                "jobs_never_started": rep["jobs_never_started"],
+                "last": rep["last"],
+            }
+            spent = _monotonic() - now
+            self._acc_cache = (now + max(1.0, 10 * spent), acc.version, out)
+            out = dict(out)
+        out["bad_estimates"] = acc.bad
+        return out
+
+    def _userid_of(self, jobid: int) -> int | None:
+        job = self.jobs.get(jobid)
+        return None if job is None else job.userid
+
+    def accuracy(self, cred: Cred, since: float | None = None, queue: str | None = None,
+                 by: str = "queue", jobs: bool = False, histogram: bool = False) -> dict[str, Any]:
+        """The estimate accuracy report (docs/accuracy.md) over the jobs whose
+        `sched` notes `cred` may read. since: only jobs that started (or left
+        without starting) at or after this time (seconds since the epoch);
+        queue: only that queue; by: "queue" or "user" (adds "by_user"); jobs:
+        add the per-job records; histogram: add {"edges", "counts"} of the
+        last estimate's error (the live views)."""
+        if self._t0 is not None:
+            self._tick()
+        self._count("accuracy")
+        _check_cred(cred)
+        self._guest_rate(cred)
+        try:
+            if since is not None and (
+                isinstance(since, bool) or not isinstance(since, (int, float))
+                or not math.isfinite(since)
+            ):
+                raise error(EINVAL, f"since must be a time in seconds since the epoch, not {since!r}")
+            if queue is not None and (not isinstance(queue, str) or not queue):
+                raise error(EINVAL, f"queue must be a non-empty string, not {queue!r}")
+            if by not in ("queue", "user"):
+                raise error(EINVAL, f"by must be 'queue' or 'user', not {by!r}")
+            for name, flag in (("jobs", jobs), ("histogram", histogram)):
+                if type(flag) is not bool:
+                    raise error(EINVAL, f"{name} must be true or false, not {flag!r}")
+        except AnnotError as exc:
+            raise self._reject("invalid", exc) from None
+        visible = None
+        if not cred.owner and "all" not in self.config.rules("sched").read:
+            me = cred.userid
+
+            def visible(_jobid: int, userid: int) -> bool:
+                return userid == me
+
+        acc = self.estimates
+        out = acc.report(self._userid_of, visible, since=since, queue=queue, by=by, jobs=jobs)
+        if histogram:
+            out["histogram"] = _histogram(acc.last_errors(self._userid_of, visible))
         return out
 
 
