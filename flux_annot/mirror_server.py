@@ -19,7 +19,8 @@ import sys
 from .errors import EPERM, AnnotError
 from .mirror import MirrorService
 from .protocol import response, response_error
-from .server import Server, _jobid, _object, _opt_bool, serve
+from .dispatch import _jobid, _object, _opt_bool
+from .server import Server, serve
 
 log = logging.getLogger("flux_annot.mirror")
 
