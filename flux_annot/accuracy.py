@@ -6,10 +6,12 @@ at start); `report()` builds the object of `flux-annotate accuracy --json`.
 
 A job's history is an `array('d')` of pairs (t_estimate, at): each distinct
 value (a repeat of the value in force is no new value) with the time it
-took effect. At most MAX_VALUES pairs are kept: past that the oldest but
-the first is dropped, so the first and the latest 63 remain (`n` still
-counts every value). A horizon whose moment falls in the dropped stretch
-is not counted for that job (its estimate then is not known).
+took effect. At most MAX_VALUES pairs are kept: past that the third
+oldest is dropped, so the first two and the latest 62 remain (`n` still
+counts every value; the second's time closes the first's stretch). A
+horizon whose moment falls in the dropped stretch (after the second
+value took effect, before the third kept one) is not counted for that
+job: the estimate then is not known.
 
 Memory per job: a `History` (56 bytes) with its array (80 bytes + 16 per
 value) and the dict slot holding it; measured in bench/bench_accuracy.py.
@@ -26,7 +28,7 @@ from array import array
 from collections.abc import Callable, Iterable
 from typing import Any
 
-#: pairs (t_estimate, at) kept per job: the first and the latest MAX_VALUES - 1
+#: pairs (t_estimate, at) kept per job: the first two and the latest MAX_VALUES - 2
 MAX_VALUES = 64
 
 DEFAULT_QUEUE = "default"
@@ -61,7 +63,7 @@ class History:
         i = len(v) - 2
         while i >= 0 and v[i + 1] > t:
             i -= 2
-        if i == 0 and len(v) > 2 and self.n * 2 > len(v):
+        if i == 2 and self.n * 2 > len(v):
             return None  # t falls where dropped values were in force
         return v[i]
 
@@ -138,7 +140,7 @@ class Accuracy:
                 self.dirty.add(jobid)
             return
         if len(v) >= 2 * MAX_VALUES:
-            del v[2:4]
+            del v[4:6]
         v.append(value)
         v.append(at)
         h.n += 1
