@@ -115,13 +115,13 @@ def render(report: dict[str, Any]) -> str:
 
 
 def summary_line(summary: dict[str, Any] | None) -> str:
-    """One line of stats' `accuracy` (or a report): `top` shows it."""
+    """One line of stats' `accuracy` (or a report), under 80 columns: `top` shows it."""
     if not summary:
-        return "estimates: none yet"
+        return "accuracy: no estimates yet"
     st = summary.get("last") or {}
-    n = summary.get("jobs_started", 0)
+    head = (f"accuracy: {summary.get('jobs_started', 0)} started, "
+            f"{summary.get('jobs_never_started', 0)} never")
     if not st.get("count"):
-        return f"estimates: {n} started, {summary.get('jobs_never_started', 0)} never started"
-    return (f"estimates (last, {st['count']} jobs): bias {duration(st['bias'])}, "
-            f"median |err| {_absdur(st['median_abs'])}, p90 |err| {_absdur(st['p90_abs'])}, "
-            f"{summary.get('jobs_never_started', 0)} never started")
+        return head
+    return (f"{head}; last: bias {duration(st['bias'])}, |err| median "
+            f"{_absdur(st['median_abs'])}, p90 {_absdur(st['p90_abs'])}")
