@@ -182,12 +182,17 @@ def _state_name(state: object) -> str:
 class AnnotationService:
     """The whole service in-process (docs/python-api.md); see the module docstring."""
 
-    def __init__(self, owner_uid: int | None = None, store: str | os.PathLike[str] | Store | None = None, config: dict[str, Any] | Config | None = None, batch_window: float = 0.01) -> None:
+    def __init__(self, owner_uid: int | None = None, store: str | os.PathLike[str] | Store | None = None, config: dict[str, Any] | Config | None = None, batch_window: float = 0.01, clock: Callable[[], float] | None = None) -> None:
         if owner_uid is None:
             owner_uid = os.getuid()
         if isinstance(owner_uid, bool) or not isinstance(owner_uid, int) or not 0 <= owner_uid < _U32:
             raise error(EINVAL, f"owner_uid must be an unsigned 32-bit integer, not {owner_uid!r}")
         self.owner_uid = owner_uid
+        # The time of transitions, eventlog entries and estimates (seconds
+        # since the epoch): the wall clock, or a simulation's (the demo).
+        if clock is not None and not callable(clock):
+            raise error(EINVAL, f"clock must be a function returning seconds, not {clock!r}")
+        self._now: Callable[[], float] = clock if clock is not None else _now
         self.config = cfg = Config(config)
         if "batch.window" not in cfg.given:
             if (
@@ -465,7 +470,7 @@ class AnnotationService:
             if isinstance(userid, bool) or not isinstance(userid, int) or not 0 <= userid < _U32:
                 raise error(EINVAL, f"userid must be an unsigned 32-bit integer, not {userid!r}")
             if t_submit is None:
-                t_submit = _now()
+                t_submit = self._now()
             elif (
                 isinstance(t_submit, bool)
                 or not isinstance(t_submit, (int, float))
@@ -505,7 +510,7 @@ class AnnotationService:
                 raise error(EINVAL, f"invalid transition from {job.state} to {target}{hint}")
         except AnnotError as exc:
             raise self._reject("transition", exc) from None
-        now = _now()
+        now = self._now()
         if job.state == SCHED:
             # Left SCHED without SUCCESS: the scheduler's pending notes go.
             self._discard_sched(id, job)
@@ -560,7 +565,7 @@ class AnnotationService:
             if self._n_open >= self._max_entries:
                 self._close_if_full()
             return {}
-        now = _now()
+        now = self._now()
         hub = self.hub
         if typ == A_SUCCESS:
             tree = self.table.get(id)
@@ -648,7 +653,7 @@ class AnnotationService:
             ) from None
         job.durable = False  # ANNOTATE's notes are volatile until a SUCCESS snapshot
         if changed and b"t_estimate" in data:
-            self._note_estimate(id, _now())
+            self._note_estimate(id, self._now())
         if changed:
             self._n_open += 1
             if self._t0 is None:
@@ -712,7 +717,7 @@ class AnnotationService:
                     except AnnotError as exc:
                         raise self._reject("invalid", exc) from None
                     if changed and job.state == SCHED and b"t_estimate" in data:
-                        self._note_estimate(id, _now())
+                        self._note_estimate(id, self._now())
                     if volatile:
                         if changed:  # self._touched(), inline
                             self._n_open += 1
@@ -720,7 +725,7 @@ class AnnotationService:
                                 self._t0 = _monotonic()
                         job.durable = False
                     else:  # durable even when unchanged, as in _modify
-                        self.hub.record_entry(id, "annotate", data, _now())
+                        self.hub.record_entry(id, "annotate", data, self._now())
                         self._n_open += 2 if changed else 1
                         if self._t0 is None:
                             self._t0 = _monotonic()
@@ -788,10 +793,10 @@ class AnnotationService:
                         if table.annotate(id, data):
                             self._touched()
                             if job.state == SCHED and b"t_estimate" in data:
-                                self._note_estimate(id, _now())
+                                self._note_estimate(id, self._now())
                         if not volatile:
                             self.hub.record_entry(
-                                id, "memo" if is_memo else "annotate", context, _now()
+                                id, "memo" if is_memo else "annotate", context, self._now()
                             )
                             self._touched()
                         else:
@@ -813,10 +818,10 @@ class AnnotationService:
         if info.changed:
             self._touched()
             if job.state == SCHED and b"t_estimate" in data:
-                self._note_estimate(id, _now())
+                self._note_estimate(id, self._now())
         if not volatile:
             # Durable even when unchanged: the same notes may so far be volatile.
-            self.hub.record_entry(id, "memo" if is_memo else "annotate", context, _now())
+            self.hub.record_entry(id, "memo" if is_memo else "annotate", context, self._now())
             self._touched()
         else:
             job.durable = False

@@ -11,7 +11,6 @@ import sys
 
 import pytest
 
-import flux_annot.service as service_mod
 from flux_annot.accuracy import MAX_VALUES, summarize
 from flux_annot.client import Client
 from flux_annot.errors import AnnotError
@@ -32,10 +31,14 @@ class Clock:
 
 
 @pytest.fixture
-def clock(monkeypatch):
-    c = Clock()
-    monkeypatch.setattr(service_mod, "_now", c)
-    return c
+def clock():
+    return Clock()
+
+
+def Service(clock, **kw):
+    """The service on the test's clock (AnnotationService(clock=...))."""
+    kw.setdefault("config", CONFIG)
+    return AnnotationService(clock=clock, **kw)
 
 
 def annotate(svc, jobid, sched):
@@ -69,7 +72,7 @@ def scenario(svc, clock):
 
 
 def test_errors_exact_to_the_arrival_times(clock):
-    svc = AnnotationService(config=CONFIG)
+    svc = Service(clock)
     scenario(svc, clock)
     r = svc.accuracy(OWNER, jobs=True)
     assert r["jobs_started"] == 2 and r["jobs_never_started"] == 1
@@ -107,7 +110,7 @@ def test_errors_exact_to_the_arrival_times(clock):
 
 
 def test_filters_since_queue_and_by_user(clock):
-    svc = AnnotationService(config=CONFIG)
+    svc = Service(clock)
     scenario(svc, clock)
     r = svc.accuracy(OWNER, since=1042.0)
     assert r["jobs_started"] == 1 and r["jobs_never_started"] == 0  # only job 3 (1044)
@@ -121,7 +124,7 @@ def test_filters_since_queue_and_by_user(clock):
 
 
 def test_repeats_counted_once_and_the_bound(clock):
-    svc = AnnotationService(config={"accuracy": {"horizons": [5, 950, 1500, 1000]}})
+    svc = Service(clock, config={"accuracy": {"horizons": [5, 950, 1500, 1000]}})
     svc.submit(1, ALICE, 0.0)
     for i in range(200):
         clock.t = 1000.0 + i
@@ -146,7 +149,7 @@ def test_repeats_counted_once_and_the_bound(clock):
 
 
 def test_bad_estimates_left_out_and_counted(clock):
-    svc = AnnotationService(config=CONFIG)
+    svc = Service(clock)
     svc.submit(1, ALICE, 0.0)
     for bad in ("soon", True, {"a": 1}, [1]):
         annotate(svc, 1, {"t_estimate": bad})
@@ -163,7 +166,7 @@ def test_bad_estimates_left_out_and_counted(clock):
 
 
 def test_bad_arguments_change_nothing(clock):
-    svc = AnnotationService(config=CONFIG)
+    svc = Service(clock)
     scenario(svc, clock)
     before = svc.accuracy(OWNER, jobs=True)
     for kw, word in (({"since": "yesterday"}, "since"), ({"since": float("nan")}, "since"),
@@ -180,12 +183,12 @@ def test_bad_arguments_change_nothing(clock):
 
 def test_visibility_follows_the_sched_read_rule(clock):
     # default: sched is read by all, so a guest sees every job's record
-    svc = AnnotationService(config=CONFIG)
+    svc = Service(clock)
     scenario(svc, clock)
     assert svc.accuracy(Cred(BOB), jobs=True) == svc.accuracy(OWNER, jobs=True)
     # sched readable by owners and job owners only: bob sees his jobs alone
     cfg = dict(CONFIG, namespace={"sched": {"read": ["owner", "job-owner"]}})
-    svc = AnnotationService(config=cfg)
+    svc = Service(clock, config=cfg)
     scenario(svc, clock)
     r = svc.accuracy(Cred(BOB), jobs=True)
     assert {j["id"] for j in r["jobs"]} == {2, 3}
@@ -197,14 +200,14 @@ def test_visibility_follows_the_sched_read_rule(clock):
 
 def test_restart_keeps_the_history(clock, tmp_path):
     path = tmp_path / "s.db"
-    svc = AnnotationService(store=path, config=CONFIG)
+    svc = Service(clock, store=path)
     scenario(svc, clock)
     svc.submit(9, ALICE, 990.0)
     annotate(svc, 9, {"t_estimate": 1200.0, "queue": "long"})  # still pending
     svc.flush()
     before = svc.accuracy(OWNER, jobs=True, by="user")
     svc.close()
-    svc = AnnotationService(store=path, config=CONFIG)
+    svc = Service(clock, store=path)
     assert svc.accuracy(OWNER, jobs=True, by="user") == before
     # the pending job goes on where it was
     clock.t = 1100.0
@@ -213,7 +216,7 @@ def test_restart_keeps_the_history(clock, tmp_path):
     svc.alloc_response({"id": 9, "type": 0})
     svc.flush()
     svc.close()
-    svc = AnnotationService(store=path, config=CONFIG)
+    svc = Service(clock, store=path)
     rec = {j["id"]: j for j in svc.accuracy(OWNER, jobs=True)["jobs"]}[9]
     assert rec["estimates"] == 2 and rec["start"] == 1160.0 and rec["queue"] == "long"
     assert rec["first"] == {"t_estimate": 1200.0, "at": 1044.0}
@@ -222,7 +225,7 @@ def test_restart_keeps_the_history(clock, tmp_path):
 
 def test_schema_3_store_gets_the_histories_table(clock, tmp_path):
     path = str(tmp_path / "old.db")
-    svc = AnnotationService(store=path, config=CONFIG)
+    svc = Service(clock, store=path)
     svc.submit(1, ALICE, 990.0)
     svc.close()
     db = sqlite3.connect(path)
@@ -230,12 +233,12 @@ def test_schema_3_store_gets_the_histories_table(clock, tmp_path):
     db.execute("PRAGMA user_version=3")
     db.commit()
     db.close()
-    svc = AnnotationService(store=path, config=CONFIG)
+    svc = Service(clock, store=path)
     annotate(svc, 1, {"t_estimate": 1010.0})
     clock.t = 1005.0
     svc.alloc_response({"id": 1, "type": 0})
     svc.close()
-    svc = AnnotationService(store=path, config=CONFIG)
+    svc = Service(clock, store=path)
     assert svc.accuracy(OWNER)["last"]["bias"] == -5.0
     svc.close()
 

@@ -33,10 +33,18 @@ def test_run_demo_plain_output_ends_and_notes_clear():
     text = out.getvalue()
     assert "insufficient resources" in text and "rank0/core" in text
     assert "8 of 8 jobs finished" in text
-    final = text.split("\n\n")[-2].splitlines()  # [time] what changed, then the listing
+    blocks = text.split("\n\n")
+    final = next(b for b in blocks if "all jobs are inactive" in b).splitlines()
     assert final[1].split()[:3] == ["JOBID", "USER", "STATE"]
     assert len(final) == 2 + 8
     assert all(" INACTIVE " in line + " " for line in final[2:])
+    # it ends with the accuracy table of its scheduler's estimates: FCFS
+    # plans over full walltimes, jobs run 45-100% of them, so the first
+    # estimates were pessimistic (negative bias)
+    head = next(i for i, b in enumerate(blocks) if b.startswith("Estimate accuracy: "))
+    rows = {line.split()[0]: line.split() for line in blocks[head + 1].splitlines()[1:]}
+    assert int(rows["first"][1]) >= 1 and rows["first"][2].startswith("-")
+    assert blocks[head + 2].splitlines()[1].split()[0] == "default"
 
 
 def test_demo_cycle_annotates_pending_jobs_then_clears_at_allocation():
