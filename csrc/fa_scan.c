@@ -27,16 +27,23 @@ static const char *ws (const char *p, const char *end)
 static const char *skip_string (const char *p, const char *end, int *esc)
 {
     p++;
-    while (p < end) {
-        if (*p == '"')
-            return p + 1;
-        if (*p == '\\') {
-            *esc = 1;
+    for (;;) {
+        /* memchr to the next quote: strings are most of a patch's bytes */
+        const char *q = p < end ? memchr (p, '"', (size_t) (end - p)) : NULL;
+        if (!q)
+            return NULL;
+        if (!memchr (p, '\\', (size_t) (q - p)))
+            return q + 1;
+        *esc = 1;
+        while (p < q) { /* an escape before the quote: walk this stretch */
+            if (*p == '\\')
+                p++;
             p++;
         }
-        p++;
+        if (p == q)
+            return q + 1; /* the quote was not escaped */
+        p = q + 1;        /* it was (the backslash right before it): go on after it */
     }
-    return NULL;
 }
 
 /* p at the first byte of a value: the byte after it, or NULL. Objects and

@@ -13,8 +13,11 @@ horizon whose moment falls in the dropped stretch (after the second
 value took effect, before the third kept one) is not counted for that
 job: the estimate then is not known.
 
-Memory per job: a `History` (56 bytes) with its array (80 bytes + 16 per
-value) and the dict slot holding it; measured in bench/bench_accuracy.py.
+The records live in C (csrc/fa_hist.c: the scheduler's hot path records
+there in the same call that applies its note, no Python work per
+request); `History` is the Python view the report reads. Memory per job:
+a 48-byte record, its pairs (16 bytes a value, grown by doubling) and two
+hash slots; measured in bench/bench_accuracy.py.
 
 Choices where docs/accuracy.md leaves room: `median_abs` is the median
 (the mean of the two middle values for an even count), `p90_abs` the
@@ -29,9 +32,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 #: pairs (t_estimate, at) kept per job: the first two and the latest MAX_VALUES - 2
-MAX_VALUES = 64
+MAX_VALUES = 64  # = FA_HIST_MAX (csrc/fa.h)
 
 DEFAULT_QUEUE = "default"
+
+#: the store's estimate log is compacted past this many bytes (and 4x the records)
+COMPACT_BYTES = 64 << 20
 
 
 class History:
@@ -112,115 +118,128 @@ class _Group:
 
 
 class Accuracy:
-    """Every job's estimate history (see the module docstring)."""
+    """Every job's estimate history (see the module docstring): the
+    records live in C (`core.EstimateHistory`, which the scheduler's hot
+    path fills directly, `JobTable.annotate_sched`); the queues here."""
 
     def __init__(self, horizons: Iterable[float] = (60, 600, 3600)) -> None:
+        from .core import EstimateHistory
+
         self.horizons = [float(h) for h in horizons]
         self.keys = [horizon_key(h) for h in horizons]
-        self.jobs: dict[int, History] = {}
-        self.dirty: set[int] = set()  # changed since the store last took them
-        self.bad = 0  # t_estimate values that were no finite number
-        self.version = 0  # bumped by every change (caches)
-        self._queues: dict[str, str] = {}  # one string object per queue name
+        self.hist = EstimateHistory()
+        self.queues: dict[int, str] = {}  # jobid -> its sched.queue (jobs that have one)
+        self._names: dict[str, str] = {}  # one string object per queue name
+        self._qversion = 0
+        self._queue_dirty: set[int] = set()  # queues not written yet
+        self.logged = 0  # bytes of records in the store's log since it was compacted
 
     # -- recording ------------------------------------------------------------
 
     def estimate(self, jobid: int, value: float, at: float, queue: str | None = None) -> None:
         """Job `jobid` was given estimate `value` (finite) at time `at`."""
-        h = self.jobs.get(jobid)
-        if h is None:
-            h = self.jobs[jobid] = History()
-        elif h.start is not None or h.ended is not None:
-            return  # only while pending
-        v = h.values
         if queue is not None:
-            self._set_queue(h, queue)
-        if v and v[-2] == value:
-            if queue is not None:
-                self.dirty.add(jobid)
-            return
-        if len(v) >= 2 * MAX_VALUES:
-            del v[4:6]
-        v.append(value)
-        v.append(at)
-        h.n += 1
-        self.dirty.add(jobid)
-        self.version += 1
+            self.set_queue(jobid, queue)
+        self.hist.estimate(jobid, value, at)
 
-    def _set_queue(self, h: History, queue: str) -> None:
-        q = self._queues.get(queue)
+    def set_queue(self, jobid: int, queue: str) -> None:
+        q = self._names.get(queue)
         if q is None:
-            if len(self._queues) < 4096:
-                q = self._queues[queue] = queue
-            else:
-                q = queue
-        if h.queue is not q:
-            h.queue = q
-            self.version += 1
+            q = queue
+            if len(self._names) < 4096:
+                self._names[queue] = queue
+        if self.queues.get(jobid) is not q:
+            self.queues[jobid] = q
+            self._qversion += 1
+            self._queue_dirty.add(jobid)
 
     def started(self, jobid: int, at: float) -> None:
         """Job `jobid` was allocated at `at` (only jobs with an estimate matter)."""
-        h = self.jobs.get(jobid)
-        if h is not None and h.start is None and h.ended is None:
-            h.start = at
-            self.dirty.add(jobid)
-            self.version += 1
+        self.hist.end(jobid, at, True)
 
     def left(self, jobid: int, at: float) -> None:
         """Job `jobid` became inactive at `at`: if it never started, it counts so."""
-        h = self.jobs.get(jobid)
-        if h is not None and h.start is None and h.ended is None:
-            h.ended = at
-            self.dirty.add(jobid)
-            self.version += 1
+        self.hist.end(jobid, at, False)
 
     def count_bad(self) -> None:
-        self.bad += 1
+        self.hist.add_bad(1)
+
+    @property
+    def bad(self) -> int:
+        return self.hist.bad()
+
+    @property
+    def version(self) -> int:
+        return self.hist.version() + self._qversion
+
+    def __len__(self) -> int:
+        return len(self.hist)
+
+    def get(self, jobid: int) -> History | None:
+        """The job's history as a `History`, or None."""
+        got = self.hist.get(jobid)
+        if got is None:
+            return None
+        pairs, n, start, ended = got
+        h = History()
+        h.values = array("d", pairs)
+        h.n, h.start, h.ended = n, start, ended
+        h.queue = self.queues.get(jobid)
+        return h
 
     # -- the store ------------------------------------------------------------
 
-    def rows(self) -> list[tuple[int, str | None, float | None, float | None, int, bytes]]:
-        """The changed jobs' rows (jobid, queue, start, ended, n, history bytes);
-        forgets that they changed (`redirty` if they could not be written)."""
-        dirty = self.dirty
-        if not dirty:
-            return []
-        jobs = self.jobs
-        out = []
-        for jobid in dirty:
-            h = jobs.get(jobid)
-            if h is not None:
-                out.append((jobid, h.queue, h.start, h.ended, h.n, h.values.tobytes()))
-        self.dirty = set()
-        return out
+    @property
+    def dirty(self) -> bool:
+        return self.hist.dirty_count() > 0 or bool(self._queue_dirty)
 
-    def redirty(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        self.dirty.update(r[0] for r in rows)
+    def rows(self, all: bool = False) -> tuple[bytes, list[tuple[int, str]], bool]:
+        """What the next batch writes (Store.write_batch's `estimates`): the
+        changed records in the store's form (one bytes object, built in C:
+        no Python work per job) and the changed queues [(jobid, queue)];
+        forgets that they changed (`redirty` if the write failed). all:
+        every record (a compaction)."""
+        queues = self.queues
+        qrows = [(j, queues[j]) for j in self._queue_dirty if j in queues]
+        self._queue_dirty = set()
+        # The log grows by every batch's records: once it holds four times
+        # what the records take (and 64 MiB), this write is all of them and
+        # replaces the log (Store.write_batch: compact).
+        compact = all or (self.logged > COMPACT_BYTES and self.logged > 4 * self.hist.memory_bytes())
+        blob = self.hist.dump(compact)
+        self.logged = len(blob) if compact else self.logged + len(blob)
+        return blob, qrows, compact
 
-    def load(self, rows: Iterable[tuple[int, str | None, float | None, float | None, int, bytes]]) -> None:
-        """Rows as `rows()` gives them (from the store at start)."""
-        jobs = self.jobs
-        for jobid, queue, start, ended, n, blob in rows:
-            h = History()
-            h.values.frombytes(blob)
-            h.n = n
-            h.start = start
-            h.ended = ended
-            if queue is not None:
-                self._set_queue(h, queue)
-            jobs[jobid] = h
-        self.version += 1
+    def redirty(self, rows: tuple[bytes, list[tuple[int, str]], bool]) -> None:
+        blob, qrows, _compact = rows
+        self.hist.redirty_dump(blob)
+        self._queue_dirty.update(j for j, _ in qrows)
+
+    def load(self, dumps: Iterable[bytes], queues: Iterable[tuple[int, str]]) -> None:
+        """The store's dumps (in order) and queues, at start."""
+        for blob in dumps:
+            self.hist.load_dump(blob)
+            self.logged += len(blob)
+        for jobid, queue in queues:
+            q = self._names.get(queue)
+            if q is None:
+                q = self._names.setdefault(queue, queue) if len(self._names) < 4096 else queue
+            self.queues[jobid] = q
+        self._qversion += 1
 
     def memory_bytes(self) -> int:
-        """Bytes the histories hold (objects, arrays, the dict), estimated."""
+        """Bytes the histories hold: the C records, and the queue map."""
         import sys
 
-        total = sys.getsizeof(self.jobs)
-        for h in self.jobs.values():
-            total += sys.getsizeof(h) + sys.getsizeof(h.values)
-        return total
+        return self.hist.memory_bytes() + sys.getsizeof(self.queues)
 
     # -- the report ---------------------------------------------------------------
+
+    def _all(self) -> Iterable[tuple[int, History]]:
+        for jobid in self.hist.ids():
+            h = self.get(jobid)
+            if h is not None:
+                yield jobid, h
 
     def report(
         self,
@@ -240,7 +259,7 @@ class Accuracy:
         users: dict[int, _Group] = {}
         records = []
         hs = self.horizons
-        for jobid, h in self.jobs.items():
+        for jobid, h in self._all():
             start = h.start
             t = start if start is not None else h.ended
             if t is None or not h.values:
@@ -295,7 +314,7 @@ class Accuracy:
                     visible: Callable[[int, int], bool] | None = None) -> list[float]:
         """start - last estimate of every started job the reader may see (the histogram)."""
         out = []
-        for jobid, h in self.jobs.items():
+        for jobid, h in self._all():
             if h.start is None or not h.values:
                 continue
             if visible is not None:

@@ -218,6 +218,20 @@ class JobTable:
             _raise_from(self._ctx)
         return r == 1
 
+    def annotate_sched(self, id: int, patch: bytes, hist: "EstimateHistory", at: float) -> int:
+        """`annotate` for the scheduler's hot path (internal): also records
+        the estimate the patch names in `hist` at `at` (< 0: now) in the
+        same C call (fa_table_annotate_sched). Returns 0 unchanged, else 1
+        | SCHED_QUEUE | SCHED_SLOW (the caller reads the text itself)."""
+        try:
+            r: int = _annotate_sched(self._t, hist._h, id, patch, len(patch), at)
+        except (OverflowError, TypeError):
+            _check_id(id)
+            raise
+        if r < 0:
+            _raise_from(self._ctx)
+        return r
+
     def annotate_many(self, ids: Iterable[int], patches: Sequence[Patch] | Iterable[Patch]) -> int:
         """Apply patches[i] to ids[i] in order in one C call; how many changed.
 
@@ -570,3 +584,122 @@ def _sched_fields(tree: Any) -> tuple[float | bool | None, str | None]:
 
 
 sched_fields = _sched_fields
+
+
+# -- estimate histories (fa_hist.c, docs/accuracy.md) ---------------------------
+
+_annotate_sched = lib.fa_table_annotate_sched
+#: bits of JobTable.annotate_sched / EstimateHistory.note beyond "changed"
+SCHED_QUEUE = lib.FA_QUEUE << 1
+SCHED_SLOW = lib.FA_SCAN_SLOW << 1
+HIST_MAX = lib.FA_HIST_MAX
+_NAN = float("nan")
+
+
+def _nan_none(x: float) -> float | None:
+    return None if x != x else x
+
+
+class EstimateHistory:
+    """Every job's estimate history in C (internal; `accuracy.Accuracy` is
+    its Python face): pairs (t_estimate, at), at most HIST_MAX kept."""
+
+    def __init__(self) -> None:
+        h = lib.fa_hist_new()
+        if h == ffi.NULL:
+            raise MemoryError("fa_hist_new")
+        self._h = ffi.gc(h, lib.fa_hist_destroy)
+        self._ctx = lib.fa_hist_ctx(self._h)
+        self._info = ffi.new("fa_hist_info *")
+
+    def estimate(self, id: int, value: float, at: float) -> bool:
+        r = lib.fa_hist_estimate(self._h, id, value, at)
+        if r < 0:
+            _raise_from(self._ctx)
+        return r == 1
+
+    def end(self, id: int, at: float, started: bool) -> bool:
+        r = lib.fa_hist_end(self._h, id, at, 1 if started else 0)
+        if r < 0:
+            _raise_from(self._ctx)
+        return r == 1
+
+    def note(self, id: int, text: bytes, at: float) -> int:
+        """Record the estimate the JSON object text names; SCHED_QUEUE /
+        SCHED_SLOW (shifted as annotate_sched's) when the caller must look."""
+        return int(lib.fa_hist_note(self._h, id, text, len(text), at)) << 1
+
+    def get(self, id: int) -> tuple[list[float], int, float | None, float | None] | None:
+        """(pairs flat [t_estimate, at, ...], n, start, ended) or None."""
+        info = self._info
+        if not lib.fa_hist_get(self._h, id, info):
+            return None
+        k = info.kept
+        pairs = list(ffi.unpack(info.pairs, 2 * k)) if k else []
+        return pairs, info.n, _nan_none(info.start), _nan_none(info.ended)
+
+    def load(self, id: int, pairs: bytes, n: int, start: float | None, ended: float | None) -> None:
+        kept = len(pairs) // 16
+        r = lib.fa_hist_load(self._h, id, ffi.from_buffer("double[]", pairs), kept, n,
+                             _NAN if start is None else start, _NAN if ended is None else ended)
+        if r < 0:
+            _raise_from(self._ctx)
+
+    def pairs_bytes(self, id: int) -> bytes:
+        info = self._info
+        if not lib.fa_hist_get(self._h, id, info):
+            return b""
+        return bytes(ffi.buffer(info.pairs, 16 * info.kept))
+
+    def ids(self) -> list[int]:
+        n = lib.fa_hist_count(self._h)
+        buf = ffi.new("uint64_t[]", max(1, n))
+        k = lib.fa_hist_ids(self._h, buf, n)
+        return list(ffi.unpack(buf, k))
+
+    def take_dirty(self) -> list[int]:
+        n = lib.fa_hist_dirty_count(self._h)
+        if not n:
+            return []
+        buf = ffi.new("uint64_t[]", n)
+        k = lib.fa_hist_take_dirty(self._h, buf, n)
+        return list(ffi.unpack(buf, k))
+
+    def dirty_count(self) -> int:
+        return int(lib.fa_hist_dirty_count(self._h))
+
+    def mark_dirty(self, id: int) -> None:
+        if lib.fa_hist_mark_dirty(self._h, id) < 0:
+            _raise_from(self._ctx)
+
+    def dump(self, all: bool = False) -> bytes:
+        """The dirty records (or all) in the store's form (fa_hist_dump);
+        none is dirty afterwards."""
+        if lib.fa_hist_dump(self._h, 1 if all else 0) < 0:
+            _raise_from(self._ctx)
+        n = ffi.new("size_t *")
+        p = lib.fa_ctx_output(self._ctx, n)
+        return bytes(ffi.buffer(p, n[0]))
+
+    def load_dump(self, data: bytes) -> None:
+        if lib.fa_hist_load_dump(self._h, data, len(data)) < 0:
+            _raise_from(self._ctx)
+
+    def redirty_dump(self, data: bytes) -> None:
+        if lib.fa_hist_redirty_dump(self._h, data, len(data)) < 0:
+            _raise_from(self._ctx)
+
+    def __len__(self) -> int:
+        return int(lib.fa_hist_count(self._h))
+
+    def memory_bytes(self) -> int:
+        return int(lib.fa_hist_memory(self._h))
+
+    def version(self) -> int:
+        return int(lib.fa_hist_version(self._h))
+
+    def bad(self) -> int:
+        return int(lib.fa_hist_bad(self._h))
+
+    def add_bad(self, n: int = 1) -> None:
+        lib.fa_hist_add_bad(self._h, n)

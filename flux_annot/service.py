@@ -55,7 +55,16 @@ from . import replay
 from .accuracy import Accuracy
 from .accuracy import histogram as _histogram
 from .config import Config
-from .core import BAD_ESTIMATE, ApplyInfo, JobTable, Limits, SchedScanner, sched_fields
+from .core import (
+    BAD_ESTIMATE,
+    SCHED_QUEUE,
+    SCHED_SLOW,
+    ApplyInfo,
+    JobTable,
+    Limits,
+    SchedScanner,
+    sched_fields,
+)
 from .errors import E2BIG, EAGAIN, EEXIST, EINVAL, ENOENT, EPERM, EPROTO, AnnotError, error
 from .events import EventHub, Subscription
 from .limits import RateLimiter, UserBytes
@@ -244,6 +253,8 @@ class AnnotationService:
         # docs/accuracy.md: every job's estimate history (rows go with the batches)
         self.estimates = Accuracy(cfg.accuracy.horizons)
         self._scan_sched = SchedScanner().scan
+        self._hist = self.estimates.hist  # the C records (JobTable.annotate_sched fills them)
+        self._wall_clock = clock is None  # the C side reads the wall clock itself
         self._acc_cache: tuple[float, int, dict[str, Any]] | None = None  # stats() summary
         self.store = None
         if store is not None:
@@ -282,7 +293,13 @@ class AnnotationService:
         for userid, n in r.totals.items():
             add(userid, n)
         self.notes.update(r.notes)
-        self.estimates.load(self.store.estimate_rows())
+        store = self.store
+        dumps = store.estimate_dumps()
+        self.estimates.load(dumps, store.estimate_queues())
+        if len(dumps) > 1:  # compact the log: one row of every record
+            full = self.estimates.hist.dump(all=True)
+            store.compact_estimates(full)
+            self.estimates.logged = len(full)
 
     # -- batches -------------------------------------------------------------
 
@@ -415,10 +432,9 @@ class AnnotationService:
             if job.user_bytes:
                 # Inactive jobs no longer count toward the per-user total.
                 self.user_bytes.add(job.userid, -job.user_bytes)
-            if id in self.estimates.jobs:
-                self.estimates.left(id, now)  # counts only if it never started
-        elif state == RUN and id in self.estimates.jobs:
-            self.estimates.started(id, now)
+            self._hist.end(id, now, False)  # counts only if it had one and never started
+        elif state == RUN:
+            self._hist.end(id, now, True)
         self.hub.record_transition(id, state, now)
         self._touched(3)  # the transition and the caller's entries
 
@@ -437,7 +453,26 @@ class AnnotationService:
         left out and counted."""
         text = self.table.get(id)
         if text is not None:
-            self._record_estimate(id, *self._scan_sched(text), at)
+            r = self._hist.note(id, text, at)
+            if r:
+                self._sched_extra(id, text, r, at)
+
+    def _sched_extra(self, id: int, text: bytes, bits: int, at: float) -> None:
+        """What the C scan left to Python (rare): the queue the text names
+        (SCHED_QUEUE), or the whole estimate when the text has escapes in
+        its keys or a long number (SCHED_SLOW). at < 0: now."""
+        if bits & SCHED_SLOW:
+            est, queue = sched_fields(json.loads(text))
+            if est is not None and est is not BAD_ESTIMATE:
+                self.estimates.estimate(id, est, at if at >= 0 else _now(), queue)  # type: ignore[arg-type]
+            elif est is BAD_ESTIMATE:
+                self.estimates.count_bad()
+            elif queue is not None:
+                self.estimates.set_queue(id, queue)
+        elif bits & SCHED_QUEUE:
+            queue = self._scan_sched(text)[1]
+            if queue is not None and self.estimates.queues.get(id) != queue:
+                self.estimates.set_queue(id, queue)
 
     def _note_estimate_tree(self, id: int, tree: Any, at: float) -> None:
         """`_note_estimate` for a tree already decoded (the Flux mirror's events)."""
@@ -637,10 +672,16 @@ class AnnotationService:
                 changed = info.changed
                 if info.new_ns_len != info.old_ns_len:
                     self._account(job, info)
+                if changed and b"t_estimate" in data:
+                    self._note_estimate(id, self._now())
             else:
                 # The scheduler cannot touch `user`: no byte accounting needed,
-                # so the plain C call (table limits = owner limits) will do.
-                changed = self.table.annotate(id, data)
+                # so the plain C call (table limits = owner limits) will do;
+                # the same call records the estimate it names (docs/accuracy.md).
+                changed = self.table.annotate_sched(
+                    id, data, self._hist, -1.0 if self._wall_clock else self._now())
+                if changed > 1:
+                    self._sched_extra(id, data, changed, -1.0)
         except AnnotError as exc:
             raise self._reject("invalid", exc) from None
         except RecursionError:
@@ -652,8 +693,6 @@ class AnnotationService:
                 "invalid", error(EPROTO, f"alloc response annotations are not valid JSON: {exc}")
             ) from None
         job.durable = False  # ANNOTATE's notes are volatile until a SUCCESS snapshot
-        if changed and b"t_estimate" in data:
-            self._note_estimate(id, self._now())
         if changed:
             self._n_open += 1
             if self._t0 is None:
@@ -992,7 +1031,7 @@ class AnnotationService:
         else:
             rep = acc.report(self._userid_of, jobs=False)
             out = {
-                "jobs_with_estimates": len(acc.jobs),
+                "jobs_with_estimates": len(acc),
                 "jobs_started": rep["jobs_started"],
                 "jobs_never_started": rep["jobs_never_started"],
                 "last": rep["last"],

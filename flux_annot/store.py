@@ -29,9 +29,9 @@ the batch's transaction, so a restart reads one row per job instead of the
 whole eventlog (schema 2; a schema-1 file, from before any release, is
 refused rather than migrated). Schema 3 keys the eventlog by (seq, idx)
 (see _MIGRATE_2); a schema-2 file is migrated in one transaction at open.
-Schema 4 adds `estimates(id, queue, start, ended, n, history)`, the jobs'
-estimate histories (docs/accuracy.md; see _ESTIMATES); a schema-3 file
-gets the table, empty, at open.
+Schema 4 adds `estimate_log(seq, records)` and `estimate_queue(id, queue)`,
+the jobs' estimate histories (docs/accuracy.md; see _ESTIMATES); a schema-3
+file gets the tables, empty, at open.
 
 Job ids are unsigned 64-bit; SQLite integers are signed, so an id >= 2**63
 is stored as id - 2**64 (two's complement) and converted back on read.
@@ -134,19 +134,23 @@ CREATE TABLE %s (
 ) WITHOUT ROWID;
 """
 
-# Schema 4: the estimate history of every job that had one (docs/accuracy.md),
-# one row per job, rewritten with the batch that changed it: `history` the
-# pairs (t_estimate, at) as little-endian doubles, `n` how many distinct
-# values it had (more than the kept pairs when some were dropped), `start`
-# its allocation's time, `ended` when it left without starting.
+# Schema 4: the estimate histories (docs/accuracy.md). `estimate_log`: per
+# batch that changed any, one row holding those jobs' whole records in the
+# C core's form (fa_hist_dump: id, start, ended, n, kept, the kept pairs
+# (t_estimate, at) as doubles); a later record of a job replaces an earlier
+# one. One row a batch, not a row a job: the scheduler's notes change
+# thousands of estimates a second, and a row per job cost the loop more
+# than recording them. Compacted (every record in one row, older rows
+# deleted) at start and when the log outgrows the records
+# (`compact_estimates`). `estimate_queue`: the jobs' `sched.queue`.
 _ESTIMATES = """
-CREATE TABLE estimates (
+CREATE TABLE estimate_log (
+    seq INTEGER PRIMARY KEY,
+    records BLOB NOT NULL
+);
+CREATE TABLE estimate_queue (
     id INTEGER PRIMARY KEY,
-    queue TEXT,
-    start REAL,
-    ended REAL,
-    n INTEGER NOT NULL,
-    history BLOB NOT NULL
+    queue TEXT NOT NULL
 );
 """
 
@@ -171,7 +175,7 @@ INSERT INTO meta (key, value) VALUES ('last_seq', 0);
 
 _EXPECTED_TABLES_3 = {"jobs", "eventlog", "meta"}
 
-_EXPECTED_TABLES = {"jobs", "eventlog", "meta", "estimates"}
+_EXPECTED_TABLES = {"jobs", "eventlog", "meta", "estimate_log", "estimate_queue"}
 
 # Schema 2 -> 3: the eventlog keyed by (seq, idx) instead of (id, seq, idx).
 # A batch's entries then go to the end of the table (a few pages per
@@ -186,7 +190,7 @@ ALTER TABLE eventlog3 RENAME TO eventlog;
 PRAGMA user_version=3;
 COMMIT;
 """
-# Schema 3 -> 4: the estimates table, empty (the histories start now).
+# Schema 3 -> 4: the estimate tables, empty (the histories start now).
 _MIGRATE_3 = "BEGIN IMMEDIATE;" + _ESTIMATES + "PRAGMA user_version=4;\nCOMMIT;\n"
 
 _TREE_NAMES = frozenset(_replay.TREE_NAMES)
@@ -406,9 +410,10 @@ class Store:
         nothing is written and the error is raised (the caller must not
         publish the batch). first_seq: this write also covers the seqs from
         first_seq on, batches that had nothing to write (published while
-        the store was failing); default seq. estimates: rows (jobid, queue,
-        start, ended, n, history bytes) of estimate histories to write
-        (`accuracy.Accuracy.rows`), replacing the jobs' previous rows.
+        the store was failing); default seq. estimates: (records, queues) of
+        the estimate histories changed (`accuracy.Accuracy.rows`): the
+        records' bytes become this batch's `estimate_log` row, the queues
+        [(jobid, queue)] replace the jobs' previous ones.
         """
         if (seq if first_seq is None else first_seq) != self._last_seq + 1 or (
             first_seq is not None and first_seq > seq
@@ -510,11 +515,17 @@ class Store:
                     [(note, _to_db(jobid)) for jobid, note in notes.items()],
                 )
             if estimates:
-                _insert_rows(
-                    db, "INSERT OR REPLACE INTO estimates (id, queue, start, ended, n, history) "
-                    "VALUES ", 6,
-                    [(_to_db(j), q, st, en, n, h) for j, q, st, en, n, h in estimates],
-                )
+                records, queues, compact = estimates
+                if compact:  # the records are all of them: the older log goes
+                    db.execute("DELETE FROM estimate_log")
+                if records:
+                    db.execute("INSERT OR REPLACE INTO estimate_log (seq, records) VALUES (?, ?)",
+                               (seq, records))
+                if queues:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO estimate_queue (id, queue) VALUES (?, ?)",
+                        [(_to_db(j), q) for j, q in queues],
+                    )
             db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
             db.execute("COMMIT")
         except BaseException as exc:
@@ -581,22 +592,41 @@ class Store:
             % _STATE_CASE
         )
 
-    def estimate_rows(self):
-        """Every estimate history: [(jobid, queue, start, ended, n, history bytes)]."""
-        rows = self._query("SELECT id, queue, start, ended, n, history FROM estimates")
-        return [(_from_db(r[0]),) + tuple(r[1:]) for r in rows]
+    def estimate_dumps(self):
+        """The estimate log's records, oldest batch first: [bytes]."""
+        return [bytes(r[0]) for r in self._query("SELECT records FROM estimate_log ORDER BY seq")]
+
+    def estimate_queues(self):
+        """[(jobid, queue)] of the jobs with a `sched.queue`."""
+        return [(_from_db(i), q) for i, q in self._query("SELECT id, queue FROM estimate_queue")]
+
+    def estimate_log_bytes(self):
+        """(rows, bytes) of the estimate log."""
+        return tuple(self._query(
+            "SELECT COUNT(*), COALESCE(SUM(length(records)), 0) FROM estimate_log")[0])
+
+    def compact_estimates(self, records):
+        """Replace the whole estimate log by one row of every record (the
+        service's full dump), keyed by the last seq. One transaction; an
+        error leaves the log as it was (it is compacted another time)."""
+        try:
+            with self._db:
+                self._db.execute("DELETE FROM estimate_log")
+                if records:
+                    self._db.execute("INSERT INTO estimate_log (seq, records) VALUES (?, ?)",
+                                     (self._last_seq, records))
+        except sqlite3.Error:
+            pass
 
     def estimates_bytes(self):
         """Bytes of the file's pages holding the estimate histories (SQLite's
         dbstat; the rows' own bytes where SQLite lacks it)."""
         try:
             return self._db.execute(
-                "SELECT SUM(pgsize) FROM dbstat WHERE name='estimates'"
+                "SELECT SUM(pgsize) FROM dbstat WHERE name IN ('estimate_log', 'estimate_queue')"
             ).fetchone()[0] or 0
         except sqlite3.Error:
-            return self._db.execute(
-                "SELECT COALESCE(SUM(length(history) + 40), 0) FROM estimates"
-            ).fetchone()[0]
+            return self.estimate_log_bytes()[1]
 
     def notes(self):
         """{jobid: note} of the jobs with an exception note (few)."""

@@ -135,7 +135,7 @@ def test_repeats_counted_once_and_the_bound(clock):
     assert job["estimates"] == 100
     assert job["first"] == {"t_estimate": 5000.0, "at": 1000.0}
     assert job["last"] == {"t_estimate": 5099.0, "at": 1198.0}
-    h = svc.estimates.jobs[1]
+    h = svc.estimates.get(1)
     assert len(h.values) == 2 * MAX_VALUES  # bounded: the first two and the latest 62
     # kept: 5000 @1000, 5001 @1002, then 5038 @1076 ... 5099 @1198
     r = svc.accuracy(OWNER)
@@ -229,7 +229,8 @@ def test_schema_3_store_gets_the_histories_table(clock, tmp_path):
     svc.submit(1, ALICE, 990.0)
     svc.close()
     db = sqlite3.connect(path)
-    db.execute("DROP TABLE estimates")
+    db.execute("DROP TABLE estimate_log")
+    db.execute("DROP TABLE estimate_queue")
     db.execute("PRAGMA user_version=3")
     db.commit()
     db.close()

@@ -51,7 +51,7 @@ def test_schema_2_store_is_migrated_with_everything_in_it(tmp_path):
     svc.close()
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
-    assert db.execute("SELECT COUNT(*) FROM estimates").fetchone()[0] == 0
+    assert db.execute("SELECT COUNT(*) FROM estimate_log").fetchone()[0] == 0
     cols = {r[1]: r[5] for r in db.execute("PRAGMA table_info(eventlog)")}  # name -> pk rank
     assert (cols["seq"], cols["idx"], cols["id"]) == (1, 2, 0)
     db.close()
