@@ -291,7 +291,7 @@ class Accuracy:
                         if e is not None:
                             g.horizons[i].append(e)
             if jobs:
-                records.append({
+                records.append({  # one job's record (docs/accuracy.md)
                     "id": jobid,
                     "userid": uid,
                     "queue": q,
@@ -306,7 +306,7 @@ class Accuracy:
         if by == "user":
             out["by_user"] = {str(u): users[u].out(keys) for u in sorted(users)}
         if jobs:
-            records.sort(key=lambda r: r["id"])
+            records.sort(key=lambda r: int(r["id"]))  # type: ignore[call-overload]
             out["jobs"] = records
         return out
 

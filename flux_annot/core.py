@@ -635,7 +635,7 @@ class EstimateHistory:
         if not lib.fa_hist_get(self._h, id, info):
             return None
         k = info.kept
-        pairs = list(ffi.unpack(info.pairs, 2 * k)) if k else []
+        pairs: list[float] = list(ffi.unpack(info.pairs, 2 * k)) if k else []  # floats: a double[]
         return pairs, info.n, _nan_none(info.start), _nan_none(info.ended)
 
     def load(self, id: int, pairs: bytes, n: int, start: float | None, ended: float | None) -> None:

@@ -294,6 +294,7 @@ class AnnotationService:
             add(userid, n)
         self.notes.update(r.notes)
         store = self.store
+        assert store is not None
         dumps = store.estimate_dumps()
         self.estimates.load(dumps, store.estimate_queues())
         if len(dumps) > 1:  # compact the log: one row of every record
@@ -464,7 +465,7 @@ class AnnotationService:
         if bits & SCHED_SLOW:
             est, queue = sched_fields(json.loads(text))
             if est is not None and est is not BAD_ESTIMATE:
-                self.estimates.estimate(id, est, at if at >= 0 else _now(), queue)  # type: ignore[arg-type]
+                self.estimates.estimate(id, est, at if at >= 0 else _now(), queue)
             elif est is BAD_ESTIMATE:
                 self.estimates.count_bad()
             elif queue is not None:
@@ -485,7 +486,7 @@ class AnnotationService:
         if est is BAD_ESTIMATE:
             self.estimates.count_bad()
         else:
-            self.estimates.estimate(id, est, at, queue)  # type: ignore[arg-type]
+            self.estimates.estimate(id, est, at, queue)
 
     def _discard_sched(self, id: int, job: Job) -> None:
         info = self.table.apply(id, _DISCARD_SCHED, self.owner_limits, _NS_USER)
