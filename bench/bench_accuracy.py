@@ -87,21 +87,25 @@ def start_server(tmp, name, record):
     return proc, path
 
 
-def estimate_frames(jobs, count, start_mt, t0):
-    """ANNOTATE alloc responses; job j's estimate moves by 1 s on each of its turns."""
+def estimate_frames(jobs, count, start_mt, t0, every=1):
+    """ANNOTATE alloc responses, each job's note on each of its turns (its
+    jobs_ahead changes every turn, so every request changes the job); its
+    estimate moves by 1 s on every `every`-th turn (1: every request is a
+    new estimate, the worst case)."""
     from flux_annot import protocol
 
     frames = []
     for i in range(count):
         jid = 1 + i % jobs
-        ann = {"sched": {"t_estimate": t0 + 3600.0 + (i // jobs), "jobs_ahead": jid % 50,
+        turn = i // jobs
+        ann = {"sched": {"t_estimate": t0 + 3600.0 + turn // every, "jobs_ahead": turn % 50,
                          "reason_pending": "resources"}}
         frames.append(protocol.request("job-manager.alloc-response", start_mt + i,
                                        {"id": jid, "type": 1, "annotations": ann}))
     return frames
 
 
-def hot_path(jobs, requests, rounds):
+def hot_path(jobs, requests, rounds, every=1):
     from bench_rpc import Pipe, measure
     from flux_annot import protocol
 
@@ -120,7 +124,7 @@ def hot_path(jobs, requests, rounds):
         for r in range(rounds + 1):  # round 0 warms up
             for name in ("with", "without") if r % 2 == 0 else ("without", "with"):
                 proc, pipe, mt = servers[name]
-                frames = estimate_frames(jobs, requests, mt, t0 + r * requests)
+                frames = estimate_frames(jobs, requests, mt, t0 + r * requests, every)
                 servers[name][2] = mt + len(frames)
                 res = measure(pipe, frames, 256, proc.pid)
                 if r:
@@ -129,6 +133,7 @@ def hot_path(jobs, requests, rounds):
         best = {k: max(v, key=lambda x: x["rate"]) for k, v in runs.items()}
         return {
             "jobs": jobs, "requests": requests, "rounds": rounds, "error_replies": errors,
+            "every": every,
             "rate_with": best["with"]["rate"], "rate_without": best["without"]["rate"],
             "cpu_us_with": min(x["server_cpu"] for x in runs["with"]) / requests * 1e6,
             "cpu_us_without": min(x["server_cpu"] for x in runs["without"]) / requests * 1e6,
@@ -142,7 +147,7 @@ def hot_path(jobs, requests, rounds):
             proc.wait()
 
 
-def hot_path_in_process(jobs, requests, rounds):
+def hot_path_in_process(jobs, requests, rounds, every=1):
     """The server's entry point for a hot ANNOTATE frame, without a socket:
     the service's CPU per request with and without recording, alternating."""
     from flux_annot.service import AnnotationService
@@ -151,7 +156,7 @@ def hot_path_in_process(jobs, requests, rounds):
         text = svc._alloc_annotate_text
         keys = {"sched": None}
         data = [b'{"sched":{"t_estimate":%r,"jobs_ahead":%d,"reason_pending":"resources"}}'
-                % (base + i // jobs, i % 50) for i in range(requests)]
+                % (base + (i // jobs) // every, (i // jobs) % 50) for i in range(requests)]
         t = time.process_time()
         for i, d in enumerate(data):
             text(1 + i % jobs, d, keys)
@@ -170,7 +175,7 @@ def hot_path_in_process(jobs, requests, rounds):
             svc.flush()
             if r:
                 out[name].append(us)
-    return {"us_with": min(out["with"]), "us_without": min(out["without"]),
+    return {"every": every, "us_with": min(out["with"]), "us_without": min(out["without"]),
             "recorded_jobs": len(plain.estimates), "recorded_off": len(off.estimates)}
 
 
@@ -178,8 +183,6 @@ def hot_path_in_process(jobs, requests, rounds):
 
 
 def cost_per_job(njobs, values):
-    import tracemalloc
-
     from flux_annot.policy import Cred
     from flux_annot.service import AnnotationService
 
@@ -189,8 +192,6 @@ def cost_per_job(njobs, values):
     for j in range(njobs):
         svc.submit(1 + j, 1000 + j % 7)
     svc.flush()
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
     text = svc._alloc_annotate_text
     keys = {"sched": None}
     for v in range(values):
@@ -202,16 +203,19 @@ def cost_per_job(njobs, values):
     for j in range(njobs):
         svc.alloc_response({"id": 1 + j, "type": 0})
     svc.flush()
-    traced = tracemalloc.get_traced_memory()[0] - before
-    tracemalloc.stop()
     mem = svc.estimates.memory_bytes()
     t = time.perf_counter()
     rep = svc.accuracy(Cred(0, owner=True))
     report_s = time.perf_counter() - t
+    log_b = svc.store.estimates_bytes()
+    svc.close()
+    # a restart compacts the log to one row of every record: the steady cost
+    svc = AnnotationService(store=os.path.join(tmp, "s.db"))
+    assert svc.accuracy(Cred(0, owner=True))["jobs_started"] == njobs
     store_b = svc.store.estimates_bytes()
     svc.close()
     return {"jobs": njobs, "values": values, "memory_per_job": mem / njobs,
-            "traced_per_job": traced / njobs, "store_per_job": store_b / njobs,
+            "store_per_job": store_b / njobs, "log_per_job": log_b / njobs,
             "report_seconds": report_s, "started": rep["jobs_started"]}
 
 
@@ -338,25 +342,30 @@ def main():
     out = {"load_start": os.getloadavg()[0]}
     print(f"estimate accuracy bench, load average {out['load_start']:.1f}")
 
-    hp = hot_path(args.hot_jobs, args.hot_requests, args.rounds)
-    out["hot_socket"] = hp
-    lower = 100 * (1 - hp["rate_with"] / hp["rate_without"])
-    print(f"ANNOTATE over the socket, {hp['requests']:,} requests x {hp['rounds']} rounds, "
-          f"every one a new estimate: with recording {hp['rate_with']:,.0f}/s "
-          f"({hp['cpu_us_with']:.2f} µs server CPU), without {hp['rate_without']:,.0f}/s "
-          f"({hp['cpu_us_without']:.2f} µs): {lower:+.1f}% lower (target <= 5%)")
-    ip = hot_path_in_process(args.hot_jobs, args.hot_requests, args.rounds)
-    out["hot_in_process"] = ip
-    print(f"in process (_alloc_annotate_text): {ip['us_with']:.2f} µs with recording, "
-          f"{ip['us_without']:.2f} µs without: "
-          f"{100 * (ip['us_with'] / ip['us_without'] - 1):+.1f}% CPU per request")
+    for every, what in ((1, "every request a new estimate (worst case)"),
+                        (10, "a new estimate every 10th turn of a job")):
+        hp = hot_path(args.hot_jobs, args.hot_requests, args.rounds, every)
+        out[f"hot_socket_{every}"] = hp
+        lower = 100 * (1 - hp["rate_with"] / hp["rate_without"])
+        hp["lower_pct"] = lower
+        print(f"ANNOTATE over the socket, {hp['requests']:,} requests x {hp['rounds']} rounds, "
+              f"{what}: with recording {hp['rate_with']:,.0f}/s "
+              f"({hp['cpu_us_with']:.2f} µs server CPU), without {hp['rate_without']:,.0f}/s "
+              f"({hp['cpu_us_without']:.2f} µs): {lower:+.1f}% lower "
+              f"({'ok' if lower <= 5 else 'MISSED'}: target <= 5%)")
+        ip = hot_path_in_process(args.hot_jobs, args.hot_requests, args.rounds, every)
+        ip["more_pct"] = 100 * (ip["us_with"] / ip["us_without"] - 1)
+        out[f"hot_in_process_{every}"] = ip
+        print(f"  in process (_alloc_annotate_text, no socket): {ip['us_with']:.2f} µs with "
+              f"recording, {ip['us_without']:.2f} µs without: {ip['more_pct']:+.1f}% CPU "
+              "per request")
     for values in (5, 64):
         c = cost_per_job(args.cost_jobs, values)
         out[f"cost_{values}"] = c
         print(f"{c['jobs']:,} jobs x {values} estimates, started: history memory "
-              f"{c['memory_per_job']:.0f} B/job (tracemalloc: {c['traced_per_job']:.0f} B/job), "
-              f"store {c['store_per_job']:.0f} B/job; the report over them "
-              f"{c['report_seconds'] * 1000:.0f} ms")
+              f"{c['memory_per_job']:.0f} B/job, store {c['store_per_job']:.0f} B/job "
+              f"(compacted; {c['log_per_job']:.0f} B/job of log before the restart compacted "
+              f"it); the report over them {c['report_seconds'] * 1000:.0f} ms")
     if args.prefix and args.fluxion:
         fx = fluxion_workload(args.prefix, args.fluxion, args.jobs, args.cores, args.png)
         from flux_annot.store import Store

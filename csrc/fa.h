@@ -325,6 +325,9 @@ unsigned fa_hist_note (fa_hist *h, uint64_t id, const char *text, size_t len, do
  * record is dirty afterwards. Returns the number of records, or -1 ENOMEM
  * (then they stay dirty). */
 long fa_hist_dump (fa_hist *h, int all);
+/* The dump has been copied: release a large output buffer (a dump of every
+ * record must not stay allocated). */
+void fa_hist_dump_done (fa_hist *h);
 /* Install the records of a dump (later ones replace earlier ones of the
  * same job). 0, -1 EINVAL (truncated or corrupt: the records before it stay
  * installed) or ENOMEM. */

@@ -516,3 +516,11 @@ int fa_hist_redirty_dump (fa_hist *h, const char *buf, size_t len)
     fa_begin (h->ctx);
     return walk (h, buf, len, 1);
 }
+
+void fa_hist_dump_done (fa_hist *h)
+{
+    if (h->ctx->out.cap > 65536)
+        fa_buf_free (h->ctx, &h->ctx->out);
+    else
+        h->ctx->out.len = 0;
+}

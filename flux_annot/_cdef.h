@@ -119,3 +119,4 @@ int fa_table_annotate_sched (fa_table *t, fa_hist *h, uint64_t id, const char *p
 long fa_hist_dump (fa_hist *h, int all);
 int fa_hist_load_dump (fa_hist *h, const char *buf, size_t len);
 int fa_hist_redirty_dump (fa_hist *h, const char *buf, size_t len);
+void fa_hist_dump_done (fa_hist *h);

@@ -36,8 +36,8 @@ MAX_VALUES = 64  # = FA_HIST_MAX (csrc/fa.h)
 
 DEFAULT_QUEUE = "default"
 
-#: the store's estimate log is compacted past this many bytes (and 4x the records)
-COMPACT_BYTES = 64 << 20
+#: the store's estimate log is compacted past this many bytes (and twice the records)
+COMPACT_BYTES = 8 << 20
 
 
 class History:
@@ -202,10 +202,11 @@ class Accuracy:
         queues = self.queues
         qrows = [(j, queues[j]) for j in self._queue_dirty if j in queues]
         self._queue_dirty = set()
-        # The log grows by every batch's records: once it holds four times
-        # what the records take (and 64 MiB), this write is all of them and
-        # replaces the log (Store.write_batch: compact).
-        compact = all or (self.logged > COMPACT_BYTES and self.logged > 4 * self.hist.memory_bytes())
+        # The log grows by every batch's records: once it holds twice what
+        # the records take (and COMPACT_BYTES), this write is all of them and
+        # replaces the log (Store.write_batch: compact): each byte written is
+        # rewritten at most about once more.
+        compact = all or (self.logged > COMPACT_BYTES and self.logged > 2 * self.hist.memory_bytes())
         blob = self.hist.dump(compact)
         self.logged = len(blob) if compact else self.logged + len(blob)
         return blob, qrows, compact

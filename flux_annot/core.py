@@ -679,7 +679,9 @@ class EstimateHistory:
             _raise_from(self._ctx)
         n = ffi.new("size_t *")
         p = lib.fa_ctx_output(self._ctx, n)
-        return bytes(ffi.buffer(p, n[0]))
+        out = bytes(ffi.buffer(p, n[0]))
+        lib.fa_hist_dump_done(self._h)
+        return out
 
     def load_dump(self, data: bytes) -> None:
         if lib.fa_hist_load_dump(self._h, data, len(data)) < 0:
