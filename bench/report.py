@@ -956,10 +956,7 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
             L.append(f"Not run: {fx.get('error')}.")
             L.append("")
         if fx.get("raw"):
-            L.append("```")
-            L.append(fx["raw"])
-            L.append("```")
-            L.append("")
+            _fenced(L, fx["raw"])
     for key, title, text in (
         ("top", "`top` (bench/bench_top.py)",
          "The objects `flux-annotate top` runs (the live model fed by its thread, the view, "
@@ -1000,6 +997,10 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
         f.write("\n".join(L))
 
 
+def _fenced(L, text):
+    L.extend(["```", text, "```", ""])
+
+
 def accuracy_section(L, acc):
     L.append("## Estimate accuracy (bench/bench_accuracy.py)")
     L.append("")
@@ -1027,10 +1028,7 @@ def accuracy_section(L, acc):
                  f"{'yes' if fx['summary_equals_records'] else 'NO'}; store "
                  f"{fx['store_per_job']:.0f} B per job with a history.")
         L.append("")
-        L.append("```")
-        L.append(fx["table"].rstrip())
-        L.append("```")
-        L.append("")
+        _fenced(L, fx["table"].rstrip())
         if fx.get("png") and not fx.get("plot_note"):
             L.append(f"![first and last estimate's error, Fluxion]({os.path.basename(fx['png'])})")
             L.append("")
@@ -1038,10 +1036,7 @@ def accuracy_section(L, acc):
         L.append(f"Fluxion workload not run: {fx['error']}.")
         L.append("")
     if acc.get("raw"):
-        L.append("```")
-        L.append(acc["raw"])
-        L.append("```")
-        L.append("")
+        _fenced(L, acc["raw"])
 
 
 def flood_section(L, flood):
