@@ -321,16 +321,19 @@ int fa_hist_mark_dirty (fa_hist *h, uint64_t id);  /* again (a write failed): 1,
 unsigned fa_hist_note (fa_hist *h, uint64_t id, const char *text, size_t len, double at);
 /* The store's form (docs/accuracy.md): the dirty records (all=0) or every
  * record (all=1) one after the other in the ctx output (u64 id, f64 start,
- * f64 ended, u32 n, u32 kept, kept pairs of f64; native byte order); no
- * record is dirty afterwards. Returns the number of records, or -1 ENOMEM
- * (then they stay dirty). */
+ * f64 ended, u32 n, u32 k with the top bit set when the k pairs of f64 that
+ * follow are the whole record, clear when they are only the values given
+ * since the record was last dumped; native byte order); no record is dirty
+ * afterwards. Loading the dumps in order rebuilds the records. Returns the
+ * number of records, or -1 ENOMEM (then they stay dirty). */
 long fa_hist_dump (fa_hist *h, int all);
 /* The dump has been copied: release a large output buffer (a dump of every
  * record must not stay allocated). */
 void fa_hist_dump_done (fa_hist *h);
-/* Install the records of a dump (later ones replace earlier ones of the
- * same job). 0, -1 EINVAL (truncated or corrupt: the records before it stay
- * installed) or ENOMEM. */
+/* Install the records of a dump: a whole record replaces the job's, new
+ * values are appended to it by the rule of fa_hist_estimate. None is dirty
+ * afterwards. 0, -1 EINVAL (truncated, corrupt, or new values of a job
+ * without a record: the records before it stay installed) or ENOMEM. */
 int fa_hist_load_dump (fa_hist *h, const char *buf, size_t len);
 /* Mark the jobs of a dump dirty again (its write failed). 0 / -1. */
 int fa_hist_redirty_dump (fa_hist *h, const char *buf, size_t len);

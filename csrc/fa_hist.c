@@ -27,6 +27,7 @@ typedef struct rec {
     uint32_t kept;       /* pairs in v */
     uint32_t cap;        /* pairs v has room for */
     uint32_t dirty;      /* in the dirty list */
+    uint32_t written;    /* n when last dumped: the values after it are new */
     double *v;           /* kept pairs (t_estimate, at), oldest first */
 } rec;
 
@@ -286,6 +287,7 @@ int fa_hist_load (fa_hist *h, uint64_t id, const double *pairs, uint32_t kept, u
     r->v = nv;
     r->cap = r->kept = kept;
     r->n = n;
+    r->written = n;
     r->start = start;
     r->ended = ended;
     h->version++;
@@ -415,21 +417,34 @@ unsigned fa_hist_note (fa_hist *h, uint64_t id, const char *text, size_t len, do
 }
 
 /* ---- the store's form: records one after the other ------------------------
- * u64 id, f64 start, f64 ended, u32 n, u32 kept, then kept pairs of f64;
- * native byte order (the store is a file of this machine's). */
+ * u64 id, f64 start, f64 ended, u32 n, u32 k | FULL, then k pairs of f64;
+ * native byte order (the store is a file of this machine's). FULL (the top
+ * bit of k): the pairs are the whole record; else they are the values
+ * given since the record was last dumped, appended on load by the same
+ * rule (so a job whose estimate moves writes 48 bytes, not its history). */
 #define REC_HEAD 32
+#define FULL 0x80000000u
 
-static int dump_one (fa_ctx *ctx, const rec *r)
+static int dump_one (fa_ctx *ctx, rec *r, int all)
 {
     char head[REC_HEAD];
+    uint32_t fresh = r->n - r->written; /* values given since the last dump */
+    uint32_t k = r->kept, word = k | FULL;
+    /* Append when every new value is still kept: always while nothing was
+     * ever dropped (kept < FA_HIST_MAX), else when they are among the
+     * latest FA_HIST_MAX - 2 (drops take the third oldest). */
+    if (!all && r->written && fresh <= (r->kept < FA_HIST_MAX ? r->kept : r->kept - 2)) {
+        k = fresh;
+        word = k;
+    }
     memcpy (head, &r->id, 8);
     memcpy (head + 8, &r->start, 8);
     memcpy (head + 16, &r->ended, 8);
     memcpy (head + 24, &r->n, 4);
-    memcpy (head + 28, &r->kept, 4);
+    memcpy (head + 28, &word, 4);
     if (fa_buf_put (ctx, &ctx->out, head, REC_HEAD) < 0)
         return -1;
-    return fa_buf_put (ctx, &ctx->out, r->v, (size_t) r->kept * 16);
+    return fa_buf_put (ctx, &ctx->out, r->v + 2 * (r->kept - k), (size_t) k * 16);
 }
 
 long fa_hist_dump (fa_hist *h, int all)
@@ -442,11 +457,14 @@ long fa_hist_dump (fa_hist *h, int all)
         for (size_t i = 0; i < h->cap; i++) {
             rec *r = h->slots[i];
             if (r && r->kept) {
-                if (dump_one (ctx, r) < 0)
+                if (dump_one (ctx, r, 1) < 0)
                     return -1;
                 k++;
             }
         }
+        for (size_t i = 0; i < h->cap; i++)
+            if (h->slots[i])
+                h->slots[i]->written = h->slots[i]->n;
         for (size_t i = 0; i < h->ndirty; i++) {
             rec *r = find (h, h->dirty[i]);
             if (r)
@@ -458,47 +476,80 @@ long fa_hist_dump (fa_hist *h, int all)
     for (size_t i = 0; i < h->ndirty; i++) {
         rec *r = find (h, h->dirty[i]);
         if (r && r->kept) {
-            if (dump_one (ctx, r) < 0)
+            if (dump_one (ctx, r, 0) < 0)
                 return -1; /* nothing cleared: the next dump takes them all */
             k++;
         }
     }
     for (size_t i = 0; i < h->ndirty; i++) {
         rec *r = find (h, h->dirty[i]);
-        if (r)
+        if (r) {
             r->dirty = 0;
+            r->written = r->n;
+        }
     }
     h->ndirty = 0;
     return k;
 }
 
-/* Walk a dump: fn(h, head fields, pairs) per record. 0, or -1 EINVAL. */
+/* A record written as new values only: append them to the job's record by
+ * the same rule as fa_hist_estimate (the bound), then take its counters. */
+static int append (fa_hist *h, uint64_t id, const char *p, uint32_t k, uint32_t n, double start,
+                   double ended)
+{
+    rec *r = find (h, id);
+    if (!r || !r->kept)
+        return fa_fail (h->ctx, EINVAL, "estimate history of job %llu: new values without "
+                        "the record before them", (unsigned long long) id);
+    for (uint32_t i = 0; i < k; i++) {
+        double v[2];
+        memcpy (v, p + 16 * (size_t) i, 16);
+        r->start = r->ended = NAN; /* a record being appended to was pending */
+        if (estimate_at (h, id, v[0], v[1]) < 0)
+            return -1;
+        r = find (h, id);
+    }
+    r->n = n;
+    r->written = n;
+    r->start = start;
+    r->ended = ended;
+    r->dirty = 0;
+    return 0;
+}
+
+/* Walk a dump, installing (or, redirty: marking dirty) its records. 0, or -1. */
 static int walk (fa_hist *h, const char *buf, size_t len, int redirty)
 {
     size_t off = 0;
     while (off < len) {
         uint64_t id;
         double start, ended;
-        uint32_t n, kept;
+        uint32_t n, kept, word;
         if (len - off < REC_HEAD)
             return fa_fail (h->ctx, EINVAL, "estimate history record truncated at byte %zu", off);
         memcpy (&id, buf + off, 8);
         memcpy (&start, buf + off + 8, 8);
         memcpy (&ended, buf + off + 16, 8);
         memcpy (&n, buf + off + 24, 4);
-        memcpy (&kept, buf + off + 28, 4);
+        memcpy (&word, buf + off + 28, 4);
+        kept = word & ~FULL;
         off += REC_HEAD;
-        if (kept > FA_HIST_MAX || (len - off) / 16 < kept)
+        if (kept > FA_HIST_MAX || (len - off) / 16 < kept || ((word & FULL) && kept == 0))
             return fa_fail (h->ctx, EINVAL, "estimate history record of job %llu is corrupt",
                             (unsigned long long) id);
         if (redirty) {
+            rec *r = find (h, id);
+            if (r)
+                r->written = 0; /* the next dump writes it whole */
             if (fa_hist_mark_dirty (h, id) < 0)
                 return -1;
-        } else {
+        } else if (word & FULL) {
             double pairs[2 * FA_HIST_MAX];
             memcpy (pairs, buf + off, (size_t) kept * 16);
-            if (fa_hist_load (h, id, pairs, kept, n, start, ended) < 0)
+            if (kept && fa_hist_load (h, id, pairs, kept, n, start, ended) < 0)
                 return -1;
+        } else if (append (h, id, buf + off, kept, n, start, ended) < 0) {
+            return -1;
         }
         off += (size_t) kept * 16;
     }
@@ -508,7 +559,15 @@ static int walk (fa_hist *h, const char *buf, size_t len, int redirty)
 int fa_hist_load_dump (fa_hist *h, const char *buf, size_t len)
 {
     fa_begin (h->ctx);
-    return walk (h, buf, len, 0);
+    int r = walk (h, buf, len, 0);
+    /* what was loaded is in the store: nothing of it is dirty */
+    for (size_t i = 0; i < h->ndirty; i++) {
+        rec *x = find (h, h->dirty[i]);
+        if (x)
+            x->dirty = 0;
+    }
+    h->ndirty = 0;
+    return r;
 }
 
 int fa_hist_redirty_dump (fa_hist *h, const char *buf, size_t len)

@@ -99,6 +99,56 @@ static void test_dump_load (void)
     fa_hist_destroy (g);
 }
 
+/* Dumps after each round of new values (most written as new values only,
+ * some whole after the bound dropped values) load into the same records. */
+static void test_incremental (void)
+{
+    fa_hist *h = fa_hist_new (), *g = fa_hist_new ();
+    char *logbuf = NULL;
+    size_t loglen = 0;
+    int rounds[] = {2, 1, 3, 30, 40, 1, 100, 2};
+    double t = 0;
+    for (size_t r = 0; r < sizeof (rounds) / sizeof (rounds[0]); r++) {
+        for (int i = 0; i < rounds[r]; i++) {
+            t += 1;
+            fa_hist_estimate (h, 1, 1000.0 + t, t);
+            if (i % 2 == 0)
+                fa_hist_estimate (h, 2, 2000.0 + t, t);
+        }
+        if (r == 6)
+            fa_hist_end (h, 2, t + 0.5, 1);
+        CHECK (fa_hist_dump (h, 0) >= 1);
+        size_t len;
+        const char *d = fa_ctx_output (fa_hist_ctx (h), &len);
+        logbuf = realloc (logbuf, loglen + len);
+        memcpy (logbuf + loglen, d, len);
+        loglen += len;
+        fa_hist_dump_done (h);
+    }
+    CHECK (fa_hist_load_dump (g, logbuf, loglen) == 0);
+    for (uint64_t id = 1; id <= 2; id++) {
+        fa_hist_info a, b;
+        CHECK (fa_hist_get (h, id, &a) == 1 && fa_hist_get (g, id, &b) == 1);
+        CHECK (a.kept == b.kept && a.n == b.n);
+        CHECK (memcmp (a.pairs, b.pairs, (size_t) a.kept * 16) == 0);
+        CHECK ((isnan (a.start) && isnan (b.start)) || a.start == b.start);
+    }
+    CHECK (fa_hist_dirty_count (g) == 0);
+    /* new values without the record before them: EINVAL */
+    fa_hist *x = fa_hist_new ();
+    fa_hist_estimate (h, 3, 1.0, 1.0);
+    fa_hist_dump (h, 0);
+    fa_hist_estimate (h, 3, 2.0, 2.0);
+    size_t len;
+    fa_hist_dump (h, 0);
+    const char *d = fa_ctx_output (fa_hist_ctx (h), &len);
+    CHECK (fa_hist_load_dump (x, d, len) == -1 && fa_ctx_errnum (fa_hist_ctx (x)) == EINVAL);
+    fa_hist_destroy (x);
+    free (logbuf);
+    fa_hist_destroy (h);
+    fa_hist_destroy (g);
+}
+
 static void test_enomem (void)
 {
     /* every allocation of an estimate failing in turn: -1, and the history
@@ -164,6 +214,7 @@ int main (void)
 {
     test_record ();
     test_dump_load ();
+    test_incremental ();
     test_enomem ();
     test_annotate_sched ();
     printf ("%d passed, %d failed\n", passed, failed);
