@@ -337,6 +337,15 @@ void fa_hist_dump_done (fa_hist *h);
 int fa_hist_load_dump (fa_hist *h, const char *buf, size_t len);
 /* Mark the jobs of a dump dirty again (its write failed). 0 / -1. */
 int fa_hist_redirty_dump (fa_hist *h, const char *buf, size_t len);
+/* The report's material: every record that started or left, in the ctx
+ * output as m ids (u64) then m rows of FA_HIST_ROW + nh doubles: start,
+ * ended, n, first t_estimate, its at, last t_estimate, its at (NAN where
+ * none), then for each horizon H the error start - (the estimate in force
+ * H seconds before the start), NAN when none was (or it is not known: it
+ * was among the dropped values, or the job never started). Returns m, or
+ * -1 ENOMEM. */
+#define FA_HIST_ROW 7
+long fa_hist_rows (fa_hist *h, const double *horizons, size_t nh);
 /* fa_table_annotate, then, when the job changed and the patch names
  * t_estimate, fa_hist_note (h may be NULL: nothing recorded). -1 on the
  * table's error (nothing recorded), 0 unchanged, else 1 | the bits of

@@ -583,3 +583,57 @@ void fa_hist_dump_done (fa_hist *h)
     else
         h->ctx->out.len = 0;
 }
+
+/* The estimate in force at t (NAN: none yet, or it was among the dropped). */
+static double in_force (const rec *r, double t)
+{
+    const double *v = r->v;
+    if (!r->kept || v[1] > t)
+        return NAN;
+    uint32_t i = r->kept - 1;
+    while (i > 0 && v[2 * i + 1] > t)
+        i--;
+    if (i == 1 && r->n > r->kept)
+        return NAN; /* the dropped values came after the second */
+    return v[2 * i];
+}
+
+long fa_hist_rows (fa_hist *h, const double *horizons, size_t nh)
+{
+    fa_ctx *ctx = h->ctx;
+    fa_begin (ctx);
+    ctx->out.len = 0;
+    size_t m = 0;
+    for (size_t i = 0; i < h->cap; i++) {
+        rec *r = h->slots[i];
+        if (r && r->kept && (!isnan (r->start) || !isnan (r->ended)))
+            m++;
+    }
+    size_t width = FA_HIST_ROW + nh;
+    if (fa_buf_reserve (ctx, &ctx->out, m * 8 + m * width * 8) < 0)
+        return -1;
+    char *ids = ctx->out.p;
+    double *vals = (double *) (void *) (ctx->out.p + m * 8); /* 8-aligned: malloc'd, m*8 */
+    size_t k = 0;
+    for (size_t i = 0; i < h->cap && k < m; i++) {
+        rec *r = h->slots[i];
+        if (!r || !r->kept || (isnan (r->start) && isnan (r->ended)))
+            continue;
+        memcpy (ids + 8 * k, &r->id, 8);
+        double *row = vals + k * width;
+        row[0] = r->start;
+        row[1] = r->ended;
+        row[2] = (double) r->n;
+        row[3] = r->v[0];
+        row[4] = r->v[1];
+        row[5] = r->v[2 * (r->kept - 1)];
+        row[6] = r->v[2 * (r->kept - 1) + 1];
+        for (size_t j = 0; j < nh; j++) {
+            double e = isnan (r->start) ? NAN : in_force (r, r->start - horizons[j]);
+            row[FA_HIST_ROW + j] = isnan (e) ? NAN : r->start - e;
+        }
+        k++;
+    }
+    ctx->out.len = m * 8 + m * width * 8;
+    return (long) m;
+}

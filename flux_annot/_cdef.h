@@ -120,3 +120,5 @@ long fa_hist_dump (fa_hist *h, int all);
 int fa_hist_load_dump (fa_hist *h, const char *buf, size_t len);
 int fa_hist_redirty_dump (fa_hist *h, const char *buf, size_t len);
 void fa_hist_dump_done (fa_hist *h);
+#define FA_HIST_ROW ...
+long fa_hist_rows (fa_hist *h, const double *horizons, size_t nh);

@@ -236,12 +236,6 @@ class Accuracy:
 
     # -- the report ---------------------------------------------------------------
 
-    def _all(self) -> Iterable[tuple[int, History]]:
-        for jobid in self.hist.ids():
-            h = self.get(jobid)
-            if h is not None:
-                yield jobid, h
-
     def report(
         self,
         userid_of: Callable[[int], int | None],
@@ -253,53 +247,60 @@ class Accuracy:
     ) -> dict[str, Any]:
         """The object of docs/accuracy.md. userid_of(jobid): its owner;
         visible(jobid, userid): whether the reader may see the job's `sched`
-        notes (None: all). by "user" adds "by_user"."""
+        notes (None: all). by "user" adds "by_user". The errors come from C
+        (`EstimateHistory.rows`: one call, a row of numbers per job)."""
         nh = len(self.horizons)
         total = _Group(nh)
         queues: dict[str, _Group] = {}
         users: dict[int, _Group] = {}
         records = []
-        hs = self.horizons
-        for jobid, h in self._all():
-            start = h.start
-            t = start if start is not None else h.ended
-            if t is None or not h.values:
-                continue  # still pending (or no estimate)
-            if since is not None and t < since:
+        qmap = self.queues
+        ids, vals, w = self.hist.rows(self.horizons)
+        flat = vals.tolist()
+        for i, jobid in enumerate(ids.tolist()):
+            row = flat[i * w : (i + 1) * w]
+            start, ended = row[0], row[1]
+            started = start == start  # not nan
+            if since is not None and (start if started else ended) < since:
                 continue
-            q = h.queue or DEFAULT_QUEUE
+            q = qmap.get(jobid) or DEFAULT_QUEUE
             if queue is not None and q != queue:
                 continue
             uid = userid_of(jobid)
             if uid is None or (visible is not None and not visible(jobid, uid)):
                 continue
-            groups = [total, queues.get(q) or queues.setdefault(q, _Group(nh))]
+            g2 = queues.get(q)
+            if g2 is None:
+                g2 = queues[q] = _Group(nh)
+            groups = [total, g2]
             if by == "user":
-                groups.append(users.get(uid) or users.setdefault(uid, _Group(nh)))
-            v = h.values
-            if start is None:
+                g3 = users.get(uid)
+                if g3 is None:
+                    g3 = users[uid] = _Group(nh)
+                groups.append(g3)
+            if not started:
                 for g in groups:
                     g.never += 1
             else:
-                e_first = start - v[0]
-                e_last = start - v[-2]
-                e_h = [None if (e := h.in_force(start - x)) is None else start - e for x in hs]
+                e_first = start - row[3]
+                e_last = start - row[5]
+                e_h = row[7:]
                 for g in groups:
                     g.started += 1
                     g.first.append(e_first)
                     g.last.append(e_last)
-                    for i, e in enumerate(e_h):
-                        if e is not None:
-                            g.horizons[i].append(e)
+                    for k, e in enumerate(e_h):
+                        if e == e:
+                            g.horizons[k].append(e)
             if jobs:
                 records.append({  # one job's record (docs/accuracy.md)
                     "id": jobid,
                     "userid": uid,
                     "queue": q,
-                    "start": start,
-                    "estimates": h.n,
-                    "first": {"t_estimate": v[0], "at": v[1]},
-                    "last": {"t_estimate": v[-2], "at": v[-1]},
+                    "start": start if started else None,
+                    "estimates": int(row[2]),
+                    "first": {"t_estimate": row[3], "at": row[4]},
+                    "last": {"t_estimate": row[5], "at": row[6]},
                 })
         keys = self.keys
         out = total.out(keys)
@@ -314,15 +315,18 @@ class Accuracy:
     def last_errors(self, userid_of: Callable[[int], int | None],
                     visible: Callable[[int, int], bool] | None = None) -> list[float]:
         """start - last estimate of every started job the reader may see (the histogram)."""
-        out = []
-        for jobid, h in self._all():
-            if h.start is None or not h.values:
+        ids, vals, w = self.hist.rows([])
+        flat = vals.tolist()
+        out: list[float] = []
+        for i, jobid in enumerate(ids.tolist()):
+            start = flat[i * w]
+            if start != start:
                 continue
             if visible is not None:
                 uid = userid_of(jobid)
                 if uid is None or not visible(jobid, uid):
                     continue
-            out.append(h.start - h.values[-2])
+            out.append(start - flat[i * w + 5])
         return out
 
 

@@ -683,6 +683,22 @@ class EstimateHistory:
         lib.fa_hist_dump_done(self._h)
         return out
 
+    def rows(self, horizons: list[float]) -> tuple["memoryview[int]", "memoryview[float]", int]:
+        """(ids, values, width) of every record that started or left
+        (fa_hist_rows): ids[i] its job, values[i*width : (i+1)*width] start,
+        ended, n, first t_estimate, first at, last t_estimate, last at, then
+        the error at each horizon (nan: none)."""
+        hs = ffi.new("double[]", [float(x) for x in horizons] or [0.0])
+        m = lib.fa_hist_rows(self._h, hs, len(horizons))
+        if m < 0:
+            _raise_from(self._ctx)
+        n = ffi.new("size_t *")
+        p = lib.fa_ctx_output(self._ctx, n)
+        data = bytes(ffi.buffer(p, n[0]))
+        lib.fa_hist_dump_done(self._h)
+        mv = memoryview(data)
+        return mv[: 8 * m].cast("Q"), mv[8 * m :].cast("d"), lib.FA_HIST_ROW + len(horizons)
+
     def load_dump(self, data: bytes) -> None:
         if lib.fa_hist_load_dump(self._h, data, len(data)) < 0:
             _raise_from(self._ctx)

@@ -43,6 +43,7 @@ Choices where the documented rules are silent (see also docs/DESIGN.md):
 """
 
 import collections
+import copy
 import gc
 import json
 import math
@@ -256,6 +257,7 @@ class AnnotationService:
         self._hist = self.estimates.hist  # the C records (JobTable.annotate_sched fills them)
         self._wall_clock = clock is None  # the C side reads the wall clock itself
         self._acc_cache: tuple[float, int, dict[str, Any]] | None = None  # stats() summary
+        self._acc_answers: dict[tuple[Any, ...], tuple[float, int, dict[str, Any]]] = {}  # accuracy()
         self.store = None
         if store is not None:
             self.store = store if isinstance(store, Store) else Store(store)
@@ -1076,16 +1078,30 @@ class AnnotationService:
         except AnnotError as exc:
             raise self._reject("invalid", exc) from None
         visible = None
+        reader = None  # whose view: None, everything
         if not cred.owner and "all" not in self.config.rules("sched").read:
-            me = cred.userid
+            me = reader = cred.userid
 
             def visible(_jobid: int, userid: int) -> bool:
                 return userid == me
 
         acc = self.estimates
+        # The same question while nothing changed gets the same answer; and
+        # when the histories are large, an answer is reused for ten times
+        # what it took to compute (the live views ask after every start).
+        key = (reader, since, queue, by, jobs, histogram)
+        now = _monotonic()
+        hit = self._acc_answers.get(key)
+        if hit is not None and (hit[1] == acc.version or now < hit[0]):
+            return copy.deepcopy(hit[2])
         out = acc.report(self._userid_of, visible, since=since, queue=queue, by=by, jobs=jobs)
         if histogram:
             out["histogram"] = _histogram(acc.last_errors(self._userid_of, visible))
+        if not jobs:  # the per-job records are not kept (large)
+            if len(self._acc_answers) >= 64:
+                self._acc_answers.clear()
+            self._acc_answers[key] = (now + 10 * (_monotonic() - now), acc.version, out)
+            return copy.deepcopy(out)
         return out
 
 
