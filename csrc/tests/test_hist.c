@@ -149,6 +149,39 @@ static void test_incremental (void)
     fa_hist_destroy (g);
 }
 
+/* The report's rows: started and left jobs only, errors at horizons. */
+static void test_rows (void)
+{
+    fa_hist *h = fa_hist_new ();
+    fa_hist_estimate (h, 1, 100.0, 10.0);
+    fa_hist_estimate (h, 1, 90.0, 20.0);
+    fa_hist_end (h, 1, 80.0, 1);     /* started at 80 */
+    fa_hist_estimate (h, 2, 50.0, 10.0);
+    fa_hist_end (h, 2, 30.0, 0);     /* left at 30 */
+    fa_hist_estimate (h, 3, 70.0, 10.0); /* pending: no row */
+    double hs[3] = {5.0, 65.0, 75.0};
+    CHECK (fa_hist_rows (h, hs, 3) == 2);
+    size_t len;
+    const char *d = fa_ctx_output (fa_hist_ctx (h), &len);
+    CHECK (len == 2 * 8 + 2 * (FA_HIST_ROW + 3) * 8);
+    for (int i = 0; i < 2; i++) {
+        uint64_t id;
+        double row[FA_HIST_ROW + 3];
+        memcpy (&id, d + 8 * i, 8);
+        memcpy (row, d + 16 + (size_t) i * sizeof (row), sizeof (row));
+        if (id == 1) {
+            CHECK (row[0] == 80.0 && isnan (row[1]) && row[2] == 2.0);
+            CHECK (row[3] == 100.0 && row[4] == 10.0 && row[5] == 90.0 && row[6] == 20.0);
+            CHECK (row[7] == 80.0 - 90.0);  /* at 75: the second */
+            CHECK (row[8] == 80.0 - 100.0); /* at 15: the first */
+            CHECK (isnan (row[9]));         /* at 5: none yet */
+        } else {
+            CHECK (id == 2 && isnan (row[0]) && row[1] == 30.0 && isnan (row[7]));
+        }
+    }
+    fa_hist_destroy (h);
+}
+
 static void test_enomem (void)
 {
     /* every allocation of an estimate failing in turn: -1, and the history
@@ -215,6 +248,7 @@ int main (void)
     test_record ();
     test_dump_load ();
     test_incremental ();
+    test_rows ();
     test_enomem ();
     test_annotate_sched ();
     printf ("%d passed, %d failed\n", passed, failed);
