@@ -28,12 +28,14 @@ typedef struct rec {
     uint32_t cap;        /* pairs v has room for */
     uint32_t dirty;      /* in the dirty list */
     uint32_t written;    /* n when last dumped: the values after it are new */
+    uint32_t used;       /* the slot holds a record */
     double *v;           /* kept pairs (t_estimate, at), oldest first */
 } rec;
 
 struct fa_hist {
     fa_ctx *ctx;
-    rec **slots; /* open addressing, NULL: empty */
+    rec *slots; /* open addressing of the records themselves (one cache line
+                   * less per lookup than pointers to them); used = 0: empty */
     size_t cap, count;
     uint64_t *dirty;
     size_t ndirty, dirtycap;
@@ -49,25 +51,31 @@ static inline uint64_t mix (uint64_t id)
     return id;
 }
 
+#define SLOT(h, i) ((h)->slots[i].used ? &(h)->slots[i] : NULL)
+
 static rec *find (const fa_hist *h, uint64_t id)
 {
     if (!h->cap)
         return NULL;
     size_t mask = h->cap - 1;
     for (size_t i = mix (id) & mask;; i = (i + 1) & mask) {
-        rec *r = h->slots[i];
-        if (!r || r->id == id)
+        rec *r = &h->slots[i];
+        if (!r->used)
+            return NULL;
+        if (r->id == id)
             return r;
     }
 }
 
-static void place (rec **slots, size_t cap, rec *r)
+/* Copy record r into a free slot; returns where it is now. */
+static rec *place (rec *slots, size_t cap, const rec *r)
 {
     size_t mask = cap - 1;
     size_t i = mix (r->id) & mask;
-    while (slots[i])
+    while (slots[i].used)
         i = (i + 1) & mask;
-    slots[i] = r;
+    slots[i] = *r;
+    return &slots[i];
 }
 
 /* Room for one more record at load <= 1/2. 0 / -1 ENOMEM. */
@@ -76,13 +84,13 @@ static int reserve_one (fa_hist *h)
     if ((h->count + 1) * 2 <= h->cap)
         return 0;
     size_t ncap = h->cap ? h->cap * 2 : 64;
-    rec **ns = fa_alloc (h->ctx, ncap * sizeof (*ns));
+    rec *ns = fa_alloc (h->ctx, ncap * sizeof (*ns));
     if (!ns)
         return -1;
     memset (ns, 0, ncap * sizeof (*ns));
     for (size_t i = 0; i < h->cap; i++)
-        if (h->slots[i])
-            place (ns, ncap, h->slots[i]);
+        if (h->slots[i].used)
+            place (ns, ncap, &h->slots[i]);
     fa_free (h->ctx, h->slots);
     h->slots = ns;
     h->cap = ncap;
@@ -97,15 +105,13 @@ static rec *get_or_add (fa_hist *h, uint64_t id)
         return r;
     if (reserve_one (h) < 0)
         return NULL;
-    r = fa_alloc (h->ctx, sizeof (*r));
-    if (!r)
-        return NULL;
-    memset (r, 0, sizeof (*r));
-    r->id = id;
-    r->start = r->ended = NAN;
-    place (h->slots, h->cap, r);
+    rec fresh;
+    memset (&fresh, 0, sizeof (fresh));
+    fresh.id = id;
+    fresh.start = fresh.ended = NAN;
+    fresh.used = 1;
     h->count++;
-    return r;
+    return place (h->slots, h->cap, &fresh);
 }
 
 static int mark (fa_hist *h, rec *r)
@@ -148,10 +154,8 @@ void fa_hist_destroy (fa_hist *h)
     if (!h)
         return;
     for (size_t i = 0; i < h->cap; i++) {
-        if (h->slots[i]) {
-            fa_free (h->ctx, h->slots[i]->v);
-            fa_free (h->ctx, h->slots[i]);
-        }
+        if (h->slots[i].used)
+            fa_free (h->ctx, h->slots[i].v);
     }
     fa_free (h->ctx, h->slots);
     fa_free (h->ctx, h->dirty);
@@ -298,8 +302,8 @@ size_t fa_hist_ids (const fa_hist *h, uint64_t *ids, size_t cap)
 {
     size_t k = 0;
     for (size_t i = 0; i < h->cap && k < cap; i++)
-        if (h->slots[i] && h->slots[i]->kept)
-            ids[k++] = h->slots[i]->id;
+        if (h->slots[i].used && h->slots[i].kept)
+            ids[k++] = h->slots[i].id;
     return k;
 }
 
@@ -455,7 +459,7 @@ long fa_hist_dump (fa_hist *h, int all)
     long k = 0;
     if (all) {
         for (size_t i = 0; i < h->cap; i++) {
-            rec *r = h->slots[i];
+            rec *r = SLOT (h, i);
             if (r && r->kept) {
                 if (dump_one (ctx, r, 1) < 0)
                     return -1;
@@ -463,8 +467,8 @@ long fa_hist_dump (fa_hist *h, int all)
             }
         }
         for (size_t i = 0; i < h->cap; i++)
-            if (h->slots[i])
-                h->slots[i]->written = h->slots[i]->n;
+            if (h->slots[i].used)
+                h->slots[i].written = h->slots[i].n;
         for (size_t i = 0; i < h->ndirty; i++) {
             rec *r = find (h, h->dirty[i]);
             if (r)
@@ -605,7 +609,7 @@ long fa_hist_rows (fa_hist *h, const double *horizons, size_t nh)
     ctx->out.len = 0;
     size_t m = 0;
     for (size_t i = 0; i < h->cap; i++) {
-        rec *r = h->slots[i];
+        rec *r = SLOT (h, i);
         if (r && r->kept && (!isnan (r->start) || !isnan (r->ended)))
             m++;
     }
@@ -616,7 +620,7 @@ long fa_hist_rows (fa_hist *h, const double *horizons, size_t nh)
     double *vals = (double *) (void *) (ctx->out.p + m * 8); /* 8-aligned: malloc'd, m*8 */
     size_t k = 0;
     for (size_t i = 0; i < h->cap && k < m; i++) {
-        rec *r = h->slots[i];
+        rec *r = SLOT (h, i);
         if (!r || !r->kept || (isnan (r->start) && isnan (r->ended)))
             continue;
         memcpy (ids + 8 * k, &r->id, 8);
