@@ -267,7 +267,7 @@ def fluxion_workload(prefix, fluxion, njobs, cores, png, seed=7):
         fluxinst.wait_for("every job to end", all_done, 1800, step=1.0)
         r = json.loads(mirror.cli("accuracy", "--json", "--jobs").stdout)
         table = mirror.cli("accuracy").stdout
-        st = mirror.stats()
+        stats = mirror.stats()
         flux_jobs = inst.jobs()
         started = [j for j in r["jobs"] if j["start"] is not None]
         mismatched = [j["id"] for j in started
@@ -276,11 +276,16 @@ def fluxion_workload(prefix, fluxion, njobs, cores, png, seed=7):
         lasts = [j["start"] - j["last"]["t_estimate"] for j in started]
         consistent = r["first"] == summarize(firsts) and r["last"] == summarize(lasts)
         moved = sum(1 for j in started if j["estimates"] > 1)
+        mirror.stop()  # its store is read below, before the instance's folder goes
+        from flux_annot.store import Store
+
+        st = Store(store, lock=False)
+        store_bytes = st.estimates_bytes()
+        st.close()
     finally:
         if mirror is not None:
             mirror.cleanup()
         inst.cleanup()
-    from flux_annot.store import Store
 
     plot_note = _plot(firsts, lasts, png, cores) if png else None
     return {
@@ -290,8 +295,8 @@ def fluxion_workload(prefix, fluxion, njobs, cores, png, seed=7):
         "start_equals_t_run": not mismatched, "mismatched": mismatched[:5],
         "summary_equals_records": consistent,
         "histogram_last": histogram(lasts), "png": png, "plot_note": plot_note,
-        "stats_accuracy": st.get("accuracy"),
-        "_store": store, "_Store": Store,
+        "stats_accuracy": stats.get("accuracy"),
+        "store_per_job": store_bytes / max(1, len(started) + r["jobs_never_started"]),
     }
 
 
@@ -333,6 +338,7 @@ def main():
     ap.add_argument("--cost-jobs", type=int, default=100000)
     ap.add_argument("--png", default=os.path.join(HERE, "accuracy.png"))
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--only-fluxion", action="store_true", help="skip the hot path and cost parts")
     args, rest = ap.parse_known_args()
     if args.serve_without_recording:
         _disable_recording()
@@ -342,8 +348,9 @@ def main():
     out = {"load_start": os.getloadavg()[0]}
     print(f"estimate accuracy bench, load average {out['load_start']:.1f}")
 
-    for every, what in ((1, "every request a new estimate (worst case)"),
-                        (10, "a new estimate every 10th turn of a job")):
+    for every, what in () if args.only_fluxion else (
+            (1, "every request a new estimate (worst case)"),
+            (10, "a new estimate every 10th turn of a job")):
         hp = hot_path(args.hot_jobs, args.hot_requests, args.rounds, every)
         out[f"hot_socket_{every}"] = hp
         lower = 100 * (1 - hp["rate_with"] / hp["rate_without"])
@@ -359,7 +366,7 @@ def main():
         print(f"  in process (_alloc_annotate_text, no socket): {ip['us_with']:.2f} µs with "
               f"recording, {ip['us_without']:.2f} µs without: {ip['more_pct']:+.1f}% CPU "
               "per request")
-    for values in (5, 64):
+    for values in () if args.only_fluxion else (5, 64):
         c = cost_per_job(args.cost_jobs, values)
         out[f"cost_{values}"] = c
         print(f"{c['jobs']:,} jobs x {values} estimates, started: history memory "
@@ -368,12 +375,6 @@ def main():
               f"it); the report over them {c['report_seconds'] * 1000:.0f} ms")
     if args.prefix and args.fluxion:
         fx = fluxion_workload(args.prefix, args.fluxion, args.jobs, args.cores, args.png)
-        from flux_annot.store import Store
-
-        st = Store(fx.pop("_store"), lock=False)
-        fx.pop("_Store")
-        fx["store_per_job"] = st.estimates_bytes() / max(1, fx["with_estimates"])
-        st.close()
         out["fluxion"] = fx
         print(f"\nFluxion: {fx['jobs']} jobs on {fx['cores']} declared cores "
               f"(submitted in {fx['submit_seconds']:.0f} s), through the mirror; "
