@@ -266,6 +266,10 @@ def cmd_serve(args):
         if flux:
             uri = args.flux_uri or os.environ.get("FLUX_URI") or "the default instance"
             print(f"{PROG}: mirroring the Flux instance at {uri}", file=sys.stderr, flush=True)
+            broker = getattr(srv, "broker", None)
+            if broker is not None and broker.registered:
+                print(f"{PROG}: serving as the service 'annot' of the Flux instance at "
+                      f"{broker.uri}", file=sys.stderr, flush=True)
 
     if flux:
         from .mirror_server import run_mirror

@@ -786,6 +786,9 @@ class Dispatch:
             "protocol_errors": self.nerrors,
             "streams": sum(len(c.streams) for c in self.conns),
         }
+        for t in self.transports:
+            if hasattr(t, "stats"):
+                stats["server"][t.name] = t.stats()
         return response(mt, stats)
 
 

@@ -1,9 +1,11 @@
 """`flux-annotate serve --flux`: the socket server in front of a
 `MirrorService` (docs/flux.md).
 
-`MirrorServer` is the usual `Server` (flux_annot.server) with three
-differences: the journal source's thread wakes the event loop, which
-applies what arrived (`service.pump(0)`); the batch timer also releases
+`MirrorServer` is the usual `Server` (flux_annot.server) with four
+differences: with `broker=True` (`run_mirror`) the same dispatch also
+serves as the service `annot` of the instance (flux_annot.broker_server),
+registered before it reports ready; the journal source's thread wakes
+the event loop, which applies what arrived (`service.pump(0)`); the batch timer also releases
 held annotations (`service.flush_live`); and the writes: a `memo` (or an
 `annotate` of the `user` namespace alone) is checked here, sent to Flux,
 and answered once it is back through the journal and committed; `submit`,
@@ -12,6 +14,7 @@ says why).
 """
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -33,8 +36,19 @@ class MirrorServer(Server):
 
     hot_writes = False  # memos go to Flux through h_memo / h_annotate
 
+    def __init__(self, service, socket_path, broker=False, broker_uri=None):
+        super().__init__(service, socket_path)
+        self.broker = None
+        if broker:
+            from .broker_server import BrokerTransport
+
+            self.broker = BrokerTransport(self, broker_uri or getattr(service.source, "uri", None))
+            self.add_transport(self.broker)
+
     async def start(self):
         await super().start()
+        if self.broker is not None:
+            await self.broker.start()
         source = self.service.source
         loop = self.loop
 
@@ -126,7 +140,12 @@ def run_mirror(uri=None, socket_path=None, store=None, config=None, ready=None):
     service = MirrorService(source, owner_uid=os.getuid(), store=store, config=config)
     try:
         return asyncio.run(
-            serve(socket_path, ready=ready, service=service, server_class=MirrorServer)
+            serve(
+                socket_path,
+                ready=ready,
+                service=service,
+                server_class=functools.partial(MirrorServer, broker=True, broker_uri=source.uri),
+            )
         )
     finally:
         source.close()

@@ -206,10 +206,11 @@ def parse_response(body):
     return mt, errnum, errstr, payload
 
 
-def oversize_error(length, limit):
-    """The EMSGSIZE response for a frame announced as `length` bytes."""
+def oversize_error(length, limit, matchtag=0):
+    """The EMSGSIZE response for a frame announced as `length` bytes (matchtag
+    0 on the socket: it sits in the unread body; the broker knows it)."""
     return response_error(
-        0, EMSGSIZE, f"message of {length} bytes exceeds the limit of {limit} bytes"
+        matchtag, EMSGSIZE, f"message of {length} bytes exceeds the limit of {limit} bytes"
     )
 
 

@@ -93,13 +93,15 @@ def wait_for(what, fn, timeout=60.0, step=0.1):
 
 
 class FluxInstance:
-    """`flux start --test-size=1` in a run directory of our own, so that a
-    restart in the same directory keeps the URI."""
+    """`flux start --test-size=SIZE` (default 1) in a run directory of our
+    own, so that a restart in the same directory keeps the URI. With
+    `access_guests`, other uids may connect to every rank's broker."""
 
-    def __init__(self, prefix, rundir=None, access_guests=False, config_files=None):
+    def __init__(self, prefix, rundir=None, access_guests=False, size=1, config_files=None):
         """config_files: {name: TOML text} for the instance's config folder
         (e.g. resource.toml declaring cores, flux-config-resource(5))."""
         self.prefix = prefix
+        self.size = size
         self.access_guests = access_guests
         self.config_files = dict(config_files or {})
         self.base = tempfile.mkdtemp(prefix="fa-flux-", dir="/tmp")
@@ -120,7 +122,7 @@ class FluxInstance:
             "1200",
             os.path.join(self.prefix, "bin", "flux"),
             "start",
-            "--test-size=1",
+            f"--test-size={self.size}",
             f"--test-rundir={self.rundir}",
             "sh",
             "-c",
@@ -153,7 +155,13 @@ class FluxInstance:
             self.kill()
             pytest.fail(f"the Flux instance did not start ({line!r})")
         self.broker = int(line)
+        if self.access_guests:  # the local connectors' folder: guests must reach it
+            os.chmod(self.rundir, 0o755)
         return self
+
+    def rank_uri(self, rank):
+        """FLUX_URI of rank `rank`'s broker (its local connector)."""
+        return f"local://{self.rundir}/local-{rank}"
 
     def stop(self):
         """End the instance as its user would (the initial program exits)."""
