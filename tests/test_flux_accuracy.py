@@ -6,6 +6,7 @@ through the mirror. Needs FLUX_ANNOT_TEST_FLUX_PREFIX and
 FLUX_ANNOT_TEST_FLUXION_PREFIX (.ci/run builds both)."""
 
 import json
+import sys
 
 import pytest
 
@@ -14,6 +15,7 @@ from fluxinst import (
     FluxInstance,
     Mirror,
     flux_prefix,
+    flux_pythonpath,
     fluxion_prefix,
     load_fluxion,
     resource_toml,
@@ -93,3 +95,17 @@ def test_fluxion_estimates_through_the_mirror(inst, mirror):
     assert f"{r['jobs_started']} jobs started" in text
     st = mirror.stats()["accuracy"]
     assert st["jobs_started"] == r["jobs_started"] and st["last"] == r["last"]
+    # the same object through the Flux broker: the service `annot` (SPEC §15)
+    pp = flux_pythonpath(inst.prefix)
+    if pp not in sys.path:
+        sys.path.insert(0, pp)
+    import flux
+
+    h = flux.Flux(inst.uri)
+    try:
+        assert h.rpc("annot.accuracy", {"jobs": True}).get() == r
+        with pytest.raises(OSError) as ei:
+            h.rpc("annot.accuracy", {"by": "host"}).get()
+        assert ei.value.errno == 22
+    finally:
+        del h
