@@ -18,7 +18,8 @@
 3. With --prefix and --fluxion: a real Fluxion (queue-policy=conservative)
    in `flux start --test-size=1` declaring 32 cores (resource.toml), a few
    hundred jobs of mixed sizes (1-16 cores) and limits (20-90 s) that run
-   10-60% of their limit, followed by `flux-annotate serve --flux`: the
+   10-60% of their limit, followed by `flux-annotate serve --flux` (with
+   `[accuracy] horizons = [5, 15, 30]`, for a workload of minutes): the
    report (`flux-annotate accuracy`), each start checked against Flux's
    t_run, and a histogram of the first and last estimates' errors (PNG).
 
@@ -244,7 +245,9 @@ def fluxion_workload(prefix, fluxion, njobs, cores, png, seed=7):
     store = os.path.join(inst.base, "mirror.db")
     try:
         fluxinst.load_fluxion(inst, fluxion)
-        mirror = fluxinst.Mirror(inst, store).start()
+        # horizons that fit a workload of a few minutes (the default ones,
+        # 60/600/3600 s, are for a site's queue)
+        mirror = fluxinst.Mirror(inst, store, config="[accuracy]\nhorizons = [5, 15, 30]\n").start()
         mirror.wait_synced()
         # groups of jobs of one shape, submitted in a random order with --cc
         shapes = [(size, limit, frac) for size in (1, 2, 4, 8, 16) for limit in (20, 45, 90)

@@ -223,13 +223,19 @@ def submit(inst, *args):
 class Mirror:
     """`flux-annotate serve --flux-uri URI` on a socket guests can reach."""
 
-    def __init__(self, inst, store):
+    def __init__(self, inst, store, config=None):
+        """config: TOML text for `serve --config` (None: the defaults)."""
         self.inst = inst
         self.dir = tempfile.mkdtemp(prefix="fa-msock-", dir="/tmp")
         os.chmod(self.dir, 0o755)
         self.socket = os.path.join(self.dir, "run", "socket")
         self.store = str(store)
         self.proc = None
+        self.config = None
+        if config is not None:
+            self.config = os.path.join(self.dir, "config.toml")
+            with open(self.config, "w") as f:
+                f.write(config)
         self.env = dict(inst.env)
         pp = flux_pythonpath(inst.prefix)
         self.env["PYTHONPATH"] = pp + os.pathsep + self.env.get("PYTHONPATH", "")
@@ -246,7 +252,7 @@ class Mirror:
             self.socket,
             "--store",
             self.store,
-        ]
+        ] + (["--config", self.config] if self.config else [])
         self.log = os.path.join(self.dir, "serve.log")  # a file: a full pipe would block it
         with open(self.log, "wb") as log:  # a new log for each start
             self.proc = subprocess.Popen(
