@@ -405,6 +405,11 @@ static unsigned record_patch (fa_hist *h, uint64_t id, const char *patch, size_t
 int fa_table_annotate_sched (fa_table *t, fa_hist *h, uint64_t id, const char *patch,
                              size_t len, double at)
 {
+    /* The job's slot, fetched while the merge runs: the lookup after it is
+     * then a hit rather than a miss (measured: the largest part of the
+     * recording's cost with 10k jobs). */
+    if (h && h->cap)
+        __builtin_prefetch (&h->slots[mix (id) & (h->cap - 1)]);
     int r = fa_table_annotate (t, id, patch, len);
     if (r <= 0 || h == NULL)
         return r;
