@@ -374,10 +374,20 @@ static double fast_number (const char *s, size_t n)
 
 /* Record the estimate a patch names (fa_sched_scan). Returns the caller's
  * bits: FA_EST_QUEUE / FA_SCAN_SLOW when it must look itself. */
+static unsigned record_flags (fa_hist *h, uint64_t id, const char *patch, unsigned f,
+                              const size_t out[4], double at);
+
 static unsigned record_patch (fa_hist *h, uint64_t id, const char *patch, size_t len, double at)
 {
     size_t out[4];
     unsigned f = fa_sched_scan (patch, len, out);
+    return record_flags (h, id, patch, f, out, at);
+}
+
+/* Record what fa_sched_scan's flags and spans say of the patch. */
+static unsigned record_flags (fa_hist *h, uint64_t id, const char *patch, unsigned f,
+                              const size_t out[4], double at)
+{
     unsigned back = f & (FA_QUEUE | FA_SCAN_SLOW);
     if (f & FA_SCAN_SLOW)
         return back;
@@ -402,20 +412,21 @@ static unsigned record_patch (fa_hist *h, uint64_t id, const char *patch, size_t
     return back;
 }
 
-int fa_table_annotate_sched (fa_table *t, fa_hist *h, uint64_t id, const char *patch,
-                             size_t len, double at)
+void fa_hist_prefetch (const fa_hist *h, uint64_t id)
 {
     /* The job's slot, fetched while the merge runs: the lookup after it is
-     * then a hit rather than a miss (measured: the largest part of the
-     * recording's cost with 10k jobs). */
-    if (h && h->cap)
+     * then a hit rather than a miss (the largest part of the recording's
+     * cost with 10k jobs, measured). */
+    if (h->cap)
         __builtin_prefetch (&h->slots[mix (id) & (h->cap - 1)]);
-    int r = fa_table_annotate (t, id, patch, len);
-    if (r <= 0 || h == NULL)
-        return r;
-    if (len < 10 || !memmem (patch, len, "t_estimate", 10))
-        return 1;
-    return 1 | (int) (record_patch (h, id, patch, len, at) << 1);
+}
+
+unsigned fa_hist_record_cap (fa_hist *h, uint64_t id, const char *patch, size_t len,
+                             const fa_sched_cap *cap, double at)
+{
+    if (!cap->done)
+        return fa_hist_note (h, id, patch, len, at); /* not the plain merge: scan */
+    return record_flags (h, id, patch, cap->flags, cap->out, at);
 }
 
 unsigned fa_hist_note (fa_hist *h, uint64_t id, const char *text, size_t len, double at)

@@ -182,6 +182,48 @@ static void test_rows (void)
     fa_hist_destroy (h);
 }
 
+/* The plain merge's note (fa_table_annotate_sched on a job with stored
+ * notes) records what a scan of the same patches records. */
+static void test_plain_note_equals_scan (void)
+{
+    const char *patches[] = {
+        "{\"sched\":{\"t_estimate\":100.5,\"jobs_ahead\":1,\"queue\":\"a\"}}",
+        "{\"sched\":{\"t_estimate\":100.5,\"jobs_ahead\":2}}",
+        "{\"sched\":{\"jobs_ahead\":3,\"t_estimate\":90}}",
+        "{\"sched\":{\"t_estimate\":\"soon\"}}",
+        "{\"sched\":{\"t_estimate\":null}}",
+        "{\"sched\":{\"t_estimate\":80,\"queue\":\"b\"}}",
+        "{\"user\":{\"t_estimate\":1}}",
+        "{\"sched\":{\"t_estimate\":{\"x\":1}}}",
+        "{\"sched\":{\"t_estimate\":70,\"x\":{\"t_estimate\":5}}}",
+        "{\"sched\":{\"t_estimate\":-60.25}}",
+        "{\"sched\":null}",
+        "{\"sched\":{\"t_estimate\":50,\"queue\":\"c\"}}",
+    };
+    fa_table *t = fa_table_new (), *u = fa_table_new ();
+    fa_hist *a = fa_hist_new (), *b = fa_hist_new ();
+    const char *seed = "{\"sched\":{\"t_estimate\":1,\"jobs_ahead\":0,\"queue\":\"a\",\"x\":{\"t_estimate\":0}},\"user\":{\"t_estimate\":0}}";
+    fa_table_annotate (t, 1, seed, strlen (seed));
+    fa_table_annotate (u, 1, seed, strlen (seed));
+    for (size_t i = 0; i < sizeof (patches) / sizeof (patches[0]); i++) {
+        size_t n = strlen (patches[i]);
+        int r = fa_table_annotate_sched (t, a, 1, patches[i], n, (double) i);
+        int c = fa_table_annotate (u, 1, patches[i], n);
+        unsigned bits = c == 1 ? fa_hist_note (b, 1, patches[i], n, (double) i) : 0;
+        CHECK (r == (c == 1 ? (int) (1 | (bits << 1)) : c));
+        fa_hist_info x, y;
+        int gx = fa_hist_get (a, 1, &x), gy = fa_hist_get (b, 1, &y);
+        CHECK (gx == gy);
+        if (gx && gy)
+            CHECK (x.kept == y.kept && memcmp (x.pairs, y.pairs, (size_t) x.kept * 16) == 0);
+        CHECK (fa_hist_bad (a) == fa_hist_bad (b));
+    }
+    fa_hist_destroy (a);
+    fa_hist_destroy (b);
+    fa_table_destroy (t);
+    fa_table_destroy (u);
+}
+
 static void test_enomem (void)
 {
     /* every allocation of an estimate failing in turn: -1, and the history
@@ -249,6 +291,7 @@ int main (void)
     test_dump_load ();
     test_incremental ();
     test_rows ();
+    test_plain_note_equals_scan ();
     test_enomem ();
     test_annotate_sched ();
     printf ("%d passed, %d failed\n", passed, failed);
