@@ -44,6 +44,7 @@ struct fa_table {
     uint64_t staged_id;
     fa_buf stage;
     fa_limits lim; /* defaults of fa_table_annotate */
+    fa_sched_cap *note; /* fa_table_annotate_sched: what the plain merge saw, else NULL */
 };
 
 static inline size_t tlen (const char *t)
@@ -344,7 +345,7 @@ static int apply1 (fa_table *t, uint64_t id, const char *patch, size_t len,
         olen = tlen (sl->text);
     }
     ctx->out.len = 0;
-    if (!(olen && fa_merge_plain (ctx, &ctx->out, patch, len, old, olen, lim))) {
+    if (!(olen && fa_merge_plain (ctx, &ctx->out, patch, len, old, olen, lim, t->note))) {
         if (fa_parse_object (ctx, patch, len, lim, "annotations", &p) < 0)
             return -1;
         if (fa_merge_text (ctx, &ctx->out, old, olen, p, lim) < 0)
@@ -784,4 +785,19 @@ error:
     b->len = 0;
     fa_arena_reset (ctx);
     return -1;
+}
+
+int fa_table_annotate_sched (fa_table *t, fa_hist *h, uint64_t id, const char *patch,
+                             size_t len, double at)
+{
+    fa_sched_cap cap;
+    cap.done = 0;
+    if (h)
+        fa_hist_prefetch (h, id);
+    t->note = h ? &cap : NULL;
+    int r = fa_table_annotate (t, id, patch, len);
+    t->note = NULL;
+    if (r <= 0 || h == NULL)
+        return r;
+    return 1 | (int) (fa_hist_record_cap (h, id, patch, len, &cap, at) << 1);
 }

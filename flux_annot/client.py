@@ -218,6 +218,22 @@ def _p_memo(id: JobId, memo: Patch, volatile: bool = False) -> tuple[str, dict[s
     return "job-manager.memo", p
 
 
+def _p_accuracy(since: float | None, queue: str | None, by: str, jobs: bool,
+                histogram: bool) -> tuple[str, dict[str, Any]]:
+    p: dict[str, Any] = {}
+    if since is not None:
+        p["since"] = since
+    if queue is not None:
+        p["queue"] = queue
+    if by != "queue":
+        p["by"] = by
+    if jobs:
+        p["jobs"] = jobs
+    if histogram:
+        p["histogram"] = histogram
+    return "job-manager.accuracy", p
+
+
 def _p_list(states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> tuple[str, dict[str, Any]]:
     p: dict[str, Any] = {}
     if states is not None:
@@ -505,6 +521,12 @@ class Client:
 
     def stats(self) -> dict[str, Any]:
         return self.rpc("job-manager.stats", {})
+
+    def accuracy(self, since: float | None = None, queue: str | None = None, by: str = "queue",
+                 jobs: bool = False, histogram: bool = False) -> dict[str, Any]:
+        """The estimate accuracy report (docs/accuracy.md), as
+        `AnnotationService.accuracy` gives it to this connection's user."""
+        return self.rpc(*_p_accuracy(since, queue, by, jobs, histogram))
 
     def events(self, topics: str | Iterable[str] | None = None, userid: int | None = None, since: int | None = None, snapshot: bool = False, delta: bool = False) -> "EventStream":
         """An iterator of event payloads (§6) on its own connection; ends when
@@ -1002,6 +1024,12 @@ class AsyncClient:
 
     def stats(self) -> "Coroutine[Any, Any, dict[str, Any]]":
         return self._request("job-manager.stats", {}, _Reply)
+
+    async def accuracy(self, since: float | None = None, queue: str | None = None,
+                       by: str = "queue", jobs: bool = False,
+                       histogram: bool = False) -> dict[str, Any]:
+        """`Client.accuracy`."""
+        return await self.rpc(*_p_accuracy(since, queue, by, jobs, histogram))
 
     def events(self, topics: str | Iterable[str] | None = None, userid: int | None = None, since: int | None = None, snapshot: bool = False, delta: bool = False) -> "AsyncEventStream":
         """An async iterator of event payloads on its own connection

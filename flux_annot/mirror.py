@@ -420,6 +420,10 @@ class MirrorService(AnnotationService):
                 self._set_state(jobid, job, move[1], ts)
             return
         if name == "annotations":
+            if job.state == SCHED and type(ctx) is dict:
+                # the estimate took effect at Flux's timestamp (docs/accuracy.md),
+                # recorded now even when the tree itself is held back
+                self._note_estimate_tree(jobid, ctx.get("annotations"), ts)
             if live and job.state == SCHED:
                 self._held[jobid] = (ctx, ts, self.clock())
                 return
