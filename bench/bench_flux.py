@@ -23,24 +23,11 @@ The machine is shared: the load average is printed with the figures.
 import argparse
 import json
 import os
-import select
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
-
 
 def best_wall(cmd, env, n=3):
     best = None
@@ -73,82 +60,21 @@ def main(argv=None):
             file=sys.stderr,
         )
         return 2
-    lib = os.path.join(args.prefix, "lib", "flux")
-    pypath = os.path.join(lib, sorted(d for d in os.listdir(lib) if d.startswith("python3"))[-1])
-    sys.path.insert(0, pypath)
+    from fluxbench import Instance, cpu_seconds, flux_pythonpath
+
+    sys.path.insert(0, flux_pythonpath(args.prefix))
     import flux  # noqa: E402
     import flux.job  # noqa: E402
     from flux.constants import FLUX_RPC_STREAMING  # noqa: E402
 
     from flux_annot.client import Client
-    from flux_annot.errors import AnnotError
 
-    base = tempfile.mkdtemp(prefix="fa-bench-flux-", dir="/tmp")
-    rundir = os.path.join(base, "run")
-    os.makedirs(rundir)
-    uri = f"local://{rundir}/local-0"
-    env = dict(os.environ)
-    env["PATH"] = os.path.join(args.prefix, "bin") + os.pathsep + env.get("PATH", "")
-    env["FLUX_URI"] = uri
-    env["PYTHONPATH"] = pypath + os.pathsep + env.get("PYTHONPATH", "")
-    fluxcmd = os.path.join(args.prefix, "bin", "flux")
     load0 = os.getloadavg()
-    inst = subprocess.Popen(
-        [
-            "timeout",
-            "1800",
-            fluxcmd,
-            "start",
-            "--test-size=1",
-            f"--test-rundir={rundir}",
-            "sh",
-            "-c",
-            "echo up; read x",
-        ],
-        env=env,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    mirror = None
+    inst = Instance(args.prefix, size=1, tag="flux")
+    uri, env, fluxcmd = inst.uri, inst.env, inst.flux
     try:
-        if not select.select([inst.stdout], [], [], 60)[0] or not inst.stdout.readline():
-            raise SystemExit("bench_flux: the Flux instance did not start")
-        sock = os.path.join(base, "socket")
-        mirror = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flux_annot",
-                "serve",
-                "--flux-uri",
-                uri,
-                "--socket",
-                sock,
-                "--store",
-                os.path.join(base, "mirror.db"),
-            ]
-            + (["--config", args.config] if args.config else []),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with Client(sock) as c:
-                    if c.stats()["flux"]["synced"]:
-                        break
-            except (OSError, KeyError, AnnotError):
-                pass
-            if time.monotonic() > deadline or mirror.poll() is not None:
-                raise SystemExit(
-                    "bench_flux: the mirror did not start: "
-                    + mirror.stderr.read().decode(errors="replace")
-                )
-            time.sleep(0.1)
+        sock = inst.mirror(["--config", args.config] if args.config else [])
+        mirror = inst.mirror_proc
 
         # The subscriber: lag of each transition (Flux timestamp -> arrival).
         lags = []
@@ -348,20 +274,7 @@ def main(argv=None):
         jf.stop()
         return 0
     finally:
-        if mirror is not None and mirror.poll() is None:
-            mirror.send_signal(signal.SIGTERM)
-            try:
-                mirror.wait(30)
-            except subprocess.TimeoutExpired:
-                mirror.kill()
-        try:
-            inst.stdin.close()
-            inst.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(inst.pid, signal.SIGKILL)
-            inst.wait()
-        shutil.rmtree(base, ignore_errors=True)
-
+        inst.close()
 
 if __name__ == "__main__":
     sys.exit(main())

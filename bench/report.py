@@ -69,6 +69,7 @@ SIZES = {
         "rpc": ["--requests", "200000", "--rtt", "5000", "--repeat", "2"],
         "flood": {"jobs": 10_000, "requests": 100_000},
         "flux": ["--jobs", "2000"],
+        "broker": ["--rtt", "1000", "--pipeline", "2000"],
         "top": ["--jobs", "100000", "--rate", "10000", "--seconds", "20", "--refresh", "0.5"],
         "dashboard": ["--jobs", "10000", "--rate", "5000", "--seconds", "30", "--extra", "4"],
     },
@@ -77,6 +78,7 @@ SIZES = {
         "rpc": ["--requests", "20000", "--rtt", "500", "--repeat", "1"],
         "flood": {"jobs": 5_000, "requests": 20_000},
         "flux": ["--jobs", "200"],
+        "broker": ["--rtt", "200", "--pipeline", "500"],
         "top": ["--jobs", "20000", "--rate", "5000", "--seconds", "5", "--refresh", "0.5"],
         "dashboard": ["--jobs", "2000", "--rate", "1000", "--seconds", "5", "--extra", "2"],
     },
@@ -395,13 +397,13 @@ def rpc_rates(args):
     return res
 
 
-def flux_mirror(prefix, args):
+def flux_mirror(prefix, args, script="bench_flux.py"):
     if not prefix:
         return {"error": "no Flux installation given (`--flux-prefix PREFIX` or "
                          "$FLUX_ANNOT_TEST_FLUX_PREFIX)"}
     if not os.access(os.path.join(prefix, "bin", "flux"), os.X_OK):
         return {"error": f"{prefix}/bin/flux is not an executable"}
-    r = run_bench(["bench_flux.py", "--prefix", prefix, *args, "--json"], timeout=900)
+    r = run_bench([script, "--prefix", prefix, *args, "--json"], timeout=900)
     return {"data": r["json"], "raw": r["out"], "cmd": r["cmd"], "error": r["error"]}
 
 
@@ -677,6 +679,40 @@ def flood_why(f):
     return s + "; see the flood section"
 
 
+def broker_rows(m, rows):
+    """§15: the service `annot` against Flux's own services, same broker, same run."""
+    bx = m.get("broker")
+    if bx is None:
+        return
+    ld = load_note(m["load"].get("broker"))
+    d = bx.get("data")
+    target = "≤ 1.2× Flux's own round trip"
+    if not d:
+        rows.append(row("through the Flux broker: `annot.getattr` round trip", "—", "—", "—",
+                        target, None, bx.get("error") or "no figures", ld))
+        return
+    for rank, fig in sorted(d["ranks"].items()):
+        where = "rank 0 (the service's and the job manager's broker)" if rank == "0" else (
+            f"leaf rank {rank} (through the overlay)")
+        for ours, theirs, why in (
+            ("annot.getattr", "job-manager.getattr",
+             "an external service costs two more socket hops through the broker than a broker "
+             "module (the job manager), plus the mirror's Python per request"),
+            ("annot.memo volatile", "job-manager.memo volatile",
+             "a memo through the mirror is a `job-manager.memo` plus its journal event back "
+             "before the reply: at least two of Flux's round trips by construction"),
+            ("annot.memo", "job-manager.memo",
+             "as above, and the reply waits for the mirror's batch window and commit (§7)"),
+        ):
+            a, b = fig[ours], fig[theirs]
+            ratio = a["median_us"] / b["median_us"]
+            rows.append(row(
+                f"through the Flux broker from {where}: `{ours}` round trip (median of "
+                f"{d['rtt_n']}); pipelined {a['rate']:,.0f}/s vs {b['rate']:,.0f}/s",
+                f"{a['median_us']:,.0f} µs", f"`{theirs}` {b['median_us']:,.0f} µs",
+                f"{ratio:.2f}×", target, ratio <= 1.2, "" if ratio <= 1.2 else why, ld))
+
+
 def flux_rows(m, rows):
     fx = m.get("flux")
     if fx is None:
@@ -796,6 +832,7 @@ def build_rows(m):
     rpc_rows(m, rows)
     flood_rows(m, rows)
     flux_rows(m, rows)
+    broker_rows(m, rows)
     top_rows(m, rows)
     dashboard_rows(m, rows)
     return rows
@@ -915,6 +952,21 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
         if fx.get("raw"):
             L.append("```")
             L.append(fx["raw"])
+            L.append("```")
+            L.append("")
+    bx = m.get("broker")
+    if bx is not None:
+        L.append("## Through the Flux broker (bench/bench_broker.py)")
+        L.append("")
+        L.append(f"`{bx.get('cmd')}`: the service `annot` of `flux-annotate serve --flux` "
+                 "called with Flux's own bindings from rank 0 and from a leaf rank of a "
+                 "four-broker instance, beside Flux's own `job-manager.getattr` and "
+                 "`job-manager.memo` through the same broker and beside the mirror's Unix "
+                 "socket, in the same run." if bx.get("raw") else f"Not run: {bx.get('error')}.")
+        L.append("")
+        if bx.get("raw"):
+            L.append("```")
+            L.append(bx["raw"])
             L.append("```")
             L.append("")
     for key, title, text in (
@@ -1079,6 +1131,10 @@ def main(argv=None):
         measure("flux", "Flux mirror: `python bench/bench_flux.py " + " ".join(sz["flux"])
                 + " --json`" + ("" if args.flux_prefix else " (not run: no Flux prefix)"),
                 lambda: flux_mirror(args.flux_prefix, sz["flux"]))
+        measure("broker", "through the Flux broker: `python bench/bench_broker.py "
+                + " ".join(sz["broker"]) + " --json`"
+                + ("" if args.flux_prefix else " (not run: no Flux prefix)"),
+                lambda: flux_mirror(args.flux_prefix, sz["broker"], "bench_broker.py"))
         measure("top", "`top`: `python bench/bench_top.py " + " ".join(sz["top"]) + " --json`",
                 lambda: json_bench("bench_top.py", sz["top"]))
         measure("dashboard", "dashboard: `python bench/bench_dashboard.py "

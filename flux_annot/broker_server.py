@@ -54,19 +54,6 @@ _PAYLOAD = b',"payload":'
 _ERRSTR = b',"errstr":'
 
 
-class _Pending:
-    """A request waiting for its response(s)."""
-
-    __slots__ = ("msg", "sender", "cmt", "peer", "stream")
-
-    def __init__(self, msg, sender, cmt, peer, stream):
-        self.msg = msg  # flux_msg_t * (a reference of ours)
-        self.sender = sender  # bytes: the first route hop (the client)
-        self.cmt = cmt  # the client's matchtag (RFC 6 cancel names it)
-        self.peer = peer
-        self.stream = stream  # annot.events: responses until an error ends it
-
-
 class BrokerPeer:
     """Every caller of one credential (a uid and its role) through the
     broker: the peer of the dispatch (docs/DESIGN.md). Its replies are
@@ -132,8 +119,11 @@ class BrokerTransport:
         self.hp = None  # its flux_t *
         self.fd = -1
         self.peers = {}  # (uid, owner) -> BrokerPeer
-        self.pending = {}  # matchtag -> _Pending
-        self.by_sender = {}  # sender -> set of matchtags
+        # matchtag -> (flux_msg_t * (a reference of ours), peer, stream):
+        # stream is None, or (sender, the client's matchtag) for an
+        # annot.events request (answered until an error response ends it)
+        self.pending = {}
+        self.by_sender = {}  # sender (the client's route) -> matchtags of its streams
         self.next_mt = 1
         self.stopped = False
         self.registered = False
@@ -141,7 +131,7 @@ class BrokerTransport:
         self.ndisconnects = 0
         self._retry = None
         self.ffi = self.lib = None  # Flux's cffi module, once attached
-        self._topics = {}  # b"annot.M" -> (prefix, topic, topic span) of the frame
+        self._topics = {}  # b"annot.M" -> (frame prefix up to the payload, is a stream)
 
     # life cycle
 
@@ -210,7 +200,7 @@ class BrokerTransport:
         self._data_p = ffi.new("void **")
         self._len_p = ffi.new("size_t *")
         self._u32_p = ffi.new("uint32_t *")
-        self._int_p = ffi.new("int *")
+        self._cred_p = ffi.new("struct flux_msg_cred *")
         self.fd = lib.flux_pollfd(self.hp)
         self.registered = True
         asyncio.get_running_loop().add_reader(self.fd, self.on_readable)
@@ -287,6 +277,8 @@ class BrokerTransport:
         if ev < 0 or ev & 4:  # FLUX_POLLERR
             self._detach("connection error")
             return
+        if not ev & 1:  # FLUX_POLLIN: nothing to read (the fd also wakes for POLLOUT,
+            return  # i.e. after each response we send)
         n = 0
         while n < RECV_BATCH and self.hp is not None:
             msg = lib.flux_recv(hp, self._match, 4)  # FLUX_O_NONBLOCK
@@ -307,52 +299,54 @@ class BrokerTransport:
 
     def on_request(self, msg):
         lib, ffi = self.lib, self.ffi
-        keep = True  # the message is answered later (held until then)
+        keep = False  # True: the message is answered later (held until then)
         try:
-            if lib.flux_msg_get_type(msg, self._int_p) < 0 or self._int_p[0] != 1:
+            # one call for type, topic and payload, one for userid and rolemask
+            if lib.flux_request_decode_raw(msg, self._topic_p, self._data_p, self._len_p) < 0:
                 return
-            if lib.flux_msg_get_topic(msg, self._topic_p) < 0:
+            if lib.flux_msg_get_cred(msg, self._cred_p) < 0:
                 return
             topic = ffi.string(self._topic_p[0])
-            if lib.flux_msg_get_userid(msg, self._u32_p) < 0:
-                return
-            uid = self._u32_p[0]
-            if lib.flux_msg_get_rolemask(msg, self._u32_p) < 0:
-                return
-            owner = bool(self._u32_p[0] & 1)  # FLUX_ROLE_OWNER
-            route = lib.flux_msg_route_first(msg)
-            sender = ffi.string(route) if route != ffi.NULL else b""
+            cred = self._cred_p
+            uid = cred.userid
+            owner = bool(cred.rolemask & 1)  # FLUX_ROLE_OWNER
             if topic == b"annot.disconnect":
-                self.disconnect(sender, uid, owner)
+                self.disconnect(self._sender(msg), uid, owner)
                 return
             if topic == b"annot.cancel":
-                self.cancel(msg, sender, uid, owner)
+                self.cancel(self._sender(msg), uid, owner)
                 return
-            keep = self.serve_request(msg, topic, uid, owner, sender)
+            keep = self.serve_request(msg, topic, uid, owner)
         finally:
             if not keep:
                 lib.flux_msg_decref(msg)
 
-    def serve_request(self, msg, topic, uid, owner, sender):
+    def _sender(self, msg):
+        """The message's first route hop: the client (RFC 6)."""
+        route = self.lib.flux_msg_route_first(msg)
+        return self.ffi.string(route) if route != self.ffi.NULL else b""
+
+    def serve_request(self, msg, topic, uid, owner):
         """Returns True when `msg` is kept (a pending request)."""
-        lib, ffi = self.lib, self.ffi
         disp = self.dispatch
         self.nrequests += 1
-        if lib.flux_msg_get_payload(msg, self._data_p, self._len_p) < 0:
-            payload = b"{}"  # no payload: an empty request, as `flux.Flux().rpc(topic)` sends
-        else:
-            payload = ffi.buffer(self._data_p[0], self._len_p[0])[:]
-            if payload.endswith(b"\0"):  # a string payload (Flux keeps its NUL)
+        n = self._len_p[0]
+        if n:
+            payload = self.ffi.buffer(self._data_p[0], n)[:]
+            if payload[-1] == 0:  # a string payload (Flux keeps its NUL)
                 payload = payload[:-1]
+        else:
+            payload = b"{}"  # no payload: an empty request, as `flux.Flux().rpc(topic)` sends
         meta = self._topics.get(topic)
         if meta is None:
             meta = self._topic_meta(topic)
             if meta is None:
+                disp.nrequests += 1
                 disp.nerrors += 1
                 name = topic.decode("utf-8", "replace")
                 self._respond_error(msg, _errno.ENOSYS, f"unknown topic {name[:200]!r}")
                 return False
-        prefix, jm_topic = meta
+        prefix, stream = meta
         peer = self.peers.get((uid, owner))
         if peer is None:
             peer = self.peers[(uid, owner)] = BrokerPeer(self, uid, owner)
@@ -360,13 +354,18 @@ class BrokerTransport:
             disp.nconn_total += 1
         mt = self.next_mt
         self.next_mt = mt + 1 if mt < 0xFFFFFFFF else 1
-        stream = jm_topic == "job-manager.events"
-        lib.flux_msg_get_matchtag(msg, self._u32_p)
-        self.pending[mt] = _Pending(msg, sender, self._u32_p[0], peer, stream)
-        mts = self.by_sender.get(sender)
-        if mts is None:
-            mts = self.by_sender[sender] = set()
-        mts.add(mt)
+        if stream:
+            # a stream lives until an error ends it or its client goes:
+            # remember who that is (disconnect, cancel)
+            sender = self._sender(msg)
+            self.lib.flux_msg_get_matchtag(msg, self._u32_p)
+            self.pending[mt] = (msg, peer, (sender, self._u32_p[0]))
+            mts = self.by_sender.get(sender)
+            if mts is None:
+                mts = self.by_sender[sender] = set()
+            mts.add(mt)
+        else:
+            self.pending[mt] = (msg, peer, None)
         head = prefix % mt
         body_len = len(head) + len(payload) + 1
         if body_len > disp.message_bytes:
@@ -411,7 +410,7 @@ class BrokerTransport:
         if jm not in self.dispatch.handlers or not method.replace("-", "").isalnum():
             return None
         prefix = b'{"topic":"%s","matchtag":%%d,"payload":' % jm.encode()
-        self._topics[topic] = meta = (prefix, jm)
+        self._topics[topic] = meta = (prefix, jm == "job-manager.events")
         return meta
 
     # responses
@@ -419,6 +418,8 @@ class BrokerTransport:
     def respond_frames(self, chunk):
         """Send the reply frames in `chunk` (one or more, joined) as Flux
         responses to the requests their matchtags name."""
+        if self.hp is None:  # the broker is gone, and its requests with it
+            return
         n = len(chunk)
         off = 0
         while off < n:
@@ -439,22 +440,23 @@ class BrokerTransport:
         while body[k] in b"0123456789":
             k += 1
         errnum = int(body[j:k])
-        lib = self.lib
+        msg = p[0]
         if errnum == 0:
             if body.startswith(_PAYLOAD, k):
                 payload = body[k + len(_PAYLOAD) : -1]
             else:
                 payload = b"{}"
-            if lib.flux_respond(self.hp, p.msg, payload) < 0:
+            if self.lib.flux_respond(self.hp, msg, payload) < 0:
                 log.warning("flux_respond failed: %s", _errno.errorcode.get(self.ffi.errno))
-            if not p.stream:
-                self._forget(mt)
+            if p[2] is None:  # not a stream: answered
+                del self.pending[mt]
+                self.lib.flux_msg_decref(msg)
             return
         if body.startswith(_ERRSTR, k):
             errstr = protocol.decode_json(body[k + len(_ERRSTR) : -1])
         else:
             errstr = None
-        self._respond_error(p.msg, errnum, errstr)
+        self._respond_error(msg, errnum, errstr)
         self._forget(mt)
 
     def _respond_error(self, msg, errnum, errstr):
@@ -468,40 +470,44 @@ class BrokerTransport:
         p = self.pending.pop(mt, None)
         if p is None:
             return
-        mts = self.by_sender.get(p.sender)
-        if mts is not None:
-            mts.discard(mt)
-            if not mts:
-                del self.by_sender[p.sender]
-        st = p.peer.streams.pop(mt, None)
-        if st is not None and not st.ended:  # the client is gone: no response
-            st.ended = True
-            self.dispatch.ready.discard(st)
-            if st.sub is not None and not st.sub.closed:
-                st.sub.close()
+        msg, peer, stream = p
+        if stream is not None:
+            sender = stream[0]
+            mts = self.by_sender.get(sender)
+            if mts is not None:
+                mts.discard(mt)
+                if not mts:
+                    del self.by_sender[sender]
+            st = peer.streams.pop(mt, None)
+            if st is not None and not st.ended:  # the client is gone: no response
+                st.ended = True
+                self.dispatch.ready.discard(st)
+                if st.sub is not None and not st.sub.closed:
+                    st.sub.close()
         if self.lib is not None:
-            self.lib.flux_msg_decref(p.msg)
+            self.lib.flux_msg_decref(msg)
 
     def disconnect(self, sender, uid, owner):
-        """RFC 6 disconnect: forget every request of that client (the
-        broker sets the route; the credential must match as well)."""
+        """RFC 6 disconnect: forget every stream of that client (the broker
+        sets the route; the credential must match as well). Its other
+        requests are answered as usual: the broker drops what has no
+        client any more."""
         self.ndisconnects += 1
         mts = self.by_sender.get(sender)
         if not mts:
             return
         for mt in list(mts):
             p = self.pending.get(mt)
-            if p is not None and (owner or p.peer.uid == uid):
+            if p is not None and (owner or p[1].uid == uid):
                 self._forget(mt)
 
-    def cancel(self, msg, sender, uid, owner):
-        """RFC 6 cancel `{"matchtag": N}`: end that client's stream N with
-        ENODATA (no response to the cancel itself)."""
-        lib, ffi = self.lib, self.ffi
-        if lib.flux_msg_get_payload(msg, self._data_p, self._len_p) < 0:
+    def cancel(self, sender, uid, owner):
+        """RFC 6 cancel `{"matchtag": N}` (the payload just decoded): end
+        that client's stream N with ENODATA (no response to the cancel)."""
+        if not self._len_p[0]:
             return
         try:
-            raw = ffi.buffer(self._data_p[0], self._len_p[0])[:].rstrip(b"\0")
+            raw = self.ffi.buffer(self._data_p[0], self._len_p[0])[:].rstrip(b"\0")
             if len(raw) > 256:
                 return
             cmt = protocol.decode_json(raw).get("matchtag")
@@ -509,12 +515,12 @@ class BrokerTransport:
             return
         for mt in list(self.by_sender.get(sender, ())):
             p = self.pending.get(mt)
-            if p is None or p.cmt != cmt or not (owner or p.peer.uid == uid):
+            if p is None or p[2][1] != cmt or not (owner or p[1].uid == uid):
                 continue
-            st = p.peer.streams.get(mt)
+            st = p[1].streams.get(mt)
             if st is not None and not st.ended:
                 self.dispatch.end_stream(st, _errno.ENODATA, "the stream was canceled")
-                p.peer.flush()
+                p[1].flush()
 
     def stats(self):
         return {
@@ -522,6 +528,6 @@ class BrokerTransport:
             "registered": self.registered,
             "requests": self.nrequests,
             "pending": len(self.pending),
-            "clients": len(self.by_sender),
+            "stream_clients": len(self.by_sender),
             "disconnects": self.ndisconnects,
         }

@@ -176,6 +176,7 @@ class MirrorService(AnnotationService):
         self.clock = time.monotonic  # how long annotations are held (tests may replace it)
         self._history = None  # {jobid: [entries]} while a history arrives
         self._waiters = {}  # memo token -> fn(errnum, errstr)
+        self._volatile_memos = set()  # tokens of volatile memos: no commit to wait for
         self._token = 0
         self._lock = threading.Lock()
         self.connected = False
@@ -278,6 +279,7 @@ class MirrorService(AnnotationService):
         self._release_held(all_=True)
         # Memos sent and not answered: Flux's answer is lost with the connection.
         waiters, self._waiters = self._waiters, {}
+        self._volatile_memos.clear()
         for done in waiters.values():
             done(
                 EIO,
@@ -642,7 +644,8 @@ class MirrorService(AnnotationService):
         self, id: int, memo: dict, volatile: bool, done: Callable[[int, str | None], None]
     ) -> None:
         """Hand a checked memo to Flux; `done(errnum, errstr)` once it is back
-        through the journal and committed here (errnum 0), or refused."""
+        through the journal and (unless volatile) committed here (errnum 0),
+        or refused."""
         if not self.connected or self.source is None:
             done(EIO, f"the Flux instance at {self.uri} is not reachable; the memo was not sent")
             return
@@ -650,11 +653,15 @@ class MirrorService(AnnotationService):
             self._token += 1
             token = self._token
         self._waiters[token] = done
+        if volatile:
+            self._volatile_memos.add(token)
         self._flux["memos_sent"] += 1
         self.source.send_memo(token, id, memo, volatile)
 
     def _memo_done(self, token, errnum, errstr):
         done = self._waiters.pop(token, None)
+        volatile = token in self._volatile_memos
+        self._volatile_memos.discard(token)
         if done is None:
             return
         if errnum:
@@ -662,8 +669,13 @@ class MirrorService(AnnotationService):
             done(errnum, errstr or "the Flux instance refused the memo")
         else:
             # The memo's journal event came before this reply (same
-            # connection, in order): it is applied; answer once committed.
-            self.hub.after_commit(lambda: done(0, None))
+            # connection, in order): it is applied; answer once committed
+            # (§7), or at once when volatile (nothing to commit, as a
+            # volatile annotate is answered on the socket).
+            if volatile:
+                done(0, None)
+            else:
+                self.hub.after_commit(lambda: done(0, None))
 
     def memo(self, cred: Cred, id: int, memo: Any, volatile: bool = False) -> None:
         """In-process: check, send to Flux, wait until it is back (module doc)."""

@@ -2,9 +2,10 @@
 `MirrorService` (docs/flux.md).
 
 `MirrorServer` is the usual `Server` (flux_annot.server) with four
-differences: the same dispatch also serves as the service `annot` of the
-instance (flux_annot.broker_server), registered before it reports ready; the journal source's thread wakes the event loop, which
-applies what arrived (`service.pump(0)`); the batch timer also releases
+differences: with `broker=True` (`run_mirror`) the same dispatch also
+serves as the service `annot` of the instance (flux_annot.broker_server),
+registered before it reports ready; the journal source's thread wakes
+the event loop, which applies what arrived (`service.pump(0)`); the batch timer also releases
 held annotations (`service.flush_live`); and the writes: a `memo` (or an
 `annotate` of the `user` namespace alone) is checked here, sent to Flux,
 and answered once it is back through the journal and committed; `submit`,
@@ -35,7 +36,7 @@ class MirrorServer(Server):
 
     hot_writes = False  # memos go to Flux through h_memo / h_annotate
 
-    def __init__(self, service, socket_path, broker_uri=None, broker=True):
+    def __init__(self, service, socket_path, broker=False, broker_uri=None):
         super().__init__(service, socket_path)
         self.broker = None
         if broker:
@@ -143,7 +144,7 @@ def run_mirror(uri=None, socket_path=None, store=None, config=None, ready=None):
                 socket_path,
                 ready=ready,
                 service=service,
-                server_class=functools.partial(MirrorServer, broker_uri=source.uri),
+                server_class=functools.partial(MirrorServer, broker=True, broker_uri=source.uri),
             )
         )
     finally:

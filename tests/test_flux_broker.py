@@ -36,7 +36,7 @@ def inst():
     i = FluxInstance(flux_prefix(), size=SIZE, access_guests=True).start()
     pp = flux_pythonpath(i.prefix)
     if pp not in sys.path:
-        sys.path.insert(0, pp)  # Flux's bindings, for the raw RPCs below
+        sys.path.insert(0, pp)  # Flux's bindings, for the raw RPCs of the tests
     yield i
     i.cleanup()
 
@@ -53,6 +53,9 @@ def mirror(inst, tmp_path_factory):
 
 def rpc(uri, topic, payload=None):
     """One raw Flux RPC: ("ok", payload) or ("err", errno, sentence)."""
+    pp = flux_pythonpath(flux_prefix())
+    if pp not in sys.path:
+        sys.path.insert(0, pp)  # Flux's bindings
     import flux
 
     h = flux.Flux(uri)
@@ -98,6 +101,11 @@ def test_reads_and_memo_through_the_broker_equal_the_socket(inst, mirror):
     assert rpc(inst.rank_uri(LEAF), "annot.memo", {"id": other, "memo": {"via": "rank3"}}) == ["ok", {}]
     assert inst.jobs()[other]["annotations"] == {"user": {"via": "rank3"}}
     assert sock(mirror, lambda c: c.get(other))[1]["annotations"] == {"user": {"via": "rank3"}}
+    # A volatile one is answered without waiting for a commit, and is there too.
+    assert rpc(inst.rank_uri(LEAF), "annot.memo",
+               {"id": other, "memo": {"v": 1}, "volatile": True}) == ["ok", {}]
+    assert sock(mirror, lambda c: c.get(other))[1]["annotations"] == {"user": {"via": "rank3", "v": 1}}
+    inst.flux("job", "memo", str(other), "v=null")
     # What Flux owns stays refused, as on the socket.
     for topic, payload in (("annot.submit", {"id": 5, "userid": 0}),
                            ("annot.annotate", {"id": other, "annotations": {"sched": {"x": 1}}})):
@@ -191,9 +199,9 @@ def test_the_guest_rate_holds_through_the_broker(inst, mirror):
         "err", errno.ENOENT]
 
 
-def _socket_reply(mirror, payload):
+def _socket_reply(path, payload):
     """The socket's reply to a getattr frame with the raw `payload` bytes."""
-    raw = Raw(mirror.socket)
+    raw = Raw(path)
     try:
         body = b'{"topic":"job-manager.getattr","matchtag":7,"payload":' + payload + b"}"
         frame = struct.pack(">I", len(body)) + body
@@ -203,7 +211,7 @@ def _socket_reply(mirror, payload):
         r = raw.recv()
     finally:
         raw.close()
-    return ["err", r["errnum"], r.get("errstr")]
+    return [r["errnum"] and "err" or "ok", r["errnum"], r.get("errstr")]
 
 
 def _unplaced(sentence):
@@ -212,30 +220,50 @@ def _unplaced(sentence):
     return re.sub(r"at byte \d+", "at byte N", sentence)
 
 
-@pytest.mark.parametrize("rank", [0, LEAF])
-def test_hostile_payloads_get_what_the_socket_gives_and_the_service_serves_on(inst, mirror, rank):
-    uri = inst.rank_uri(rank)
-    deep = b'{"id":' * 100_000 + b"1" + b"}" * 100_000
-    cases = {
-        "not json": b"this is not JSON",
-        "deep": deep,
-        "invalid utf-8": b'{"id":1,"x":"\xff\xfe"}',
-        "2 MB": b'{"id":1,"x":"' + b"a" * (2 << 20) + b'"}',
-    }
-    for name, payload in cases.items():
-        got = rpc(uri, "annot.getattr", payload)
-        want = _socket_reply(mirror, payload)
-        assert got[0] == "err" and got[1] == want[1], (name, got, want)
-        if name == "2 MB":  # the length differs by the envelope of each transport
-            assert got[1] == errno.EMSGSIZE and "exceeds the limit of 1048576 bytes" in got[2]
-        else:
-            assert _unplaced(got[2]) == _unplaced(want[2]), name
-    assert rpc(uri, "annot.getattr", deep)[1:] == [
-        errno.EINVAL, "payload field 'id': nesting depth exceeds 64"]
-    # A payload that ends the object and adds members cannot change the request.
-    got = rpc(uri, "annot.getattr", b'{"id":1},"matchtag":1,"topic":"job-manager.submit"')
-    assert got == ["err", errno.EPROTO, "the payload is not one JSON object"]
-    assert rpc(uri, "annot.stats")[0] == "ok"
+DEEP = b'{"id":' * 100_000 + b"1" + b"}" * 100_000
+HOSTILE = {
+    "not json": b"this is not JSON",
+    "deep": DEEP,
+    "invalid utf-8": b'{"id":1,"x":"\xff\xfe"}',
+    "2 MB": b'{"id":1,"x":"' + b"a" * (2 << 20) + b'"}',
+    # a payload that ends the object and adds members cannot change the request
+    "members added": b'{"id":1},"matchtag":1,"topic":"job-manager.submit"',
+}
+
+
+def _hostile(uri, path):
+    """Each hostile payload through the broker and through the socket, then
+    a plain request through the broker (the service serves on)."""
+    out = {name: [rpc(uri, "annot.getattr", p), _socket_reply(path, p)]
+           for name, p in HOSTILE.items()}
+    out["after"] = rpc(uri, "annot.stats")[0]
+    return out
+
+
+@pytest.mark.parametrize("who", ["owner rank 0", "owner leaf", "guest leaf"])
+def test_hostile_payloads_get_what_the_socket_gives_and_the_service_serves_on(inst, mirror, who):
+    uri = inst.rank_uri(0 if who.endswith("rank 0") else LEAF)
+    if who.startswith("guest"):
+        if not is_root():
+            pytest.skip("dropping to another uid (nobody) needs root")
+        r = run_as(NOBODY, lambda: _hostile(uri, mirror.socket))
+        assert "value" in r, r
+        got = r["value"]
+    else:
+        got = _hostile(uri, mirror.socket)
+    for name in ("not json", "deep", "invalid utf-8"):
+        flux_err, sock_err = got[name]
+        assert flux_err[:2] == sock_err[:2] and flux_err[0] == "err", (name, got[name])
+        assert _unplaced(flux_err[2]) == _unplaced(sock_err[2]), name
+    limit = 8 if who.startswith("guest") else 64
+    assert got["deep"][0] == ["err", errno.EINVAL, f"payload field 'id': nesting depth exceeds {limit}"]
+    assert got["not json"][0][:2] == ["err", errno.EPROTO]
+    assert got["invalid utf-8"][0][:2] == ["err", errno.EINVAL]
+    # the length differs by the envelope of each transport; the socket then closes
+    assert got["2 MB"][0][:2] == got["2 MB"][1][:2] == ["err", errno.EMSGSIZE]
+    assert "exceeds the limit of 1048576 bytes" in got["2 MB"][0][2]
+    assert got["members added"][0] == ["err", errno.EPROTO, "the payload is not one JSON object"]
+    assert got["after"] == "ok"
     assert mirror.proc.poll() is None
 
 
@@ -353,6 +381,26 @@ def test_a_canceled_stream_ends_with_enodata(inst, mirror):
     assert ei.value.errno == errno.ENODATA
     assert subscribers(mirror) == before
     del h
+
+
+def test_the_service_comes_back_with_flux(tmp_path):
+    """Flux restarts under a running mirror: the mirror registers `annot`
+    again by itself (stats says when it is not registered)."""
+    inst = FluxInstance(flux_prefix()).start()
+    m = Mirror(inst, tmp_path / "m.db").start()
+    try:
+        m.wait_synced()
+        assert rpc(inst.uri, "annot.stats")[0] == "ok"
+        inst.kill()  # gone at once
+        wait_for("the mirror to notice", lambda: not m.stats()["server"]["broker"]["registered"])
+        inst.start()
+        wait_for("annot registered again", lambda: rpc(inst.uri, "annot.stats")[0] == "ok", 30)
+        st = rpc(inst.uri, "annot.stats")[1]["server"]["broker"]
+        assert st["registered"] and st["uri"] == inst.uri
+        assert m.proc.poll() is None
+    finally:
+        m.cleanup()
+        inst.cleanup()
 
 
 def test_one_service_per_instance_and_it_goes_with_the_mirror(inst, mirror, tmp_path):
