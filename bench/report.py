@@ -25,8 +25,11 @@ sampled every 2 s and quoted beside every row):
 - Batch encoding, 100k entries: `bench_events.bench_encode()`.
 - Guest flood: `bench_flood.run()` (in this process; it forks its flooders).
 - As subprocesses, each starting (and stopping) what it needs:
-  `bench_rpc.py` (its printed lines are parsed), `bench_flux.py --json`,
-  `bench_top.py --json`, `bench_dashboard.py --json` (one JSON object on
+  `bench_rpc.py` (its printed lines are parsed), `bench_clients.py --json`,
+  `bench_fanout.py --json` (the fan-out curve and the subscriber bound),
+  `bench_flux.py --json`,
+  `bench_top.py --json`, `bench_dashboard.py --json`, `bench_metrics.py
+  --json` (serve with and without --metrics, alternating; one JSON object on
   their last line; the human output is kept in the report).
 
 Flux's own RPC rates and round trip cannot run here: they are quoted (see
@@ -67,20 +70,26 @@ SIZES = {
     "full": {
         "core_cycles": 5, "repeat": 5, "mem_jobs": 1_000_000,
         "rpc": ["--requests", "200000", "--rtt", "5000", "--repeat", "2"],
+        "clients": ["--jobs", "10000", "--rtt", "3000", "--requests", "200000", "--repeat", "3"],
         "flood": {"jobs": 10_000, "requests": 100_000},
+        "fanout": ["--requests", "200000", "--rounds", "2"],
         "flux": ["--jobs", "2000"],
         "broker": ["--rtt", "1000", "--pipeline", "2000"],
         "top": ["--jobs", "100000", "--rate", "10000", "--seconds", "20", "--refresh", "0.5"],
         "dashboard": ["--jobs", "10000", "--rate", "5000", "--seconds", "30", "--extra", "4"],
+        "metrics": ["--requests", "500000", "--rounds", "7"],
     },
     "quick": {
         "core_cycles": 2, "repeat": 1, "mem_jobs": 100_000,
         "rpc": ["--requests", "20000", "--rtt", "500", "--repeat", "1"],
+        "clients": ["--jobs", "2000", "--rtt", "500", "--requests", "20000", "--repeat", "1"],
         "flood": {"jobs": 5_000, "requests": 20_000},
+        "fanout": ["--jobs", "2000", "--requests", "20000", "--steps", "10,50"],
         "flux": ["--jobs", "200"],
         "broker": ["--rtt", "200", "--pipeline", "500"],
         "top": ["--jobs", "20000", "--rate", "5000", "--seconds", "5", "--refresh", "0.5"],
         "dashboard": ["--jobs", "2000", "--rate", "1000", "--seconds", "5", "--extra", "2"],
+        "metrics": ["--requests", "100000", "--rounds", "3"],
     },
 }
 
@@ -634,6 +643,52 @@ def rpc_rows(m, rows):
                     None if rtt is None else rtt <= 50, err or "", ld))
 
 
+def client_rows(m, rows):
+    """The clients against their anchors (bench_clients.py, SPEC §11 third round)."""
+    cl = m.get("clients")
+    if cl is None:
+        return
+    from bench_clients import TARGETS
+
+    def target(key):
+        op, t = TARGETS[key]
+        return f"{op} {t:.2f}×" if key.endswith("_rtt") else f"{op} {100 * t:.0f}%"
+
+    ld = load_note(m["load"].get("clients"))
+    d = cl.get("data")
+    names = {"annotate_rtt": "`Client.annotate` (volatile) round trip, median",
+             "get_rtt": "`Client.get` round trip, median",
+             "pipelined": "`Client.annotate_pipelined` (volatile, dicts), window 256",
+             "async": "`AsyncClient`, 1,000 `annotate` awaitables in flight (gather)"}
+    if not d:
+        for key, name in names.items():
+            rows.append(row(name, "—", "—", "—", target(key), None, cl.get("error"), ld))
+        return
+    rt, pr, ra = d["rtt"], d["rates"], d["ratios"]
+
+    def cpu(r):
+        return f"client {r['client_us']:.1f} µs, server {r['server_us']:.1f} µs CPU/request"
+
+    for key, mine, anchor, label in (
+            ("annotate_rtt", rt["client_annotate"], rt["minimal_annotate"],
+             "minimal client (docs/protocol.md: json.dumps, sendall, recv, json.loads)"),
+            ("get_rtt", rt["client_get"], rt["minimal_getattr"], "the minimal client's `getattr`")):
+        rows.append(row(names[key], f"{mine['median_us']:.1f} µs; {cpu(mine)}",
+                        f"{label} {anchor['median_us']:.1f} µs; {cpu(anchor)}",
+                        f"{ra[key]:.2f}×", target(key), ra[key] <= TARGETS[key][1], "", ld))
+    pre = pr["prebuilt"]
+    for key, mine in (("pipelined", pr["client_pipelined"]), ("async", pr["async_gather"])):
+        t = TARGETS[key][1]
+        why = ""
+        if ra[key] < t:
+            why = (f"the client spends {mine['client_us']:.1f} µs of CPU per request where the "
+                   f"prebuilt frames cost {pre['client_us']:.1f} µs (the server "
+                   f"{mine['server_us']:.1f} against {pre['server_us']:.1f} µs)")
+        rows.append(row(names[key], f"{mine['rate']:,.0f}/s; {cpu(mine)}",
+                        f"frames built beforehand, pipelined {pre['rate']:,.0f}/s; {cpu(pre)}",
+                        f"{100 * ra[key]:.0f}%", target(key), ra[key] >= t, why, ld))
+
+
 def flood_rows(m, rows):
     flood = m.get("flood")
     if not flood:
@@ -754,6 +809,52 @@ def flux_rows(m, rows):
                     f"{fj / fl:.1f}× faster" if fj and fl else "—", "—", "info", "", ld))
 
 
+def fanout_rows(m, rows):
+    fo = m.get("fanout")
+    if fo is None:
+        return
+    ld = load_note(m["load"].get("fanout"))
+    d = fo.get("data")
+    if not d:
+        for name, target in (("scheduler ANNOTATE throughput with 200 guest subscribers", "≥ 50%"),
+                             ("bytes a stopped subscriber receives before its EOVERFLOW",
+                              "≤ subscriber_queue_bytes + one batch")):
+            rows.append(row(name, "—", "—", "—", target, None, fo.get("error"), ld))
+        return
+    c = d.get("curve")
+    if c:
+        who = ("guest subscribers (each its own process and uid, snapshot+delta, reading)"
+               if c["guests_are_guests"] else
+               "subscribers (FALLBACK: not root, they ran as the owner uid: not guests)")
+        steps = {int(k): v for k, v in c["steps"].items()}
+        for n in sorted(steps):
+            st = steps[n]
+            figure = (f"{st['rate']:,.0f}/s; server {st['server_us_per_request']:.1f} µs CPU per "
+                      f"request, {st['server_us_per_batch']:,.0f} µs per batch")
+            anchor = (f"{c['quiet_rate']:,.0f}/s without subscribers (phases before and after, "
+                      f"same run); {c['quiet_server_us_per_request']:.1f} µs per request, "
+                      f"{c['quiet_server_us_per_batch']:,.0f} per batch")
+            ratio = f"{100 * st['ratio']:.0f}% (server CPU per request: {100 * st['cpu_ratio']:.0f}%)"
+            if n == 200:
+                rows.append(row(f"scheduler ANNOTATE throughput with {n} {who}", figure, anchor,
+                                ratio, "≥ 50%", st["ratio"] >= 0.5,
+                                "" if st["ratio"] >= 0.5 else
+                                "see the fan-out section (readers' CPU, server CPU per batch)", ld))
+            else:
+                rows.append(row(f"scheduler ANNOTATE throughput with {n} guest subscribers",
+                                figure, anchor, ratio, "—", "info", "", ld))
+    for b in d.get("bound") or []:
+        ok = b["end_errnum"] == 75 and b["received"] <= b["bound"]
+        rows.append(row(f"bytes a subscriber that stopped reading receives before its EOVERFLOW "
+                        f"({b['published']:,} bytes published in {b['batches']} batches)",
+                        f"{b['received']:,} bytes, then "
+                        + ("EOVERFLOW" if b["end_errnum"] == 75 else
+                           f"errnum {b['end_errnum']}" if b["end_errnum"] else "nothing"),
+                        f"subscriber_queue_bytes {b['limit']:,} + one batch "
+                        f"({b['batch_bytes']:,}) = {b['bound']:,}", "—",
+                        "≤ subscriber_queue_bytes + one batch, then EOVERFLOW", ok, "", ld))
+
+
 def top_rows(m, rows):
     tp = m.get("top")
     if tp is None:
@@ -824,17 +925,44 @@ def dashboard_rows(m, rows):
                     "any number of pages (one subscription)", ld))
 
 
+def metrics_rows(m, rows):
+    mt = m.get("metrics")
+    if mt is None:
+        return
+    ld = load_note(m["load"].get("metrics"))
+    d = mt.get("data")
+    name = "`serve --metrics` (scraped every second): scheduler ANNOTATE rate against plain `serve`"
+    if not d:
+        rows.append(row(name, "—", "—", "—", "≥ 0.97×", None, mt.get("error"), ld))
+        return
+    p, q = d["plain"], d["metrics"]
+    rows.append(row(
+        f"{name}, {d['requests']:,} pipelined alloc responses per round over {d['jobs']:,} "
+        f"jobs, {d['rounds']} rounds alternating",
+        f"median {q['median']:,.0f}/s (best {q['best']:,.0f}/s); server "
+        f"{q['cpu_us_median']:.2f} µs CPU/request",
+        f"plain: median {p['median']:,.0f}/s (best {p['best']:,.0f}/s); "
+        f"{p['cpu_us_median']:.2f} µs CPU/request",
+        f"{d['ratio_median']:.3f}× (best {d['ratio_best']:.3f}×, CPU/request "
+        f"{d['cpu_ratio']:.3f}×)", "≥ 0.97×", d["ratio_median"] >= 0.97,
+        f"{d['scrapes']} scrapes by another process, median {d['scrape_ms_median'] or 0:.1f} ms "
+        f"each", ld))
+
+
 def build_rows(m):
     """One row per target of docs/performance.md (and a few figures without
     a target), from the measurements dict of `main`."""
     rows = []
     core_rows(m, rows)
     rpc_rows(m, rows)
+    client_rows(m, rows)
     flood_rows(m, rows)
+    fanout_rows(m, rows)
     flux_rows(m, rows)
     broker_rows(m, rows)
     top_rows(m, rows)
     dashboard_rows(m, rows)
+    metrics_rows(m, rows)
     return rows
 
 
@@ -970,6 +1098,19 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
             L.append("```")
             L.append("")
     for key, title, text in (
+        ("clients", "Clients (bench/bench_clients.py)",
+         "flux-annot's own clients against a minimal Python client and against frames built "
+         "beforehand, one server, interleaved runs, the best of each (docs/performance.md, "
+         "Clients); CPU per request beside each figure (server: /proc/PID/task/*/schedstat)."),
+        ("fanout", "Fan-out and the subscriber bound (bench/bench_fanout.py)",
+         "A server subprocess (temp SQLite store) with 10k pending jobs owned by 250 uids, each "
+         "job with a private note; the scheduler (this process, owner) pipelines ANNOTATE alloc "
+         "responses moving every job's estimate. Phases alternate without subscribers and with "
+         "10, 50, 200 guest subscribers, each a forked process that dropped to its own uid "
+         "(owning jobs in every batch), subscribed with snapshot+delta and reading everything; "
+         "each step is compared with the phases without on either side. Then the bound: a "
+         "subscriber with `subscriber_queue_bytes` = 64 KiB stops reading while ~4 kB batches "
+         "are published (less than 1 MiB in all, then 4 MB), then reads what it gets."),
         ("top", "`top` (bench/bench_top.py)",
          "The objects `flux-annotate top` runs (the live model fed by its thread, the view, "
          "the screen) with an 80×24 stand-in for the curses window, under a scheduler child "
@@ -981,6 +1122,12 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
          "browser page alone, a second with more pages (raw event-stream readers). The lag is "
          "measured in the browser: for each batch, the time the page applied it (and first "
          "drew it) minus the time the service published it, both on this machine's clock."),
+        ("metrics", "`serve --metrics` (bench/bench_metrics.py)",
+         "Two `flux-annotate serve` processes on their own stores, one plain, one with "
+         "`--metrics` scraped every second by another process (as Prometheus would), the same "
+         "pipelined scheduler ANNOTATE alloc responses sent to each in turn, round after round, "
+         "alternating which goes first. The figure for the target is the median rate's ratio; "
+         "the server CPU per request (from /proc) is steadier on a shared machine."),
     ):
         b = m.get(key)
         if b is None:
@@ -1113,6 +1260,8 @@ def main(argv=None):
         measure("enc", "batch encoding, 100k entries", lambda: batch_encoding(100_000))
         measure("rpc", "socket RPCs: `python bench/bench_rpc.py " + " ".join(sz["rpc"]) + "`",
                 lambda: rpc_rates(sz["rpc"]))
+        measure("clients", "clients: `python bench/bench_clients.py " + " ".join(sz["clients"])
+                + " --json`", lambda: json_bench("bench_clients.py", sz["clients"], timeout=900))
         import bench_flood
 
         fl = sz["flood"]
@@ -1128,6 +1277,8 @@ def main(argv=None):
                 f"requests={fl['requests']})`", flood)
         if m.get("flood"):
             bench_flood.report(m["flood"])
+        measure("fanout", "fan-out: `python bench/bench_fanout.py " + " ".join(sz["fanout"])
+                + " --json`", lambda: json_bench("bench_fanout.py", sz["fanout"], timeout=1800))
         measure("flux", "Flux mirror: `python bench/bench_flux.py " + " ".join(sz["flux"])
                 + " --json`" + ("" if args.flux_prefix else " (not run: no Flux prefix)"),
                 lambda: flux_mirror(args.flux_prefix, sz["flux"]))
@@ -1140,6 +1291,10 @@ def main(argv=None):
         measure("dashboard", "dashboard: `python bench/bench_dashboard.py "
                 + " ".join(sz["dashboard"]) + " --json`",
                 lambda: json_bench("bench_dashboard.py", sz["dashboard"]))
+
+        measure("metrics", "serve --metrics: `python bench/bench_metrics.py "
+                + " ".join(sz["metrics"]) + " --json`",
+                lambda: json_bench("bench_metrics.py", sz["metrics"], timeout=900))
 
         def sweep():
             for n in QUICK_SWEEP if quick else SWEEP:

@@ -163,6 +163,19 @@ size_t fa_table_batch_ids (fa_table *t, uint64_t *ids, size_t cap);
  * 0, or -1 ENOMEM. */
 int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list,
                            size_t ns_len, int exclude, int delta);
+/* fa_table_batch_encode, also saying where each entry is in the output, so
+ * views can be spliced from two encodings without encoding again (events.py:
+ * a guest's view = the public view with its own jobs' whole entries). n must
+ * be the number of net-changed jobs (EINVAL otherwise, nothing written);
+ * cuts[2n] is caller-owned. For entry i (batch_ids order): cuts[i] = start
+ * of the first entry at index >= i that is in the output (or the offset of
+ * the closing ']'), cuts[n+i] = end of the last one at index <= i (or 1).
+ * Entry i is in the output iff cuts[i] < cuts[n+i], as out[cuts[i]..cuts[n+i]);
+ * out[cuts[p]..cuts[n+q-1]) is the entries p..q-1 with their commas (empty
+ * when start >= end). 0, or -1 (EINVAL, ENOMEM). */
+int fa_table_batch_encode_cuts (fa_table *t, const uint8_t *full, const char *ns_list,
+                                size_t ns_len, int exclude, int delta, uint64_t *cuts,
+                                size_t n);
 /* Forget all pre-images (tracking stays as it is). */
 void fa_table_batch_clear (fa_table *t);
 /* "[[id,tree|null],...]" of the current trees of ids[0..n) in the ctx
@@ -188,8 +201,9 @@ typedef struct fa_frame_opts {
 
 /* One record per frame: FA_FRAME_WORDS uint64 words, in this order:
  *   status    bits 0-15 FA_FRAME_* flags (bits 8-9: "type"), bits 16-31 the topic's index + 1
- *             in the caller's list (0: not in it, or escaped), bits 32-63
- *             errnum (0: the frame was decoded)
+ *             in the caller's list (0: not in it, or escaped; in a fault
+ *             record, 0 unless the topic was read before the fault), bits
+ *             32-63 errnum (0: the frame was decoded)
  *   matchtag  (flag FA_FRAME_MATCHTAG: it was read, before any fault)
  *   id        the payload's "id" when it is an integer in [0, 2^64); for an
  *             EMSGSIZE record, the length the header announced
@@ -246,6 +260,56 @@ int fa_reply_ok (fa_ctx *ctx, const uint64_t *mts, size_t n);
  * run it before a recursive decoder). 0, or -1 EINVAL "nesting depth
  * exceeds N at byte K". */
 int fa_json_nesting (fa_ctx *ctx, const char *s, size_t len, uint32_t max_depth);
+
+/* ---- the client side of the wire protocol (fa_client.c) ---- */
+
+/* One record per reply: FA_REPLY_WORDS uint64 words, in this order:
+ *   status    bits 0-31 FA_REPLY_* flags, bits 32-63 errnum (0 to 4095)
+ *   matchtag
+ *   errstr    offset and length in buf of the errstr string, quotes
+ *             included (flag FA_REPLY_ERRSTR; absent or null: 0, 0)
+ *   payload   offset and length in buf of the payload object (flag
+ *             FA_REPLY_PAYLOAD; absent or null: 0, 0) */
+#define FA_REPLY_WORDS 6
+#define FA_REPLY_ERRSTR 0x1     /* errstr is a string */
+#define FA_REPLY_ERRSTR_ESC 0x2 /* ... holding escapes (decode its span as JSON) */
+#define FA_REPLY_PAYLOAD 0x4    /* payload is an object */
+
+/* Read the complete reply frames (4-byte big-endian length + body) at the
+ * start of buf[0..len), at most cap of them, one record each into rec
+ * (cap * FA_REPLY_WORDS words, owned by the caller). Each body must be a
+ * JSON object whose "matchtag" is a non-negative integer, "errnum" (0 if
+ * absent) an integer below 4096, "errstr" a string or null, "payload" an
+ * object or null; every value is parsed (UTF-8, grammar) with at most
+ * max_depth levels of nesting, the body itself counting 1; other members
+ * are allowed, a repeated member's last value counts. *nrec: the records
+ * written; *used: the bytes they cover (an incomplete frame is left for
+ * the next call); *nerr: how many of them have an errnum. Returns 0; 1
+ * when the frame at *used is malformed (EPROTO, "malformed response from
+ * the service: ..." in ctx; the records before it are valid); -1 ENOMEM.
+ * No output text (ctx's output is left alone). */
+int fa_replies_scan (fa_ctx *ctx, const char *buf, size_t len, uint32_t max_depth,
+                     uint64_t *rec, size_t cap, size_t *nrec, size_t *used, size_t *nerr);
+
+#define FA_REQ_VOLATILE 0x1 /* "volatile":true in every payload */
+#define FA_REQ_ARRAY 0x2    /* patches is one JSON array text of the n patches
+                               (else: n texts joined by n-1 NUL bytes) */
+
+/* The request frames of n annotate or memo calls, one after the other, in
+ * the ctx output: frame i is (4-byte big-endian length, then)
+ *   {"topic":"TOPIC","matchtag":mt0+i,"payload":{"id":ids[i],"MEMBER":patch i[,"volatile":true]}}
+ * topic and member are NUL-terminated and written as they are (plain
+ * names: the caller's constants). Each patch is parsed with lim (the patch
+ * itself at depth 1; whitespace around it allowed and dropped) and copied
+ * as it was written. Returns 0, or -1 with *failed_index (may be NULL) the
+ * index of the patch at fault and nothing in the output: EINVAL (patch i
+ * is not valid JSON or breaks lim; fewer NUL-separated texts than n;
+ * FA_REQ_ARRAY: not an array of exactly n values), EMSGSIZE (frame i's
+ * body would exceed max_body bytes), ENOMEM. */
+int fa_requests_encode (fa_ctx *ctx, const char *topic, const char *member, uint64_t mt0,
+                        const uint64_t *ids, const char *patches, size_t len, size_t n,
+                        int flags, const fa_limits *lim, uint32_t max_body,
+                        size_t *failed_index);
 
 #ifdef __cplusplus
 }

@@ -44,12 +44,6 @@ typedef struct frame_scan {
     size_t koff, klen; /* the last key list written (klen 0: none) */
 } frame_scan;
 
-static inline const char *skip_ws (const char *p, const char *end)
-{
-    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
-        p++;
-    return p;
-}
 
 /* Reword the ctx's last error (from the parser) as the frame's fault.
  * where: NULL outside the payload, else the payload field ("" for the
@@ -91,36 +85,6 @@ static int skip_value (frame_scan *fs, const char **pp, const fa_limits *lim,
     ctx->ts.len = ts;
     fa_arena_release (ctx, m);
     return r < 0 ? frame_fault (fs, where) : 0;
-}
-
-/* A JSON integer literal of digits only at p, below bound (0: 2^64): its
- * value in *v and the byte after it; NULL when the token is anything else
- * (then the caller parses it as a value). */
-static const char *read_uint (const char *p, const char *end, uint64_t bound, uint64_t *v)
-{
-    const char *q = p;
-    uint64_t x = 0;
-    if (q >= end || (unsigned)(*q - '0') > 9)
-        return NULL;
-    if (*q == '0' && q + 1 < end && (unsigned)(q[1] - '0') <= 9)
-        return NULL; /* leading zero: let the parser word it */
-    for (; q < end && (unsigned)(*q - '0') <= 9; q++) {
-        unsigned d = (unsigned)(*q - '0');
-        if (x > (UINT64_MAX - d) / 10)
-            return NULL;
-        x = x * 10 + d;
-    }
-    if (q < end && (*q == '.' || *q == 'e' || *q == 'E'))
-        return NULL;
-    if (bound && x >= bound)
-        return NULL;
-    *v = x;
-    return q;
-}
-
-static inline int lit (const char *p, const char *end, const char *w, size_t n)
-{
-    return (size_t)(end - p) >= n && memcmp (p, w, n) == 0;
 }
 
 static inline int key_is (const char *k, size_t kn, int esc, const char *w)
@@ -171,13 +135,13 @@ static const char *value_extent (const char *p, const char *end)
 static int member_head (frame_scan *fs, const char **pp, const char *where, const char **k,
                         size_t *kn, int *esc)
 {
-    const char *p = skip_ws (*pp, fs->end), *end = fs->end;
+    const char *p = fa_skip_ws (*pp, fs->end), *end = fs->end;
     if (fa_parse_key_at (fs->ctx, fs->p0, p, end, &fs->loose, k, kn, esc, &p) < 0)
         return frame_fault (fs, where);
-    p = skip_ws (p, end);
+    p = fa_skip_ws (p, end);
     if (p >= end || *p != ':')
         return grammar (fs, p, p < end ? "expected ':'" : "unexpected end of input");
-    p = skip_ws (p + 1, end);
+    p = fa_skip_ws (p + 1, end);
     if (p >= end)
         return grammar (fs, p, "unexpected end of input");
     *pp = p;
@@ -256,7 +220,7 @@ static int scan_payload (frame_scan *fs, const char **pp)
     const char *p = *pp + 1, *end = fs->end;
     uint64_t *r = fs->r;
     int hot = 1, nid = 0, nval = 0, nvol = 0, ntype = 0;
-    p = skip_ws (p, end);
+    p = fa_skip_ws (p, end);
     if (p < end && *p == '}') {
         *pp = p + 1;
         return 0;
@@ -269,7 +233,7 @@ static int scan_payload (frame_scan *fs, const char **pp)
             return -1;
         if (key_is (k, kn, esc, "id")) {
             uint64_t id;
-            const char *q = read_uint (p, end, 0, &id);
+            const char *q = fa_read_uint (p, end, 0, &id);
             nid++;
             if (q) {
                 r[W_ID] = id;
@@ -305,11 +269,11 @@ static int scan_payload (frame_scan *fs, const char **pp)
         }
         else if (key_is (k, kn, esc, "volatile")) {
             nvol++;
-            if (lit (p, end, "true", 4)) {
+            if (fa_lit (p, end, "true", 4)) {
                 fs->flags |= FA_FRAME_VOLATILE;
                 p += 4;
             }
-            else if (lit (p, end, "false", 5)) {
+            else if (fa_lit (p, end, "false", 5)) {
                 fs->flags &= ~(uint32_t)FA_FRAME_VOLATILE;
                 p += 5;
             }
@@ -326,7 +290,7 @@ static int scan_payload (frame_scan *fs, const char **pp)
             if (skip_value (fs, &p, &fs->loose, name) < 0)
                 return -1;
         }
-        p = skip_ws (p, end);
+        p = fa_skip_ws (p, end);
         if (p < end && *p == ',') {
             p++;
             continue;
@@ -367,7 +331,7 @@ static int scan_frame (frame_scan *fs, const char *s, size_t n, const char *topi
     fs->p0 = s;
     fs->end = end;
     fs->flags = 0;
-    p = skip_ws (s, end);
+    p = fa_skip_ws (s, end);
     if (p >= end)
         return grammar (fs, p, "unexpected end of input");
     if (*p != '{') {
@@ -380,7 +344,7 @@ static int scan_frame (frame_scan *fs, const char *s, size_t n, const char *topi
             return fa_fail (fs->ctx, EPROTO, "message is not a JSON object");
         return grammar (fs, p, "expected a value");
     }
-    p = skip_ws (p + 1, end);
+    p = fa_skip_ws (p + 1, end);
     if (p < end && *p == '}')
         p++;
     else
@@ -392,7 +356,7 @@ static int scan_frame (frame_scan *fs, const char *s, size_t n, const char *topi
                 return -1;
             if (key_is (k, kn, esc, "matchtag")) {
                 uint64_t mt;
-                const char *q = read_uint (p, end, (uint64_t)1 << 63, &mt);
+                const char *q = fa_read_uint (p, end, (uint64_t)1 << 63, &mt);
                 if (q) {
                     r[W_MT] = mt;
                     fs->flags |= FA_FRAME_MATCHTAG;
@@ -452,7 +416,7 @@ static int scan_frame (frame_scan *fs, const char *s, size_t n, const char *topi
             }
             else if (skip_value (fs, &p, &fs->loose, NULL) < 0)
                 return -1;
-            p = skip_ws (p, end);
+            p = fa_skip_ws (p, end);
             if (p < end && *p == ',') {
                 p++;
                 continue;
@@ -463,7 +427,7 @@ static int scan_frame (frame_scan *fs, const char *s, size_t n, const char *topi
             }
             return grammar (fs, p, p < end ? "expected ',' or '}'" : "unexpected end of input");
         }
-    p = skip_ws (p, end);
+    p = fa_skip_ws (p, end);
     if (p != end)
         return grammar (fs, p, "trailing data after the value");
     if (bad_mt || !(fs->flags & FA_FRAME_MATCHTAG))
@@ -527,8 +491,10 @@ int fa_frames_scan (fa_ctx *ctx, const char *buf, size_t len, const fa_frame_opt
                 *used = off;
                 return -1;
             }
+            /* what was read before the fault: the matchtag, and the topic's
+               index (the dispatch counts refused requests by topic) */
             r[W_ST] = (uint64_t)(uint32_t)ctx->errnum << 32
-                      | (fs.flags & FA_FRAME_MATCHTAG);
+                      | (fs.flags & (FA_FRAME_MATCHTAG | 0xffff0000u));
             r[W_KOFF] = r[W_KLEN] = 0;
             ctx->out.len = fs.out0;
             rc = 1;

@@ -373,6 +373,47 @@ int fa_write_node (fa_ctx *ctx, fa_buf *b, const fa_node *n);
 /* Write a string value canonically (with quotes), given raw UTF-8. */
 int fa_write_string (fa_ctx *ctx, fa_buf *b, const char *s, size_t n);
 
+/* ---- tokens of the wire protocol (fa_frame.c, fa_client.c) ---- */
+
+static inline const char *fa_skip_ws (const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* A JSON integer literal of digits only at p, below bound (0: 2^64): its
+ * value in *v and the byte after it; NULL when the token is anything else
+ * (then the caller parses it as a value). */
+static inline const char *fa_read_uint (const char *p, const char *end, uint64_t bound,
+                                        uint64_t *v)
+{
+    const char *q = p;
+    uint64_t x = 0;
+    if (q >= end || (unsigned)(*q - '0') > 9)
+        return NULL;
+    if (*q == '0' && q + 1 < end && (unsigned)(q[1] - '0') <= 9)
+        return NULL; /* leading zero: let the parser word it */
+    for (; q < end && (unsigned)(*q - '0') <= 9; q++) {
+        unsigned d = (unsigned)(*q - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return NULL;
+        x = x * 10 + d;
+    }
+    if (q < end && (*q == '.' || *q == 'e' || *q == 'E'))
+        return NULL;
+    if (bound && x >= bound)
+        return NULL;
+    *v = x;
+    return q;
+}
+
+/* The n bytes of w at p (and p has them). */
+static inline int fa_lit (const char *p, const char *end, const char *w, size_t n)
+{
+    return (size_t)(end - p) >= n && memcmp (p, w, n) == 0;
+}
+
 /* ---- merge, diff, filter over canonical texts (fa_merge.c) ---- */
 /* p on a digit 1-9: the length of the number there if it is already
  * canonical and plain (an integer of at most 18 digits, or a decimal

@@ -611,16 +611,60 @@ static int put_entry_head (fa_ctx *ctx, fa_buf *b, int first, uint64_t id, size_
     return 0;
 }
 
+/* Where entry `at` (index among the net-changed jobs) and those before it
+ * left out ended up: cuts[0..n) starts, cuts[n..2n) ends (fa.h). `pending`:
+ * first index whose start is not known yet; `last_end`: end of the last
+ * entry written (1 = just after '[' when none was). */
+typedef struct cut_state {
+    uint64_t *cuts;
+    size_t n, pending, last_end;
+} cut_state;
+
+static void cut_entry (cut_state *c, size_t at, int present, size_t start, size_t end)
+{
+    if (!c->cuts || at >= c->n)
+        return;
+    if (present) {
+        for (; c->pending <= at; c->pending++)
+            c->cuts[c->pending] = start;
+        c->last_end = end;
+    }
+    c->cuts[c->n + at] = c->last_end;
+}
+
+static void cut_finish (cut_state *c, size_t close_at)
+{
+    if (!c->cuts)
+        return;
+    for (; c->pending < c->n; c->pending++)
+        c->cuts[c->pending] = close_at;
+}
+
 int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list,
                            size_t ns_len, int exclude, int delta)
+{
+    return fa_table_batch_encode_cuts (t, full, ns_list, ns_len, exclude, delta, NULL, 0);
+}
+
+int fa_table_batch_encode_cuts (fa_table *t, const uint8_t *full, const char *ns_list,
+                                size_t ns_len, int exclude, int delta, uint64_t *cuts,
+                                size_t n)
 {
     fa_ctx *ctx = t->ctx;
     fa_buf *b = &ctx->out;
     fa_key *k = NULL;
     size_t nk = 0, i, idx = 0;
     int first = 1;
+    cut_state cs = { cuts, n, 0, 1 };
     fa_begin (ctx);
     b->len = 0;
+    if (cuts) {
+        size_t changed = fa_table_batch_ids (t, NULL, 0);
+        if (changed != n) {
+            return fa_fail (ctx, EINVAL, "cuts sized for %zu entries, the batch has %zu", n,
+                            changed);
+        }
+    }
     if (fa_ns_list (ctx, ns_list, ns_len, &k, &nk) < 0 || fa_buf_putc (ctx, b, '[') < 0)
         goto error;
     for (i = 0; i < t->npre; i++) {
@@ -637,8 +681,8 @@ int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list
         size_t cn, pn = r->plen;
         if (!net_changed (r, &cur, &cn))
             continue;
-        int whole = full ? full[idx] != 0 : 1;
-        idx++;
+        size_t at = idx++;
+        int whole = full ? full[at] != 0 : 1;
         fa_mark m = fa_arena_mark (ctx);
         if (!whole) { /* filtered views of both, side by side in tmp */
             ctx->tmp.len = 0;
@@ -653,6 +697,7 @@ int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list
             cn = ctx->tmp.len - a;
             if (pn == cn && (pn == 0 || memcmp (pv, cur, pn) == 0)) {
                 fa_arena_release (ctx, m);
+                cut_entry (&cs, at, 0, 0, 0);
                 continue; /* this view did not change */
             }
         }
@@ -668,6 +713,7 @@ int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list
                  * to the end): nothing for a delta reader to apply */
                 b->len = entry_start;
                 fa_arena_release (ctx, m);
+                cut_entry (&cs, at, 0, 0, 0);
                 continue;
             }
             if (fa_buf_putc (ctx, b, ']') < 0)
@@ -684,9 +730,11 @@ int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list
             }
             b->p[b->len++] = ']';
         }
+        cut_entry (&cs, at, 1, entry_start + (first ? 0 : 1), b->len);
         first = 0;
         fa_arena_release (ctx, m);
     }
+    cut_finish (&cs, b->len);
     if (fa_buf_putc (ctx, b, ']') < 0)
         goto error;
     fa_arena_reset (ctx);

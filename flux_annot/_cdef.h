@@ -56,6 +56,9 @@ size_t fa_table_batch_count (const fa_table *t);
 size_t fa_table_batch_ids (fa_table *t, uint64_t *ids, size_t cap);
 int fa_table_batch_encode (fa_table *t, const uint8_t *full, const char *ns_list,
                            size_t ns_len, int exclude, int delta);
+int fa_table_batch_encode_cuts (fa_table *t, const uint8_t *full, const char *ns_list,
+                                size_t ns_len, int exclude, int delta, uint64_t *cuts,
+                                size_t n);
 void fa_table_batch_clear (fa_table *t);
 int fa_table_encode (fa_table *t, const uint64_t *ids, size_t n, const uint8_t *full,
                      const char *ns_list, size_t ns_len, int exclude);
@@ -81,3 +84,16 @@ int fa_frames_scan (fa_ctx *ctx, const char *buf, size_t len, const fa_frame_opt
                     size_t *nrec, size_t *used);
 int fa_reply_ok (fa_ctx *ctx, const uint64_t *mts, size_t n);
 int fa_json_nesting (fa_ctx *ctx, const char *s, size_t len, uint32_t max_depth);
+
+#define FA_REPLY_WORDS ...
+#define FA_REPLY_ERRSTR ...
+#define FA_REPLY_ERRSTR_ESC ...
+#define FA_REPLY_PAYLOAD ...
+#define FA_REQ_VOLATILE ...
+#define FA_REQ_ARRAY ...
+int fa_replies_scan (fa_ctx *ctx, const char *buf, size_t len, uint32_t max_depth,
+                     uint64_t *rec, size_t cap, size_t *nrec, size_t *used, size_t *nerr);
+int fa_requests_encode (fa_ctx *ctx, const char *topic, const char *member, uint64_t mt0,
+                        const uint64_t *ids, const char *patches, size_t len, size_t n,
+                        int flags, const fa_limits *lim, uint32_t max_body,
+                        size_t *failed_index);

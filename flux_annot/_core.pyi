@@ -19,6 +19,12 @@ class _Lib:
     FA_FRAME_TYPE: int
     FA_FRAME_TYPE_SHIFT: int
     FA_FRAME_TYPE_MASK: int
+    FA_REPLY_WORDS: int
+    FA_REPLY_ERRSTR: int
+    FA_REPLY_ERRSTR_ESC: int
+    FA_REPLY_PAYLOAD: int
+    FA_REQ_VOLATILE: int
+    FA_REQ_ARRAY: int
     def fa_ctx_new(self) -> CData: ...
     def fa_ctx_destroy(self, ctx: CData) -> None: ...
     def fa_ctx_errnum(self, ctx: CData) -> int: ...
@@ -61,6 +67,10 @@ class _Lib:
     def fa_table_batch_encode(
         self, t: CData, full: CData, ns_list: bytes, ns_len: int, exclude: int, delta: int
     ) -> int: ...
+    def fa_table_batch_encode_cuts(
+        self, t: CData, full: CData, ns_list: bytes, ns_len: int, exclude: int, delta: int,
+        cuts: CData, n: int,
+    ) -> int: ...
     def fa_table_batch_clear(self, t: CData) -> None: ...
     def fa_table_encode(
         self, t: CData, ids: CData, n: int, full: CData, ns_list: bytes, ns_len: int,
@@ -72,6 +82,14 @@ class _Lib:
     ) -> int: ...
     def fa_reply_ok(self, ctx: CData, mts: CData, n: int) -> int: ...
     def fa_json_nesting(self, ctx: CData, s: bytes, len: int, max_depth: int) -> int: ...
+    def fa_replies_scan(
+        self, ctx: CData, buf: bytes, len: int, max_depth: int, rec: CData, cap: int,
+        nrec: CData, used: CData, nerr: CData,
+    ) -> int: ...
+    def fa_requests_encode(
+        self, ctx: CData, topic: bytes, member: bytes, mt0: int, ids: CData, patches: bytes,
+        len: int, n: int, flags: int, lim: CData, max_body: int, failed_index: CData,
+    ) -> int: ...
 
 class _FFI:
     # the parts of cffi's FFI object that core.py uses

@@ -35,6 +35,7 @@ import re
 
 from . import protocol
 from .core import F_MATCHTAG
+from .dispatch import UNKNOWN_TOPIC
 from .errors import EPROTO, AnnotError
 from .protocol import HEADER_SIZE, oversize_error, response_error
 
@@ -127,6 +128,12 @@ class BrokerTransport:
         self.next_mt = 1
         self.stopped = False
         self.registered = False
+        self._detached = False  # the connection was lost once (log lines)
+        # requests by their topic on the wire (annot.M; unknown ones as
+        # UNKNOWN_TOPIC), and how many of them the dispatch counted under
+        # job-manager.M: Dispatch.topic_counts shows them under annot.M
+        self.wire_counts = {}
+        self.handed = {}
         self.nrequests = 0
         self.ndisconnects = 0
         self._retry = None
@@ -204,7 +211,10 @@ class BrokerTransport:
         self.fd = lib.flux_pollfd(self.hp)
         self.registered = True
         asyncio.get_running_loop().add_reader(self.fd, self.on_readable)
-        log.info("serving as the %s service of the Flux instance at %s", SERVICE, self.uri)
+        # One line per event (docs/operations.md): after a loss, the
+        # mirror's journal says that Flux is back; this is the same event.
+        (log.debug if self._detached else log.info)(
+            "serving as the service '%s' of the Flux instance at %s", SERVICE, self.uri)
         self.on_readable()  # anything that came during registration
 
     def _schedule_retry(self):
@@ -230,7 +240,9 @@ class BrokerTransport:
         went with it (their clients get Flux's own error)."""
         if self.h is None:
             return
-        log.warning("lost the Flux instance at %s (%s); reconnecting", self.uri, why)
+        # the journal's connection to the same broker logs the loss (mirror.py)
+        log.debug("lost the Flux instance at %s (%s); reconnecting", self.uri, why)
+        self._detached = True
         try:
             asyncio.get_running_loop().remove_reader(self.fd)
         except (RuntimeError, ValueError):
@@ -310,6 +322,7 @@ class BrokerTransport:
             cred = self._cred_p
             uid = cred.userid
             owner = bool(cred.rolemask & 1)  # FLUX_ROLE_OWNER
+            self._count_wire(topic)
             if topic == b"annot.disconnect":
                 self.disconnect(self._sender(msg), uid, owner)
                 return
@@ -393,9 +406,21 @@ class BrokerTransport:
                                ).decode()
         recs[1] = mt  # the matchtag is ours whatever the payload holds
         recs[0] |= F_MATCHTAG
+        self.handed[jm_topic] = self.handed.get(jm_topic, 0) + 1
         disp.serve(peer, data, recs, keys, err)
         peer.flush()
         return True
+
+    def _count_wire(self, topic):
+        """Count a request under its topic: annot.M for the methods served
+        (and disconnect, cancel), UNKNOWN_TOPIC for any other."""
+        name = topic.decode("utf-8", "replace")
+        if name not in self.wire_counts:
+            method = name[6:] if name.startswith("annot.") else None
+            if method not in ("disconnect", "cancel") and (
+                    method is None or "job-manager." + method not in self.dispatch.handlers):
+                name = UNKNOWN_TOPIC
+        self.wire_counts[name] = self.wire_counts.get(name, 0) + 1
 
     def _topic_meta(self, topic):
         """annot.M -> (frame prefix with %d for the matchtag, job-manager.M),

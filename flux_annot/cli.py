@@ -56,7 +56,11 @@ EXAMPLES = {
 examples:
   flux-annotate serve --store :memory: &        # everything in memory
   flux-annotate serve --store jobs.db --config site.toml
-  FLUX_ANNOT_SOCKET=/tmp/a.sock flux-annotate serve""",
+  FLUX_ANNOT_SOCKET=/tmp/a.sock flux-annotate serve
+  flux-annotate serve --flux --metrics 127.0.0.1:9464   # Prometheus scrapes /metrics""",
+    "backup": """\
+examples:
+  flux-annotate backup --store /var/lib/flux-annot/annot.db /backup/annot-$(date +%F).db""",
     "set": """\
 examples:
   flux-annotate set 1234 workflow.stage=2 workflow.name=prep   # owner: any writable namespace
@@ -245,34 +249,63 @@ def load_config(path):
 
 
 def cmd_serve(args):
+    from . import daemon
+    from .config import Config
     from .server import run_server
 
     flux = args.flux or args.flux_uri is not None  # the Flux mirror (docs/flux.md)
     if args.store is None and flux:
         args.store = os.path.join(os.path.dirname(default_store_path()), "flux-mirror.db")
     store = args.store if args.store is not None else default_store_path()
+    config = load_config(args.config) if args.config else None
+    # Everything that can refuse to start without touching the store comes
+    # first: the config, then the metrics endpoint (bound now, before the
+    # store's lock is taken).
+    listen = args.metrics if args.metrics is not None else Config(config).metrics.listen
+    metrics = None
+    if listen:
+        from .metrics import MetricsEndpoint
+
+        metrics = MetricsEndpoint(listen)
+    log = daemon.setup_logging(PROG)
     if store == ":memory:":
         store = None
     else:
         os.makedirs(os.path.dirname(os.path.abspath(store)), mode=0o700, exist_ok=True)
-    config = load_config(args.config) if args.config else None
 
     def ready(srv):
         where = store if store else "in memory"
-        print(f"{PROG}: serving on {srv.socket_path} (store: {where})", file=sys.stderr, flush=True)
+        log.info("serving on %s (store: %s)", srv.socket_path, where)
         if flux:
             uri = args.flux_uri or os.environ.get("FLUX_URI") or "the default instance"
-            print(f"{PROG}: mirroring the Flux instance at {uri}", file=sys.stderr, flush=True)
-            broker = getattr(srv, "broker", None)
-            if broker is not None and broker.registered:
-                print(f"{PROG}: serving as the service 'annot' of the Flux instance at "
-                      f"{broker.uri}", file=sys.stderr, flush=True)
+            log.info("mirroring the Flux instance at %s", uri)
+            # the broker transport logs its own line once registered
+        if metrics is not None:
+            metrics.attach(srv)
+            log.info("metrics on %s", metrics.url())
+        daemon.notify("READY=1", f"STATUS=serving on {srv.socket_path}")
 
-    if flux:
-        from .mirror_server import run_mirror
+    try:
+        if flux:
+            from .mirror_server import run_mirror
 
-        return run_mirror(args.flux_uri, args.socket, store, config, ready=ready)
-    return run_server(args.socket, store, config, ready=ready)
+            return run_mirror(args.flux_uri, args.socket, store, config, ready=ready)
+        return run_server(args.socket, store, config, ready=ready)
+    finally:
+        if metrics is not None:
+            metrics.close()
+
+
+def cmd_backup(args):
+    # `flux-annotate backup DEST`: a copy of the store while the service runs
+    # (docs/operations.md).
+    from .store import backup
+
+    store = args.store if args.store is not None else default_store_path()
+    seq, jobs = backup(store, args.dest)
+    print(f"{PROG}: backed up {os.path.abspath(store)} to {os.path.abspath(args.dest)} "
+          f"(batch {seq}, {jobs} jobs)", file=sys.stderr)
+    return 0
 
 
 def cmd_set(args):
@@ -591,6 +624,14 @@ def build_parser():
     sp.add_argument("--config", metavar="FILE", default=None, help="TOML configuration")
     sp.add_argument("--flux", action="store_true",
                     help="mirror the Flux instance at $FLUX_URI or --flux-uri (docs/flux.md)")
+    sp.add_argument("--metrics", metavar="ADDR:PORT", default=None,
+                    help="serve Prometheus metrics at http://ADDR:PORT/metrics "
+                    "(default: [metrics] listen; off) (docs/operations.md)")
+
+    sp = add("backup", cmd_backup, "copy the store to a new file, also while the service runs")
+    sp.add_argument("--store", metavar="FILE", default=None,
+                    help="the store (default: $XDG_STATE_HOME/flux-annot/annot.db)")
+    sp.add_argument("dest", metavar="DEST", help="the new file (must not exist)")
 
     for name, func, help in (("set", cmd_set, "annotate a job"),
                              ("memo", cmd_memo, "set user notes on a job (under `user`, as flux job memo)")):

@@ -17,20 +17,48 @@ Errors are raised as the `AnnotError` subclass of their errno, exactly as
 the in-process service raises them. A request larger than the message
 limit is refused locally with EMSGSIZE (the service would close the
 connection after that error).
+
+What a request costs (docs/performance.md, "Clients"): the C core writes
+the frames of annotate / memo calls (`core.RequestEncoder`: the envelope
+is a fixed text, a patch given as JSON text is parsed there, never
+decoded and encoded again) and reads every reply (`core.ReplyScanner`:
+validated in C, so a `{}` payload is never decoded, and one call reads
+all the replies of a recv). `annotate_pipelined` encodes each window's
+patches with one call of json's encoder and one C call. `AsyncClient`
+sends every call at once as a `_Reply` (an asyncio Future that is also a
+coroutine: `await`, `gather`, `create_task` and `wait_for` all take it,
+and gather needs no Task per call), queueing the frames of one event-loop
+turn and writing them together, the annotate / memo ones encoded by one
+C call.
 """
 
 import asyncio
-import collections
 import errno as _errno
 import socket as _socket
-from collections.abc import Iterable, Sequence
-from typing import Any, TypeAlias
+from array import array
+from collections.abc import Coroutine, Generator, Iterable, Sequence
+from typing import Any, TypeAlias, TypeVar
 
-from . import protocol
-from .errors import EMSGSIZE, ENODATA, AnnotError, error
-from .protocol import FrameReader, ProtocolError, parse_response, request
+from . import core, protocol
+from .errors import EMSGSIZE, ENODATA, EPROTO, AnnotError, error
+from .protocol import (
+    ProtocolError,
+    dumps_patch,
+    reply_errstr,
+    reply_payload,
+    reply_tuple,
+    request,
+)
 
 _RECV = 256 << 10
+_W = core.REPLY_WORDS
+_pack = protocol.HEADER.pack
+
+# (topic, payload member) of the calls whose frames the C core writes
+_ANNOTATE = (b"job-manager.annotate", b"annotations")
+_MEMO = (b"job-manager.memo", b"memo")
+_WHAT = {_ANNOTATE: "annotations", _MEMO: "memo"}
+_GETATTR = b'{"topic":"job-manager.getattr","matchtag":%d,"payload":{"id":%d}}'
 
 # A patch: a dict, or JSON text of an object (decoded before sending).
 Patch: TypeAlias = dict[str, Any] | str | bytes | bytearray
@@ -72,21 +100,84 @@ def _jobid(id: JobId) -> int:
 
 
 def _patch(obj: Patch) -> Any:
-    """A patch given as dict, or as JSON text/bytes (decoded here so that
-    a syntax error is reported before anything is sent)."""
+    """A patch given as dict, or as JSON text/bytes, as a value for `request`
+    (text decoded; its nesting bounded first, and a syntax error reported
+    before anything is sent)."""
     if isinstance(obj, (str, bytes, bytearray)):
         import json
 
-        from .core import check_nesting
-
         data = obj.encode("utf-8", "surrogatepass") if isinstance(obj, str) else bytes(obj)
         # nesting bounded without recursion first: json.loads recurses
-        check_nesting(data, protocol.REPLY_MAX_DEPTH)
+        core.check_nesting(data, protocol.REPLY_MAX_DEPTH)
         try:
             return json.loads(data)
         except ValueError as e:
             raise error(_errno.EINVAL, f"annotations are not valid JSON: {e}") from None
     return obj
+
+
+def _patch_text(obj: Patch, what: str) -> bytes:
+    """One patch as JSON bytes for `core.RequestEncoder`: a dict is dumped
+    compact; text goes as written (the encoder parses it before sending)."""
+    if isinstance(obj, bytes):
+        return obj
+    if isinstance(obj, str):
+        return obj.encode("utf-8", "surrogatepass")
+    if isinstance(obj, (bytearray, memoryview)):
+        return bytes(obj)
+    text: bytes = dumps_patch(obj, what)
+    return text
+
+
+def _patches_text(patches: Sequence[Patch], what: str) -> tuple[bytes, bool]:
+    """Many patches as one text for `core.RequestEncoder`: (text, as_array).
+    All dicts (the common case): the JSON array of them, one call of json's
+    encoder; otherwise each one's text, joined by NUL bytes."""
+    if set(map(type, patches)) == {dict}:
+        try:
+            return dumps_patch(list(patches), what), True
+        except AnnotError:
+            pass  # found again below, with its index
+    texts = []
+    for i, p in enumerate(patches):
+        try:
+            t = _patch_text(p, what)
+        except AnnotError as e:
+            e.index = i
+            raise
+        if b"\0" in t:
+            nul = error(_errno.EINVAL, f"{what}: a NUL byte is not JSON")
+            nul.index = i
+            raise nul
+        texts.append(t)
+    return b"\0".join(texts), False
+
+
+def _shifted(e: AnnotError, offset: int) -> AnnotError:
+    """The error of patch `e.index` of a chunk that starts at `offset`,
+    naming its index in the whole call."""
+    if getattr(e, "index", None) is None:
+        return e
+    at = e.index + offset
+    out = error(e.errno, f"patch {at}: {e.message}")
+    out.index = at
+    return out
+
+
+def _id_array(ids: Sequence[JobId]) -> "array[int]":
+    """Job ids as an array('Q'), each checked as `_jobid` does."""
+    if set(map(type, ids)) <= {int}:
+        try:
+            return array("Q", ids)  # type: ignore[arg-type]  # all int
+        except OverflowError:
+            pass  # named below
+    out = array("Q")
+    for i in ids:
+        j = _jobid(i)
+        if not 0 <= j < 1 << 64:
+            raise error(_errno.EINVAL, f"job id {j} is out of range (0 to 2^64-1)")
+        out.append(j)
+    return out
 
 
 def _jobs(payload: dict[str, Any]) -> list[dict[str, Any]]:
@@ -154,7 +245,8 @@ def _p_events(topics: str | Iterable[str] | None = None, userid: int | None = No
 
 
 class _Conn:
-    """A blocking connection: send frames, read frame bodies."""
+    """A blocking connection: request frames out, reply records in (every
+    reply read and validated by the C core, `core.ReplyScanner`)."""
 
     def __init__(self, path: str, timeout: float | None = None, message_bytes: int = protocol.DEFAULT_MESSAGE_BYTES) -> None:
         self.path = path
@@ -166,8 +258,15 @@ class _Conn:
         except OSError as e:
             self.sock.close()
             raise _connect_error(path, e) from None
-        self.reader = FrameReader()
-        self.frames: collections.deque[bytes] = collections.deque()
+        self.scanner = core.ReplyScanner(protocol.REPLY_MAX_DEPTH)
+        self.encoder = core.RequestEncoder(message_bytes, protocol.REPLY_MAX_DEPTH)
+        self.recs: list[int] = []  # records of the last scan (REPLY_WORDS each)
+        self.ri = 0  # the next record not looked at
+        self.nerr = 0  # error replies among the last scan's records
+        self.buf = b""  # the bytes the records' spans point into
+        self.rest = b""  # bytes after the last whole reply
+        self.more = False  # the scan stopped at its cap: rest may hold whole replies
+        self.fault: ProtocolError | None = None  # a malformed reply: the connection is done
 
     def check(self, frame: bytes) -> None:
         if len(frame) - protocol.HEADER_SIZE > self.message_bytes:
@@ -177,28 +276,73 @@ class _Conn:
                 f"the message limit of {self.message_bytes} bytes",
             )
 
-    def send(self, data: bytes, check: bool = True) -> None:
-        """Send one frame (checked against the message limit) or, with
-        check=False, any number of frames already checked."""
-        if check:
-            self.check(data)
+    def send(self, data: bytes) -> None:
+        """Send frames already checked against the message limit (not on a
+        connection a malformed reply has ended)."""
+        if self.fault is not None:
+            raise self.fault
         try:
             self.sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             raise _lost(self.path) from None
 
-    def next(self) -> Response:
-        """The next response as (matchtag, errnum, errstr, payload)."""
-        frames = self.frames
-        while not frames:
+    def fill(self) -> None:
+        """Read once (unless whole replies wait already) and scan: new records."""
+        if self.fault is not None:
+            raise self.fault
+        if self.more:
+            buf = self.rest
+        else:
             try:
                 data = self.sock.recv(_RECV)
             except ConnectionResetError:
                 data = b""
             if not data:
                 raise _lost(self.path)
-            frames.extend(self.reader.feed(data))
-        resp: Response = parse_response(frames.popleft())
+            buf = self.rest + data if self.rest else data
+        recs, used, self.nerr, err = self.scanner.scan(buf)
+        self.recs, self.ri, self.buf = recs, 0, buf
+        self.more = len(recs) == self.scanner.cap * _W
+        self.rest = buf[used:] if used < len(buf) else b""
+        if err is not None:
+            self.fault = ProtocolError(EPROTO, err)
+            if not recs:
+                raise self.fault
+
+    def wait(self, mt: int) -> int:
+        """The reply to request `mt`, or a connection-level error (matchtag
+        0): the index of its record in `recs` (other replies are skipped)."""
+        while True:
+            recs = self.recs
+            i = self.ri
+            n = len(recs)
+            while i < n:
+                rmt = recs[i + 1]
+                if rmt == mt or (rmt == 0 and recs[i] >> 32):
+                    self.ri = i + _W
+                    return i
+                i += _W
+            self.ri = i
+            self.fill()
+
+    def error(self, i: int) -> AnnotError:
+        """The error of the reply at recs[i]."""
+        return error(self.recs[i] >> 32, reply_errstr(self.buf, self.recs, i))
+
+    def result(self, i: int) -> dict[str, Any]:
+        """The payload of the reply at recs[i] ({} if none), or raise its error."""
+        if self.recs[i] >> 32:
+            raise self.error(i)
+        payload: dict[str, Any] | None = reply_payload(self.buf, self.recs, i)
+        return payload if payload is not None else {}
+
+    def next(self) -> Response:
+        """The next reply as (matchtag, errnum, errstr, payload)."""
+        while self.ri >= len(self.recs):
+            self.fill()
+        i = self.ri
+        self.ri = i + _W
+        resp: Response = reply_tuple(self.buf, self.recs, i)
         return resp
 
     def close(self) -> None:
@@ -229,6 +373,18 @@ class Client:
         self._conn = _Conn(self.path, timeout, message_bytes)
         self._mt = 0
 
+    def __init_subclass__(cls, **kw: Any) -> None:
+        """The seam of other transports: a subclass that brings its own `rpc`
+        (the Flux broker's client) gets every call through it, as
+        `_p_annotate` etc. build them; the frames the socket client writes
+        itself (annotate, memo, get) are the socket's business."""
+        super().__init_subclass__(**kw)
+        if "rpc" in cls.__dict__:
+            if "_note" not in cls.__dict__:
+                cls._note = Client._note_rpc  # type: ignore[method-assign]  # the generic form
+            if "get" not in cls.__dict__:
+                cls.get = Client._get_rpc  # type: ignore[method-assign]  # the generic form
+
     def __enter__(self) -> "Client":
         return self
 
@@ -241,23 +397,45 @@ class Client:
             self._conn.close()
             self._conn = None  # type: ignore[assignment]  # closed: rpc raises EBADF
 
-    def rpc(self, topic: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send one request, return its payload (a dict) or raise its error."""
+    def _open(self) -> _Conn:
         conn = self._conn
         if conn is None:
             raise AnnotError(_errno.EBADF, "the client is closed")
+        return conn
+
+    def rpc(self, topic: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send one request, return its payload (a dict) or raise its error."""
+        conn = self._open()
         self._mt += 1
         mt = self._mt
-        conn.send(request(topic, mt, payload))
-        while True:
-            rmt, errnum, errstr, rpayload = conn.next()
-            if rmt == mt or (rmt == 0 and errnum):
-                if errnum:
-                    raise error(errnum, errstr)
-                return rpayload if rpayload is not None else {}
+        frame = request(topic, mt, payload)
+        conn.check(frame)
+        conn.send(frame)
+        return conn.result(conn.wait(mt))
 
     def _call(self, built: tuple[str, dict[str, Any]]) -> dict[str, Any]:
         return self.rpc(*built)
+
+    def _note(self, kind: tuple[bytes, bytes], id: JobId, patch: Patch, volatile: bool) -> None:
+        """annotate / memo: the frame written by the C core, the reply read there."""
+        conn = self._open()
+        if type(id) is not int:
+            id = _jobid(id)
+        text = dumps_patch(patch, _WHAT[kind]) if type(patch) is dict else _patch_text(
+            patch, _WHAT[kind])
+        mt = self._mt + 1
+        frame = conn.encoder.encode(kind[0], kind[1], mt, id, text, 1, volatile)
+        self._mt = mt
+        conn.send(frame)
+        i = conn.wait(mt)
+        if conn.recs[i] >> 32:
+            raise conn.error(i)
+
+    def _note_rpc(self, kind: tuple[bytes, bytes], id: JobId, patch: Patch, volatile: bool) -> None:
+        self._call((_p_annotate if kind is _ANNOTATE else _p_memo)(id, patch, volatile))
+
+    def _get_rpc(self, id: JobId) -> dict[str, Any]:
+        return self.rpc("job-manager.getattr", {"id": _jobid(id)})
 
     # the service's calls
 
@@ -273,14 +451,21 @@ class Client:
         return self.rpc("job-manager.alloc-response", dict(payload))
 
     def annotate(self, id: JobId, annotations: Patch, volatile: bool = False) -> None:
-        self._call(_p_annotate(id, annotations, volatile))
+        self._note(_ANNOTATE, id, annotations, volatile)
 
     def memo(self, id: JobId, memo: Patch, volatile: bool = False) -> None:
-        self._call(_p_memo(id, memo, volatile))
+        self._note(_MEMO, id, memo, volatile)
 
     def get(self, id: JobId) -> dict[str, Any]:
         """{id, userid, state, annotations} as this connection may see it."""
-        return self.rpc("job-manager.getattr", {"id": _jobid(id)})
+        conn = self._open()
+        if type(id) is not int:
+            id = _jobid(id)
+        self._mt += 1
+        mt = self._mt
+        body = _GETATTR % (mt, id)
+        conn.send(_pack(len(body)) + body)
+        return conn.result(conn.wait(mt))
 
     def list(self, states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> list[dict[str, Any]]:
         """List of {id, userid, state, annotations}."""
@@ -297,29 +482,54 @@ class Client:
 
     def annotate_pipelined(self, ids: Sequence[JobId], patches: Sequence[Patch], volatile: bool = False, window: int = 256) -> int:
         """Send many annotate requests with up to `window` in flight; returns
-        how many succeeded, raises the first error after all replies."""
-        conn = self._conn
+        how many succeeded, raises the first error after all replies.
+
+        Frames go in chunks of at least a quarter of the window, each chunk's
+        patches encoded by one json call (dicts) and one C call; replies are
+        counted from the C core's records, looked at one by one only when a
+        scan holds an error.
+        """
+        conn = self._open()
         n = len(ids)
+        if len(patches) != n:
+            raise error(_errno.EINVAL, f"ids and patches differ in length ({n} != {len(patches)})")
+        window = max(1, window)
         sent = done = 0
-        first_err = None
+        first_err: AnnotError | None = None
         base = self._mt
+        topic, member = _ANNOTATE
+        what = _WHAT[_ANNOTATE]
         while done < n:
-            chunk = []
-            while sent < n and sent - done < window:
-                topic, p = _p_annotate(ids[sent], patches[sent], volatile)
-                sent += 1
-                frame = request(topic, base + sent, p)
-                conn.check(frame)
-                chunk.append(frame)
-            if chunk:
-                conn.send(b"".join(chunk), check=False)
-            rmt, errnum, errstr, _ = conn.next()
-            done += 1
-            if errnum and first_err is None:
-                first_err = error(errnum, errstr)
-            if rmt == 0 and errnum:
-                break
-        self._mt = base + sent
+            room = window - (sent - done)
+            if sent < n and 4 * room >= window:
+                k = min(room, n - sent)
+                try:
+                    text, as_array = _patches_text(patches[sent : sent + k], what)
+                    frames = conn.encoder.encode(topic, member, base + sent + 1,
+                                                 _id_array(ids[sent : sent + k]), text, k,
+                                                 volatile, as_array)
+                except AnnotError as e:
+                    # nothing of this chunk was sent: wait for what was, then raise
+                    first_err = first_err or _shifted(e, sent)
+                    n = sent
+                    continue
+                conn.send(frames)
+                sent += k
+                self._mt = base + sent
+            if conn.ri >= len(conn.recs):
+                conn.fill()
+            recs, i = conn.recs, conn.ri
+            conn.ri = len(recs)
+            done += (len(recs) - i) // _W
+            if conn.nerr:
+                stop = False
+                for j in range(i, len(recs), _W):
+                    if recs[j] >> 32:
+                        if first_err is None:
+                            first_err = conn.error(j)
+                        stop = stop or recs[j + 1] == 0
+                if stop:
+                    break
         if first_err is not None:
             raise first_err
         return done
@@ -368,6 +578,43 @@ class EventStream:
 
 # --- asyncio ------------------------------------------------------------------
 
+_T = TypeVar("_T")
+
+# what a _Reply's result is made of
+_VOID = 0  # None (annotate, memo, submit, state)
+_DICT = 1  # the payload dict
+_JOBS = 2  # the payload's "jobs" list (list)
+
+
+class _Reply(asyncio.Future[_T], Coroutine[Any, Any, _T]):
+    """The reply to one AsyncClient call, already sent: an asyncio Future
+    (gather and wait_for take it as it is: no Task per call) that is also a
+    coroutine, so that `asyncio.create_task(c.annotate(...))` and
+    `asyncio.run` accept it as they accepted the `async def` methods."""
+
+    kind = _DICT  # what the result is made of (the subclasses below)
+
+    # the coroutine protocol, for a Task that drives it: wait on the Future
+    def send(self, value: Any) -> Any:
+        if self.done():
+            raise StopIteration(self.result())
+        self._asyncio_future_blocking = True
+        return self
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        raise typ if val is None else val
+
+    def close(self) -> None:
+        pass
+
+
+class _VoidReply(_Reply[None]):
+    kind = _VOID
+
+
+class _JobsReply(_Reply[list[dict[str, Any]]]):
+    kind = _JOBS
+
 
 class _AsyncProto(asyncio.Protocol):
     """Matches responses to pending futures (rpc) or a queue (stream)."""
@@ -375,37 +622,106 @@ class _AsyncProto(asyncio.Protocol):
     def __init__(self, path: str) -> None:
         self.path = path
         self.transport: Any = None
-        self.reader = FrameReader()
-        self.pending: dict[int, asyncio.Future[dict[str, Any]]] = {}  # matchtag -> Future
+        self.scanner = core.ReplyScanner(protocol.REPLY_MAX_DEPTH)
+        self.rest = b""  # bytes after the last whole reply
+        self.pending: dict[int, Any] = {}  # matchtag -> _Reply (or a plain Future: live.py)
         self.queue: asyncio.Queue[Response | None] | None = None  # stream mode: parsed responses
         self.lost: AnnotError | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
 
-    def data_received(self, data: bytes) -> None:
-        for body in self.reader.feed(data):
+    def _scans(self, data: bytes) -> Generator[tuple[bytes, list[int], int, str | None], None, None]:
+        """The C core's records of the whole replies received so far, as
+        (buffer, records, error replies among them, error) per scan (error:
+        a malformed reply ends the connection, after the records before it)."""
+        buf = self.rest + data if self.rest else data
+        scan = self.scanner.scan
+        full = self.scanner.cap * _W
+        while True:
+            recs, used, nerr, err = scan(buf)
+            more = err is None and len(recs) == full
+            self.rest = b"" if err is not None else buf[used:] if used < len(buf) else b""
+            yield buf, recs, nerr, err
+            if not more:
+                return
+            buf = self.rest
+
+    def responses(self, data: bytes) -> tuple[list[Response], ProtocolError | None]:
+        """The replies received so far as (matchtag, errnum, errstr, payload),
+        and the ProtocolError that ends the connection, if one came after them."""
+        out: list[Response] = []
+        for buf, recs, _nerr, err in self._scans(data):
             try:
-                resp = parse_response(body)
+                for i in range(0, len(recs), _W):
+                    out.append(reply_tuple(buf, recs, i))
             except ProtocolError as e:
-                self._fail_all(e)
+                return out, e
+            if err is not None:
+                return out, ProtocolError(EPROTO, err)
+        return out, None
+
+    def data_received(self, data: bytes) -> None:
+        if self.queue is not None:
+            resps, fault = self.responses(data)
+            for resp in resps:
+                self.queue.put_nowait(resp)
+            if fault is not None:
+                self._fail_all(fault)
+                self.transport.close()
+            return
+        for buf, recs, nerr, err in self._scans(data):
+            if not nerr:
+                self._resolve_ok(buf, recs)
+            else:
+                self._resolve(buf, recs)
+            if err is not None:
+                self._fail_all(ProtocolError(EPROTO, err))
                 self.transport.close()
                 return
-            if self.queue is not None:
-                self.queue.put_nowait(resp)
-                continue
-            mt, errnum, errstr, payload = resp
-            fut = self.pending.pop(mt, None)
+
+    def _resolve_ok(self, buf: bytes, recs: list[int]) -> None:
+        """Replies without an error (the common case): set their results."""
+        pop = self.pending.pop
+        for k, mt in enumerate(recs[1::_W]):
+            fut = pop(mt, None)
             if fut is None:
-                if mt == 0 and errnum:  # connection-level error
-                    self._fail_all(error(errnum, errstr))
+                continue
+            try:
+                if fut.kind == _VOID:
+                    fut.set_result(None)
+                else:
+                    self._set_payload(fut, buf, recs, k * _W)
+            except asyncio.InvalidStateError:
+                pass  # cancelled by its caller
+
+    def _set_payload(self, fut: Any, buf: bytes, recs: list[int], i: int) -> None:
+        try:
+            payload = reply_payload(buf, recs, i)
+            if payload is None:
+                payload = {}
+            fut.set_result(_jobs(payload) if fut.kind == _JOBS else payload)
+        except ProtocolError as e:
+            fut.set_exception(e)
+
+    def _resolve(self, buf: bytes, recs: list[int]) -> None:
+        """Replies some of which are errors."""
+        pending = self.pending
+        for i in range(0, len(recs), _W):
+            fut = pending.pop(recs[i + 1], None)
+            st = recs[i]
+            if fut is None:
+                if recs[i + 1] == 0 and st >> 32:  # connection-level error
+                    self._fail_all(error(st >> 32, reply_errstr(buf, recs, i)))
                 continue
             if fut.done():
                 continue
-            if errnum:
-                fut.set_exception(error(errnum, errstr))
+            if st >> 32:
+                fut.set_exception(error(st >> 32, reply_errstr(buf, recs, i)))
+            elif fut.kind == _VOID:
+                fut.set_result(None)
             else:
-                fut.set_result(payload if payload is not None else {})
+                self._set_payload(fut, buf, recs, i)
 
     def _fail_all(self, exc: BaseException) -> None:
         pending, self.pending = self.pending, {}
@@ -429,6 +745,33 @@ async def _aconnect(path: str) -> _AsyncProto:
     return proto
 
 
+# A batch is written as soon as it holds this many calls, before the turn
+# ends: the service starts on them while the caller makes the next ones.
+_WRITE_EVERY = 128
+
+
+async def _finish(fut: "asyncio.Future[dict[str, Any]]", kind: int) -> Any:
+    """A reply through another transport's `send`, made what the call returns."""
+    payload = await fut
+    if kind == _VOID:
+        return None
+    return _jobs(payload) if kind == _JOBS else payload
+
+
+class _Batch:
+    """annotate / memo calls of one event-loop turn with the same topic and
+    volatility, sent as consecutive matchtags: encoded by one C call."""
+
+    __slots__ = ("kind", "volatile", "mt0", "ids", "patches")
+
+    def __init__(self, kind: tuple[bytes, bytes], volatile: bool, mt0: int) -> None:
+        self.kind = kind
+        self.volatile = volatile
+        self.mt0 = mt0
+        self.ids: list[int] = []
+        self.patches: list[Patch] = []
+
+
 class AsyncClient:
     """asyncio client with pipelining (module doc).
 
@@ -448,6 +791,29 @@ class AsyncClient:
         self._message_bytes = message_bytes
         self._proto: _AsyncProto | None = None
         self._mt = 0
+        self._encoder = core.RequestEncoder(message_bytes, protocol.REPLY_MAX_DEPTH)
+        self._out: list[bytes] = []  # frames of this turn, in request order
+        self._batch: _Batch | None = None  # annotate / memo calls after them
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._flushing = False
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        """The seam of other transports, as Client's: a subclass that brings
+        its own `send` gets every call through it (its requests are not
+        queued and encoded here)."""
+        super().__init_subclass__(**kw)
+        if "send" in cls.__dict__:
+            if "_note" not in cls.__dict__:
+                cls._note = AsyncClient._note_send  # type: ignore[method-assign, assignment]  # generic
+            if "_request" not in cls.__dict__:
+                cls._request = AsyncClient._request_send  # type: ignore[method-assign, assignment]  # generic
+
+    def _request_send(self, topic: str, payload: dict[str, Any], cls: "type[_Reply[Any]]") -> "Coroutine[Any, Any, Any]":
+        return _finish(self.send(topic, payload), cls.kind)
+
+    def _note_send(self, kind: tuple[bytes, bytes], id: JobId, patch: Patch, volatile: bool) -> "Coroutine[Any, Any, None]":
+        topic, p = (_p_annotate if kind is _ANNOTATE else _p_memo)(id, patch, volatile)
+        return _finish(self.send(topic, p), _VOID)
 
     @classmethod
     async def connect(cls, socket: str | None = None, **kw: Any) -> "AsyncClient":
@@ -458,6 +824,7 @@ class AsyncClient:
     async def open(self) -> "AsyncClient":
         if self._proto is None:
             self._proto = await _aconnect(self.path)
+            self._loop = asyncio.get_running_loop()
         return self
 
     async def __aenter__(self) -> "AsyncClient":
@@ -469,59 +836,140 @@ class AsyncClient:
     async def close(self) -> None:
         p = self._proto
         if p is not None:
+            self._write()
             self._proto = None
             if p.transport is not None:
                 p.transport.close()
         await asyncio.sleep(0)
 
-    def send(self, topic: str, payload: dict[str, Any]) -> "asyncio.Future[dict[str, Any]]":
-        """Queue one request now; returns a future of its reply payload.
-        (Lets a caller put many requests in flight without a task each.)"""
+    # -- sending: frames queued for this turn, written by _flush
+
+    def _open(self) -> _AsyncProto:
         p = self._proto
         if p is None:
             raise AnnotError(_errno.EBADF, "the client is not connected")
         if p.lost is not None:
             raise p.lost
-        self._mt += 1
-        mt = self._mt
-        frame = request(topic, mt, payload)
+        return p
+
+    def _request(self, topic: str, payload: dict[str, Any], cls: "type[_Reply[Any]]") -> "_Reply[Any]":
+        p = self._open()
+        frame = request(topic, self._mt + 1, payload)
         if len(frame) - protocol.HEADER_SIZE > self._message_bytes:
             raise error(
                 EMSGSIZE,
                 f"request of {len(frame) - protocol.HEADER_SIZE} bytes exceeds "
                 f"the message limit of {self._message_bytes} bytes",
             )
-        fut = asyncio.get_running_loop().create_future()
-        p.pending[mt] = fut
-        p.transport.write(frame)
+        if self._batch is not None:
+            self._seal()
+        self._mt = mt = self._mt + 1
+        self._out.append(frame)
+        fut = p.pending[mt] = cls(loop=self._loop)
+        if not self._flushing:
+            self._flushing = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]  # set with _proto
         return fut
 
-    async def rpc(self, topic: str, payload: dict[str, Any]) -> dict[str, Any]:
-        return await self.send(topic, payload)
+    def _note(self, kind: tuple[bytes, bytes], id: JobId, patch: Patch, volatile: bool) -> "_Reply[None]":
+        """annotate / memo: queued in the open batch (the C core encodes it)."""
+        p = self._open()
+        if type(id) is not int:
+            id = _jobid(id)
+        self._mt = mt = self._mt + 1
+        b = self._batch
+        if b is None or b.kind is not kind or b.volatile != volatile:
+            if b is not None:
+                self._seal()
+            b = self._batch = _Batch(kind, volatile, mt)
+        ids = b.ids
+        ids.append(id)
+        b.patches.append(patch)
+        fut: _Reply[None] = _VoidReply(loop=self._loop)
+        p.pending[mt] = fut
+        if len(ids) >= _WRITE_EVERY:
+            self._write()
+        elif not self._flushing:
+            self._flushing = True
+            self._loop.call_soon(self._flush)  # type: ignore[union-attr]  # set with _proto
+        return fut
 
-    async def submit(self, id: JobId, userid: int, t_submit: float | None = None) -> None:
-        await self.rpc(*_p_submit(id, userid, t_submit))
+    def _seal(self) -> None:
+        """Encode the open batch into the frames of this turn. A patch the
+        encoder refuses fails its own reply; the others are sent."""
+        b, self._batch = self._batch, None
+        if b is None:
+            return
+        topic, member = b.kind
+        what = _WHAT[b.kind]
+        enc = self._encoder.encode
+        try:
+            text, as_array = _patches_text(b.patches, what)
+            self._out.append(enc(topic, member, b.mt0, _id_array(b.ids), text, len(b.ids),
+                                 b.volatile, as_array))
+            return
+        except AnnotError:
+            pass
+        pending = self._proto.pending if self._proto is not None else {}
+        for k, (id, patch) in enumerate(zip(b.ids, b.patches)):
+            try:
+                self._out.append(enc(topic, member, b.mt0 + k, id, _patch_text(patch, what), 1,
+                                     b.volatile))
+            except AnnotError as e:
+                fut = pending.pop(b.mt0 + k, None)
+                if fut is not None and not fut.done():
+                    fut.set_exception(e)
 
-    async def state(self, id: JobId, state: str, note: str | None = None) -> None:
-        await self.rpc(*_p_state(id, state, note))
+    def _flush(self) -> None:
+        """The end of the turn: write what is queued."""
+        self._flushing = False
+        self._write()
 
-    async def alloc_response(self, payload: dict[str, Any]) -> dict[str, Any]:
-        return await self.rpc("job-manager.alloc-response", dict(payload))
+    def _write(self) -> None:
+        """Write the frames queued (one write)."""
+        self._seal()
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        p = self._proto
+        if p is not None and p.transport is not None:
+            p.transport.write(data)
 
-    async def annotate(self, id: JobId, annotations: Patch, volatile: bool = False) -> None:
-        await self.rpc(*_p_annotate(id, annotations, volatile))
+    # -- the calls
 
-    async def memo(self, id: JobId, memo: Patch, volatile: bool = False) -> None:
-        await self.rpc(*_p_memo(id, memo, volatile))
+    def send(self, topic: str, payload: dict[str, Any]) -> "asyncio.Future[dict[str, Any]]":
+        """Queue one request now; returns a future of its reply payload.
+        (Every call does this; this one takes any topic.)"""
+        return self._request(topic, payload, _Reply)
 
-    async def get(self, id: JobId) -> dict[str, Any]:
-        return await self.rpc("job-manager.getattr", {"id": _jobid(id)})
+    def rpc(self, topic: str, payload: dict[str, Any]) -> "Coroutine[Any, Any, dict[str, Any]]":
+        return self._request(topic, payload, _Reply)
 
-    async def list(self, states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> list[dict[str, Any]]:
-        return _jobs(await self.rpc(*_p_list(states, userid, max)))
+    def submit(self, id: JobId, userid: int, t_submit: float | None = None) -> "Coroutine[Any, Any, None]":
+        return self._request(*_p_submit(id, userid, t_submit), _VoidReply)
 
-    async def stats(self) -> dict[str, Any]:
-        return await self.rpc("job-manager.stats", {})
+    def state(self, id: JobId, state: str, note: str | None = None) -> "Coroutine[Any, Any, None]":
+        return self._request(*_p_state(id, state, note), _VoidReply)
+
+    def alloc_response(self, payload: dict[str, Any]) -> "Coroutine[Any, Any, dict[str, Any]]":
+        return self._request("job-manager.alloc-response", dict(payload), _Reply)
+
+    def annotate(self, id: JobId, annotations: Patch, volatile: bool = False) -> "Coroutine[Any, Any, None]":
+        return self._note(_ANNOTATE, id, annotations, volatile)
+
+    def memo(self, id: JobId, memo: Patch, volatile: bool = False) -> "Coroutine[Any, Any, None]":
+        return self._note(_MEMO, id, memo, volatile)
+
+    def get(self, id: JobId) -> "Coroutine[Any, Any, dict[str, Any]]":
+        return self._request("job-manager.getattr", {"id": _jobid(id)}, _Reply)
+
+    def list(self, states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> "Coroutine[Any, Any, list[dict[str, Any]]]":
+        return self._request(*_p_list(states, userid, max), _JobsReply)
+
+    def stats(self) -> "Coroutine[Any, Any, dict[str, Any]]":
+        return self._request("job-manager.stats", {}, _Reply)
 
     def events(self, topics: str | Iterable[str] | None = None, userid: int | None = None, since: int | None = None, snapshot: bool = False, delta: bool = False) -> "AsyncEventStream":
         """An async iterator of event payloads on its own connection

@@ -32,6 +32,8 @@ DEFAULTS = {
     "events": {"backlog": 4096, "subscriber_queue_bytes": 16777216},
     # seconds a non-volatile request waits on a failing commit before ETIMEDOUT
     "store": {"commit_timeout": 5.0},
+    # where `serve` offers Prometheus metrics, "ADDR:PORT" ("": nowhere; docs/operations.md)
+    "metrics": {"listen": ""},
     "limits": {
         "message_bytes": 1048576,
         "guest_payload_bytes": 4096,
@@ -100,6 +102,7 @@ class Config:
     batch: Any
     events: Any
     limits: Any
+    metrics: Any
 
     def __init__(self, data=None):
         if data is None:
@@ -160,6 +163,10 @@ def _section(data, section, defaults, given):
 
 def _value(section, key, value, default):
     where = f"{section}.{key}"
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise error(EINVAL, f"config: {where} must be a string, not {type(value).__name__}")
+        return value  # its own syntax is checked where it is used (metrics.parse_listen)
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise error(EINVAL, f"config: {where} must be a number, not {type(value).__name__}")

@@ -17,7 +17,7 @@ from . import errors
 from ._core import ffi, lib
 
 __all__ = ["Limits", "merge", "canonical", "JobTable", "ApplyInfo", "FrameScanner",
-           "ok_replies", "check_nesting"]
+           "ok_replies", "check_nesting", "ReplyScanner", "RequestEncoder"]
 
 _U64_MAX = (1 << 64) - 1
 
@@ -383,6 +383,26 @@ class JobTable:
             _raise_from(self._ctx)
         return _output(self._ctx, self._len)
 
+    def batch_encode_cuts(self, n: int, full: bytes | None = None, namespaces: Iterable[str] = (), exclude: bool = False, delta: bool = False) -> tuple[bytes, "array[int]"]:
+        """`batch_encode`, with where each entry is: (data, cuts).
+
+        n: the number of net-changed jobs (`len(batch_ids())`, EINVAL
+        otherwise). cuts: array('Q') of 2n offsets into data; entry i is
+        data[cuts[i]:cuts[n+i]] when cuts[i] < cuts[n+i] (left out
+        otherwise), and data[cuts[p]:cuts[n+q-1]] is entries p..q-1 with
+        their commas (fa.h `fa_table_batch_encode_cuts`).
+        """
+        nsl = _ns_list(namespaces)
+        if full is not None and len(full) < n:
+            raise errors.error(errors.EINVAL, "full has fewer flags than net-changed jobs")
+        fp = ffi.NULL if full is None else ffi.from_buffer("uint8_t[]", full)
+        cuts = array("Q", bytes(16 * n))
+        if lib.fa_table_batch_encode_cuts(self._t, fp, nsl, len(nsl), 1 if exclude else 0,
+                                          1 if delta else 0,
+                                          ffi.from_buffer("uint64_t[]", cuts), n) < 0:
+            _raise_from(self._ctx)
+        return _output(self._ctx, self._len), cuts
+
     def batch_clear(self) -> None:
         """Forget the recorded pre-images (start a new batch)."""
         lib.fa_table_batch_clear(self._t)
@@ -510,3 +530,113 @@ def check_nesting(data: bytes, max_depth: int) -> None:
     ctx = _pure_ctx()
     if lib.fa_json_nesting(ctx, data, len(data), max_depth) < 0:
         _raise_from(ctx)
+
+
+# ---- the client side (fa_client.c) ----
+
+REPLY_WORDS = lib.FA_REPLY_WORDS
+R_ERRSTR = lib.FA_REPLY_ERRSTR
+R_ERRSTR_ESC = lib.FA_REPLY_ERRSTR_ESC
+R_PAYLOAD = lib.FA_REPLY_PAYLOAD
+
+
+class ReplyScanner:
+    """Reply frames read and validated in C (`fa_replies_scan`).
+
+    `scan(data)` reads the complete replies at the start of `data` (bytes),
+    at most `cap` per call, and returns (records, used, nerr, error):
+    records a flat list of REPLY_WORDS ints per reply (status: R_* flags |
+    errnum << 32, matchtag, errstr offset and length in `data` (the string
+    with its quotes), payload offset and length), used the bytes they
+    cover, nerr how many carry an errnum, error the sentence (EPROTO,
+    "malformed response from the service: ...") when the reply at `used`
+    cannot be read, else None. Every value of a returned reply was parsed
+    with at most `max_depth` levels of nesting, so its spans may be decoded
+    with `json`. One scanner per connection (its buffers are reused).
+    """
+
+    __slots__ = ("_ctx", "_rec", "_cap", "_depth", "_n", "_used", "_nerr", "_scan")
+
+    def __init__(self, max_depth: int, cap: int = 1024) -> None:
+        c = lib.fa_ctx_new()
+        if c == ffi.NULL:
+            raise MemoryError("fa_ctx_new")
+        self._ctx = ffi.gc(c, lib.fa_ctx_destroy)
+        self._cap = cap
+        self._depth = max_depth
+        self._rec = ffi.new("uint64_t[]", cap * REPLY_WORDS)
+        self._n = ffi.new("size_t *")
+        self._used = ffi.new("size_t *")
+        self._nerr = ffi.new("size_t *")
+        self._scan = lib.fa_replies_scan
+
+    @property
+    def cap(self) -> int:
+        return self._cap
+
+    def scan(self, data: bytes) -> tuple[list[int], int, int, str | None]:
+        n = self._n
+        ctx = self._ctx
+        rc = self._scan(ctx, data, len(data), self._depth, self._rec, self._cap, n,
+                        self._used, self._nerr)
+        if rc < 0:
+            _raise_from(ctx)
+        recs: list[int] = ffi.unpack(self._rec, n[0] * REPLY_WORDS)  # type: ignore[assignment]
+        if rc == 0:
+            return recs, self._used[0], self._nerr[0], None
+        err = ffi.string(lib.fa_ctx_errmsg(ctx)).decode("utf-8", "replace")
+        return recs, self._used[0], self._nerr[0], err
+
+
+class RequestEncoder:
+    """Request frames of annotate / memo calls written in C (`fa_requests_encode`).
+
+    `encode(topic, member, mt0, ids, patches, n, volatile, as_array)`: the
+    frames of n calls as bytes (matchtags mt0, mt0 + 1, ...); `ids` an int
+    (n == 1) or an `array('Q')`; `patches` JSON bytes: one array text of
+    the n patches (as_array=True: what `json` writes for a list of dicts) or
+    the n texts joined by NUL bytes. Every patch is parsed (depth at most
+    `max_depth`) before anything is written: an invalid one raises
+    AnnotValueError (EINVAL) with `.index`, a frame over `max_body` bytes
+    LimitError (EMSGSIZE) with `.index`. One encoder per connection.
+    """
+
+    __slots__ = ("_ctx", "_lim", "_max_body", "_one", "_failed", "_olen", "_enc")
+
+    def __init__(self, max_body: int, max_depth: int) -> None:
+        c = lib.fa_ctx_new()
+        if c == ffi.NULL:
+            raise MemoryError("fa_ctx_new")
+        self._ctx = ffi.gc(c, lib.fa_ctx_destroy)
+        self._lim = Limits(depth=max_depth, key_bytes=0xFFFFFFFF, object_keys=0xFFFFFFFF,
+                           strict_keys=False)
+        self._max_body = min(max_body, 0xFFFFFFFF)
+        self._one = ffi.new("uint64_t[1]")
+        self._failed = ffi.new("size_t *")
+        self._olen = ffi.new("size_t *")
+        self._enc = lib.fa_requests_encode
+
+    def encode(self, topic: bytes, member: bytes, mt0: int, ids: "int | array[int]",
+               patches: bytes, n: int, volatile: bool, as_array: bool = False) -> bytes:
+        if type(ids) is int:
+            try:
+                self._one[0] = ids
+            except OverflowError:
+                raise errors.error(errors.EINVAL,
+                                   f"job id {ids} is out of range (0 to 2^64-1)") from None
+            idp = self._one
+        else:
+            idp = ffi.from_buffer("uint64_t[]", ids)
+        flags = (lib.FA_REQ_VOLATILE if volatile else 0) | (lib.FA_REQ_ARRAY if as_array else 0)
+        ctx = self._ctx
+        if self._enc(ctx, topic, member, mt0, idp, patches, len(patches), n, flags,
+                     self._lim._c, self._max_body, self._failed) < 0:
+            errnum = lib.fa_ctx_errnum(ctx)
+            msg = ffi.string(lib.fa_ctx_errmsg(ctx)).decode("utf-8", "replace")
+            exc = errors.error(errnum, msg if errnum == errors.EMSGSIZE else
+                               f"{member.decode()}: {msg}")
+            exc.index = self._failed[0]
+            raise exc
+        olen = self._olen
+        p = lib.fa_ctx_output(ctx, olen)
+        return ffi.unpack(p, olen[0])

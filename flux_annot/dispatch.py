@@ -43,6 +43,7 @@ from .core import (
     Limits,
     ok_replies,
 )
+from .events import Pieces
 from .errors import (
     E2BIG,
     EMSGSIZE,
@@ -59,6 +60,7 @@ from .protocol import (
     oversize_error,
     response,
     response_error,
+    response_parts,
     response_raw,
 )
 
@@ -68,12 +70,20 @@ _pack_header = protocol.HEADER.pack
 
 #: collected replies are written early once they exceed this
 FLUSH_BYTES = 256 << 10
+#: a stream is written at most every this many seconds per subscriber the
+#: service has (at most STREAM_GAP_MAX): 1 ms with 10, 20 ms with 200; the
+#: batches published meanwhile go out together (after_io)
+STREAM_GAP_PER_SUBSCRIBER = 100e-6
+STREAM_GAP_MAX = 0.05
 #: at most this much of a peer's input is decoded per call (the first
 #: frame whole, whatever its size), and at most this many frames
 SCAN_BYTES = 256 << 10
 SCAN_BYTES_GUEST = 16 << 10
 SCAN_FRAMES = 512
 SCAN_FRAMES_GUEST = 4
+
+#: the `topic` label of requests whose topic is not one served here
+UNKNOWN_TOPIC = "unknown"
 
 _MISSING = object()
 _NO_KEYS = {}  # a memo's namespaces are the service's business ("user")
@@ -99,6 +109,12 @@ _HOT_MEMO = _HOT | F_MEMO | (_TOPICS.index("job-manager.memo") + 1) << 16
 _HOT_MEMO_V = _HOT_MEMO | F_VOLATILE
 _HOT_ALLOC_ANNOTATE = (  # RFC 27 type 1 (ANNOTATE)
     _HOT | F_TYPE | 1 << F_TYPE_SHIFT | (_TOPICS.index("job-manager.alloc-response") + 1) << 16
+)
+# the service's counters of the frames the hot paths hand it (topic_counts)
+_HOT_COUNTERS = (
+    ("job-manager.annotate", "_n_annotate_text"),
+    ("job-manager.memo", "_n_memo_text"),
+    ("job-manager.alloc-response", "_n_alloc_text"),
 )
 _U64 = 1 << 64
 _U32 = 1 << 32
@@ -217,13 +233,17 @@ class _Deferred(list):
 class _Stream:
     """One `job-manager.events` subscription on a connection."""
 
-    __slots__ = ("conn", "matchtag", "sub", "ended")
+    __slots__ = ("conn", "matchtag", "sub", "ended", "snap_start", "snap_end", "next_write")
 
     def __init__(self, conn, matchtag):
         self.conn = conn
         self.matchtag = matchtag
         self.sub = None
         self.ended = False
+        # where its snapshot went in the connection's output (bytes pushed
+        # before and after it: unix_server.Connection.held_for)
+        self.snap_start = self.snap_end = 0
+        self.next_write = 0.0  # loop time before which it is not drained again (after_io)
 
 
 class Dispatch:
@@ -251,12 +271,18 @@ class Dispatch:
         self.conns = set()  # live peers of every transport
         self.dirty = set()  # peers with replies pushed from outside serve()
         self.ready = set()  # streams the service has notified
+        self.held = set()  # notified streams waiting for their next_write (after_io)
+        self.stream_timer = None
         self.timer = None
         self.loop = None
         self.stopping = False
         self.nconn_total = 0
         self.nrequests = 0
         self.nerrors = 0
+        # requests by topic, but for the hot frames, which the service's
+        # text paths count (topic_counts); UNKNOWN_TOPIC: any topic not
+        # served here, and frames refused before their topic was read
+        self._topic_n = dict.fromkeys(_TOPICS + (UNKNOWN_TOPIC,), 0)
         self._after_commit = self.hub.after_commit
         self._hub_open = self.hub.open
         self._open_seq = self.hub.open_seq
@@ -304,6 +330,31 @@ class Dispatch:
     def make_cred(self, uid, owner):
         return self._Cred(uid, owner=owner)
 
+    def topic_counts(self):
+        """{topic: requests received}, every request counted once whatever
+        its answer (refusals included): frames the hot paths gave the
+        service are counted there (`_n_*_text`), every other one here, on
+        the path that answered it. Unknown topics count as UNKNOWN_TOPIC
+        (a client must not create series at will)."""
+        out = dict(self._topic_n)
+        svc = self.service
+        for topic, attr in _HOT_COUNTERS:
+            out[topic] += getattr(svc, attr, 0)
+        for t in self.transports:
+            # a transport whose wire has other topics (the broker's annot.M)
+            # counts its requests itself and says which ones it handed on
+            for topic, n in getattr(t, "handed", {}).items():
+                out[topic] -= n
+            for topic, n in getattr(t, "wire_counts", {}).items():
+                out[topic] = out.get(topic, 0) + n
+        return out
+
+    def _count_refused(self, st):
+        """Count a frame refused before its handler: by the topic the
+        decoder found, else as UNKNOWN_TOPIC."""
+        idx = (st >> 16) & 0xFFFF
+        self._topic_n[_TOPICS[idx - 1] if idx else UNKNOWN_TOPIC] += 1
+
     def scanner_for(self, owner):
         """The frame decoder with the limits of the caller's class, and how
         many bytes of its input to decode per call (guests are served at
@@ -340,6 +391,11 @@ class Dispatch:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+        if self.stream_timer is not None:
+            self.stream_timer.cancel()
+            self.stream_timer = None
+        self.ready |= {st for st in self.held if not st.ended}
+        self.held.clear()
         try:
             self.service.flush()
         except Exception:
@@ -377,17 +433,42 @@ class Dispatch:
         if self.ready:
             ready = self.ready
             self.ready = set()
+            # Many streams: each is written at most every `gap` s, the
+            # batches published meanwhile together (one write, one wake-up
+            # of its reader): what delivering costs stays bounded however
+            # many subscribe (docs/events.md "Fan-out"). Few: at once.
+            gap = min(STREAM_GAP_MAX, STREAM_GAP_PER_SUBSCRIBER * self.hub.subscribers())
+            now = self.loop.time() if self.loop is not None else 0.0
             for st in ready:
+                if now < st.next_write and not self.stopping:
+                    self.held.add(st)
+                    continue
+                st.next_write = now + gap
                 try:
                     self.drain(st)
                 except Exception:  # never let one stream break the loop
                     log.exception("draining a subscription failed")
                     self.end_stream(st, EPROTO, "internal error in the event stream")
+            if self.held and self.stream_timer is None:
+                first = min(st.next_write for st in self.held)
+                self.stream_timer = self.loop.call_at(first, self._release_held)
         if self.dirty:
             dirty = self.dirty
             self.dirty = set()
             for conn in dirty:
                 conn.flush()
+
+    def _release_held(self):
+        """Timer: the held streams whose time has come are drained."""
+        self.stream_timer = None
+        now = self.loop.time()
+        due = {st for st in self.held if st.next_write <= now or st.ended}
+        self.held -= due
+        self.ready |= {st for st in due if not st.ended}
+        self.after_io()
+        if self.held and self.stream_timer is None:
+            first = min(st.next_write for st in self.held)
+            self.stream_timer = self.loop.call_at(first, self._release_held)
 
     def on_timer(self):
         self.timer = None
@@ -450,17 +531,26 @@ class Dispatch:
         sub = st.sub
         if st.ended or sub is None or conn.transport is None:
             return
-        pop = sub.pop_raw
+        pop = sub.pop_payload
         mt = st.matchtag
+        # a transport that writes the pieces as they are (no join) and
+        # counts what it holds for the subscriber's bound
+        push_stream = getattr(conn, "push_stream", None)
         while force or not conn.paused:
+            snapshot = sub.head_is_snapshot()
             try:
-                raw = pop()
+                payload = pop()
             except AnnotError as e:  # dropped (EOVERFLOW): the stream ends
                 self.end_stream(st, e.errno, e.message)
                 return
-            if raw is None:
+            if payload is None:
                 break
-            conn.push(response_raw(mt, raw))
+            if push_stream is not None:
+                push_stream(st, payload, snapshot)
+            elif type(payload) is Pieces:
+                conn.push(response_parts(mt, payload.parts))
+            else:
+                conn.push(response_raw(mt, payload))
             if conn.outn > FLUSH_BYTES and not force:
                 conn.flush()
         if sub.closed and not st.ended:
@@ -473,6 +563,7 @@ class Dispatch:
     def end_stream(self, st, errnum, errstr):
         st.ended = True
         self.ready.discard(st)
+        self.held.discard(st)
         st.conn.streams.pop(st.matchtag, None)
         if st.sub is not None and not st.sub.closed:
             st.sub.close()
@@ -544,6 +635,7 @@ class Dispatch:
                     else:
                         reply = response(mt, res)
                 elif st >> 32:
+                    self._count_refused(st)
                     if st >> 32 == EMSGSIZE:
                         self.nerrors += 1
                         if oks:
@@ -594,6 +686,7 @@ class Dispatch:
                         break  # served on its turn: the error and the close
                     if code and not st & F_MATCHTAG:
                         mt = 0
+                    self._count_refused(st)
                     body = b'{"matchtag":%d' % mt + tail
                     reply = _pack_header(len(body)) + body
                     out.append(reply)
@@ -634,6 +727,8 @@ class Dispatch:
         else:
             raw = data[toff : toff + tlen]
             topic = protocol.decode_json(b'"' + raw + b'"') if st & F_TOPIC_ESC else raw.decode()
+        counts = self._topic_n
+        counts[topic if topic in counts else UNKNOWN_TOPIC] += 1
         if st & F_TOOBIG:
             # A guest's value longer than guest_payload_bytes was only
             # delimited, not parsed: the frame is refused by that length
@@ -756,6 +851,9 @@ class Dispatch:
             delta=delta,
             notify=functools.partial(self.notify, st),
         )
+        held_for = getattr(conn, "held_for", None)
+        if held_for is not None:  # its transport's buffers count against the bound
+            st.sub.outside = functools.partial(held_for, st)
         conn.streams[mt] = st
         self.ready.add(st)  # a snapshot or a `since` backlog may be waiting
         return None

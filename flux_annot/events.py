@@ -10,9 +10,11 @@ state transitions (`record_transition`) and durable eventlog entries
    could lose);
 2. encodes the batch: `{"seq":N,"transitions":[...],"annotations":[...]}`,
    the annotations array produced by the C table from its trees (no
-   Python dicts), once per distinct view (owner / one user's jobs / a
-   guest's view; whole trees or deltas), the bytes shared by every
-   subscription with the same (topics, view, delta) key;
+   Python dicts): at most four C encodings per batch (owner and public
+   view, whole trees and deltas), every other view spliced from them
+   (`fanout.BatchViews`: a guest's own jobs whole in the public view);
+   the bytes shared by every subscription that reads the same view (all
+   guests without a job of their own in the batch share one);
 3. queues the bytes to the subscriptions, keeps the raw material in the
    backlog for `since`, forgets the pre-images, runs the after-commit
    callbacks (the server's deferred replies).
@@ -42,6 +44,7 @@ not published to that view. A batch with nothing for a subscription is not
 queued to it (its seq still counts).
 """
 
+import bisect
 import collections
 import concurrent.futures
 import errno
@@ -50,6 +53,8 @@ import logging
 import time
 
 from .errors import EINVAL, EIO, EOVERFLOW, AnnotError, error
+from .fanout import OWNER as _FULL
+from .fanout import BatchViews
 from .policy import Policy
 from .replay import TREE_NAMES
 
@@ -64,8 +69,29 @@ log = logging.getLogger("flux_annot.events")
 # per cycle pin gigabytes).
 BACKLOG_MAX_BYTES = 256 * 1024 * 1024
 
-# View keys: what one encoding of the annotations array shows.
-_FULL = ("full",)  # instance owner, every job whole
+#: Upper bounds (seconds) of the commit-duration histogram's buckets
+#: (`CommitTimes`; flux_annot_commit_duration_seconds, docs/operations.md):
+#: a synchronous=FULL commit takes a millisecond or a few, a slow disk tens.
+COMMIT_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                  2.5, 5.0, 10.0)
+
+
+class CommitTimes:
+    """How long the store's successful commits took: a histogram kept as
+    plain counters (one per bucket of COMMIT_BUCKETS, the last one above
+    them all, not cumulative) and their sum. One `observe` per commit, on
+    the thread that commits; the metrics read it on the loop, so the
+    package needs no metrics library to keep it."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self):
+        self.counts = [0] * (len(COMMIT_BUCKETS) + 1)
+        self.sum = 0.0
+
+    def observe(self, seconds):
+        self.counts[bisect.bisect_left(COMMIT_BUCKETS, seconds)] += 1
+        self.sum += seconds
 
 
 def _dumps(obj):
@@ -92,9 +118,9 @@ class _Backlogged:
 class _Closed:
     """A closed batch on its way out: what to publish once it has committed."""
 
-    __slots__ = ("item", "payloads", "callbacks", "future", "deadline", "entries")
+    __slots__ = ("item", "payloads", "callbacks", "future", "deadline", "entries", "published")
 
-    def __init__(self, item, payloads, callbacks):
+    def __init__(self, item, payloads, callbacks, published=0):
         self.item = item  # _Backlogged
         self.payloads = payloads  # {Subscription: bytes}, subscribers at close time
         # after-commit callbacks (deferred replies): [(fn, on_timeout or None)]
@@ -102,6 +128,25 @@ class _Closed:
         self.future = None  # the writer's commit (background mode; None: nothing to write)
         self.deadline = 0.0  # loop time after which its callbacks time out
         self.entries = 0  # eventlog entries it writes
+        self.published = published  # transitions + annotation entries it publishes
+
+
+class Pieces:
+    """A payload kept as the pieces it is joined from (a guest's spliced
+    view, `fanout.BatchViews.pieces`): joined once, into the subscriber's
+    frame (`Subscription.pop_payload`), not into a payload first."""
+
+    __slots__ = ("parts", "nbytes")
+
+    def __init__(self, parts, nbytes):
+        self.parts = parts
+        self.nbytes = nbytes  # len(self.join()), known by whoever cut the parts
+
+    def __len__(self):
+        return self.nbytes
+
+    def join(self):
+        return b"".join(self.parts)
 
 
 class Subscription:
@@ -109,10 +154,16 @@ class Subscription:
 
     Iterating yields the pending batches as dicts and stops when none is
     pending (it never blocks). `pop_raw()` gives the next one as the JSON
-    bytes the hub encoded, for the server to send as they are. When the
-    queue exceeds its bound the hub drops the subscription: the queue is
-    freed at once, `error` holds the EOVERFLOW, and the next `pop_raw()` or
-    iteration raises it (once; after that the subscription is just closed).
+    bytes the hub encoded, for the server to send as they are.
+
+    The bound (`limit`, `[events] subscriber_queue_bytes`) counts what the
+    service holds for the subscriber: this queue and, through `outside`,
+    what its transport holds (docs/events.md "Slow subscribers"); the
+    snapshot is not counted. A batch published while more than `limit` is
+    held drops the subscription instead of being queued (so at most `limit`
+    plus one batch is ever held): the queue is freed at once, `error` holds
+    the EOVERFLOW, and the next `pop_raw()` or iteration raises it (once;
+    after that the subscription is just closed).
     """
 
     def __init__(self, hub, key, userid, notify, limit):
@@ -125,12 +176,18 @@ class Subscription:
         self._queue = collections.deque()
         self.queued_bytes = 0
         self._exempt = 0  # bytes of a pending snapshot, not counted against the bound
+        # outside(budget) -> bytes the transport holds for this subscriber
+        # (written, not yet read by it; its snapshot not counted); exact when
+        # that could exceed `budget`, else it may return less. Set by the
+        # server; None in process (nothing is held outside the queue).
+        self.outside = None
         self.closed = False
         self.error = None
         self._raised = False
 
     def _push(self, payload, exempt=False):
-        """Queue one payload; returns False when the bound is exceeded.
+        """Queue one payload; returns False (nothing queued) when more than
+        the bound is held already.
 
         exempt: the snapshot, queued whatever its size (it is the start of
         the stream, not a sign of a slow reader) and not counted against the
@@ -138,8 +195,12 @@ class Subscription:
         """
         if exempt:
             self._exempt += len(payload)
-        elif self.queued_bytes - self._exempt + len(payload) > self.limit:
-            return False
+        else:
+            held = self.queued_bytes - self._exempt
+            if self.outside is not None:
+                held += self.outside(self.limit - held)
+            if held > self.limit:
+                return False
         self._queue.append(payload)
         self.queued_bytes += len(payload)
         return True
@@ -156,6 +217,17 @@ class Subscription:
 
     def pop_raw(self):
         """The next pending payload as JSON bytes, or None when none is pending."""
+        payload = self.pop_payload()
+        return payload.join() if type(payload) is Pieces else payload
+
+    def head_is_snapshot(self):
+        """Whether the next payload is the snapshot (not counted against the
+        bound: the transport keeps not counting it while it holds it)."""
+        return self._exempt > 0 and bool(self._queue)
+
+    def pop_payload(self):
+        """The next pending payload as queued: JSON bytes, or `Pieces` whose
+        join is the JSON (the server writes the pieces), or None."""
         if self._queue:
             payload = self._queue.popleft()
             self.queued_bytes -= len(payload)
@@ -235,8 +307,10 @@ class EventHub:
         self._subs = []
         self._backlog = collections.deque()
         self._backlog_bytes = 0
+        self.commit_times = CommitTimes()
         self._stats = {
             "batches": 0,
+            "entries": 0,  # transitions + annotation entries published
             "dropped_subscribers": 0,
             "resync_refused": 0,
             "store_errors": 0,
@@ -353,7 +427,9 @@ class EventHub:
         background = self.store is not None and self._executor is not None
         if self.store is not None and not background:
             try:
+                t0 = time.perf_counter()
                 self.store.write_batch(seq, self._entries, *self._meta())
+                self.commit_times.observe(time.perf_counter() - t0)
             except AnnotError as exc:
                 self._stats["store_errors"] += 1
                 if self.fault is None:
@@ -364,12 +440,14 @@ class EventHub:
                 self._recovered_log()
                 self.fault = None
         transitions = self._transitions
-        full = table.batch_encode()
-        delta = table.batch_encode(delta=True)
+        n = len(ids)
+        full = table.batch_encode_cuts(n)
+        delta = table.batch_encode_cuts(n, delta=True)
         batch = _Closed(
-            _Backlogged(seq, transitions, full, delta),
-            self._payloads(seq, ids, transitions, full, delta),
+            _Backlogged(seq, transitions, full[0], delta[0]),
+            self._payloads(seq, ids, transitions, {False: full, True: delta}),
             self._callbacks,
+            len(transitions) + len(ids),
         )
         if background:
             batch.entries = len(self._entries)
@@ -458,6 +536,7 @@ class EventHub:
                 self._queue(sub, payload)
         self._keep(item)
         self._stats["batches"] += 1
+        self._stats["entries"] += batch.published
 
     def _publish_all(self, upto=None):
         """Publish the unpublished batches now, in order (up to seq `upto`),
@@ -562,10 +641,12 @@ class EventHub:
             if self._given_up:
                 raise error(EIO, f"batch {seq} not written: an earlier batch was given up")
             try:
+                t0 = time.perf_counter()
                 if first != seq:
                     self.store.write_batch(seq, entries, meta, known, first_seq=first)
                 else:
                     self.store.write_batch(seq, entries, meta, known)
+                self.commit_times.observe(time.perf_counter() - t0)
             except Exception as exc:
                 self._stats["store_errors"] += 1
                 tries += 1
@@ -729,40 +810,51 @@ class EventHub:
 
     # -- publishing ------------------------------------------------------
 
-    def _payloads(self, seq, ids, transitions, full, delta):
+    def _payloads(self, seq, ids, transitions, owner):
         """{subscription: payload bytes (b"" = nothing for it)} of one batch,
         encoded now (the C table still holds its pre-images), queued when
-        it has committed (`_finish`)."""
+        it has committed (`_finish`). owner: {delta: (bytes, cuts)}, the
+        owner view's encodings. Every view is read from at most four C
+        encodings (`fanout.BatchViews`), and subscriptions that read the
+        same thing share one payload object: all guests without a job of
+        their own in the batch, whatever their uid."""
         out = {}
         if not self._subs:
             return out
-        flags_cache = {}
-        ann_cache = {(_FULL, False): full, (_FULL, True): delta}
+        views = BatchViews(self.table, self.jobs, ids, owner, self._view_ns, self._view_exclude)
         trans_cache = {}
         payloads = {}
         for sub in self._subs:
-            payload = payloads.get(sub.key)
+            topics, view, is_delta = sub.key
+            view = views.shared(view)
+            pkey = (topics, view, is_delta)
+            payload = payloads.get(pkey)
             if payload is None:
-                topics, view, is_delta = sub.key
-                parts = []
+                parts = [b'{"seq":%d' % seq]
+                size = len(parts[0]) + 1
                 if "job-state" in topics:
-                    trans = trans_cache.get(view)
+                    who = self._view_user(view)  # every guest reads all transitions
+                    trans = trans_cache.get(who)
                     if trans is None:
-                        trans = trans_cache[view] = self._transitions_bytes(transitions, view)
+                        trans = trans_cache[who] = self._transitions_bytes(transitions, view)
                     if trans != b"[]":
-                        parts.append(b'"transitions":' + trans)
+                        parts += (b',"transitions":', trans)
+                        size += 15 + len(trans)
                 if "job-annotations" in topics:
-                    ann = ann_cache.get((view, is_delta))
-                    if ann is None:
-                        ann = self._encode_view(ids, view, is_delta, flags_cache)
-                        ann_cache[(view, is_delta)] = ann
-                    if ann != b"[]":
-                        parts.append(b'"annotations":' + ann)
-                if parts:
-                    payload = b'{"seq":%d,' % seq + b",".join(parts) + b"}"
-                else:
+                    ann, n = views.pieces(view, is_delta)
+                    if ann[0] != b"[]":
+                        parts.append(b',"annotations":')
+                        parts += ann
+                        size += 15 + n
+                if len(parts) == 1:
                     payload = b""
-                payloads[sub.key] = payload
+                elif view[0] == "guest":  # its own: joined once, into its frame
+                    parts.append(b"}")
+                    payload = Pieces(parts, size)
+                else:
+                    parts.append(b"}")
+                    payload = b"".join(parts)
+                payloads[pkey] = payload
             out[sub] = payload
         return out
 
@@ -798,33 +890,6 @@ class EventHub:
         if view[0] in ("user", "public-of"):
             return view[1]
         return None
-
-    def _encode_view(self, ids, view, is_delta, flags_cache):
-        """The annotations array of one view, encoded by the C table."""
-        kind = view[0]
-        table = self.table
-        if kind == "full":
-            return table.batch_encode(delta=is_delta)
-        # Per-job flags: 1 = whole tree, 0 = filtered by the namespace list.
-        flags = flags_cache.get(view)
-        if flags is None:
-            jobs = self.jobs
-            mine = view[1]
-            flags = flags_cache[view] = bytes(
-                [1 if jobs[i].userid == mine else 0 for i in ids]
-            )
-        if kind == "guest":  # a guest, all jobs: others' jobs filtered
-            return table.batch_encode(flags, self._view_ns, self._view_exclude, delta=is_delta)
-        if kind == "user":  # one user's jobs whole, every other job left out
-            return table.batch_encode(flags, (), False, delta=is_delta)
-        # "public-of" (a guest following another user's jobs): C encodes the
-        # public view of every job, Python keeps that user's (rare path).
-        data = table.batch_encode(b"\0" * len(ids), self._view_ns, self._view_exclude, delta=is_delta)
-        return self._only_user(data, view[1])
-
-    def _only_user(self, data, userid):
-        jobs = self.jobs
-        return _dumps([e for e in json.loads(data) if jobs[e[0]].userid == userid])
 
     # -- backlog ---------------------------------------------------------
 
@@ -1013,6 +1078,7 @@ class EventHub:
             "store_bytes": self.store.size_bytes() if self.store is not None else 0,
             "seq": self.last_seq,
             "batches": self._stats["batches"],
+            "entries_published": self._stats["entries"],
             "subscribers": len(self._subs),
             "dropped_subscribers": self._stats["dropped_subscribers"],
             "resync_refused": self._stats["resync_refused"],

@@ -50,7 +50,7 @@ import time
 from . import client as _client
 from .core import JobTable, Limits
 from .errors import EINVAL, ENODATA, EOVERFLOW, AnnotError, error
-from .protocol import ProtocolError, parse_response, request
+from .protocol import ProtocolError, request
 
 __all__ = ["LiveJob", "LiveModel", "LiveThread", "decode_tree", "follow"]
 
@@ -359,14 +359,8 @@ class _StreamProto(_client._AsyncProto):
         self.paused = False
 
     def data_received(self, data):
-        for body in self.reader.feed(data):
-            try:
-                resp = parse_response(body)
-            except ProtocolError as e:
-                self._fail_all(e)
-                self._put(e)
-                self.transport.close()
-                return
+        resps, fault = self.responses(data)
+        for resp in resps:
             mt, errnum, errstr, payload = resp
             if mt == _EVENTS_MT or (mt == 0 and errnum):
                 self._put(resp)
@@ -380,6 +374,11 @@ class _StreamProto(_client._AsyncProto):
                 fut.set_exception(error(errnum, errstr))
             else:
                 fut.set_result(payload if payload is not None else {})
+        if fault is not None:
+            self._fail_all(fault)
+            self._put(fault)
+            self.transport.close()
+            return
         if len(self.queue) >= _HIGH and not self.paused and self.transport is not None:
             self.paused = True
             self.transport.pause_reading()

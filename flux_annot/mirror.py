@@ -262,6 +262,11 @@ class MirrorService(AnnotationService):
         self.synced = False
         if uri:
             self.uri = uri
+        if self._flux["disconnects"]:
+            log.warning("connected to the Flux instance at %s again after %.1f s",
+                        self.uri, time.time() - (self._since or time.time()))
+        else:
+            log.info("connected to the Flux instance at %s", self.uri)
         self._since = time.time()
         self._reason = None
         self._flux["connects"] += 1
@@ -696,6 +701,19 @@ class MirrorService(AnnotationService):
             raise error(errnum, errstr)
 
     # -- reading ---------------------------------------------------------------------------
+
+    def flux_metrics(self) -> dict:
+        """What the metrics show of Flux (flux_annot.metrics; cheap, no sort):
+        connected, synced, the lag in seconds (the latest live event's from
+        Flux's timestamp to its batch published, or the age of the oldest
+        live event not yet closed into a batch if that is longer; None
+        before any live event) and the `flux` counters of `stats`."""
+        lag = self._lags[-1] if self._lags else None
+        if self._lag_open:
+            waiting = time.time() - self._lag_open[0]
+            if lag is None or waiting > lag:
+                lag = waiting
+        return {"connected": self.connected, "synced": self.synced, "lag": lag, **self._flux}
 
     def stats(self) -> dict:
         out = super().stats()

@@ -23,9 +23,10 @@ Choices made where the spec is silent:
   key bytes, keys per object), invalid UTF-8 or a number out of range
   inside the payload is EINVAL naming the field and the limit; bad fields
   inside a payload are EINVAL naming the field.
-- Replies are decoded by clients only after their nesting is checked
-  without recursion (`REPLY_MAX_DEPTH`); a reply of the wrong shape is
-  EPROTO, never a crash.
+- Replies are read by the C core first (`core.ReplyScanner`: every value
+  parsed, nesting at most `REPLY_MAX_DEPTH`, each member of its type);
+  `json` decodes only the spans a caller needs. A reply of the wrong shape
+  is EPROTO, never a crash.
 - JSON constants `NaN`/`Infinity` are rejected (they are not JSON).
 - A streaming response's payload (an event batch, already encoded once in C
   and shared by every subscriber) is spliced into the response as bytes,
@@ -35,8 +36,10 @@ Choices made where the spec is silent:
 import json
 import os
 import struct
+from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii
 
-from .errors import EINVAL, EMSGSIZE, EPROTO, AnnotError
+from . import core
+from .errors import EINVAL, EMSGSIZE, EPROTO, AnnotError, error
 
 HEADER = struct.Struct(">I")
 HEADER_SIZE = HEADER.size
@@ -63,6 +66,28 @@ def decode_json(data):
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _encode_json = _ENCODER.encode
 _ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+# json's C encoder made once (JSONEncoder.encode makes one per call):
+# compact, no cycle check (a cycle ends in RecursionError, refused as too
+# deep), NaN refused. Patches of the clients' hot calls go through it.
+_c_encode = c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",",
+                           False, False, False)
+_c_encode_ascii = c_make_encoder(None, _ENCODER.default, encode_basestring_ascii, None, ":",
+                                 ",", False, False, False)
+
+
+def dumps_patch(obj, what="annotations"):
+    """Compact JSON bytes of a patch (a dict, or a list of them: the JSON
+    array of them all), as `dumps`; anything that is not JSON is EINVAL."""
+    try:
+        try:
+            return "".join(_c_encode(obj, 0)).encode("utf-8")
+        except UnicodeEncodeError:  # lone surrogates: escaped, the service decides
+            return "".join(_c_encode_ascii(obj, 0)).encode("ascii")
+    except RecursionError:
+        raise error(EINVAL, f"{what}: nested too deeply to encode") from None
+    except (TypeError, ValueError) as e:
+        raise error(EINVAL, f"{what}: not JSON: {e}") from None
 
 
 class ProtocolError(AnnotError):
@@ -111,8 +136,6 @@ def parse_request(body, limits=None):
     came before the fault): EPROTO for a malformed message, EINVAL for a
     limit, invalid UTF-8 or a bad value inside the payload.
     """
-    from . import core
-
     sc = _SCANNERS.get(limits)
     if sc is None:
         lim = limits or core.Limits(
@@ -157,6 +180,15 @@ def response_raw(matchtag, payload_bytes):
     return _pack(len(body)) + body
 
 
+def response_parts(matchtag, parts):
+    """A success response whose payload is the join of `parts` (bytes or
+    memoryviews of encoded JSON), built with one copy: a stream's batches
+    are large and go to many readers."""
+    head = b'{"matchtag":%d,"errnum":0,"payload":' % matchtag
+    size = len(head) + 1 + sum(map(len, parts))
+    return b"".join((_pack(size), head, *parts, b"}"))
+
+
 def response_error(matchtag, errnum, errstr=None):
     """An error response frame."""
     if errstr:
@@ -179,31 +211,68 @@ def parse_response(body):
     """Decode one response body → (matchtag, errnum, errstr, payload).
 
     A reply from a broken or hostile service raises ProtocolError (EPROTO),
-    never anything else: its nesting is checked without recursion before
-    `json` decodes it, and every member must have its type.
+    never anything else: the C core reads and validates it first
+    (`core.ReplyScanner`: nesting bounded by `REPLY_MAX_DEPTH`, every
+    member of its type), then `json` decodes its spans.
     """
-    from . import core
+    global _REPLY_SCANNER
+    if _REPLY_SCANNER is None:
+        _REPLY_SCANNER = core.ReplyScanner(REPLY_MAX_DEPTH, cap=1)
+    data = _pack(len(body)) + bytes(body)
+    recs, _used, _nerr, err = _REPLY_SCANNER.scan(data)
+    if err is not None:
+        raise ProtocolError(EPROTO, err)
+    return reply_tuple(data, recs, 0)
 
+
+_REPLY_SCANNER = None
+
+
+def _malformed(what):
+    return ProtocolError(EPROTO, f"malformed response from the service: {what}")
+
+
+def decode_span(data, off, n):
+    """The JSON value data[off:off+n] (spans of replies the C core has
+    validated); a value `json` still refuses (an integer of more digits
+    than Python converts) is EPROTO."""
     try:
-        core.check_nesting(body, REPLY_MAX_DEPTH)
-        msg = _decode_json(body.decode("utf-8"))
-    except (AnnotError, ValueError, RecursionError) as e:
-        raise ProtocolError(EPROTO, f"malformed response from the service: {_short(e)}")
-    if type(msg) is not dict:
-        raise ProtocolError(EPROTO, "malformed response from the service (not an object)")
-    mt = msg.get("matchtag")
-    errnum = msg.get("errnum", 0)
-    errstr = msg.get("errstr")
-    payload = msg.get("payload")
-    if type(mt) is not int or mt < 0:
-        raise ProtocolError(EPROTO, "malformed response from the service (matchtag)")
-    if type(errnum) is not int or not 0 <= errnum < 4096:
-        raise ProtocolError(EPROTO, "malformed response from the service (errnum)")
-    if errstr is not None and type(errstr) is not str:
-        raise ProtocolError(EPROTO, "malformed response from the service (errstr)")
-    if payload is not None and type(payload) is not dict:
-        raise ProtocolError(EPROTO, "malformed response from the service (payload)")
-    return mt, errnum, errstr, payload
+        return _scan_once(data[off : off + n].decode("utf-8"), 0)[0]
+    except (ValueError, RecursionError, StopIteration) as e:
+        raise _malformed(_short(e)) from None
+
+
+_scan_once = _DECODER.scan_once
+
+
+def reply_errstr(data, recs, i):
+    """The errstr of the reply whose record starts at recs[i] (None if absent)."""
+    st = recs[i]
+    if not st & _R_ERRSTR:
+        return None
+    off, n = recs[i + 2], recs[i + 3]
+    if st & _R_ERRSTR_ESC:
+        return decode_span(data, off, n)
+    return data[off + 1 : off + n - 1].decode("utf-8")
+
+
+def reply_payload(data, recs, i):
+    """The payload dict of the reply whose record starts at recs[i] (None if absent)."""
+    n = recs[i + 5]
+    if n == 2:
+        return {}
+    if not n:
+        return None
+    return decode_span(data, recs[i + 4], n)
+
+
+def reply_tuple(data, recs, i):
+    """(matchtag, errnum, errstr, payload) of the reply at recs[i]."""
+    return recs[i + 1], recs[i] >> 32, reply_errstr(data, recs, i), reply_payload(data, recs, i)
+
+
+_R_ERRSTR = core.R_ERRSTR
+_R_ERRSTR_ESC = core.R_ERRSTR_ESC
 
 
 def oversize_error(length, limit, matchtag=0):

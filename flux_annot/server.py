@@ -34,7 +34,7 @@ import os
 import signal
 import sys
 
-from . import protocol
+from . import daemon, protocol
 from .dispatch import (  # noqa: F401  (re-exported: what importers used from here)
     Dispatch,
     _jobid,
@@ -117,6 +117,8 @@ async def serve(
         if ready is not None:
             ready.set() if hasattr(ready, "set") else ready(srv)
         await stop.wait()
+        log.info("stopping: committing the open batch, answering waiting requests")
+        daemon.notify("STOPPING=1")
     finally:
         # Signals stay caught until the end: a second SIGTERM during the
         # shutdown must not kill the process halfway.
@@ -124,6 +126,7 @@ async def serve(
             await srv.stop()
             if own_service:
                 service.close()
+            log.info("stopped")
         finally:
             for sig in installed:
                 loop.remove_signal_handler(sig)

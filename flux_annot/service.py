@@ -232,6 +232,11 @@ class AnnotationService:
         self._n_alloc = 0  # hot paths count in attributes, not dict items
         self._n_annotate = 0
         self._n_memo = 0
+        # ... those of the server's frame decoder apart (the dispatch counts
+        # every other request by topic itself: Dispatch.topic_counts)
+        self._n_alloc_text = 0
+        self._n_annotate_text = 0
+        self._n_memo_text = 0
         self._n_ignored = 0
         self._rejected: dict[str, int] = {}
         self._t0: float | None = None  # monotonic time of the first change of the open batch
@@ -564,7 +569,7 @@ class AnnotationService:
             _monotonic() - t0 >= self._window or self._n_open >= self._max_entries
         ):
             self._tick()
-        self._n_alloc += 1
+        self._n_alloc_text += 1
         job = self.jobs.get(id)
         if job is None or job.state != SCHED:
             self._n_ignored += 1
@@ -644,9 +649,9 @@ class AnnotationService:
         C with `cred`'s limits; `keys` a dict whose keys are its top-level
         namespaces (None: read them from the text). Never mutated."""
         if is_memo:
-            self._n_memo += 1
+            self._n_memo_text += 1
         else:
-            self._n_annotate += 1
+            self._n_annotate_text += 1
         if not is_memo and keys is not None and cred.owner and (
             volatile or self.hub.fault is None
         ):
@@ -915,25 +920,29 @@ class AnnotationService:
         """Counters: jobs by state, requests by kind, rejections by reason, hub/store."""
         if self._t0 is not None:
             self._tick()
-        requests = dict(self._requests)
-        requests["alloc-response"] = self._n_alloc
-        requests["annotate"] = self._n_annotate
-        requests["memo"] = self._n_memo
         out = dict(self.hub.stats())
-        out.update(
-            {
-                "jobs": dict(self._counts),
-                "jobs_total": len(self.jobs),
-                "requests": requests,
-                "rejected": dict(self._rejected),
-                "ignored": self._n_ignored,
-                "memory_bytes": self.table.memory_bytes(),
-                "guest_buckets": len(self.rate),
-                "guest_users": len(self.user_bytes),
-                "started": self.started,
-            }
-        )
+        out.update(self.counters())
+        out["started"] = self.started
         return out
+
+    def counters(self) -> dict[str, Any]:
+        """The service's own part of `stats` (no hub, nothing closed): jobs by
+        state, requests by kind, rejections by reason, ignored alloc
+        responses, the C core's memory, guests. Cheap: the metrics read it."""
+        requests = dict(self._requests)
+        requests["alloc-response"] = self._n_alloc + self._n_alloc_text
+        requests["annotate"] = self._n_annotate + self._n_annotate_text
+        requests["memo"] = self._n_memo + self._n_memo_text
+        return {
+            "jobs": dict(self._counts),
+            "jobs_total": len(self.jobs),
+            "requests": requests,
+            "rejected": dict(self._rejected),
+            "ignored": self._n_ignored,
+            "memory_bytes": self.table.memory_bytes(),
+            "guest_buckets": len(self.rate),
+            "guest_users": len(self.user_bytes),
+        }
 
 
 def _malformed(id: object, typ: object, ann: object) -> AnnotError:

@@ -686,3 +686,68 @@ class Store:
             self._db.close()
             self._db = None
         self._unlock()
+
+
+def backup(path, dest):
+    """Copy the store at `path` to a new file `dest` while a service may be
+    writing it (docs/operations.md): SQLite's online backup API reads one
+    committed state of the database (a WAL reader: the service's commits go
+    on meanwhile), written to a temporary file beside `dest`, synced, and
+    renamed into place, so `dest` is either absent or a whole store. The
+    copy is a self-contained file (rollback journal; a service that opens it
+    switches it back to WAL). Nothing is written to `path`.
+
+    Returns (last seq, jobs) of the copy. AnnotError: EEXIST if `dest`
+    exists, ENOENT if `path` does not, EPROTO if it is not a flux-annot
+    store, EIO when SQLite or the file system fails (dest left absent).
+    """
+    path = os.path.abspath(os.fspath(path))
+    dest = os.path.abspath(os.fspath(dest))
+    if not os.path.isfile(path):
+        raise error(errno.ENOENT, f"{path}: no such store")
+    if os.path.lexists(dest):
+        raise error(errno.EEXIST, f"{dest} exists: a backup is written to a new file")
+    if not os.path.isdir(os.path.dirname(dest)):
+        raise error(errno.ENOENT, f"{os.path.dirname(dest)}: no such directory")
+    tmp = f"{dest}.tmp-{os.getpid()}"
+    src = out = None
+    try:
+        src = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT,
+                              isolation_level=None)
+        app_id = src.execute("PRAGMA application_id").fetchone()[0]
+        if app_id != APPLICATION_ID:
+            raise error(EPROTO, f"{path}: is not a flux-annot store")
+        out = sqlite3.connect(tmp, isolation_level=None)
+        src.backup(out)  # every page in one step: one consistent snapshot
+        out.execute("PRAGMA journal_mode=DELETE")
+        seq = out.execute("SELECT value FROM meta WHERE key='last_seq'").fetchone()[0]
+        jobs = out.execute("SELECT count(*) FROM jobs").fetchone()[0]
+        out.close()
+        out = None
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, dest)  # fails (EEXIST) rather than replace a file made meanwhile
+        dfd = os.open(os.path.dirname(dest), os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        return seq, jobs
+    except sqlite3.DatabaseError as exc:
+        raise error(EPROTO if "not a database" in str(exc) else EIO,
+                    f"backup of {path} failed: {exc}") from None
+    except OSError as exc:
+        raise error(exc.errno or EIO, f"backup of {path} to {dest} failed: "
+                    f"{exc.strerror or exc}") from None
+    finally:
+        for db in (src, out):
+            if db is not None:
+                db.close()
+        for leftover in (tmp, tmp + "-journal"):
+            try:
+                os.unlink(leftover)
+            except FileNotFoundError:
+                pass

@@ -11,9 +11,19 @@ SO_PEERCRED only; the owner role is peer uid == the service's owner uid.
 
 Backpressure: each transport has a write high-water mark; above it the
 connection stops reading and stops decoding buffered frames, and its
-subscriptions stop draining (their own queue bound then drops them with
-EOVERFLOW). So a client that never reads costs at most one read chunk of
-pending replies plus the high-water mark, and others are served as usual.
+subscriptions stop draining. So a client that never reads costs at most
+one read chunk of pending replies plus the high-water mark, and others are
+served as usual. A subscriber's bound (`[events] subscriber_queue_bytes`)
+counts what this connection holds for it besides its queue in the hub:
+replies not written yet, the transport's buffer and what the kernel holds
+unread in the socket (`Connection.held_for`, its snapshot not counted), so
+a subscriber that stopped reading is dropped with EOVERFLOW once that
+exceeds the bound, however little is published (docs/events.md).
+
+Streamed batches are written as the pieces they are made of (the frame's
+head, the hub's encodings or memoryviews of them, "}"), with one
+`os.writev` when the transport's buffer is empty: no copy of a batch per
+subscriber in Python (`Connection.push_stream`, `flush`).
 
 Guests over their rate: a connection refused with EAGAIN stops being read
 and waits its uid's turn (`SocketTransport.throttle`), so a flooding uid
@@ -23,11 +33,13 @@ costs a bounded share of the loop however many connections it holds.
 import asyncio
 import collections
 import errno as _errno
+import fcntl
 import logging
 import os
 import socket
 import stat
 import struct
+import termios
 
 from . import protocol
 from .errors import AnnotError, EINVAL
@@ -37,7 +49,11 @@ from .protocol import HEADER_SIZE
 log = logging.getLogger("flux_annot.server")
 
 _UCRED = struct.Struct("3i")
+_INT = struct.Struct("i")
 _unpack_header = protocol.HEADER.unpack_from
+_pack_header = protocol.HEADER.pack
+#: pieces per writev call (IOV_MAX on Linux)
+IOV_MAX = 1024
 
 #: transport write buffer: above HIGH the connection pauses (see module doc)
 WRITE_HIGH = 1 << 20
@@ -66,8 +82,11 @@ class Connection(asyncio.BufferedProtocol):
         self.link = link  # the SocketTransport: receive buffer, throttling
         self.transport = None
         self.buf = bytearray()
-        self.out = []  # reply frames waiting for the next write
+        self.out = []  # reply frames (or pieces of frames) waiting for the next write
         self.outn = 0
+        self.pushed = 0  # bytes ever put in `out` (positions in the output stream)
+        self.fd = -1
+        self.kernel_cap = 0  # the most the kernel may hold unread (2 x SO_SNDBUF)
         self.paused = False  # transport above its high-water mark
         self.throttled = False  # a guest over its rate: reading paused a while
         self.closing = False  # EMSGSIZE sent, or shutting down
@@ -90,6 +109,8 @@ class Connection(asyncio.BufferedProtocol):
             sock = transport.get_extra_info("socket")
             raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
             self.pid, self.uid, _gid = _UCRED.unpack(raw)
+            self.fd = sock.fileno()
+            self.kernel_cap = 2 * sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
         except OSError as e:  # cannot happen on a Unix socket; refuse rather than guess
             log.error("SO_PEERCRED failed (%s); closing the connection", e)
             transport.abort()
@@ -265,16 +286,67 @@ class Connection(asyncio.BufferedProtocol):
             return
         self.out.append(reply)
         self.outn += len(reply)
+        self.pushed += len(reply)
         self.server.dirty.add(self)
 
     def push_deferred(self, reply, n=1):
         """A deferred reply (n: replies, joined) whose batch has committed."""
         self.ndeferred -= n
+        self.push(reply)
+
+    def push_stream(self, st, payload, snapshot=False):
+        """Queue one batch of stream `st` as the response frame around
+        `payload` (bytes, or `events.Pieces`: bytes and memoryviews whose
+        join is the payload), kept as pieces; `snapshot`: it is the
+        stream's snapshot (its place in the output is noted: `held_for`
+        does not count it)."""
         if self.transport is None:
             return
-        self.out.append(reply)
-        self.outn += len(reply)
+        head = b'{"matchtag":%d,"errnum":0,"payload":' % st.matchtag
+        size = len(head) + 1 + len(payload)
+        out = self.out
+        out.append(_pack_header(size) + head)
+        if type(payload) is bytes:
+            out.append(payload)
+        else:
+            out += payload.parts
+        out.append(b"}")
+        size += protocol.HEADER_SIZE
+        if snapshot:
+            st.snap_start = self.pushed
+            st.snap_end = self.pushed + size
+        self.outn += size
+        self.pushed += size
         self.server.dirty.add(self)
+
+    def held_for(self, st, budget):
+        """Bytes this connection holds for stream `st`'s subscriber outside
+        the hub's queue: output not written yet, the transport's buffer and
+        what the kernel holds unread in the socket (`TIOCOUTQ`: its memory
+        for those bytes, a little more than the bytes), less the part of
+        its snapshot still there. The kernel is asked only when it could
+        make the total exceed `budget` (Subscription.outside)."""
+        t = self.transport
+        if t is None:
+            return 0
+        near = self.outn + t.get_write_buffer_size()
+        mine = near - self._snapshot_in(st, near)
+        if mine > budget or near + self.kernel_cap <= budget:
+            return mine
+        total = near + self._kernel_unread()
+        return total - self._snapshot_in(st, total)
+
+    def _snapshot_in(self, st, held):
+        """Bytes of st's snapshot among the last `held` bytes pushed."""
+        if not st.snap_end:
+            return 0
+        return max(0, st.snap_end - max(st.snap_start, self.pushed - held))
+
+    def _kernel_unread(self):
+        try:
+            return _INT.unpack(fcntl.ioctl(self.fd, termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return 0
 
     def flush(self):
         out = self.out
@@ -282,12 +354,46 @@ class Connection(asyncio.BufferedProtocol):
             return
         t = self.transport
         self.out = []
-        self.outn = 0
         if t is None:
+            self.outn = 0
             return
-        t.write(out[0] if len(out) == 1 else b"".join(out))
+        if len(out) == 1:
+            t.write(out[0])
+        elif t.get_write_buffer_size() or t.is_closing():
+            t.write(b"".join(out))
+        else:
+            self._writev(t, out, self.outn)
+        self.outn = 0
         if self.eof and not self.ndeferred:
             t.close()
+
+    def _writev(self, t, out, total):
+        """Write pieces (`total` bytes) with writev while the socket takes
+        them (the transport's buffer being empty, as asyncio's own write
+        does); what is left goes to the transport, joined."""
+        fd = self.fd
+        i = 0
+        while i < len(out):
+            chunk = out if i == 0 and len(out) <= IOV_MAX else out[i:i + IOV_MAX]
+            try:
+                n = os.writev(fd, chunk)
+            except OSError:  # full, or the peer is gone (asyncio's write reports that)
+                break
+            if n == total:
+                return  # all of it (the common case)
+            total -= n
+            for piece in chunk:
+                size = len(piece)
+                if n < size:  # the socket is full: the rest of this piece on
+                    out[i] = memoryview(piece)[n:]
+                    break
+                n -= size
+                i += 1
+            else:
+                continue
+            break
+        if i < len(out):
+            t.write(b"".join(out[i:]))
 
 
 class SocketTransport:
@@ -314,7 +420,7 @@ class SocketTransport:
             lambda: Connection(self.dispatch, self), path=path, backlog=128
         )
         os.chmod(path, 0o666)
-        log.info("listening on %s", path)
+        log.debug("listening on %s", path)
 
     def stop_accepting(self):
         if self.aserver is not None:

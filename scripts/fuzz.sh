@@ -19,7 +19,7 @@ set -u
 SECS=${1:-60}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 B="$ROOT/build-fuzz"
-TARGETS="canonical merge frames"
+TARGETS="canonical merge frames replies"
 CORE_SRCS=$(ls "$ROOT"/csrc/*.c)
 PY=${PYTHON:-python3}
 mkdir -p "$B/crashes"

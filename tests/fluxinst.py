@@ -180,8 +180,9 @@ def submit(inst, *args):
 class Mirror:
     """`flux-annotate serve --flux-uri URI` on a socket guests can reach."""
 
-    def __init__(self, inst, store):
+    def __init__(self, inst, store, extra=()):
         self.inst = inst
+        self.extra = list(extra)  # more `serve` options (--metrics ...)
         self.dir = tempfile.mkdtemp(prefix="fa-msock-", dir="/tmp")
         os.chmod(self.dir, 0o755)
         self.socket = os.path.join(self.dir, "run", "socket")
@@ -203,6 +204,7 @@ class Mirror:
             self.socket,
             "--store",
             self.store,
+            *self.extra,
         ]
         self.log = os.path.join(self.dir, "serve.log")  # a file: a full pipe would block it
         with open(self.log, "wb") as log:  # a new log for each start

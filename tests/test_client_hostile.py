@@ -55,10 +55,13 @@ class FakeService:
                 hdr = conn.recv(4, socket.MSG_WAITALL)
                 if len(hdr) == 4:
                     conn.recv(struct.unpack(">I", hdr)[0], socket.MSG_WAITALL)
-                    conn.sendall(struct.pack(">I", len(self.body)) + self.body)
+                    self.answer(conn)
                     conn.recv(1)  # wait until the client closes
             except OSError:
                 pass
+
+    def answer(self, conn):
+        conn.sendall(struct.pack(">I", len(self.body)) + self.body)
 
     def close(self):
         self.sock.close()
@@ -107,5 +110,48 @@ def test_a_deep_patch_given_as_text_is_refused_before_decoding():
                 c.annotate(1, b'{"user":' + b"[" * DEEP + b"]" * DEEP + b"}")
             assert ei.value.errno == errno.EINVAL and "nesting depth" in str(ei.value)
             c.annotate(1, '{"user":{"a":1}}')  # a sane text still goes through
+    finally:
+        fake.close()
+
+
+class SlowService(FakeService):
+    """Answers the first request with some replies (`body`: a list of
+    bodies), written a few bytes at a time."""
+
+    def answer(self, conn):
+        data = b"".join(struct.pack(">I", len(b)) + b for b in self.body)
+        for i in range(0, len(data), 3):
+            conn.sendall(data[i : i + 3])
+
+
+def test_replies_in_pieces_and_stray_replies_are_read_right():
+    # a stray reply (another matchtag) first, then the request's own
+    fake = SlowService([b'{"matchtag":9,"errnum":0,"payload":{"x":1}}',
+                        b'{"errnum":0, "payload": {"id": 1, "s": "caf\\u00e9 \\"q\\""},'
+                        b' "matchtag": 1}'])
+    try:
+        with Client(fake.path, timeout=10) as c:
+            assert c.get(1) == {"id": 1, "s": 'café "q"'}
+    finally:
+        fake.close()
+    fake = SlowService([b'{"matchtag":1,"errnum":22,"errstr":"bad \\"id\\" \\u00e9"}'])
+    try:
+        with Client(fake.path, timeout=10) as c:
+            with pytest.raises(AnnotError) as ei:
+                c.annotate(1, {"user": {}})
+            assert ei.value.errno == errno.EINVAL and str(ei.value) == 'bad "id" é'
+    finally:
+        fake.close()
+
+
+def test_a_broken_reply_after_a_good_one_breaks_the_connection():
+    fake = SlowService([b'{"matchtag":1,"errnum":0,"payload":{"a":1}}', b"[1,2]"])
+    try:
+        with Client(fake.path, timeout=10) as c:
+            assert c.stats() == {"a": 1}
+            for _ in range(2):  # and stays broken
+                with pytest.raises(AnnotError) as ei:
+                    c.stats()
+                assert ei.value.errno == errno.EPROTO and "not a JSON object" in str(ei.value)
     finally:
         fake.close()

@@ -111,3 +111,15 @@ def test_any_bytes_give_records_or_a_fault_never_a_crash(data, cap):
     for r in rs:
         if r[0] >> 32 == 0:  # a decoded payload is JSON a bounded decoder may read
             json.loads(buf[r[7] : r[7] + r[8]])
+
+
+def test_a_fault_record_keeps_the_topic_read_before_it():
+    # the dispatch counts a refused request under its topic (metrics)
+    bad = b'{"id":1,"annotations":{"u":{"":1}}}'
+    body = b'{"matchtag":3,"topic":"' + TOPICS[1].encode() + b'","payload":' + bad + b"}"
+    (r,) = records(scanner().scan(frames(body))[0])
+    assert r[0] >> 32 == errno.EINVAL and (r[0] >> 16) & 0xFFFF == 2
+    # a topic after the fault was never read: index 0
+    body = b'{"matchtag":3,"payload":' + bad + b',"topic":"' + TOPICS[1].encode() + b'"}'
+    (r,) = records(scanner().scan(frames(body))[0])
+    assert r[0] >> 32 == errno.EINVAL and (r[0] >> 16) & 0xFFFF == 0

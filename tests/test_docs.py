@@ -35,7 +35,10 @@ def test_configuration_documents_every_key_and_default(section):
     for key, default in config.DEFAULTS[section].items():
         name = f"{section}.{key}"
         assert name in table, f"docs/configuration.md has no row for {name}"
-        assert _number(table[name]) == default, (name, table[name], default)
+        if isinstance(default, str):
+            assert table[name] == f'`"{default}"`', (name, table[name], default)
+        else:
+            assert _number(table[name]) == default, (name, table[name], default)
 
 
 def test_configuration_documents_the_default_namespaces():

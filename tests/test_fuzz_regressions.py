@@ -182,7 +182,7 @@ def _kept_files(target):
 
 
 @pytest.mark.parametrize(
-    "target", [t for t in ("canonical", "merge", "frames") if _kept_files(t)] or ["merge"]
+    "target", [t for t in ("canonical", "merge", "frames", "replies") if _kept_files(t)] or ["merge"]
 )
 def test_kept_crashes_replay_clean_under_sanitizers(target, tmp_path):
     files = _kept_files(target) or [os.path.join(HERE, "README.md")]

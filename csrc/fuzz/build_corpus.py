@@ -3,7 +3,7 @@
 
     build_corpus.py --repo ROOT --out DIR
 
-writes DIR/canonical/, DIR/merge/ and DIR/frames/, one file per seed, named by the
+writes DIR/canonical/, DIR/merge/, DIR/frames/ and DIR/replies/, one file per seed, named by the
 SHA-1 of its bytes (so rebuilding is idempotent). Sources:
 
 - every case of JSONTestSuite's test_parsing/ (tests/data/jsontestsuite/):
@@ -21,6 +21,10 @@ NUL bytes; they hold the hostile requests of tests/test_server_frames.py
 (100,000-deep arrays and objects, unclosed brackets, a guest's nesting
 1,000 against its limit 8, every invalid UTF-8 form in a key and a value,
 a matchtag after the fault) beside well-formed requests of every shape.
+Reply seeds use the layout of fuzz_replies.c: a selector byte, then reply
+bodies (each also a patch for the encoder) separated by NUL bytes: the
+hostile replies of tests/test_client_hostile.py beside the service's
+replies of every kind, and patches as users write them.
 """
 
 import argparse
@@ -122,6 +126,53 @@ def frame_seeds():
     return seeds
 
 
+# Selector bits of fuzz_replies.c.
+R_DEPTH64 = 0x02
+R_DEPTH512 = 0x03
+R_CAP8 = 0x0C
+R_RAW_TAIL = 0x10
+
+
+def reply_seeds():
+    deep = 100_000
+    good = [
+        b'{"matchtag":7,"errnum":0,"payload":{}}',
+        b'{"matchtag":8,"errnum":0,"payload":{"id":1,"userid":1000,"state":"SCHED",'
+        b'"annotations":{"sched":{"t_estimate":1700000000.5,"reason_pending":"x"}}}}',
+        b'{"matchtag":9,"errnum":22,"errstr":"payload field \'annotations\': nesting depth '
+        b'exceeds 8"}',
+        b'{"matchtag":0,"errnum":90,"errstr":"message of 2000000 bytes exceeds the limit"}',
+        b'{"matchtag":1,"errnum":0,"payload":{"seq":4,"annotations":[[1,{"a":null}]],'
+        b'"transitions":[[1,"RUN",1700000000.25]]}}',
+        b' { "payload" : { "jobs" : [ ] } , "matchtag" : 3 , "errstr" : null } ',
+        b'{"match\u0074ag":2,"errnum":61,"errstr":"caf\u00e9 \ud83d\ude00"}',
+        b'{"sched":{"t":1}}',
+        b'{"user":{"n":[1,2.5,"x",true,null]}}',
+    ]
+    hostile = [
+        b'{"matchtag":1,"errnum":0,"payload":{"a":' + b"[" * deep + b"]" * deep + b"}}",
+        b'{"matchtag":1,"errnum":0,"payload":' + b'{"a":' * deep,
+        b'{"matchtag":1,"errnum":0,"payload":{"a":"caf\xe9"}}',
+        b"{matchtag",
+        b"[1,2]",
+        b'{"matchtag":1,"errnum":0,"payload":[1]}',
+        b'{"matchtag":1,"errnum":"22"}',
+        b'{"matchtag":1,"errnum":-5,"errstr":"x"}',
+        b'{"matchtag":1,"errnum":22,"errstr":7}',
+        b'{"errnum":0,"payload":{}}',
+        b'{"matchtag":1,"errnum":0,"payload":{"jobs":{"a":1}}}',
+        b'{"matchtag":18446744073709551616}',
+        b'{"matchtag":1,"x":1e400}',
+        b"",
+    ]
+    seeds = []
+    for sel in (0, R_DEPTH64, R_DEPTH512, R_CAP8 | R_DEPTH64, R_RAW_TAIL | R_DEPTH512):
+        seeds.append(bytes([sel]) + b"\0".join(good))
+        for h in hostile:
+            seeds.append(bytes([sel | R_CAP8]) + good[0] + b"\0" + h + b"\0" + good[1])
+    return seeds
+
+
 def workload_lines(repo):
     script = os.path.join(repo, "bench", "workload.py")
     out = subprocess.run([sys.executable, script, "200", "2"], check=True,
@@ -202,12 +253,14 @@ def main():
     merge += regressions(args.repo, "merge")
 
     frames = frame_seeds() + regressions(args.repo, "frames")
+    replies = reply_seeds() + regressions(args.repo, "replies")
 
     nc = write_all(os.path.join(args.out, "canonical"), canonical)
     nm = write_all(os.path.join(args.out, "merge"), merge)
     nf = write_all(os.path.join(args.out, "frames"), frames)
-    print(f"build_corpus: {nc} canonical seeds, {nm} merge seeds, {nf} frame seeds "
-          f"in {args.out}")
+    nr = write_all(os.path.join(args.out, "replies"), replies)
+    print(f"build_corpus: {nc} canonical seeds, {nm} merge seeds, {nf} frame seeds, "
+          f"{nr} reply seeds in {args.out}")
 
 
 if __name__ == "__main__":

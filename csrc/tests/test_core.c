@@ -306,6 +306,44 @@ static void test_batches (void)
     fa_table_destroy (t);
 }
 
+/* The cuts of a batch encoding: where each entry is, with the entries a
+ * filtered view leaves out at the start, in the middle and at the end. */
+static void test_batch_cuts (void)
+{
+    fa_table *t = fa_table_new ();
+    fa_ctx *ctx = fa_table_ctx (t);
+    size_t n;
+    fa_table_track (t, 1);
+    apply (t, 1, "{\"user\":{\"a\":1}}", 0, NULL); /* left out of the sched view */
+    apply (t, 2, "{\"sched\":{\"t\":2}}", 0, NULL);
+    apply (t, 3, "{\"user\":{\"b\":1}}", 0, NULL); /* left out */
+    apply (t, 4, "{\"sched\":{\"t\":4}}", 0, NULL);
+    apply (t, 5, "{\"user\":{\"c\":1}}", 0, NULL); /* left out */
+    uint8_t full[5] = {0, 0, 0, 0, 0};
+    uint64_t c[10];
+    CHECK (fa_table_batch_encode_cuts (t, full, "sched\0", 6, 0, 0, c, 5) == 0);
+    const char *o = fa_ctx_output (ctx, &n);
+    CHECK (out_is (ctx, "[[2,{\"sched\":{\"t\":2}}],[4,{\"sched\":{\"t\":4}}]]"));
+    /* entry 1 = [2,...], entry 3 = [4,...]; 0, 2, 4 left out */
+    CHECK (c[1] == 1 && c[6] == 1 + strlen ("[2,{\"sched\":{\"t\":2}}]"));
+    CHECK (memcmp (o + c[3], "[4,", 3) == 0 && c[8] == n - 1);
+    CHECK (c[0] == c[1] && c[5] == 1 && !(c[0] < c[5])); /* absent, nothing before it */
+    CHECK (c[2] == c[3] && c[7] == c[6] && !(c[2] < c[7]));
+    CHECK (c[4] == n - 1 && c[9] == c[8] && !(c[4] < c[9])); /* absent, nothing after */
+    /* a run: entries 0..4 with their commas is the whole inside */
+    CHECK (c[0] == 1 && c[9] == n - 1);
+    /* whole trees, deltas: every entry in, back to back */
+    CHECK (fa_table_batch_encode_cuts (t, NULL, NULL, 0, 0, 1, c, 5) == 0);
+    o = fa_ctx_output (ctx, &n);
+    for (int i = 0; i < 5; i++)
+        CHECK (c[i] < c[5 + i] && o[c[i]] == '[' && o[c[5 + i] - 1] == ']'
+               && (i == 0 ? c[i] == 1 : c[i] == c[5 + i - 1] + 1));
+    /* a wrong count changes nothing and says why */
+    CHECK (fa_table_batch_encode_cuts (t, NULL, NULL, 0, 0, 0, c, 4) == -1
+           && fa_ctx_errnum (ctx) == EINVAL && strstr (fa_ctx_errmsg (ctx), "has 5") != NULL);
+    fa_table_destroy (t);
+}
+
 /* Many ids, removals in between: the backward-shift deletion keeps every
  * remaining id reachable. */
 static void test_hash_stress (void)
@@ -828,6 +866,7 @@ int main (void)
     test_apply_many ();
     test_apply_joined ();
     test_batches ();
+    test_batch_cuts ();
     test_hash_stress ();
     test_enomem_atomic ();
     test_plain_path ();
