@@ -30,6 +30,7 @@ The machine is shared: the load average is printed with the figures.
 """
 
 import argparse
+import collections
 import json
 import os
 import socket
@@ -55,11 +56,28 @@ def round_trips(call, n):
     return median_p99(out[n // 10:] if n >= 20 else out)  # the first tenth warms up
 
 
+def settle(pid, quiet=0.2, timeout=10.0):
+    """Wait until process `pid` used no CPU for `quiet` s (the previous
+    phase's commits and journal events are done), at most `timeout` s."""
+    from fluxbench import cpu_seconds
+
+    end = time.monotonic() + timeout
+    last = cpu_seconds(pid)
+    while time.monotonic() < end:
+        time.sleep(quiet)
+        now = cpu_seconds(pid)
+        if now == last:
+            return
+        last = now
+
+
 def flux_pipelined(h, topic, payload_fn, n):
     t = time.perf_counter()
-    futs = [h.rpc(topic, payload_fn(i)) for i in range(n)]
-    for f in futs:
-        f.get()
+    futs = collections.deque(h.rpc(topic, payload_fn(i)) for i in range(n))
+    while futs:
+        # dropped once read: a future that was waited on keeps a reactor (an
+        # epoll fd) of its own; thousands of them exhaust the fd limit
+        futs.popleft().get()
     return n / (time.perf_counter() - t)
 
 
@@ -135,17 +153,23 @@ def main(argv=None):
             ("annot.memo", "annot.memo", memo(False)),
             ("job-manager.memo", "job-manager.memo", memo(False)),
         )
+        handles = {rank: flux.Flux(inst.rank_uri(rank)) for rank in RANKS}
         for rank in RANKS:
-            h = flux.Flux(inst.rank_uri(rank))
-            fig = res["ranks"][str(rank)] = {}
-            for name, topic, payload in cases:
+            res["ranks"][str(rank)] = {}
+        # each case from every rank before the next case: the memos' journal
+        # traffic and commits must not run under the reads' figures
+        for name, topic, payload in cases:
+            for rank in RANKS:
+                h = handles[rank]
+                settle(mirror.pid)
                 c0 = cpu_seconds(mirror.pid)
                 med, p99 = round_trips(lambda i: h.rpc(topic, payload(i)).get(), args.rtt)
                 cpu = (cpu_seconds(mirror.pid) - c0) / args.rtt
                 rate = flux_pipelined(h, topic, payload, args.pipeline)
-                fig[name] = {"median_us": med * 1e6, "p99_us": p99 * 1e6, "rate": rate,
-                             "mirror_cpu_us": cpu * 1e6}
-            del h
+                res["ranks"][str(rank)][name] = {
+                    "median_us": med * 1e6, "p99_us": p99 * 1e6, "rate": rate,
+                    "mirror_cpu_us": cpu * 1e6}
+        del handles, h
         sockfig = res["socket"] = {}
         with Client(sock) as c:
             for name, call, topic, payload in (
@@ -154,6 +178,7 @@ def main(argv=None):
                  "job-manager.memo", memo(True)),
                 ("memo", lambda i: c.memo(jid, {"n": i}), "job-manager.memo", memo(False)),
             ):
+                settle(mirror.pid)
                 med, p99 = round_trips(call, args.rtt)
                 rate = socket_pipelined(sock, topic, payload, args.pipeline)
                 sockfig[name] = {"median_us": med * 1e6, "p99_us": p99 * 1e6, "rate": rate}

@@ -78,6 +78,8 @@ SIZES = {
         "top": ["--jobs", "100000", "--rate", "10000", "--seconds", "20", "--refresh", "0.5"],
         "dashboard": ["--jobs", "10000", "--rate", "5000", "--seconds", "30", "--extra", "4"],
         "metrics": ["--requests", "500000", "--rounds", "7"],
+        "accuracy": ["--jobs", "300", "--hot-requests", "100000", "--rounds", "3",
+                     "--cost-jobs", "100000"],
     },
     "quick": {
         "core_cycles": 2, "repeat": 1, "mem_jobs": 100_000,
@@ -90,6 +92,8 @@ SIZES = {
         "top": ["--jobs", "20000", "--rate", "5000", "--seconds", "5", "--refresh", "0.5"],
         "dashboard": ["--jobs", "2000", "--rate", "1000", "--seconds", "5", "--extra", "2"],
         "metrics": ["--requests", "100000", "--rounds", "3"],
+        "accuracy": ["--jobs", "90", "--hot-requests", "20000", "--rounds", "2",
+                     "--cost-jobs", "20000"],
     },
 }
 
@@ -734,6 +738,14 @@ def flood_why(f):
     return s + "; see the flood section"
 
 
+def _measured(m, key):
+    """(entry, its figures or None, load note) of a subprocess bench, or None if not run."""
+    entry = m.get(key)
+    if entry is None:
+        return None
+    return entry, entry.get("data"), load_note(m["load"].get(key))
+
+
 def broker_rows(m, rows):
     """§15: the service `annot` against Flux's own services, same broker, same run."""
     bx = m.get("broker")
@@ -769,11 +781,10 @@ def broker_rows(m, rows):
 
 
 def flux_rows(m, rows):
-    fx = m.get("flux")
-    if fx is None:
+    got = _measured(m, "flux")
+    if got is None:
         return
-    ld = load_note(m["load"].get("flux"))
-    d = fx.get("data")
+    fx, d, ld = got
     if not d:
         why = fx.get("error") or "no figures"
         for name, target in (("Flux mirror: CPU of `serve --flux`", "≤ 25% of one core"),
@@ -949,6 +960,37 @@ def metrics_rows(m, rows):
         f"each", ld))
 
 
+def accuracy_rows(m, rows):
+    got = _measured(m, "accuracy")
+    if got is None:
+        return
+    acc, d, ld = got
+    if not d:
+        rows.append(row("estimate accuracy: recording on the scheduler's ANNOTATE path", "—", "—",
+                        "—", "≤ 5% lower", None, acc.get("error"), ld))
+        return
+    for every, what in ((1, "every request a new estimate"), (10, "a new estimate every 10th")):
+        hp, ip = d.get(f"hot_socket_{every}"), d.get(f"hot_in_process_{every}")
+        if not hp:
+            continue
+        rows.append(row(f"estimate accuracy: ANNOTATE alloc responses over the socket with "
+                        f"recording, {what} ({hp['jobs']:,} jobs)",
+                        f"{hp['rate_with']:,.0f}/s ({hp['cpu_us_with']:.2f} µs server CPU)",
+                        f"without recording {hp['rate_without']:,.0f}/s "
+                        f"({hp['cpu_us_without']:.2f} µs)",
+                        f"{hp['lower_pct']:+.1f}% lower", "≤ 5% lower", hp["lower_pct"] <= 5,
+                        f"in process (no socket): {ip['us_with']:.2f} vs {ip['us_without']:.2f} "
+                        f"µs CPU per request, {ip['more_pct']:+.1f}%" if ip else "", ld))
+    for values in (5, 64):
+        c = d.get(f"cost_{values}")
+        if c:
+            rows.append(row(f"estimate history per job ({c['jobs']:,} jobs, {values} estimates "
+                            "each)", f"{c['memory_per_job']:.0f} B memory, "
+                            f"{c['store_per_job']:.0f} B store",
+                            "—", "—", "—", "info",
+                            f"the report over them {c['report_seconds'] * 1000:.0f} ms", ld))
+
+
 def build_rows(m):
     """One row per target of docs/performance.md (and a few figures without
     a target), from the measurements dict of `main`."""
@@ -963,6 +1005,7 @@ def build_rows(m):
     top_rows(m, rows)
     dashboard_rows(m, rows)
     metrics_rows(m, rows)
+    accuracy_rows(m, rows)
     return rows
 
 
@@ -1078,10 +1121,7 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
             L.append(f"Not run: {fx.get('error')}.")
             L.append("")
         if fx.get("raw"):
-            L.append("```")
-            L.append(fx["raw"])
-            L.append("```")
-            L.append("")
+            _fenced(L, fx["raw"])
     bx = m.get("broker")
     if bx is not None:
         L.append("## Through the Flux broker (bench/bench_broker.py)")
@@ -1093,10 +1133,7 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
                  "socket, in the same run." if bx.get("raw") else f"Not run: {bx.get('error')}.")
         L.append("")
         if bx.get("raw"):
-            L.append("```")
-            L.append(bx["raw"])
-            L.append("```")
-            L.append("")
+            _fenced(L, bx["raw"])
     for key, title, text in (
         ("clients", "Clients (bench/bench_clients.py)",
          "flux-annot's own clients against a minimal Python client and against frames built "
@@ -1141,6 +1178,9 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
             L.append(b["raw"])
             L.append("```")
             L.append("")
+    acc = m.get("accuracy")
+    if acc is not None:
+        accuracy_section(L, acc)
     if enc and enc.get("raw"):
         code_block(L, "Batch encoding (bench/bench_events.py `bench_encode`)", enc["raw"])
     mem = m.get("mem")
@@ -1151,6 +1191,48 @@ def write_report(path, info, m, rows, points, plot_note, elapsed, quick, peak):
         L.append("")
     with open(path, "w") as f:
         f.write("\n".join(L))
+
+
+def _fenced(L, text):
+    L.extend(["```", text, "```", ""])
+
+
+def accuracy_section(L, acc):
+    L.append("## Estimate accuracy (bench/bench_accuracy.py)")
+    L.append("")
+    d = acc.get("data")
+    if not d:
+        L.append(f"Not run: {acc.get('error')}.")
+        L.append("")
+        return
+    L.append(f"`{acc['cmd']}`. The scheduler's hot path: ANNOTATE alloc responses pipelined to "
+             "two servers side by side, the shipped one and the same with recording off "
+             "(`JobTable.annotate_sched` with no history: the same C call, the table's merge "
+             "alone), rounds alternating, best of each. Cost per job: jobs given 5 (then 64) "
+             "estimates and started; memory is what the C histories hold, the store is the "
+             "pages of its estimate tables after a restart compacted the log.")
+    L.append("")
+    fx = d.get("fluxion") or {}
+    if fx.get("table"):
+        L.append(f"Fluxion (queue-policy=conservative) on {fx['cores']} declared cores "
+                 f"(resource.toml), {fx['jobs']} jobs of 1-16 cores with -t limits of 20-90 s "
+                 f"that run 10-60% of them, through `flux-annotate serve --flux`: "
+                 f"{fx['with_estimates']} jobs had estimates, {fx['moved']} of those that "
+                 f"started had more than one; every start equals Flux's t_run: "
+                 f"{'yes' if fx['start_equals_t_run'] else 'NO ' + str(fx['mismatched'])}; the "
+                 f"summary equals what the per-job records give: "
+                 f"{'yes' if fx['summary_equals_records'] else 'NO'}; store "
+                 f"{fx['store_per_job']:.0f} B per job with a history.")
+        L.append("")
+        _fenced(L, fx["table"].rstrip())
+        if fx.get("png") and not fx.get("plot_note"):
+            L.append(f"![first and last estimate's error, Fluxion]({os.path.basename(fx['png'])})")
+            L.append("")
+    elif fx.get("error"):
+        L.append(f"Fluxion workload not run: {fx['error']}.")
+        L.append("")
+    if acc.get("raw"):
+        _fenced(L, acc["raw"])
 
 
 def flood_section(L, flood):
@@ -1219,6 +1301,9 @@ def main(argv=None):
                     help="smoke run: small sizes, a few minutes; writes to "
                          "/tmp/flux-annot-report-quick unless --out is given")
     ap.add_argument("--out", help="directory for REPORT.md and throughput.png (default: bench/)")
+    ap.add_argument("--fluxion-prefix", default=os.environ.get("FLUX_ANNOT_TEST_FLUXION_PREFIX"),
+                    help="Fluxion (flux-sched) installation for the estimate accuracy workload "
+                         "(default $FLUX_ANNOT_TEST_FLUXION_PREFIX)")
     ap.add_argument("--flux-prefix", default=os.environ.get("FLUX_ANNOT_TEST_FLUX_PREFIX"),
                     help="Flux installation for the mirror rows (default "
                          "$FLUX_ANNOT_TEST_FLUX_PREFIX; without one they are not run)")
@@ -1288,6 +1373,13 @@ def main(argv=None):
                 lambda: flux_mirror(args.flux_prefix, sz["broker"], "bench_broker.py"))
         measure("top", "`top`: `python bench/bench_top.py " + " ".join(sz["top"]) + " --json`",
                 lambda: json_bench("bench_top.py", sz["top"]))
+        acc_args = list(sz["accuracy"])
+        if args.flux_prefix and args.fluxion_prefix:
+            acc_args += ["--prefix", args.flux_prefix, "--fluxion", args.fluxion_prefix]
+        acc_args += ["--png", os.path.join(out_dir, "accuracy.png")]
+        measure("accuracy", "estimate accuracy: `python bench/bench_accuracy.py "
+                + " ".join(acc_args) + " --json`",
+                lambda: json_bench("bench_accuracy.py", acc_args, timeout=2400))
         measure("dashboard", "dashboard: `python bench/bench_dashboard.py "
                 + " ".join(sz["dashboard"]) + " --json`",
                 lambda: json_bench("bench_dashboard.py", sz["dashboard"]))

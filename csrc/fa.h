@@ -124,16 +124,18 @@ int fa_table_commit (fa_table *t);
 int fa_table_apply_many (fa_table *t, const uint64_t *ids, const char *buf,
                          const size_t *offsets, size_t n, const fa_limits *lim,
                          size_t *nchanged, size_t *failed_index);
-/* fa_table_apply_many with the patches joined by NUL bytes instead of
- * offsets: buf[0..len) holds n patches separated by n-1 NULs (Python's
- * b"\0".join: no pass over the patches to build offsets). A NUL inside a
- * patch would split it: the caller checks that buf holds exactly n-1 NULs
- * (else uses fa_table_apply_many). Fewer segments than n: the segments
- * there are are applied, then EINVAL with *failed_index at the first
- * missing one. Otherwise as apply_many. */
-int fa_table_apply_joined (fa_table *t, const uint64_t *ids, const char *buf, size_t len,
-                           size_t n, const fa_limits *lim, size_t *nchanged,
-                           size_t *failed_index);
+/* One patch of fa_table_apply_spans: n bytes at p (borrowed). */
+typedef struct fa_span {
+    const char *p;
+    size_t n;
+} fa_span;
+/* fa_table_apply_many with each patch given as its own span (a caller
+ * holding the patches as separate buffers, like annotate_many's list of
+ * bytes, neither copies nor joins them). Otherwise as apply_many: in
+ * order, stops at the first bad patch (*failed_index = i, -1; earlier
+ * ones stay applied), 0 on success; nchanged / failed_index may be NULL. */
+int fa_table_apply_spans (fa_table *t, const uint64_t *ids, const fa_span *spans, size_t n,
+                          const fa_limits *lim, size_t *nchanged, size_t *failed_index);
 /* The stored canonical text of id: borrowed pointer, valid until the next
  * change of the table. 1 found, 0 none (*text NULL, *len 0). */
 int fa_table_get (fa_table *t, uint64_t id, const char **text, size_t *len);
@@ -314,5 +316,108 @@ int fa_requests_encode (fa_ctx *ctx, const char *topic, const char *member, uint
 #ifdef __cplusplus
 }
 #endif
+
+
+/* Estimates (fa_scan.c, docs/accuracy.md). Find "t_estimate" and "queue"
+ * in the object under the top-level key "sched" of the JSON object text
+ * s[0..len) (text the core's parser has accepted: a patch or a stored
+ * tree). Returns a set of the flags below, 0 when neither is there:
+ * FA_EST_NUMBER: out[0], out[1] = offset and length of the number's text;
+ * FA_EST_OTHER: t_estimate is there but is no number (string, bool,
+ * object, array); FA_EST_NULL: it is null (a patch removing it);
+ * FA_QUEUE: out[2], out[3] = offset and length of the queue string's body
+ * (no escapes in it); FA_SCAN_SLOW: the text is not a well-formed object,
+ * or a key or the queue is written with escapes: the caller must decode
+ * the text to know. The last of duplicate keys wins. Pure: no allocation,
+ * no recursion, never reads outside s[0..len); s and out are borrowed. */
+#define FA_EST_NUMBER 1u
+#define FA_EST_OTHER 2u
+#define FA_EST_NULL 4u
+#define FA_QUEUE 8u
+#define FA_SCAN_SLOW 16u
+unsigned fa_sched_scan (const char *s, size_t len, size_t out[4]);
+
+
+/* Estimate histories (fa_hist.c, docs/accuracy.md): job id -> the distinct
+ * sched.t_estimate values it was given while pending, as pairs
+ * (t_estimate, at), at most FA_HIST_MAX kept (then the third oldest is
+ * dropped), how many there were, and its start (allocation) or the time it
+ * left without starting (NAN: not yet). Every call that changes a record
+ * lists it as dirty until fa_hist_take_dirty. All memory goes through the
+ * history's ctx; on ENOMEM nothing visible changes (a new record may stay
+ * empty, which reads as none). */
+typedef struct fa_hist fa_hist;
+#define FA_HIST_MAX 64
+typedef struct fa_hist_info {
+    const double *pairs; /* borrowed: valid until the record next changes */
+    uint32_t kept, n;
+    double start, ended; /* NAN: not yet */
+} fa_hist_info;
+
+fa_hist *fa_hist_new (void);                  /* NULL: ENOMEM */
+void fa_hist_destroy (fa_hist *h);            /* accepts NULL */
+fa_ctx *fa_hist_ctx (fa_hist *h);             /* borrowed: errors */
+size_t fa_hist_count (const fa_hist *h);      /* records (jobs with a history) */
+size_t fa_hist_memory (const fa_hist *h);     /* every byte the histories hold */
+uint64_t fa_hist_version (const fa_hist *h);  /* bumped by every change */
+uint64_t fa_hist_bad (const fa_hist *h);      /* estimates that were no finite number */
+void fa_hist_add_bad (fa_hist *h, uint64_t n);
+/* Job id was given `value` at `at` (both finite, else -1 EINVAL). 1
+ * recorded; 0 not (the value in force already, or the job started or
+ * left); -1 ENOMEM. */
+int fa_hist_estimate (fa_hist *h, uint64_t id, double value, double at);
+/* The job started (started=1) or left without starting (0) at `at`: 1
+ * recorded (it has a history, neither yet), 0 not, -1 ENOMEM. */
+int fa_hist_end (fa_hist *h, uint64_t id, double at, int started);
+/* 1 and *info (borrowed pointers), or 0: no history. */
+int fa_hist_get (const fa_hist *h, uint64_t id, fa_hist_info *info);
+/* Install a stored record (replaces; not dirty). 0, -1 EINVAL (kept not in
+ * 1..FA_HIST_MAX or n < kept) or ENOMEM. pairs is copied. */
+int fa_hist_load (fa_hist *h, uint64_t id, const double *pairs, uint32_t kept, uint32_t n,
+                  double start, double ended);
+size_t fa_hist_ids (const fa_hist *h, uint64_t *ids, size_t cap);      /* every job with one */
+size_t fa_hist_dirty_count (const fa_hist *h);
+/* Up to cap dirty ids into ids, no longer dirty; the rest stay listed. */
+size_t fa_hist_take_dirty (fa_hist *h, uint64_t *ids, size_t cap);
+int fa_hist_mark_dirty (fa_hist *h, uint64_t id);  /* again (a write failed): 1, 0 none, -1 */
+/* The estimate in the JSON object text (fa_sched_scan) recorded for job id
+ * at `at` (< 0: now, CLOCK_REALTIME); a value that is no finite number is
+ * counted bad. Returns FA_QUEUE and/or FA_SCAN_SLOW when the caller must
+ * read the text itself (the queue; escapes, a long number, ENOMEM), else 0. */
+unsigned fa_hist_note (fa_hist *h, uint64_t id, const char *text, size_t len, double at);
+/* The store's form (docs/accuracy.md): the dirty records (all=0) or every
+ * record (all=1) one after the other in the ctx output (u64 id, f64 start,
+ * f64 ended, u32 n, u32 k with the top bit set when the k pairs of f64 that
+ * follow are the whole record, clear when they are only the values given
+ * since the record was last dumped; native byte order); no record is dirty
+ * afterwards. Loading the dumps in order rebuilds the records. Returns the
+ * number of records, or -1 ENOMEM (then they stay dirty). */
+long fa_hist_dump (fa_hist *h, int all);
+/* The dump has been copied: release a large output buffer (a dump of every
+ * record must not stay allocated). */
+void fa_hist_dump_done (fa_hist *h);
+/* Install the records of a dump: a whole record replaces the job's, new
+ * values are appended to it by the rule of fa_hist_estimate. None is dirty
+ * afterwards. 0, -1 EINVAL (truncated, corrupt, or new values of a job
+ * without a record: the records before it stay installed) or ENOMEM. */
+int fa_hist_load_dump (fa_hist *h, const char *buf, size_t len);
+/* Mark the jobs of a dump dirty again (its write failed). 0 / -1. */
+int fa_hist_redirty_dump (fa_hist *h, const char *buf, size_t len);
+/* The report's material: every record that started or left, in the ctx
+ * output as m ids (u64) then m rows of FA_HIST_ROW + nh doubles: start,
+ * ended, n, first t_estimate, its at, last t_estimate, its at (NAN where
+ * none), then for each horizon H the error start - (the estimate in force
+ * H seconds before the start), NAN when none was (or it is not known: it
+ * was among the dropped values, or the job never started). Returns m, or
+ * -1 ENOMEM. */
+#define FA_HIST_ROW 7
+long fa_hist_rows (fa_hist *h, const double *horizons, size_t nh);
+/* fa_table_annotate, then, when the job changed and the patch names
+ * t_estimate, fa_hist_note (h may be NULL: nothing recorded). -1 on the
+ * table's error (nothing recorded), 0 unchanged, else 1 | the bits of
+ * fa_hist_note shifted left by one (2: FA_QUEUE, 32: FA_SCAN_SLOW). The
+ * scheduler's ANNOTATE hot path: one call. */
+int fa_table_annotate_sched (fa_table *t, fa_hist *h, uint64_t id, const char *patch,
+                             size_t len, double at);
 
 #endif /* FA_H */

@@ -451,6 +451,21 @@ static inline size_t fa_plain_number (const char *p, const char *end)
     return (size_t)(q - p);
 }
 
+/* What the plain merge saw of the patch's sched.t_estimate / sched.queue
+ * (fa_hist.c's recording takes it instead of scanning the patch again):
+ * done = 1 when the plain merge succeeded, flags / out as fa_sched_scan's
+ * (offsets into the patch). cap may be NULL (nothing noted). */
+typedef struct fa_sched_cap {
+    const char *base; /* the patch */
+    int done;
+    unsigned flags;
+    size_t out[4];
+} fa_sched_cap;
+/* fa_hist.c: record what cap (or, when it is not done, a scan of the
+ * patch) says; fa_hist_note's return bits. */
+unsigned fa_hist_record_cap (fa_hist *h, uint64_t id, const char *patch, size_t len,
+                             const fa_sched_cap *cap, double at);
+
 /* The plain path of fa_merge_text, straight from the patch text: 1 if the
  * patch is a plain object tree (compact; keys plain, non-empty, within
  * lim; values plain strings, canonical plain numbers, true, false or such
@@ -460,7 +475,10 @@ static inline size_t fa_plain_number (const char *p, const char *end)
  * moved) is appended to b. 0 otherwise, b's length unchanged: the caller
  * parses and merges (which reports any error, ENOMEM included). */
 int fa_merge_plain (fa_ctx *ctx, fa_buf *b, const char *patch, size_t plen, const char *s,
-                    size_t slen, const fa_limits *lim);
+                    size_t slen, const fa_limits *lim, fa_sched_cap *cap);
+
+
+void fa_hist_prefetch (const fa_hist *h, uint64_t id); /* the job's slot into the cache */
 
 /* Merge patch node p into the canonical object text s[0..slen) (slen 0:
  * none), appending to b; nothing is appended when the result is empty.

@@ -394,8 +394,35 @@ static size_t new_key (const char *k, const char *end, const char *s, const char
  * patch key left over at the stored '}' must be new (not stored, no
  * duplicate) with a scalar or null value, else the full path decides.
  * A result object left empty is given up too (the full path prunes). */
+/* cap: the note of sched.t_estimate / sched.queue (fa_sched_cap), given
+ * at depth 1 and, for the object under "sched", at depth 2; NULL else. */
+static inline void note_member (fa_sched_cap *cap, const char *k, size_t kl, const char *v,
+                                const char *ve)
+{
+    /* k: the key with its quotes, kl bytes; v..ve: the value (or "null") */
+    if (kl == 12 && memcmp (k, "\"t_estimate\"", 12) == 0) {
+        cap->flags &= ~(unsigned) (FA_EST_NUMBER | FA_EST_OTHER | FA_EST_NULL);
+        if (*v == '-' || (*v >= '0' && *v <= '9')) {
+            cap->flags |= FA_EST_NUMBER;
+            cap->out[0] = (size_t) (v - cap->base);
+            cap->out[1] = (size_t) (ve - v);
+        }
+        else
+            cap->flags |= *v == 'n' ? FA_EST_NULL : FA_EST_OTHER;
+    }
+    else if (kl == 7 && memcmp (k, "\"queue\"", 7) == 0) {
+        cap->flags &= ~(unsigned) FA_QUEUE;
+        if (*v == '"') { /* plain strings have no escapes */
+            cap->flags |= FA_QUEUE;
+            cap->out[2] = (size_t) (v + 1 - cap->base);
+            cap->out[3] = (size_t) (ve - v - 2);
+        }
+    }
+}
+
 static const char *plain_obj (const char *p, const char *end, const char **sp, const char *se,
-                              char **op, const fa_limits *lim, uint32_t depth, uint32_t maxdepth)
+                              char **op, const fa_limits *lim, uint32_t depth, uint32_t maxdepth,
+                              fa_sched_cap *cap)
 {
     const char *s0 = *sp + 1, *s = s0, *k = p + 1; /* k: the next patch key (NULL: none) */
     char *o = *op;
@@ -413,6 +440,8 @@ static const char *plain_obj (const char *p, const char *end, const char **sp, c
             if (*p == 'n') { /* null: the member goes */
                 if (end - p < 4 || memcmp (p, "null", 4) != 0)
                     return NULL;
+                if (cap && depth == 2)
+                    note_member (cap, k, kl, p, p + 4);
                 p += 4;
                 s = skip_value (s, se);
             }
@@ -424,14 +453,21 @@ static const char *plain_obj (const char *p, const char *end, const char **sp, c
                 fa_copy (o, k, kl + 1); /* "key": */
                 o += kl + 1;
                 if (*p == '{') {
+                    /* the object under "sched" is noted (depth 2); elsewhere nothing */
+                    fa_sched_cap *sub = cap && depth == 1 && kl == 7
+                                                && memcmp (k, "\"sched\"", 7) == 0 ? cap : NULL;
+                    if (cap && depth == 2)
+                        note_member (cap, k, kl, p, p); /* an object: not a number */
                     if (*s != '{'
-                        || !(p = plain_obj (p, end, &s, se, &o, lim, depth + 1, maxdepth)))
+                        || !(p = plain_obj (p, end, &s, se, &o, lim, depth + 1, maxdepth, sub)))
                         return NULL;
                 }
                 else {
                     const char *v = p;
                     if (!(p = plain_scalar (p, end)))
                         return NULL;
+                    if (cap && depth == 2)
+                        note_member (cap, k, kl, v, p);
                     fa_copy (o, v, (size_t)(p - v));
                     o += p - v;
                     s = skip_value (s, se);
@@ -476,11 +512,16 @@ static const char *plain_obj (const char *p, const char *end, const char **sp, c
         if (*p == 'n') { /* deleting what is not there */
             if (end - p < 4 || memcmp (p, "null", 4) != 0)
                 return NULL;
+            if (cap && depth == 2)
+                note_member (cap, k, kl, p, p + 4);
             p += 4;
         }
         else {
+            const char *v = p;
             if (!(p = plain_scalar (p, end)))
                 return NULL;
+            if (cap && depth == 2)
+                note_member (cap, k, kl, v, p);
             if (++count > lim->max_object_keys)
                 return NULL;
             if (count > 1)
@@ -511,7 +552,7 @@ static const char *plain_obj (const char *p, const char *end, const char **sp, c
 }
 
 int fa_merge_plain (fa_ctx *ctx, fa_buf *b, const char *patch, size_t plen, const char *s,
-                    size_t slen, const fa_limits *lim)
+                    size_t slen, const fa_limits *lim, fa_sched_cap *cap)
 {
     if (plen < 2 || slen < 2 || patch[0] != '{' || s[0] != '{')
         return 0;
@@ -522,9 +563,16 @@ int fa_merge_plain (fa_ctx *ctx, fa_buf *b, const char *patch, size_t plen, cons
     uint32_t maxdepth = lim->max_depth > FA_DEPTH_CAP ? FA_DEPTH_CAP : lim->max_depth;
     const char *sp = s;
     char *o = b->p + b->len;
-    const char *e = plain_obj (patch, patch + plen, &sp, s + slen, &o, lim, 1, maxdepth);
+    if (cap) {
+        cap->base = patch;
+        cap->flags = 0;
+        cap->done = 0;
+    }
+    const char *e = plain_obj (patch, patch + plen, &sp, s + slen, &o, lim, 1, maxdepth, cap);
     if (e != patch + plen || sp != s + slen)
         return 0;
+    if (cap)
+        cap->done = 1;
     b->len = (size_t)(o - b->p);
     return 1;
 }

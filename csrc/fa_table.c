@@ -44,6 +44,7 @@ struct fa_table {
     uint64_t staged_id;
     fa_buf stage;
     fa_limits lim; /* defaults of fa_table_annotate */
+    fa_sched_cap *note; /* fa_table_annotate_sched: what the plain merge saw, else NULL */
 };
 
 static inline size_t tlen (const char *t)
@@ -344,7 +345,7 @@ static int apply1 (fa_table *t, uint64_t id, const char *patch, size_t len,
         olen = tlen (sl->text);
     }
     ctx->out.len = 0;
-    if (!(olen && fa_merge_plain (ctx, &ctx->out, patch, len, old, olen, lim))) {
+    if (!(olen && fa_merge_plain (ctx, &ctx->out, patch, len, old, olen, lim, t->note))) {
         if (fa_parse_object (ctx, patch, len, lim, "annotations", &p) < 0)
             return -1;
         if (fa_merge_text (ctx, &ctx->out, old, olen, p, lim) < 0)
@@ -454,40 +455,26 @@ error:
     return 0;
 }
 
-int fa_table_apply_joined (fa_table *t, const uint64_t *ids, const char *buf, size_t len,
-                           size_t n, const fa_limits *lim, size_t *nchanged,
-                           size_t *failed_index)
+int fa_table_apply_spans (fa_table *t, const uint64_t *ids, const fa_span *spans, size_t n,
+                          const fa_limits *lim, size_t *nchanged, size_t *failed_index)
 {
     size_t changed = 0, i;
-    const char *p = buf, *end = buf + len;
-    int more = 1; /* a segment starts at p */
     t->staged = 0;
     for (i = 0; i < n; i++) {
         fa_begin (t->ctx);
-        if (!more) {
-            fa_fail (t->ctx, EINVAL, "fewer patches than ids (%zu < %zu)", i, n);
-            goto error;
+        int r = apply1 (t, ids[i], spans[i].p, spans[i].n, lim, NULL, 0, 0, NULL);
+        if (r < 0) {
+            if (failed_index)
+                *failed_index = i;
+            if (nchanged)
+                *nchanged = changed;
+            return -1;
         }
-        const char *e = end; /* the last patch takes the rest (a NUL in it fails) */
-        if (i + 1 < n && !(e = memchr (p, '\0', (size_t)(end - p)))) {
-            e = end;
-            more = 0;
-        }
-        int r = apply1 (t, ids[i], p, (size_t)(e - p), lim, NULL, 0, 0, NULL);
-        if (r < 0)
-            goto error;
         changed += (size_t)r;
-        p = e + 1;
     }
     if (nchanged)
         *nchanged = changed;
     return 0;
-error:
-    if (failed_index)
-        *failed_index = i;
-    if (nchanged)
-        *nchanged = changed;
-    return -1;
 }
 
 int fa_table_get (fa_table *t, uint64_t id, const char **text, size_t *len)
@@ -798,4 +785,19 @@ error:
     b->len = 0;
     fa_arena_reset (ctx);
     return -1;
+}
+
+int fa_table_annotate_sched (fa_table *t, fa_hist *h, uint64_t id, const char *patch,
+                             size_t len, double at)
+{
+    fa_sched_cap cap;
+    cap.done = 0;
+    if (h)
+        fa_hist_prefetch (h, id);
+    t->note = h ? &cap : NULL;
+    int r = fa_table_annotate (t, id, patch, len);
+    t->note = NULL;
+    if (r <= 0 || h == NULL)
+        return r;
+    return 1 | (int) (fa_hist_record_cap (h, id, patch, len, &cap, at) << 1);
 }

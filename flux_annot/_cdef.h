@@ -45,7 +45,6 @@ int fa_table_commit (fa_table *t);
 int fa_table_apply_many (fa_table *t, const uint64_t *ids, const char *buf,
                          const size_t *offsets, size_t n, const fa_limits *lim,
                          size_t *nchanged, size_t *failed_index);
-int fa_table_apply_joined (fa_table *t, const uint64_t *ids, const char *buf, size_t len, size_t n, const fa_limits *lim, size_t *nchanged, size_t *failed_index);
 int fa_table_get (fa_table *t, uint64_t id, const char **text, size_t *len);
 int fa_table_get_view (fa_table *t, uint64_t id, const char *ns_list, size_t ns_len,
                        int exclude);
@@ -97,3 +96,43 @@ int fa_requests_encode (fa_ctx *ctx, const char *topic, const char *member, uint
                         const uint64_t *ids, const char *patches, size_t len, size_t n,
                         int flags, const fa_limits *lim, uint32_t max_body,
                         size_t *failed_index);
+#define FA_EST_NUMBER ...
+#define FA_EST_OTHER ...
+#define FA_EST_NULL ...
+#define FA_QUEUE ...
+#define FA_SCAN_SLOW ...
+unsigned fa_sched_scan (const char *s, size_t len, size_t out[4]);
+
+typedef struct fa_hist fa_hist;
+#define FA_HIST_MAX ...
+typedef struct fa_hist_info {
+    const double *pairs;
+    uint32_t kept, n;
+    double start, ended;
+} fa_hist_info;
+fa_hist *fa_hist_new (void);
+void fa_hist_destroy (fa_hist *h);
+fa_ctx *fa_hist_ctx (fa_hist *h);
+size_t fa_hist_count (const fa_hist *h);
+size_t fa_hist_memory (const fa_hist *h);
+uint64_t fa_hist_version (const fa_hist *h);
+uint64_t fa_hist_bad (const fa_hist *h);
+void fa_hist_add_bad (fa_hist *h, uint64_t n);
+int fa_hist_estimate (fa_hist *h, uint64_t id, double value, double at);
+int fa_hist_end (fa_hist *h, uint64_t id, double at, int started);
+int fa_hist_get (const fa_hist *h, uint64_t id, fa_hist_info *info);
+int fa_hist_load (fa_hist *h, uint64_t id, const double *pairs, uint32_t kept, uint32_t n,
+                  double start, double ended);
+size_t fa_hist_ids (const fa_hist *h, uint64_t *ids, size_t cap);
+size_t fa_hist_dirty_count (const fa_hist *h);
+size_t fa_hist_take_dirty (fa_hist *h, uint64_t *ids, size_t cap);
+int fa_hist_mark_dirty (fa_hist *h, uint64_t id);
+unsigned fa_hist_note (fa_hist *h, uint64_t id, const char *text, size_t len, double at);
+int fa_table_annotate_sched (fa_table *t, fa_hist *h, uint64_t id, const char *patch,
+                             size_t len, double at);
+long fa_hist_dump (fa_hist *h, int all);
+int fa_hist_load_dump (fa_hist *h, const char *buf, size_t len);
+int fa_hist_redirty_dump (fa_hist *h, const char *buf, size_t len);
+void fa_hist_dump_done (fa_hist *h);
+#define FA_HIST_ROW ...
+long fa_hist_rows (fa_hist *h, const double *horizons, size_t nh);

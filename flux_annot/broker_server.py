@@ -31,7 +31,9 @@ and stream of that client (RFC 6: first route hop and credential match).
 import asyncio
 import errno as _errno
 import logging
+import os
 import re
+import stat
 
 from . import protocol
 from .core import F_MATCHTAG
@@ -53,6 +55,29 @@ _OK_HEAD = b'{"matchtag":'
 _ERRNUM = b',"errnum":'
 _PAYLOAD = b',"payload":'
 _ERRSTR = b',"errstr":'
+
+
+def _connector_socket(pollfd):
+    """The Unix socket of a `local://` handle, read from the registrations
+    of its pollfd (an epoll set: the connector's socket and the handle's
+    requeue queue; proc(5), "tfd" lines), or None. `recvfd` reads exactly
+    one message per call, so the socket is readable exactly while a message
+    waits: level-triggered, it needs no flux_pollevents and does not wake
+    for POLLOUT. (The requeue queue only holds what a reactor requeued; none
+    runs on this handle once the service is registered.)"""
+    try:
+        with open(f"/proc/self/fdinfo/{pollfd}") as f:
+            tfds = [int(line.split()[1]) for line in f if line.startswith("tfd:")]
+    except (OSError, ValueError, IndexError):
+        return None
+    socks = []
+    for fd in tfds:
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                socks.append(fd)
+        except OSError:
+            pass
+    return socks[0] if len(socks) == 1 else None
 
 
 class BrokerPeer:
@@ -119,6 +144,7 @@ class BrokerTransport:
         self.h = None  # flux.Flux handle while connected and registered
         self.hp = None  # its flux_t *
         self.fd = -1
+        self._direct = False  # self.fd is the connector's socket (_connector_socket)
         self.peers = {}  # (uid, owner) -> BrokerPeer
         # matchtag -> (flux_msg_t * (a reference of ours), peer, stream):
         # stream is None, or (sender, the client's matchtag) for an
@@ -136,6 +162,7 @@ class BrokerTransport:
         self.handed = {}
         self.nrequests = 0
         self.ndisconnects = 0
+        self.nwakeups = 0  # loop wake-ups on the handle's fd
         self._retry = None
         self.ffi = self.lib = None  # Flux's cffi module, once attached
         self._topics = {}  # b"annot.M" -> (frame prefix up to the payload, is a stream)
@@ -208,7 +235,13 @@ class BrokerTransport:
         self._len_p = ffi.new("size_t *")
         self._u32_p = ffi.new("uint32_t *")
         self._cred_p = ffi.new("struct flux_msg_cred *")
-        self.fd = lib.flux_pollfd(self.hp)
+        pollfd = lib.flux_pollfd(self.hp)
+        sock = _connector_socket(pollfd)
+        # the connector's socket itself when it can be found (readable only
+        # when a message waits), else the handle's pollfd (which also wakes
+        # for POLLOUT, i.e. once more after each response we send)
+        self.fd = sock if sock is not None else pollfd
+        self._direct = sock is not None
         self.registered = True
         asyncio.get_running_loop().add_reader(self.fd, self.on_readable)
         # One line per event (docs/operations.md): after a loss, the
@@ -285,12 +318,14 @@ class BrokerTransport:
         hp = self.hp
         if hp is None:
             return
-        ev = lib.flux_pollevents(hp)
-        if ev < 0 or ev & 4:  # FLUX_POLLERR
-            self._detach("connection error")
-            return
-        if not ev & 1:  # FLUX_POLLIN: nothing to read (the fd also wakes for POLLOUT,
-            return  # i.e. after each response we send)
+        self.nwakeups += 1
+        if not self._direct:
+            ev = lib.flux_pollevents(hp)
+            if ev < 0 or ev & 4:  # FLUX_POLLERR
+                self._detach("connection error")
+                return
+            if not ev & 1:  # FLUX_POLLIN: nothing to read (the fd also wakes for POLLOUT,
+                return  # i.e. after each response we send)
         n = 0
         while n < RECV_BATCH and self.hp is not None:
             msg = lib.flux_recv(hp, self._match, 4)  # FLUX_O_NONBLOCK
@@ -359,7 +394,7 @@ class BrokerTransport:
                 name = topic.decode("utf-8", "replace")
                 self._respond_error(msg, _errno.ENOSYS, f"unknown topic {name[:200]!r}")
                 return False
-        prefix, stream = meta
+        prefix, jm_topic, stream = meta
         peer = self.peers.get((uid, owner))
         if peer is None:
             peer = self.peers[(uid, owner)] = BrokerPeer(self, uid, owner)
@@ -423,7 +458,7 @@ class BrokerTransport:
         self.wire_counts[name] = self.wire_counts.get(name, 0) + 1
 
     def _topic_meta(self, topic):
-        """annot.M -> (frame prefix with %d for the matchtag, job-manager.M),
+        """annot.M -> (frame prefix with %d for the matchtag, job-manager.M, is it a stream),
         None for a method the dispatch does not have."""
         if not topic.startswith(b"annot."):
             return None
@@ -435,7 +470,7 @@ class BrokerTransport:
         if jm not in self.dispatch.handlers or not method.replace("-", "").isalnum():
             return None
         prefix = b'{"topic":"%s","matchtag":%%d,"payload":' % jm.encode()
-        self._topics[topic] = meta = (prefix, jm == "job-manager.events")
+        self._topics[topic] = meta = (prefix, jm, jm == "job-manager.events")
         return meta
 
     # responses
@@ -555,4 +590,5 @@ class BrokerTransport:
             "pending": len(self.pending),
             "stream_clients": len(self.by_sender),
             "disconnects": self.ndisconnects,
+            "wakeups": self.nwakeups,
         }

@@ -123,6 +123,12 @@ examples:
 examples:
   flux-annotate dashboard                      # prints http://127.0.0.1:PORT/?token=...
   flux-annotate dashboard --port 8080 --socket /run/flux-annot/socket""",
+    "accuracy": """\
+examples:
+  flux-annotate accuracy                       # the table: first, last, horizons, queues
+  flux-annotate accuracy --since 1d --queue batch
+  flux-annotate accuracy --by user --jobs      # per user, and one row per job
+  flux-annotate accuracy --json                # the object of docs/accuracy.md""",
     "top": """\
 examples:
   flux-annotate top                            # your active jobs, live (q quits)
@@ -496,6 +502,34 @@ def cmd_stats(args):
     return 0
 
 
+def cmd_accuracy(args):
+    from .accuracy_table import parse_since, render
+
+    since = None
+    if args.since is not None:
+        try:
+            since = parse_since(args.since)
+        except ValueError as e:
+            raise UsageError(f"--since: {e}") from None
+    queue = args.queue
+    if queue is not None and (not queue.strip() or not queue.isprintable()):
+        raise UsageError(f"--queue: {queue!r} is not a queue name")
+    with _client(args) as c:
+        report = c.accuracy(since=since, queue=queue, by=args.by, jobs=args.jobs)
+        if queue is not None and not report["by_queue"]:
+            known = sorted(c.accuracy()["by_queue"])
+            if queue not in known:
+                raise UsageError(
+                    f"--queue: no job with an estimate is in queue {queue!r} "
+                    f"(queues: {', '.join(known) if known else 'none yet'})"
+                )
+    if args.json:
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+    else:
+        print(render(report))
+    return 0
+
+
 def cmd_submit(args):
     userid = args.userid if args.userid is not None else os.getuid()
     with _client(args) as c:
@@ -662,6 +696,15 @@ def build_parser():
     sp.add_argument("-n", "--no-header", action="store_true", help="no heading line")
 
     add("stats", cmd_stats, "print service counters as JSON")
+
+    sp = add("accuracy", cmd_accuracy, "how good the scheduler's start-time estimates were")
+    sp.add_argument("--json", action="store_true", help="print the report as JSON")
+    sp.add_argument("--jobs", action="store_true", help="add one record per job")
+    sp.add_argument("--since", metavar="TIME",
+                    help="jobs that started since TIME: epoch seconds, ISO 8601, or 30m / 2h / 7d ago")
+    sp.add_argument("--queue", metavar="Q", help="only the jobs of queue Q (sched.queue, else default)")
+    sp.add_argument("--by", choices=("queue", "user"), default="queue",
+                    help="group the summary by queue (default) or by user")
 
     sp = add("submit", cmd_submit, "owner: create a job in SCHED")
     sp.add_argument("jobid", type=jobid_arg, metavar="JOBID")

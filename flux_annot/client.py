@@ -3,8 +3,8 @@
 `Client` is blocking: one request at a time on one connection; every call
 of the in-process `AnnotationService` minus the credential (the service
 reads it from the connection). `AsyncClient` is the asyncio form: the same
-calls as coroutines, any number in flight on one connection (pipelining),
-matched by matchtag.
+calls, each returning its reply to await, any number in flight on one
+connection (pipelining), matched by matchtag.
 
 `events(...)` opens a **second connection** for the stream, so the client
 stays usable while iterating; closing the iterator closes that connection,
@@ -60,7 +60,7 @@ _MEMO = (b"job-manager.memo", b"memo")
 _WHAT = {_ANNOTATE: "annotations", _MEMO: "memo"}
 _GETATTR = b'{"topic":"job-manager.getattr","matchtag":%d,"payload":{"id":%d}}'
 
-# A patch: a dict, or JSON text of an object (decoded before sending).
+# A patch: a dict, or JSON text of an object (checked, then sent as written).
 Patch: TypeAlias = dict[str, Any] | str | bytes | bytearray
 JobId: TypeAlias = int | str
 # A response: (matchtag, errnum, errstr, payload)
@@ -99,20 +99,20 @@ def _jobid(id: JobId) -> int:
     raise TypeError(f"job id must be an int or a string, not {type(id).__name__}")
 
 
-def _patch(obj: Patch) -> Any:
+def _patch(obj: Patch, what: str = "annotations") -> Any:
     """A patch given as dict, or as JSON text/bytes, as a value for `request`
-    (text decoded; its nesting bounded first, and a syntax error reported
-    before anything is sent)."""
+    (the `_p_*` payloads of other transports): text is checked by the C
+    parser first, so its nesting is bounded before `json` decodes it and a
+    bad text is refused with the sentence the socket client gives."""
     if isinstance(obj, (str, bytes, bytearray)):
         import json
 
         data = obj.encode("utf-8", "surrogatepass") if isinstance(obj, str) else bytes(obj)
-        # nesting bounded without recursion first: json.loads recurses
-        core.check_nesting(data, protocol.REPLY_MAX_DEPTH)
         try:
-            return json.loads(data)
-        except ValueError as e:
-            raise error(_errno.EINVAL, f"annotations are not valid JSON: {e}") from None
+            core.check_json(data, protocol.REPLY_MAX_DEPTH)
+        except AnnotError as e:
+            raise error(e.errno, f"{what}: {e.message}") from None
+        return json.loads(data)
     return obj
 
 
@@ -212,10 +212,26 @@ def _p_annotate(id: JobId, annotations: Patch, volatile: bool = False) -> tuple[
 
 
 def _p_memo(id: JobId, memo: Patch, volatile: bool = False) -> tuple[str, dict[str, Any]]:
-    p = {"id": _jobid(id), "memo": _patch(memo)}
+    p = {"id": _jobid(id), "memo": _patch(memo, "memo")}
     if volatile:
         p["volatile"] = True
     return "job-manager.memo", p
+
+
+def _p_accuracy(since: float | None, queue: str | None, by: str, jobs: bool,
+                histogram: bool) -> tuple[str, dict[str, Any]]:
+    p: dict[str, Any] = {}
+    if since is not None:
+        p["since"] = since
+    if queue is not None:
+        p["queue"] = queue
+    if by != "queue":
+        p["by"] = by
+    if jobs:
+        p["jobs"] = jobs
+    if histogram:
+        p["histogram"] = histogram
+    return "job-manager.accuracy", p
 
 
 def _p_list(states: str | Iterable[str] | None = None, userid: int | None = None, max: int | None = None) -> tuple[str, dict[str, Any]]:
@@ -244,6 +260,35 @@ def _p_events(topics: str | Iterable[str] | None = None, userid: int | None = No
     return "job-manager.events", p
 
 
+class _Unread:
+    """The bytes received after the last whole reply. A large reply comes
+    in many reads: they are gathered in one bytearray and scanned once the
+    reply is whole, never copied again or rescanned per read."""
+
+    __slots__ = ("data",)
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def feed(self, new: bytes) -> bytes | None:
+        """What to scan now that `new` came: None while the first reply is
+        not whole yet."""
+        d = self.data
+        if not d:
+            return new
+        d += new
+        if len(d) < 4 or len(d) < 4 + int.from_bytes(d[:4], "big"):
+            return None
+        out = bytes(d)
+        d.clear()
+        return out
+
+    def keep(self, buf: bytes, used: int) -> None:
+        """Keep what a scan of `buf` left (it read `used` bytes)."""
+        if used < len(buf):
+            self.data += memoryview(buf)[used:]
+
+
 class _Conn:
     """A blocking connection: request frames out, reply records in (every
     reply read and validated by the C core, `core.ReplyScanner`)."""
@@ -264,7 +309,7 @@ class _Conn:
         self.ri = 0  # the next record not looked at
         self.nerr = 0  # error replies among the last scan's records
         self.buf = b""  # the bytes the records' spans point into
-        self.rest = b""  # bytes after the last whole reply
+        self.rest = _Unread()  # bytes after the last whole reply
         self.more = False  # the scan stopped at its cap: rest may hold whole replies
         self.fault: ProtocolError | None = None  # a malformed reply: the connection is done
 
@@ -291,7 +336,7 @@ class _Conn:
         if self.fault is not None:
             raise self.fault
         if self.more:
-            buf = self.rest
+            buf = self.rest.feed(b"")
         else:
             try:
                 data = self.sock.recv(_RECV)
@@ -299,11 +344,14 @@ class _Conn:
                 data = b""
             if not data:
                 raise _lost(self.path)
-            buf = self.rest + data if self.rest else data
+            buf = self.rest.feed(data)
+        if buf is None:  # a part of a large reply: read on
+            self.recs, self.ri, self.nerr, self.more = [], 0, 0, False
+            return
         recs, used, self.nerr, err = self.scanner.scan(buf)
         self.recs, self.ri, self.buf = recs, 0, buf
         self.more = len(recs) == self.scanner.cap * _W
-        self.rest = buf[used:] if used < len(buf) else b""
+        self.rest.keep(buf, used)
         if err is not None:
             self.fault = ProtocolError(EPROTO, err)
             if not recs:
@@ -474,6 +522,12 @@ class Client:
     def stats(self) -> dict[str, Any]:
         return self.rpc("job-manager.stats", {})
 
+    def accuracy(self, since: float | None = None, queue: str | None = None, by: str = "queue",
+                 jobs: bool = False, histogram: bool = False) -> dict[str, Any]:
+        """The estimate accuracy report (docs/accuracy.md), as
+        `AnnotationService.accuracy` gives it to this connection's user."""
+        return self.rpc(*_p_accuracy(since, queue, by, jobs, histogram))
+
     def events(self, topics: str | Iterable[str] | None = None, userid: int | None = None, since: int | None = None, snapshot: bool = False, delta: bool = False) -> "EventStream":
         """An iterator of event payloads (§6) on its own connection; ends when
         the service ends the stream (ENODATA); other errors raise."""
@@ -623,7 +677,7 @@ class _AsyncProto(asyncio.Protocol):
         self.path = path
         self.transport: Any = None
         self.scanner = core.ReplyScanner(protocol.REPLY_MAX_DEPTH)
-        self.rest = b""  # bytes after the last whole reply
+        self.rest = _Unread()  # bytes after the last whole reply
         self.pending: dict[int, Any] = {}  # matchtag -> _Reply (or a plain Future: live.py)
         self.queue: asyncio.Queue[Response | None] | None = None  # stream mode: parsed responses
         self.lost: AnnotError | None = None
@@ -635,17 +689,17 @@ class _AsyncProto(asyncio.Protocol):
         """The C core's records of the whole replies received so far, as
         (buffer, records, error replies among them, error) per scan (error:
         a malformed reply ends the connection, after the records before it)."""
-        buf = self.rest + data if self.rest else data
+        buf = self.rest.feed(data)
         scan = self.scanner.scan
         full = self.scanner.cap * _W
-        while True:
+        while buf is not None:
             recs, used, nerr, err = scan(buf)
             more = err is None and len(recs) == full
-            self.rest = b"" if err is not None else buf[used:] if used < len(buf) else b""
+            self.rest.keep(buf, used)
             yield buf, recs, nerr, err
             if not more:
                 return
-            buf = self.rest
+            buf = self.rest.feed(b"")
 
     def responses(self, data: bytes) -> tuple[list[Response], ProtocolError | None]:
         """The replies received so far as (matchtag, errnum, errstr, payload),
@@ -970,6 +1024,12 @@ class AsyncClient:
 
     def stats(self) -> "Coroutine[Any, Any, dict[str, Any]]":
         return self._request("job-manager.stats", {}, _Reply)
+
+    async def accuracy(self, since: float | None = None, queue: str | None = None,
+                       by: str = "queue", jobs: bool = False,
+                       histogram: bool = False) -> dict[str, Any]:
+        """`Client.accuracy`."""
+        return await self.rpc(*_p_accuracy(since, queue, by, jobs, histogram))
 
     def events(self, topics: str | Iterable[str] | None = None, userid: int | None = None, since: int | None = None, snapshot: bool = False, delta: bool = False) -> "AsyncEventStream":
         """An async iterator of event payloads on its own connection

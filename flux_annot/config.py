@@ -46,7 +46,12 @@ DEFAULTS = {
         "key_bytes": 256,
         "object_keys": 1024,
     },
+    # docs/accuracy.md: the estimate in force this many seconds before a start
+    "accuracy": {"horizons": [60, 600, 3600]},
 }
+
+#: at most this many horizons (each is a column of the report)
+MAX_HORIZONS = 16
 
 # Keys that may be 0 (all others must be >= 1).
 _ZERO_OK = {("batch", "window"), ("events", "backlog")}
@@ -103,6 +108,7 @@ class Config:
     events: Any
     limits: Any
     metrics: Any
+    accuracy: Any
 
     def __init__(self, data=None):
         if data is None:
@@ -157,8 +163,24 @@ def _section(data, section, defaults, given):
             values[key] = _value(section, key, raw[key], default)
             given.add(f"{section}.{key}")
         else:
-            values[key] = default
+            values[key] = list(default) if isinstance(default, list) else default
     return values
+
+
+def _horizons(where, value):
+    """A list of distinct positive finite numbers of seconds, at most MAX_HORIZONS."""
+    if not isinstance(value, (list, tuple)):
+        raise error(EINVAL, f"config: {where} must be a list of seconds, not {type(value).__name__}")
+    if len(value) > MAX_HORIZONS:
+        raise error(EINVAL, f"config: {where} has {len(value)} horizons (at most {MAX_HORIZONS})")
+    out = []
+    for h in value:
+        if isinstance(h, bool) or not isinstance(h, (int, float)) or not math.isfinite(h) or h <= 0:
+            raise error(EINVAL, f"config: {where}: {h!r} is not a positive number of seconds")
+        if h in out:
+            raise error(EINVAL, f"config: {where}: {h!r} is given twice")
+        out.append(h)
+    return out
 
 
 def _value(section, key, value, default):
@@ -167,6 +189,8 @@ def _value(section, key, value, default):
         if not isinstance(value, str):
             raise error(EINVAL, f"config: {where} must be a string, not {type(value).__name__}")
         return value  # its own syntax is checked where it is used (metrics.parse_listen)
+    if isinstance(default, list):
+        return _horizons(where, value)
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise error(EINVAL, f"config: {where} must be a number, not {type(value).__name__}")

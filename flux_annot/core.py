@@ -1,12 +1,13 @@
-"""The only module that touches the C core (`flux_annot._core`).
+"""The only module that touches the C core (`flux_annot._core`, `flux_annot._bulk`).
 
 Bytes cross the boundary, not objects: patches go to C as `bytes` (cffi
 passes them to `const char *` without a copy), ids as `array('Q')` through
 `ffi.from_buffer`, and results come back as canonical compact JSON bytes.
+The one exception is annotate_many's list of patches, read by `_bulk`
+(a CPython extension) item by item where the bytes lie.
 Every C error becomes an `AnnotError` subclass in one place, `_raise_from`.
 """
 
-import itertools
 import json
 from array import array
 from collections import namedtuple
@@ -14,10 +15,11 @@ from collections.abc import Iterable, Sequence
 from typing import Any, NoReturn, TypeAlias
 
 from . import errors
+from ._bulk import apply as _bulk_apply
 from ._core import ffi, lib
 
 __all__ = ["Limits", "merge", "canonical", "JobTable", "ApplyInfo", "FrameScanner",
-           "ok_replies", "check_nesting", "ReplyScanner", "RequestEncoder"]
+           "ok_replies", "check_nesting", "check_json", "ReplyScanner", "RequestEncoder"]
 
 _U64_MAX = (1 << 64) - 1
 
@@ -185,7 +187,8 @@ class JobTable:
     1024 keys per object, strict keys).
     """
 
-    __slots__ = ("_t", "_ctx", "_limits", "_lim", "_info", "_text", "_len", "__weakref__")
+    __slots__ = ("_t", "_ctx", "_limits", "_lim", "_info", "_text", "_len", "_addr",
+                 "_lim_addr", "__weakref__")
 
     def __init__(self, limits: Limits | None = None) -> None:
         t = lib.fa_table_new()
@@ -197,6 +200,9 @@ class JobTable:
         self._limits = limits or OWNER_LIMITS
         self._lim = self._limits._c
         lib.fa_table_set_limits(self._t, self._lim)
+        # the same two as plain addresses for flux_annot._bulk (annotate_many)
+        self._addr = int(ffi.cast("uintptr_t", self._t))
+        self._lim_addr = int(ffi.cast("uintptr_t", self._lim))
         self._info = ffi.new("fa_info *")  # reused by apply(): no allocation per call
         # out-parameters of get() / __contains__, reused likewise (a table is
         # used by one thread at a time, as the C table itself requires)
@@ -218,6 +224,20 @@ class JobTable:
             _raise_from(self._ctx)
         return r == 1
 
+    def annotate_sched(self, id: int, patch: bytes, hist: "EstimateHistory", at: float) -> int:
+        """`annotate` for the scheduler's hot path (internal): also records
+        the estimate the patch names in `hist` at `at` (< 0: now) in the
+        same C call (fa_table_annotate_sched). Returns 0 unchanged, else 1
+        | SCHED_QUEUE | SCHED_SLOW (the caller reads the text itself)."""
+        try:
+            r: int = _annotate_sched(self._t, hist._h, id, patch, len(patch), at)
+        except (OverflowError, TypeError):
+            _check_id(id)
+            raise
+        if r < 0:
+            _raise_from(self._ctx)
+        return r
+
     def annotate_many(self, ids: Iterable[int], patches: Sequence[Patch] | Iterable[Patch]) -> int:
         """Apply patches[i] to ids[i] in order in one C call; how many changed.
 
@@ -226,15 +246,6 @@ class JobTable:
         """
         if not isinstance(patches, (list, tuple)):
             patches = list(patches)
-        # The common case, all bytes: joined by NUL, split again in C, so
-        # Python makes no per-item pass. A patch holding a NUL byte (never
-        # valid JSON, but it must fail at its own index) makes the count
-        # of NULs differ: then the patches go with exact offsets.
-        try:
-            buf = b"\0".join(patches)  # type: ignore[arg-type]  # not all bytes: TypeError
-        except TypeError:
-            patches = [p if type(p) is bytes else _to_bytes(p) for p in patches]
-            buf = b"\0".join(patches)  # type: ignore[arg-type]  # all bytes now
         n = len(patches)
         try:
             idarr = ids if isinstance(ids, array) and ids.typecode == "Q" else array("Q", ids)
@@ -247,21 +258,16 @@ class JobTable:
                                f"ids and patches differ in length ({len(idarr)} != {n})")
         if n == 0:
             return 0
-        nchanged = ffi.new("size_t *")
-        failed = ffi.new("size_t *")
-        if buf.count(b"\0") == n - 1:
-            r = lib.fa_table_apply_joined(
-                self._t, ffi.from_buffer("uint64_t[]", idarr), buf, len(buf), n,
-                self._lim, nchanged, failed)
-        else:
-            buf = b"".join(patches)  # type: ignore[arg-type]  # all bytes (above)
-            offsets = array("Q", itertools.accumulate(map(len, patches), initial=0))
-            r = lib.fa_table_apply_many(
-                self._t, ffi.from_buffer("uint64_t[]", idarr), buf,
-                ffi.from_buffer("size_t[]", offsets), n, self._lim, nchanged, failed)
+        # The C module reads the list's bytes where they lie (no join, no
+        # offsets pass); None: an item is not bytes, nothing was applied.
+        res = _bulk_apply(self._addr, self._lim_addr, idarr, patches)
+        if res is None:
+            patches = [p if type(p) is bytes else _to_bytes(p) for p in patches]
+            res = _bulk_apply(self._addr, self._lim_addr, idarr, patches)
+            assert res is not None  # every item is bytes now
+        r, changed, failed = res
         if r < 0:
-            _raise_from(self._ctx, index=failed[0])
-        changed: int = nchanged[0]
+            _raise_from(self._ctx, index=failed)
         return changed
 
     def get(self, id: int) -> bytes | None:
@@ -523,6 +529,22 @@ def ok_replies(matchtags: "Sequence[int] | array[int]") -> bytes:
     return _output(ctx)
 
 
+def check_json(data: bytes, max_depth: int) -> None:
+    """AnnotValueError (EINVAL, the parser's sentence, as RequestEncoder
+    words it) unless `data` is one JSON value nesting at most `max_depth`
+    levels: a recursive decoder may run on it afterwards."""
+    ctx = _pure_ctx()
+    lim = _JSON_LIMITS.get(max_depth)
+    if lim is None:
+        lim = _JSON_LIMITS[max_depth] = Limits(depth=max_depth, key_bytes=0xFFFFFFFF,
+                                               object_keys=0xFFFFFFFF, strict_keys=False)
+    if lib.fa_canonical(ctx, data, len(data), lim._c) < 0:
+        _raise_from(ctx)
+
+
+_JSON_LIMITS: dict[int, Limits] = {}
+
+
 def check_nesting(data: bytes, max_depth: int) -> None:
     """AnnotValueError (EINVAL) if the JSON text `data` (bytes) nests more
     than `max_depth` objects and arrays; checked without recursion, so a
@@ -640,3 +662,200 @@ class RequestEncoder:
         olen = self._olen
         p = lib.fa_ctx_output(ctx, olen)
         return ffi.unpack(p, olen[0])
+
+
+# -- estimates (fa_scan.c, docs/accuracy.md) ----------------------------------
+
+_EST_NUMBER = lib.FA_EST_NUMBER
+_EST_OTHER = lib.FA_EST_OTHER
+_EST_QUEUE = lib.FA_QUEUE
+_EST_SLOW = lib.FA_SCAN_SLOW
+#: sched_estimate's answer for a t_estimate that is there but is no finite number
+BAD_ESTIMATE = False
+
+
+class SchedScanner:
+    """`sched.t_estimate` and `sched.queue` of JSON object text, found in C
+    (fa_sched_scan) without a Python parse. One per thread (it owns its
+    output words)."""
+
+    __slots__ = ("_out",)
+
+    def __init__(self) -> None:
+        self._out = ffi.new("size_t[4]")
+
+    def scan(self, text: bytes) -> tuple[float | bool | None, str | None]:
+        """(estimate, queue): estimate a finite float, None (absent or null)
+        or BAD_ESTIMATE (there, but no finite number); queue a str or None.
+        `text` must be an object the core has parsed (a patch or a tree)."""
+        out = self._out
+        f = lib.fa_sched_scan(text, len(text), out)
+        if f & _EST_SLOW:
+            return _sched_fields(json.loads(text))
+        queue = None
+        if f & _EST_QUEUE:
+            queue = text[out[2] : out[2] + out[3]].decode("utf-8")
+        if f & _EST_NUMBER:
+            v = float(text[out[0] : out[0] + out[1]])
+            return (v if v - v == 0.0 else BAD_ESTIMATE), queue
+        if f & _EST_OTHER:
+            return BAD_ESTIMATE, queue
+        return None, queue
+
+
+def _sched_fields(tree: Any) -> tuple[float | bool | None, str | None]:
+    """SchedScanner.scan's answer for a decoded tree."""
+    sched = tree.get("sched") if type(tree) is dict else None
+    if type(sched) is not dict:
+        return None, None
+    q = sched.get("queue")
+    queue = q if type(q) is str else None
+    v = sched.get("t_estimate")
+    if v is None:
+        return None, queue
+    if type(v) in (int, float) and v - v == 0:
+        try:
+            return float(v), queue
+        except OverflowError:  # an int beyond any double
+            pass
+    return BAD_ESTIMATE, queue
+
+
+sched_fields = _sched_fields
+
+
+# -- estimate histories (fa_hist.c, docs/accuracy.md) ---------------------------
+
+_annotate_sched = lib.fa_table_annotate_sched
+#: bits of JobTable.annotate_sched / EstimateHistory.note beyond "changed"
+SCHED_QUEUE = lib.FA_QUEUE << 1
+SCHED_SLOW = lib.FA_SCAN_SLOW << 1
+HIST_MAX = lib.FA_HIST_MAX
+_NAN = float("nan")
+
+
+def _nan_none(x: float) -> float | None:
+    return None if x != x else x
+
+
+class EstimateHistory:
+    """Every job's estimate history in C (internal; `accuracy.Accuracy` is
+    its Python face): pairs (t_estimate, at), at most HIST_MAX kept."""
+
+    def __init__(self) -> None:
+        h = lib.fa_hist_new()
+        if h == ffi.NULL:
+            raise MemoryError("fa_hist_new")
+        self._h = ffi.gc(h, lib.fa_hist_destroy)
+        self._ctx = lib.fa_hist_ctx(self._h)
+        self._info = ffi.new("fa_hist_info *")
+
+    def estimate(self, id: int, value: float, at: float) -> bool:
+        r = lib.fa_hist_estimate(self._h, id, value, at)
+        if r < 0:
+            _raise_from(self._ctx)
+        return r == 1
+
+    def end(self, id: int, at: float, started: bool) -> bool:
+        r = lib.fa_hist_end(self._h, id, at, 1 if started else 0)
+        if r < 0:
+            _raise_from(self._ctx)
+        return r == 1
+
+    def note(self, id: int, text: bytes, at: float) -> int:
+        """Record the estimate the JSON object text names; SCHED_QUEUE /
+        SCHED_SLOW (shifted as annotate_sched's) when the caller must look."""
+        return int(lib.fa_hist_note(self._h, id, text, len(text), at)) << 1
+
+    def get(self, id: int) -> tuple[list[float], int, float | None, float | None] | None:
+        """(pairs flat [t_estimate, at, ...], n, start, ended) or None."""
+        info = self._info
+        if not lib.fa_hist_get(self._h, id, info):
+            return None
+        k = info.kept
+        pairs: list[float] = list(ffi.unpack(info.pairs, 2 * k)) if k else []  # floats: a double[]
+        return pairs, info.n, _nan_none(info.start), _nan_none(info.ended)
+
+    def load(self, id: int, pairs: bytes, n: int, start: float | None, ended: float | None) -> None:
+        kept = len(pairs) // 16
+        r = lib.fa_hist_load(self._h, id, ffi.from_buffer("double[]", pairs), kept, n,
+                             _NAN if start is None else start, _NAN if ended is None else ended)
+        if r < 0:
+            _raise_from(self._ctx)
+
+    def pairs_bytes(self, id: int) -> bytes:
+        info = self._info
+        if not lib.fa_hist_get(self._h, id, info):
+            return b""
+        return bytes(ffi.buffer(info.pairs, 16 * info.kept))
+
+    def ids(self) -> list[int]:
+        n = lib.fa_hist_count(self._h)
+        buf = ffi.new("uint64_t[]", max(1, n))
+        k = lib.fa_hist_ids(self._h, buf, n)
+        return list(ffi.unpack(buf, k))
+
+    def take_dirty(self) -> list[int]:
+        n = lib.fa_hist_dirty_count(self._h)
+        if not n:
+            return []
+        buf = ffi.new("uint64_t[]", n)
+        k = lib.fa_hist_take_dirty(self._h, buf, n)
+        return list(ffi.unpack(buf, k))
+
+    def dirty_count(self) -> int:
+        return int(lib.fa_hist_dirty_count(self._h))
+
+    def mark_dirty(self, id: int) -> None:
+        if lib.fa_hist_mark_dirty(self._h, id) < 0:
+            _raise_from(self._ctx)
+
+    def dump(self, all: bool = False) -> bytes:
+        """The dirty records (or all) in the store's form (fa_hist_dump);
+        none is dirty afterwards."""
+        if lib.fa_hist_dump(self._h, 1 if all else 0) < 0:
+            _raise_from(self._ctx)
+        n = ffi.new("size_t *")
+        p = lib.fa_ctx_output(self._ctx, n)
+        out = bytes(ffi.buffer(p, n[0]))
+        lib.fa_hist_dump_done(self._h)
+        return out
+
+    def rows(self, horizons: list[float]) -> tuple["memoryview[int]", "memoryview[float]", int]:
+        """(ids, values, width) of every record that started or left
+        (fa_hist_rows): ids[i] its job, values[i*width : (i+1)*width] start,
+        ended, n, first t_estimate, first at, last t_estimate, last at, then
+        the error at each horizon (nan: none)."""
+        hs = ffi.new("double[]", [float(x) for x in horizons] or [0.0])
+        m = lib.fa_hist_rows(self._h, hs, len(horizons))
+        if m < 0:
+            _raise_from(self._ctx)
+        n = ffi.new("size_t *")
+        p = lib.fa_ctx_output(self._ctx, n)
+        data = bytes(ffi.buffer(p, n[0]))
+        lib.fa_hist_dump_done(self._h)
+        mv = memoryview(data)
+        return mv[: 8 * m].cast("Q"), mv[8 * m :].cast("d"), lib.FA_HIST_ROW + len(horizons)
+
+    def load_dump(self, data: bytes) -> None:
+        if lib.fa_hist_load_dump(self._h, data, len(data)) < 0:
+            _raise_from(self._ctx)
+
+    def redirty_dump(self, data: bytes) -> None:
+        if lib.fa_hist_redirty_dump(self._h, data, len(data)) < 0:
+            _raise_from(self._ctx)
+
+    def __len__(self) -> int:
+        return int(lib.fa_hist_count(self._h))
+
+    def memory_bytes(self) -> int:
+        return int(lib.fa_hist_memory(self._h))
+
+    def version(self) -> int:
+        return int(lib.fa_hist_version(self._h))
+
+    def bad(self) -> int:
+        return int(lib.fa_hist_bad(self._h))
+
+    def add_bad(self, n: int = 1) -> None:
+        lib.fa_hist_add_bad(self._h, n)

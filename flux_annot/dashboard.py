@@ -12,7 +12,11 @@ and shared by every open page:
 - `batch`: the service's delta batch as it came (docs/events.md: whole
   annotations replaced by merge patches), which the page merges itself
   (static/merge.js, the rules of docs/data-model.md);
-- `status`: `connecting` / `live` / `resync` / `disconnected` (the banner).
+- `status`: `connecting` / `live` / `resync` / `disconnected` (the banner);
+- `accuracy`: the estimate accuracy report with the histogram of the last
+  estimate's error (docs/accuracy.md), which the model asks of the service
+  when jobs start or end (`follow(accuracy=True)`); a page gets the latest
+  one right after its snapshot.
 
 Job ids travel as decimal strings (a JavaScript number cannot hold a
 64-bit id). A job born after the snapshot is introduced by its first
@@ -157,6 +161,7 @@ class Dashboard:
         self._generation = 0  # bumped by every snapshot/status the model reports
         self._unowned = {}  # job id -> until when to wait for its owner (pages not told yet)
         self._owner_task = None
+        self._accuracy_frame = None  # the latest `accuracy` frame (new pages get it)
         self.model.add_listener(self._on_model)
 
     # --- the model's side --------------------------------------------------
@@ -261,6 +266,8 @@ class Dashboard:
         elif kind == "status":
             self._generation += 1
             frame = sse_frame("status", _dumps(self._status_fields()))
+        elif kind == "accuracy":
+            frame = self._accuracy_frame = sse_frame("accuracy", _dumps(payload))
         else:
             return
         self.broadcast(frame)
@@ -356,6 +363,8 @@ class Dashboard:
         # batch this page gets is the one after the snapshot's seq.
         page.push(f"retry: {RETRY_MS}\n\n".encode())
         page.push(self.snapshot_frame())
+        if self._accuracy_frame is not None:
+            page.push(self._accuracy_frame)
         self.pages.add(page)
         try:
             await page.run(resp)
@@ -382,7 +391,8 @@ class Dashboard:
         self.cookie = f"flux-annot-dashboard-{self.port}"
         stop = stop or asyncio.Event()
         follower = asyncio.ensure_future(
-            follow(self.model, self.socket, retry=self.retry, stop=stop, flux_uri=self.flux_uri))
+            follow(self.model, self.socket, retry=self.retry, stop=stop, flux_uri=self.flux_uri,
+                   accuracy=True))
         if ready is not None:
             ready(self)
         try:

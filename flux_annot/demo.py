@@ -14,6 +14,8 @@ scheduler over a few cores, driven in simulated time:
   `reason_pending` and `jobs_ahead` (ANNOTATE); a job that fits starts with
   SUCCESS and `resource_summary` such as `rank0/core[0-1]` — which also
   clears its pending notes. Jobs that end go RUN → CLEANUP → INACTIVE.
+- At the end, the accuracy table of the scheduler's own estimates
+  (`flux-annotate accuracy`, docs/accuracy.md), in simulated time.
 - The listing is read back from the service (`list`, as `flux-annotate list
   -A -a` would) and formatted by `flux_annot.listing` with the CLI's
   default format, so what you see is what the service holds. On a
@@ -30,6 +32,7 @@ import sys
 import time
 
 from . import sched
+from .accuracy_table import render
 from .listing import DEFAULT_FORMAT, JobFormat, compact_json, hms, sort_jobs
 from .ids import encode_f58
 
@@ -109,7 +112,9 @@ class Demo:
         self.out = out
         self.ncores = ncores
         self.rng = rng = random.Random(seed)
-        self.svc = AnnotationService(store=None, batch_window=0)
+        # The service keeps the simulated time (transitions, estimate
+        # history), so the accuracy table at the end is in simulated seconds.
+        self.svc = AnnotationService(store=None, batch_window=0, clock=lambda: self.now)
         self.owner = Cred.owner_of(self.svc)
         self.sub = self.svc.subscribe(self.owner)
         self.events = []  # recent event lines, for the terminal view
@@ -356,6 +361,9 @@ def _summary(demo, out):
         f"{demo.seq} event batches published; "
         f"{st.get('requests', {}).get('alloc-response', '?')} alloc responses\n"
     )
+    # How good were the scheduler's estimates (docs/accuracy.md): its FCFS
+    # plan counts full walltimes, the jobs run 45-100% of them.
+    out.write("\n" + render(demo.svc.accuracy(demo.owner)) + "\n")
     out.flush()
     demo.sub.close()
     demo.svc.close()

@@ -325,6 +325,7 @@ class Dispatch:
             "job-manager.list": self.h_list,
             "job-manager.events": self.h_events,
             "job-manager.stats": self.h_stats,
+            "job-manager.accuracy": self.h_accuracy,
         }
 
     def make_cred(self, uid, owner):
@@ -857,6 +858,22 @@ class Dispatch:
         conn.streams[mt] = st
         self.ready.add(st)  # a snapshot or a `since` backlog may be waiting
         return None
+
+    def h_accuracy(self, conn, mt, p):
+        """The estimate accuracy report (docs/accuracy.md) as the caller may see it."""
+        since = p.get("since")
+        if since is not None and type(since) not in (int, float):
+            raise _bad("since", "must be a number (seconds since the epoch)")
+        by = _opt_str(p, "by")
+        report = self.service.accuracy(
+            conn.cred,
+            since=since,
+            queue=_opt_str(p, "queue"),
+            by="queue" if by is None else by,
+            jobs=_opt_bool(p, "jobs"),
+            histogram=_opt_bool(p, "histogram"),
+        )
+        return response(mt, report)
 
     def h_stats(self, conn, mt, p):
         stats = dict(self.service.stats())

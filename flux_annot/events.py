@@ -262,6 +262,7 @@ class EventHub:
         self.table = service.table
         self.jobs = service.jobs
         self.store = service.store
+        self._accuracy = getattr(service, "estimates", None)  # estimate histories (their rows)
         config = service.config
         policy = getattr(service, "policy", None)
         if policy is None:
@@ -426,11 +427,14 @@ class EventHub:
         seq = self._closed_seq + 1
         background = self.store is not None and self._executor is not None
         if self.store is not None and not background:
+            meta, known, est = self._meta()
             try:
                 t0 = time.perf_counter()
-                self.store.write_batch(seq, self._entries, *self._meta())
+                self.store.write_batch(seq, self._entries, meta, known, estimates=est)
                 self.commit_times.observe(time.perf_counter() - t0)
             except AnnotError as exc:
+                if est:  # not written: the next write takes them again
+                    self._accuracy.redirty(est)
                 self._stats["store_errors"] += 1
                 if self.fault is None:
                     self.fault = (exc, time.time())
@@ -484,7 +488,10 @@ class EventHub:
         return seq
 
     def _meta(self):
-        """(meta, known) for `Store.write_batch`, read now, on the loop.
+        """(meta, known, estimates) for `Store.write_batch`, read now, on the loop.
+
+        estimates: the rows of the estimate histories changed since the last
+        write (`Accuracy.rows`, docs/accuracy.md): they go with this batch.
 
         meta: {jobid: (userid, state, t_submit)} of the jobs the open batch's
         entries and transitions name (state as of now). known: {jobid: (tree,
@@ -510,7 +517,8 @@ class EventHub:
             if jobid not in meta:
                 job = jobs[jobid]
                 meta[jobid] = (job.userid, job.state, job.t_submit)
-        return meta, known
+        acc = self._accuracy
+        return meta, known, (acc.rows() if acc is not None and acc.dirty else None)
 
     def _finish(self, batch):
         """A batch has committed: publish it, keep it, run its callbacks."""
@@ -627,7 +635,7 @@ class EventHub:
             self._complete()
         self._publish_all()
 
-    def _write_bg(self, seq, entries, meta, known, first):
+    def _write_bg(self, seq, entries, meta, known, est, first):
         """Writer thread: commit one batch, retrying a failed commit (the
         later batches and the replies waiting for it stay queued behind).
 
@@ -643,9 +651,10 @@ class EventHub:
             try:
                 t0 = time.perf_counter()
                 if first != seq:
-                    self.store.write_batch(seq, entries, meta, known, first_seq=first)
+                    self.store.write_batch(seq, entries, meta, known, first_seq=first,
+                                           estimates=est)
                 else:
-                    self.store.write_batch(seq, entries, meta, known)
+                    self.store.write_batch(seq, entries, meta, known, estimates=est)
                 self.commit_times.observe(time.perf_counter() - t0)
             except Exception as exc:
                 self._stats["store_errors"] += 1
@@ -700,7 +709,7 @@ class EventHub:
                 first, seq = self._submitted + 1, self._closed_seq
                 self._submitted = seq
                 tail = _Closed(None, None, [])
-                tail.future = self._executor.submit(self._write_bg, seq, [], {}, None, first)
+                tail.future = self._executor.submit(self._write_bg, seq, [], {}, None, None, first)
                 tail.deadline = self._loop.time() + self.commit_timeout
                 self._uncommitted.append(tail)
                 tail.future.add_done_callback(self._wake)

@@ -57,6 +57,7 @@ class FluxJournal(ItemQueue):
         self._thread = None
         self.received = 0  # journal responses
         self._was_connected = False  # the last session got as far as connecting
+        self._journal_cb = None  # the journal's C continuation (_session)
 
     def check_owner(self) -> None:
         """EPERM (a sentence) when Flux answers and we are not its owner: the
@@ -173,24 +174,44 @@ class FluxJournal(ItemQueue):
         self._push(("connected", self.uri))
         payload = {"full": True, "allow": {name: 1 for name in EVENTS}}
         fut = h.rpc("job-manager.events-journal", payload, flags=FLUX_RPC_STREAMING)
+        # Each journal response is taken with the C calls themselves
+        # (flux_rpc_get, flux_future_reset from a plain cffi callback), not
+        # through the bindings' Future.then/get_str/reset: those build
+        # wrapper objects and a handle per response, several times this
+        # thread's own work, all of it holding the GIL the event loop waits
+        # for (the mirror's lag, docs/flux.md).
+        from flux.core.inner import ffi, lib
 
-        def on_journal(f):
+        text_out = ffi.new("char *[1]")
+
+        def on_journal(c_future, _arg):
             try:
-                text = f.get_str()
-            except OSError as exc:
-                ended.append(f"journal ended: {exc.strerror or exc}")
+                if lib.flux_rpc_get(c_future, text_out) < 0:
+                    try:
+                        fut.get_str()  # the same error, as the bindings word it
+                        ended.append("journal ended")
+                    except OSError as exc:
+                        ended.append(f"journal ended: {exc.strerror or exc}")
+                    h.reactor_stop()
+                    return
+                text = ffi.string(text_out[0]) if text_out[0] != ffi.NULL else b"{}"
+                lib.flux_future_reset(c_future)
+                self.received += 1
+                d = json.loads(text)
+                jobid = d.get("id")
+                if jobid == -1 or jobid == SENTINEL_ID:
+                    self._push(("sentinel",))
+                else:
+                    if jobid < 0:
+                        jobid += _U64
+                    self._push(("journal", jobid, d.get("events") or []))
+            except Exception as exc:  # noqa: BLE001 - never raise into Flux's reactor
+                ended.append(f"journal response not understood: {type(exc).__name__}: {exc}")
                 h.reactor_stop()
-                return
-            f.reset()
-            self.received += 1
-            d = json.loads(text)
-            jobid = d.get("id")
-            if jobid == -1 or jobid == SENTINEL_ID:
-                self._push(("sentinel",))
-            else:
-                if jobid < 0:
-                    jobid += _U64
-                self._push(("journal", jobid, d.get("events") or []))
+
+        # kept on self: alive until the next session, after this one's
+        # future (destroyed when _session returns) can no longer call it
+        self._journal_cb = on_journal_c = ffi.callback("void(flux_future_t *, void *)", on_journal)
 
         def on_memo(f, token):
             try:
@@ -217,7 +238,8 @@ class FluxJournal(ItemQueue):
                 ended.append("closed")
                 handle.reactor_stop()
 
-        fut.then(on_journal)
+        if lib.flux_future_then(fut.pimpl.handle, -1.0, on_journal_c, ffi.NULL) < 0:
+            return "cannot follow the journal (flux_future_then failed)"
         pipe = h.fd_watcher_create(self._rfd, on_pipe)
         pipe.start()
         timer = h.timer_watcher_create(1.0, on_timer, repeat=1.0)

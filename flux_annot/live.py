@@ -35,6 +35,13 @@ change, so the model keeps a volatile note the restarted service no longer
 has until the writer (typically the scheduler, which re-annotates every
 cycle) sends it again.
 
+With `accuracy=True`, `follow` also keeps `model.accuracy`: the estimate
+accuracy report (docs/accuracy.md) with its histogram of the last
+estimate's error, asked of the service on the same connection after the
+snapshot and after each batch in which a job started or ended (at most
+one request in flight, at most one every ACCURACY_INTERVAL seconds);
+listeners get it as kind "accuracy".
+
 `LiveThread` runs `follow` on a thread of its own for synchronous programs
 (`flux-annotate top`); the model's `lock` guards every read from another
 thread.
@@ -53,6 +60,10 @@ from .errors import EINVAL, ENODATA, EOVERFLOW, AnnotError, error
 from .protocol import ProtocolError, request
 
 __all__ = ["LiveJob", "LiveModel", "LiveThread", "decode_tree", "follow"]
+
+#: seconds between two accuracy requests of one follower, at least
+ACCURACY_INTERVAL = 0.5
+_ENDS = frozenset(("RUN", "INACTIVE"))  # transitions that change the accuracy report
 
 # The model stores whatever the service sends: no key rules or limits of
 # its own beyond the parser's depth cap (the service has checked them).
@@ -152,6 +163,7 @@ class LiveModel:
         self._unknown_userid = set()
         self._rate = collections.deque()  # (monotonic second, entries)
         self._t0 = time.monotonic()
+        self.accuracy = None  # the accuracy report with its histogram (follow(accuracy=True))
 
     # -- applying ------------------------------------------------------
 
@@ -258,6 +270,12 @@ class LiveModel:
         with self.lock:
             return [i for i in self._unknown_userid if i in self.jobs]
 
+    def set_accuracy(self, report):
+        """Keep the latest accuracy report (docs/accuracy.md) and tell listeners."""
+        with self.lock:
+            self.accuracy = report
+            self._notify("accuracy", report)
+
     def set_status(self, status, error=None):
         """Change `status` (and `error`), telling listeners if it changed."""
         if status not in STATUSES:
@@ -305,8 +323,8 @@ class LiveModel:
 
     def add_listener(self, fn):
         """Call fn(kind, payload) after each change: kind "snapshot"
-        (payload: the snapshot message), "batch" (the batch as received)
-        or "status" (`{"status", "error", "seq"}`). Listeners run on the
+        (payload: the snapshot message), "batch" (the batch as received),
+        "status" (`{"status", "error", "seq"}`) or "accuracy" (the report). Listeners run on the
         thread that applies, with `lock` held: keep them short."""
         self._listeners.append(fn)
 
@@ -468,8 +486,74 @@ async def _wait(stop, seconds):
     return True
 
 
+class _AccuracyFeed:
+    """follow(accuracy=True): ask the service for the accuracy report when
+    the snapshot came or a job started or ended, throttled (module doc)."""
+
+    def __init__(self, model, session):
+        self.model = model
+        self.session = session
+        self.wanted = False
+        self.busy = False
+        self.last = -ACCURACY_INTERVAL
+        self.timer = None
+        self.off = False  # the service has no accuracy topic
+
+    def poke(self, payload):
+        if self.off:
+            return
+        if not payload.get("snapshot") and not any(
+            e[1] in _ENDS for e in payload.get("transitions", ())
+        ):
+            return
+        self.wanted = True
+        self._maybe()
+
+    def _maybe(self):
+        if not self.wanted or self.busy or self.timer is not None or self.session.closed:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self.last + ACCURACY_INTERVAL - loop.time()
+        if wait > 0:
+            self.timer = loop.call_later(wait, self._fire)
+            return
+        self._fire()
+
+    def _fire(self):
+        self.timer = None
+        if self.session.closed:
+            return
+        self.wanted = False
+        self.busy = True
+        self.last = asyncio.get_running_loop().time()
+        try:
+            fut = self.session.send("job-manager.accuracy", {"histogram": True})
+        except AnnotError:
+            self.busy = False
+            return
+        fut.add_done_callback(self._done)
+
+    def _done(self, fut):
+        self.busy = False
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is None:
+            if isinstance(fut.result(), dict):
+                self.model.set_accuracy(fut.result())
+        elif isinstance(exc, AnnotError) and exc.errno == _errno.ENOSYS:
+            self.off = True  # an older service
+            return
+        self._maybe()
+
+    def close(self):
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
 async def follow(model, socket=None, *, retry=1.0, stop=None, userid=None, give_up=None,
-                 flux_uri=None):
+                 flux_uri=None, accuracy=False):
     """Keep `model` live from the service at `socket` (module doc).
 
     The service is the one a client with `socket` and `flux_uri` talks to
@@ -479,7 +563,8 @@ async def follow(model, socket=None, *, retry=1.0, stop=None, userid=None, give_
     userid: follow only that user's jobs (as `events` does); None: every
     job this user may see. Returns when `stop` (an asyncio.Event) is set.
     give_up: seconds without a connection after which the last connection
-    error is raised (None: retry for ever).
+    error is raised (None: retry for ever). accuracy: keep `model.accuracy`
+    (module doc).
     """
     from .target import resolve
 
@@ -516,7 +601,15 @@ async def follow(model, socket=None, *, retry=1.0, stop=None, userid=None, give_
                         model.set_status("live")
 
                 accepted.add_done_callback(resumed)
-            await _pump(model, session, stop, userid)
+            feed = _AccuracyFeed(model, session) if accuracy else None
+            if feed is not None and since is not None:
+                feed.wanted = True  # a resume: the report may have moved meanwhile
+                feed._maybe()
+            try:
+                await _pump(model, session, stop, userid, feed)
+            finally:
+                if feed is not None:
+                    feed.close()
             if stop is not None and stop.is_set():
                 return
             raise _client._lost(path)  # the service ended the stream
@@ -541,7 +634,7 @@ async def follow(model, socket=None, *, retry=1.0, stop=None, userid=None, give_
     return
 
 
-async def _pump(model, session, stop, userid=None):
+async def _pump(model, session, stop, userid=None, feed=None):
     """Apply the subscription's payloads until the stream ends or stop.
     userid: the subscription's owner filter (new jobs are that user's)."""
     proto = session.proto
@@ -577,6 +670,8 @@ async def _pump(model, session, stop, userid=None):
                 model.set_status("live")
             else:
                 model.apply_batch(payload)
+            if feed is not None:
+                feed.poke(payload)
             if model._unknown_userid:
                 if userid is not None:
                     for jid in model.unknown_userids():

@@ -15,8 +15,10 @@ A journal source is any object with (see `ListSource`, and
 
     uri                       where the events come from (shown in stats)
     start()                   begin (connect, ask for the journal)
-    poll(timeout) -> list     the items ready, waiting up to `timeout`
-                              seconds for the first one (0: do not wait)
+    poll(timeout, limit=None) -> list
+                              the items ready (at most `limit`), waiting up
+                              to `timeout` seconds for the first one (0: do
+                              not wait)
     send_memo(token, id, memo, volatile)
                               ask Flux for a memo; the outcome comes back
                               through poll as ("memo", token, errnum, errstr),
@@ -220,10 +222,10 @@ class MirrorService(AnnotationService):
 
     # -- feeding --------------------------------------------------------------
 
-    def pump(self, timeout: float = 0.0) -> int:
-        """Apply what the source has ready (waiting up to `timeout` for it);
-        returns the number of items applied."""
-        items = self.source.poll(timeout)
+    def pump(self, timeout: float = 0.0, limit: int | None = None) -> int:
+        """Apply what the source has ready (waiting up to `timeout` for it),
+        at most `limit` items; returns the number of items applied."""
+        items = self.source.poll(timeout) if limit is None else self.source.poll(timeout, limit)
         if items:
             self.apply_items(items)
         elif self._t0 is not None or self._held:
@@ -418,6 +420,10 @@ class MirrorService(AnnotationService):
                 self._set_state(jobid, job, move[1], ts)
             return
         if name == "annotations":
+            if job.state == SCHED and type(ctx) is dict:
+                # the estimate took effect at Flux's timestamp (docs/accuracy.md),
+                # recorded now even when the tree itself is held back
+                self._note_estimate_tree(jobid, ctx.get("annotations"), ts)
             if live and job.state == SCHED:
                 self._held[jobid] = (ctx, ts, self.clock())
                 return
@@ -789,12 +795,16 @@ class ItemQueue:
     def set_wakeup(self, fn: Callable[[], None] | None) -> None:
         self._wakeup = fn
 
-    def poll(self, timeout: float = 0.0) -> list[tuple]:
+    def poll(self, timeout: float = 0.0, limit: int | None = None) -> list[tuple]:
         with self._cond:
             if not self._items and timeout:
                 self._cond.wait(timeout)
-            items = list(self._items)
-            self._items.clear()
+            q = self._items
+            if limit is None or len(q) <= limit:
+                items = list(q)
+                q.clear()
+            else:
+                items = [q.popleft() for _ in range(limit)]
         return items
 
 

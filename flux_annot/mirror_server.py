@@ -30,6 +30,11 @@ log = logging.getLogger("flux_annot.mirror")
 #: seconds between GIL hand-overs in `serve --flux` (Python's default: 0.005)
 GIL_SWITCH = 0.0005
 
+#: journal items applied per loop turn: a burst is applied in slices, each
+#: closed into a batch and handed to the writer while the next is applied
+#: (a first event of a burst does not wait for the whole burst)
+PUMP_ITEMS = 128
+
 
 class MirrorServer(Server):
     """A `Server` of a `MirrorService` (module doc)."""
@@ -66,11 +71,14 @@ class MirrorServer(Server):
         """The source has items: apply them, then the usual I/O work."""
         if self.stopping:
             return
+        n = 0
         try:
-            self.service.pump(0)
+            n = self.service.pump(0, PUMP_ITEMS)
         except Exception:  # never let one bad item stop the mirror
             log.exception("applying journal events failed")
         self.after_io()
+        if n == PUMP_ITEMS:  # more wait: after this turn's batch is on its way
+            self.loop.call_soon(self.on_journal)
 
     def after_io(self):
         super().after_io()
@@ -137,7 +145,13 @@ def run_mirror(uri=None, socket_path=None, store=None, config=None, ready=None):
     # hand it over sooner than the default 5 ms, or every wake-up of the
     # loop waits behind a burst of journal parsing (the lag, docs/flux.md).
     sys.setswitchinterval(GIL_SWITCH)
-    service = MirrorService(source, owner_uid=os.getuid(), store=store, config=config)
+    # Batch window 0 unless the config sets one: a batch closes at the end
+    # of the loop turn that applied its journal events (a commit in flight
+    # still gathers what comes meanwhile into one batch, group commit):
+    # a window would only add its length to what a mirror's reader waits.
+    service = MirrorService(
+        source, owner_uid=os.getuid(), store=store, config=config, batch_window=0.0
+    )
     try:
         return asyncio.run(
             serve(

@@ -43,6 +43,7 @@ Choices where the documented rules are silent (see also docs/DESIGN.md):
 """
 
 import collections
+import copy
 import gc
 import json
 import math
@@ -52,8 +53,19 @@ from collections.abc import Callable, Iterable, KeysView
 from typing import Any
 
 from . import replay
+from .accuracy import Accuracy
+from .accuracy import histogram as _histogram
 from .config import Config
-from .core import ApplyInfo, JobTable, Limits
+from .core import (
+    BAD_ESTIMATE,
+    SCHED_QUEUE,
+    SCHED_SLOW,
+    ApplyInfo,
+    JobTable,
+    Limits,
+    SchedScanner,
+    sched_fields,
+)
 from .errors import E2BIG, EAGAIN, EEXIST, EINVAL, ENOENT, EPERM, EPROTO, AnnotError, error
 from .events import EventHub, Subscription
 from .limits import RateLimiter, UserBytes
@@ -180,7 +192,7 @@ def _state_name(state: object) -> str:
 class AnnotationService:
     """The whole service in-process (docs/python-api.md); see the module docstring."""
 
-    def __init__(self, owner_uid: int | None = None, store: str | os.PathLike[str] | Store | None = None, config: dict[str, Any] | Config | None = None, batch_window: float = 0.01) -> None:
+    def __init__(self, owner_uid: int | None = None, store: str | os.PathLike[str] | Store | None = None, config: dict[str, Any] | Config | None = None, batch_window: float = 0.01, clock: Callable[[], float] | None = None) -> None:
         if owner_uid is None:
             owner_uid = os.getuid()
         if isinstance(owner_uid, bool) or not isinstance(owner_uid, int) or not 0 <= owner_uid < _U32:
@@ -189,6 +201,11 @@ class AnnotationService:
         # wall time this service started: `stats` shows it, so a client can
         # tell a restarted service from the one it subscribed to
         self.started = time.time()
+        # The time of transitions, eventlog entries and estimates (seconds
+        # since the epoch): the wall clock, or a simulation's (the demo).
+        if clock is not None and not callable(clock):
+            raise error(EINVAL, f"clock must be a function returning seconds, not {clock!r}")
+        self._now: Callable[[], float] = clock if clock is not None else _now
         self.config = cfg = Config(config)
         if "batch.window" not in cfg.given:
             if (
@@ -242,6 +259,13 @@ class AnnotationService:
         self._t0: float | None = None  # monotonic time of the first change of the open batch
         self._n_open = 0  # upper bound of the open batch's size (see _tick)
         self._closed = False
+        # docs/accuracy.md: every job's estimate history (rows go with the batches)
+        self.estimates = Accuracy(cfg.accuracy.horizons)
+        self._scan_sched = SchedScanner().scan
+        self._hist = self.estimates.hist  # the C records (JobTable.annotate_sched fills them)
+        self._wall_clock = clock is None  # the C side reads the wall clock itself
+        self._acc_cache: tuple[float, int, dict[str, Any]] | None = None  # stats() summary
+        self._acc_answers: dict[tuple[Any, ...], tuple[float, int, dict[str, Any]]] = {}  # accuracy()
         self.store = None
         if store is not None:
             self.store = store if isinstance(store, Store) else Store(store)
@@ -279,6 +303,14 @@ class AnnotationService:
         for userid, n in r.totals.items():
             add(userid, n)
         self.notes.update(r.notes)
+        store = self.store
+        assert store is not None
+        dumps = store.estimate_dumps()
+        self.estimates.load(dumps, store.estimate_queues())
+        if len(dumps) > 1:  # compact the log: one row of every record
+            full = self.estimates.hist.dump(all=True)
+            store.compact_estimates(full)
+            self.estimates.logged = len(full)
 
     # -- batches -------------------------------------------------------------
 
@@ -407,9 +439,13 @@ class AnnotationService:
         counts[job.state] -= 1
         counts[state] = counts.get(state, 0) + 1
         job.state = state
-        if state == INACTIVE and job.user_bytes:
-            # Inactive jobs no longer count toward the per-user total.
-            self.user_bytes.add(job.userid, -job.user_bytes)
+        if state == INACTIVE:
+            if job.user_bytes:
+                # Inactive jobs no longer count toward the per-user total.
+                self.user_bytes.add(job.userid, -job.user_bytes)
+            self._hist.end(id, now, False)  # counts only if it had one and never started
+        elif state == RUN:
+            self._hist.end(id, now, True)
         self.hub.record_transition(id, state, now)
         self._touched(3)  # the transition and the caller's entries
 
@@ -420,6 +456,47 @@ class AnnotationService:
             job.user_bytes += d
             if job.state != INACTIVE:
                 self.user_bytes.add(job.userid, d)
+
+    def _note_estimate(self, id: int, at: float) -> None:
+        """A change to pending job `id` named `t_estimate`: record the
+        estimate now in force at `at` (docs/accuracy.md). The job's tree is
+        scanned in C (no Python parse); a value that is no finite number is
+        left out and counted."""
+        text = self.table.get(id)
+        if text is not None:
+            r = self._hist.note(id, text, at)
+            if r:
+                self._sched_extra(id, text, r, at)
+
+    def _sched_extra(self, id: int, text: bytes, bits: int, at: float) -> None:
+        """What the C scan left to Python (rare): the queue the text names
+        (SCHED_QUEUE), or the whole estimate when the text has escapes in
+        its keys or a long number (SCHED_SLOW). at < 0: now."""
+        if bits & SCHED_SLOW:
+            est, queue = sched_fields(json.loads(text))
+            if est is not None and est is not BAD_ESTIMATE:
+                self.estimates.estimate(id, est, at if at >= 0 else _now(), queue)
+            elif est is BAD_ESTIMATE:
+                self.estimates.count_bad()
+            elif queue is not None:
+                self.estimates.set_queue(id, queue)
+        elif bits & SCHED_QUEUE:
+            queue = self._scan_sched(text)[1]
+            if queue is not None and self.estimates.queues.get(id) != queue:
+                self.estimates.set_queue(id, queue)
+
+    def _note_estimate_tree(self, id: int, tree: Any, at: float) -> None:
+        """`_note_estimate` for a tree already decoded (the Flux mirror's events)."""
+        self._record_estimate(id, *sched_fields(tree), at)
+
+    def _record_estimate(self, id: int, est: float | bool | None, queue: str | None,
+                         at: float) -> None:
+        if est is None:
+            return
+        if est is BAD_ESTIMATE:
+            self.estimates.count_bad()
+        else:
+            self.estimates.estimate(id, est, at, queue)
 
     def _discard_sched(self, id: int, job: Job) -> None:
         info = self.table.apply(id, _DISCARD_SCHED, self.owner_limits, _NS_USER)
@@ -439,7 +516,7 @@ class AnnotationService:
             if isinstance(userid, bool) or not isinstance(userid, int) or not 0 <= userid < _U32:
                 raise error(EINVAL, f"userid must be an unsigned 32-bit integer, not {userid!r}")
             if t_submit is None:
-                t_submit = _now()
+                t_submit = self._now()
             elif (
                 isinstance(t_submit, bool)
                 or not isinstance(t_submit, (int, float))
@@ -479,7 +556,7 @@ class AnnotationService:
                 raise error(EINVAL, f"invalid transition from {job.state} to {target}{hint}")
         except AnnotError as exc:
             raise self._reject("transition", exc) from None
-        now = _now()
+        now = self._now()
         if job.state == SCHED:
             # Left SCHED without SUCCESS: the scheduler's pending notes go.
             self._discard_sched(id, job)
@@ -534,7 +611,7 @@ class AnnotationService:
             if self._n_open >= self._max_entries:
                 self._close_if_full()
             return {}
-        now = _now()
+        now = self._now()
         hub = self.hub
         if typ == A_SUCCESS:
             tree = self.table.get(id)
@@ -606,10 +683,16 @@ class AnnotationService:
                 changed = info.changed
                 if info.new_ns_len != info.old_ns_len:
                     self._account(job, info)
+                if changed and b"t_estimate" in data:
+                    self._note_estimate(id, self._now())
             else:
                 # The scheduler cannot touch `user`: no byte accounting needed,
-                # so the plain C call (table limits = owner limits) will do.
-                changed = self.table.annotate(id, data)
+                # so the plain C call (table limits = owner limits) will do;
+                # the same call records the estimate it names (docs/accuracy.md).
+                changed = self.table.annotate_sched(
+                    id, data, self._hist, -1.0 if self._wall_clock else self._now())
+                if changed > 1:
+                    self._sched_extra(id, data, changed, -1.0)
         except AnnotError as exc:
             raise self._reject("invalid", exc) from None
         except RecursionError:
@@ -683,6 +766,8 @@ class AnnotationService:
                         changed = self.table.annotate(id, data)
                     except AnnotError as exc:
                         raise self._reject("invalid", exc) from None
+                    if changed and job.state == SCHED and b"t_estimate" in data:
+                        self._note_estimate(id, self._now())
                     if volatile:
                         if changed:  # self._touched(), inline
                             self._n_open += 1
@@ -690,7 +775,7 @@ class AnnotationService:
                                 self._t0 = _monotonic()
                         job.durable = False
                     else:  # durable even when unchanged, as in _modify
-                        self.hub.record_entry(id, "annotate", data, _now())
+                        self.hub.record_entry(id, "annotate", data, self._now())
                         self._n_open += 2 if changed else 1
                         if self._t0 is None:
                             self._t0 = _monotonic()
@@ -757,9 +842,11 @@ class AnnotationService:
                         # C call (table limits = owner limits) will do.
                         if table.annotate(id, data):
                             self._touched()
+                            if job.state == SCHED and b"t_estimate" in data:
+                                self._note_estimate(id, self._now())
                         if not volatile:
                             self.hub.record_entry(
-                                id, "memo" if is_memo else "annotate", context, _now()
+                                id, "memo" if is_memo else "annotate", context, self._now()
                             )
                             self._touched()
                         else:
@@ -780,9 +867,11 @@ class AnnotationService:
             self._account(job, info)
         if info.changed:
             self._touched()
+            if job.state == SCHED and b"t_estimate" in data:
+                self._note_estimate(id, self._now())
         if not volatile:
             # Durable even when unchanged: the same notes may so far be volatile.
-            self.hub.record_entry(id, "memo" if is_memo else "annotate", context, _now())
+            self.hub.record_entry(id, "memo" if is_memo else "annotate", context, self._now())
             self._touched()
         else:
             job.durable = False
@@ -923,6 +1012,7 @@ class AnnotationService:
         out = dict(self.hub.stats())
         out.update(self.counters())
         out["started"] = self.started
+        out["accuracy"] = self._accuracy_summary()
         return out
 
     def counters(self) -> dict[str, Any]:
@@ -943,6 +1033,89 @@ class AnnotationService:
             "guest_buckets": len(self.rate),
             "guest_users": len(self.user_bytes),
         }
+
+    def _accuracy_summary(self) -> dict[str, Any]:
+        """stats' `accuracy`: counts and the last estimate's error over every
+        job (docs/accuracy.md). Recomputed when the histories changed, at
+        most once a second, or less often when a computation took long
+        (ten times its own duration): stats stays cheap with 1M histories."""
+        acc = self.estimates
+        cached = self._acc_cache
+        now = _monotonic()
+        if cached is not None and (cached[1] == acc.version or now < cached[0]):
+            out = dict(cached[2])
+        else:
+            rep = acc.report(self._userid_of, jobs=False)
+            out = {
+                "jobs_with_estimates": len(acc),
+                "jobs_started": rep["jobs_started"],
+                "jobs_never_started": rep["jobs_never_started"],
+                "last": rep["last"],
+            }
+            spent = _monotonic() - now
+            self._acc_cache = (now + max(1.0, 10 * spent), acc.version, out)
+            out = dict(out)
+        out["bad_estimates"] = acc.bad
+        return out
+
+    def _userid_of(self, jobid: int) -> int | None:
+        job = self.jobs.get(jobid)
+        return None if job is None else job.userid
+
+    def accuracy(self, cred: Cred, since: float | None = None, queue: str | None = None,
+                 by: str = "queue", jobs: bool = False, histogram: bool = False) -> dict[str, Any]:
+        """The estimate accuracy report (docs/accuracy.md) over the jobs whose
+        `sched` notes `cred` may read. since: only jobs that started (or left
+        without starting) at or after this time (seconds since the epoch);
+        queue: only that queue; by: "queue" or "user" (adds "by_user"); jobs:
+        add the per-job records; histogram: add {"edges", "counts"} of the
+        last estimate's error (the live views)."""
+        if self._t0 is not None:
+            self._tick()
+        self._count("accuracy")
+        _check_cred(cred)
+        self._guest_rate(cred)
+        try:
+            if since is not None and (
+                isinstance(since, bool) or not isinstance(since, (int, float))
+                or not math.isfinite(since)
+            ):
+                raise error(EINVAL, f"since must be a time in seconds since the epoch, not {since!r}")
+            if queue is not None and (not isinstance(queue, str) or not queue):
+                raise error(EINVAL, f"queue must be a non-empty string, not {queue!r}")
+            if by not in ("queue", "user"):
+                raise error(EINVAL, f"by must be 'queue' or 'user', not {by!r}")
+            for name, flag in (("jobs", jobs), ("histogram", histogram)):
+                if type(flag) is not bool:
+                    raise error(EINVAL, f"{name} must be true or false, not {flag!r}")
+        except AnnotError as exc:
+            raise self._reject("invalid", exc) from None
+        visible = None
+        reader = None  # whose view: None, everything
+        if not cred.owner and "all" not in self.config.rules("sched").read:
+            me = reader = cred.userid
+
+            def visible(_jobid: int, userid: int) -> bool:
+                return userid == me
+
+        acc = self.estimates
+        # The same question while nothing changed gets the same answer; and
+        # when the histories are large, an answer is reused for ten times
+        # what it took to compute (the live views ask after every start).
+        key = (reader, since, queue, by, jobs, histogram)
+        now = _monotonic()
+        hit = self._acc_answers.get(key)
+        if hit is not None and (hit[1] == acc.version or now < hit[0]):
+            return copy.deepcopy(hit[2])
+        out = acc.report(self._userid_of, visible, since=since, queue=queue, by=by, jobs=jobs)
+        if histogram:
+            out["histogram"] = _histogram(acc.last_errors(self._userid_of, visible))
+        if not jobs:  # the per-job records are not kept (large)
+            if len(self._acc_answers) >= 64:
+                self._acc_answers.clear()
+            self._acc_answers[key] = (now + 10 * (_monotonic() - now), acc.version, out)
+            return copy.deepcopy(out)
+        return out
 
 
 def _malformed(id: object, typ: object, ann: object) -> AnnotError:

@@ -29,6 +29,9 @@ the batch's transaction, so a restart reads one row per job instead of the
 whole eventlog (schema 2; a schema-1 file, from before any release, is
 refused rather than migrated). Schema 3 keys the eventlog by (seq, idx)
 (see _MIGRATE_2); a schema-2 file is migrated in one transaction at open.
+Schema 4 adds `estimate_log(seq, records)` and `estimate_queue(id, queue)`,
+the jobs' estimate histories (docs/accuracy.md; see _ESTIMATES); a schema-3
+file gets the tables, empty, at open.
 
 Job ids are unsigned 64-bit; SQLite integers are signed, so an id >= 2**63
 is stored as id - 2**64 (two's complement) and converted back on read.
@@ -116,7 +119,7 @@ def _take_lock(path):
     return fd
 
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x464C5841  # "FLXA"
 
 _EVENTLOG = """
@@ -129,6 +132,26 @@ CREATE TABLE %s (
     context TEXT NOT NULL,
     PRIMARY KEY (seq, idx)
 ) WITHOUT ROWID;
+"""
+
+# Schema 4: the estimate histories (docs/accuracy.md). `estimate_log`: per
+# batch that changed any, one row holding those jobs' whole records in the
+# C core's form (fa_hist_dump: id, start, ended, n, kept, the kept pairs
+# (t_estimate, at) as doubles); a later record of a job replaces an earlier
+# one. One row a batch, not a row a job: the scheduler's notes change
+# thousands of estimates a second, and a row per job cost the loop more
+# than recording them. Compacted (every record in one row, older rows
+# deleted) at start and when the log outgrows the records
+# (`compact_estimates`). `estimate_queue`: the jobs' `sched.queue`.
+_ESTIMATES = """
+CREATE TABLE estimate_log (
+    seq INTEGER PRIMARY KEY,
+    records BLOB NOT NULL
+);
+CREATE TABLE estimate_queue (
+    id INTEGER PRIMARY KEY,
+    queue TEXT NOT NULL
+);
 """
 
 _SCHEMA = """
@@ -148,9 +171,11 @@ CREATE TABLE meta (
     value INTEGER NOT NULL
 );
 INSERT INTO meta (key, value) VALUES ('last_seq', 0);
-"""
+""" + _ESTIMATES
 
-_EXPECTED_TABLES = {"jobs", "eventlog", "meta"}
+_EXPECTED_TABLES_3 = {"jobs", "eventlog", "meta"}
+
+_EXPECTED_TABLES = {"jobs", "eventlog", "meta", "estimate_log", "estimate_queue"}
 
 # Schema 2 -> 3: the eventlog keyed by (seq, idx) instead of (id, seq, idx).
 # A batch's entries then go to the end of the table (a few pages per
@@ -165,6 +190,8 @@ ALTER TABLE eventlog3 RENAME TO eventlog;
 PRAGMA user_version=3;
 COMMIT;
 """
+# Schema 3 -> 4: the estimate tables, empty (the histories start now).
+_MIGRATE_3 = "BEGIN IMMEDIATE;" + _ESTIMATES + "PRAGMA user_version=4;\nCOMMIT;\n"
 
 _TREE_NAMES = frozenset(_replay.TREE_NAMES)
 STATE_CODES = _replay.STATE_CODES
@@ -278,8 +305,10 @@ class Store:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={synchronous}")
-            if self._migrate:
+            if self._migrate == 2:
                 db.executescript(_MIGRATE_2)
+            if self._migrate in (2, 3):
+                db.executescript(_MIGRATE_3)
             if self._fresh:
                 db.executescript(
                     "BEGIN;"
@@ -329,7 +358,7 @@ class Store:
         except sqlite3.DatabaseError as exc:
             db.close()
             raise self._corrupt(exc) from None
-        self._migrate = False
+        self._migrate = 0  # the schema to migrate from (done in _open), 0: none
         if not tables and version == 0 and app_id == 0:
             self._fresh = True
             return db
@@ -347,8 +376,8 @@ class Store:
                 f"{self.path}: store was written by a newer flux-annot "
                 f"(schema {version}, this version reads up to {SCHEMA_VERSION})",
             )
-        if version == 2 and _EXPECTED_TABLES <= tables:
-            self._migrate = True  # done once the file is known to be ours (_open)
+        if version in (2, 3) and _EXPECTED_TABLES_3 <= tables:
+            self._migrate = version  # done once the file is known to be ours (_open)
             return db
         if 1 <= version < SCHEMA_VERSION:
             db.close()
@@ -356,7 +385,7 @@ class Store:
                 EINVAL,
                 f"{self.path}: store was written by an older development version of "
                 f"flux-annot (schema {version}, this version reads schema {SCHEMA_VERSION}, migrates "
-                f"schema 2, and does not migrate schema {version})",
+                f"schemas 2 and 3, and does not migrate schema {version})",
             )
         if version < 1 or not _EXPECTED_TABLES <= tables:
             db.close()
@@ -368,7 +397,7 @@ class Store:
     def last_seq(self):
         return self._last_seq
 
-    def write_batch(self, seq, entries, jobs, known=None, first_seq=None):
+    def write_batch(self, seq, entries, jobs, known=None, first_seq=None, estimates=None):
         """Write one batch in one transaction; returns once committed.
 
         entries: [(jobid, name, context, timestamp), ...] in order; context a
@@ -381,7 +410,10 @@ class Store:
         nothing is written and the error is raised (the caller must not
         publish the batch). first_seq: this write also covers the seqs from
         first_seq on, batches that had nothing to write (published while
-        the store was failing); default seq.
+        the store was failing); default seq. estimates: (records, queues) of
+        the estimate histories changed (`accuracy.Accuracy.rows`): the
+        records' bytes become this batch's `estimate_log` row, the queues
+        [(jobid, queue)] replace the jobs' previous ones.
         """
         if (seq if first_seq is None else first_seq) != self._last_seq + 1 or (
             first_seq is not None and first_seq > seq
@@ -482,6 +514,18 @@ class Store:
                     "UPDATE jobs SET note=? WHERE id=?",
                     [(note, _to_db(jobid)) for jobid, note in notes.items()],
                 )
+            if estimates:
+                records, queues, compact = estimates
+                if compact:  # the records are all of them: the older log goes
+                    db.execute("DELETE FROM estimate_log")
+                if records:
+                    db.execute("INSERT OR REPLACE INTO estimate_log (seq, records) VALUES (?, ?)",
+                               (seq, records))
+                if queues:
+                    db.executemany(
+                        "INSERT OR REPLACE INTO estimate_queue (id, queue) VALUES (?, ?)",
+                        [(_to_db(j), q) for j, q in queues],
+                    )
             db.execute("UPDATE meta SET value=? WHERE key='last_seq'", (seq,))
             db.execute("COMMIT")
         except BaseException as exc:
@@ -547,6 +591,42 @@ class Store:
             "SELECT id, userid, t_submit, %s, tree, user_bytes FROM jobs ORDER BY id"
             % _STATE_CASE
         )
+
+    def estimate_dumps(self):
+        """The estimate log's records, oldest batch first: [bytes]."""
+        return [bytes(r[0]) for r in self._query("SELECT records FROM estimate_log ORDER BY seq")]
+
+    def estimate_queues(self):
+        """[(jobid, queue)] of the jobs with a `sched.queue`."""
+        return [(_from_db(i), q) for i, q in self._query("SELECT id, queue FROM estimate_queue")]
+
+    def estimate_log_bytes(self):
+        """(rows, bytes) of the estimate log."""
+        return tuple(self._query(
+            "SELECT COUNT(*), COALESCE(SUM(length(records)), 0) FROM estimate_log")[0])
+
+    def compact_estimates(self, records):
+        """Replace the whole estimate log by one row of every record (the
+        service's full dump), keyed by the last seq. One transaction; an
+        error leaves the log as it was (it is compacted another time)."""
+        try:
+            with self._db:
+                self._db.execute("DELETE FROM estimate_log")
+                if records:
+                    self._db.execute("INSERT INTO estimate_log (seq, records) VALUES (?, ?)",
+                                     (self._last_seq, records))
+        except sqlite3.Error:
+            pass
+
+    def estimates_bytes(self):
+        """Bytes of the file's pages holding the estimate histories (SQLite's
+        dbstat; the rows' own bytes where SQLite lacks it)."""
+        try:
+            return self._db.execute(
+                "SELECT SUM(pgsize) FROM dbstat WHERE name IN ('estimate_log', 'estimate_queue')"
+            ).fetchone()[0] or 0
+        except sqlite3.Error:
+            return self.estimate_log_bytes()[1]
 
     def notes(self):
         """{jobid: note} of the jobs with an exception note (few)."""

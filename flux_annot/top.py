@@ -33,6 +33,7 @@ import unicodedata
 
 from . import listing
 from .ids import JobID
+from .accuracy_table import summary_line
 from .live import LiveModel, LiveThread, decode_tree
 
 # Fits 80 columns: JOBID USER ST AHEAD T_ESTIMATE REASON RESOURCES MEMO.
@@ -386,6 +387,11 @@ class TopScreen:
         body_top = 3
         footer = lines - 1
         body_end = footer
+        if lines >= 6:  # the estimate accuracy line above the footer (docs/accuracy.md)
+            body_end = footer - 1
+            with self.view.model.lock:
+                acc = self.view.model.accuracy
+            self.put(body_end, clip(summary_line(acc), cols), curses.A_DIM)
         if self.detail:
             body_end = body_top + max(3, (footer - body_top) // 2)
         height = body_end - body_top
@@ -404,7 +410,7 @@ class TopScreen:
             self.put(body_end, "-" * cols, curses.A_DIM)
             info = self.view.job(self.selected) if self.selected is not None else None
             dl = detail_lines(self.selected, info) if self.selected is not None else ["(no job selected)"]
-            for i, y in enumerate(range(body_end + 1, footer)):
+            for i, y in enumerate(range(body_end + 1, footer - 1 if lines >= 6 else footer)):
                 self.put(y, dl[i] if i < len(dl) else "")
         if self.prompt is not None:
             self.put(footer, f"filter: {self.prompt}_", curses.A_BOLD)
@@ -579,7 +585,8 @@ def run_top(socket=None, fmt=None, states=None, all_users=False, give_up=60.0,
         fmt = listing.JobFormat(TOP_FORMAT)
     model = LiveModel()
     userid = None if all_users else os.getuid()
-    thread = LiveThread(model, socket, flux_uri=flux_uri, userid=userid, give_up=give_up).start()
+    thread = LiveThread(model, socket, flux_uri=flux_uri, userid=userid, give_up=give_up,
+                        accuracy=True).start()
     view = TopView(model, fmt, states)
     locale.setlocale(locale.LC_ALL, "")
     encoding = locale.nl_langinfo(locale.CODESET) or "ascii"

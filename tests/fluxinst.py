@@ -38,6 +38,42 @@ def flux_prefix():
     pytest.skip(why)
 
 
+FLUXION = os.environ.get("FLUX_ANNOT_TEST_FLUXION_PREFIX")
+_FLUXION_MODULES = ("sched-fluxion-resource.so", "sched-fluxion-qmanager.so")
+
+
+def fluxion_prefix():
+    """The Fluxion (flux-sched) prefix, or skip (fail in CI) saying what is missing."""
+    mods = os.path.join(FLUXION or "", "lib", "flux", "modules")
+    if FLUXION and all(os.path.exists(os.path.join(mods, m)) for m in _FLUXION_MODULES):
+        return FLUXION
+    why = (
+        "needs Fluxion: set FLUX_ANNOT_TEST_FLUXION_PREFIX to a flux-sched install prefix "
+        "(.ci/run builds one)" + (f" (no Fluxion modules in {mods})" if FLUXION else "")
+    )
+    if os.environ.get("CI"):
+        pytest.fail(why)
+    pytest.skip(why)
+
+
+def resource_toml(cores):
+    """A resource.toml declaring `cores` cores on this host (flux-config-resource(5))."""
+    import socket
+
+    return (
+        "[resource]\nnoverify = true\n\n[[resource.config]]\n"
+        f'hosts = "{socket.gethostname()}"\ncores = "0-{cores - 1}"\n'
+    )
+
+
+def load_fluxion(inst, fluxion, policy="conservative"):
+    """Replace sched-simple by Fluxion in `inst` (its README's recipe)."""
+    mods = os.path.join(fluxion, "lib", "flux", "modules")
+    inst.flux("module", "remove", "sched-simple")
+    inst.flux("module", "load", os.path.join(mods, _FLUXION_MODULES[0]))
+    inst.flux("module", "load", os.path.join(mods, _FLUXION_MODULES[1]), f"queue-policy={policy}")
+
+
 def flux_pythonpath(prefix):
     lib = os.path.join(prefix, "lib", "flux")
     found = sorted(d for d in os.listdir(lib) if d.startswith("python3"))
@@ -61,10 +97,13 @@ class FluxInstance:
     own, so that a restart in the same directory keeps the URI. With
     `access_guests`, other uids may connect to every rank's broker."""
 
-    def __init__(self, prefix, rundir=None, access_guests=False, size=1):
+    def __init__(self, prefix, rundir=None, access_guests=False, size=1, config_files=None):
+        """config_files: {name: TOML text} for the instance's config folder
+        (e.g. resource.toml declaring cores, flux-config-resource(5))."""
         self.prefix = prefix
         self.size = size
         self.access_guests = access_guests
+        self.config_files = dict(config_files or {})
         self.base = tempfile.mkdtemp(prefix="fa-flux-", dir="/tmp")
         os.chmod(self.base, 0o755)
         self.rundir = rundir or os.path.join(self.base, "run")
@@ -89,11 +128,15 @@ class FluxInstance:
             "-c",
             "flux getattr broker.pid; read x",
         ]
+        files = dict(self.config_files)
         if self.access_guests:  # other uids may connect (flux-config-access(5))
+            files["access.toml"] = "[access]\nallow-guest-user = true\nallow-root-owner = true\n"
+        if files:
             conf = os.path.join(self.base, "conf")
             os.makedirs(conf, exist_ok=True)
-            with open(os.path.join(conf, "access.toml"), "w") as f:
-                f.write("[access]\nallow-guest-user = true\nallow-root-owner = true\n")
+            for name, text in files.items():
+                with open(os.path.join(conf, name), "w") as f:
+                    f.write(text)
             cmd[5:5] = [f"--config-path={conf}"]
         self.proc = subprocess.Popen(
             cmd,
@@ -180,7 +223,8 @@ def submit(inst, *args):
 class Mirror:
     """`flux-annotate serve --flux-uri URI` on a socket guests can reach."""
 
-    def __init__(self, inst, store, extra=()):
+    def __init__(self, inst, store, extra=(), config=None):
+        """config: TOML text for `serve --config` (None: the defaults)."""
         self.inst = inst
         self.extra = list(extra)  # more `serve` options (--metrics ...)
         self.dir = tempfile.mkdtemp(prefix="fa-msock-", dir="/tmp")
@@ -188,6 +232,11 @@ class Mirror:
         self.socket = os.path.join(self.dir, "run", "socket")
         self.store = str(store)
         self.proc = None
+        self.config = None
+        if config is not None:
+            self.config = os.path.join(self.dir, "config.toml")
+            with open(self.config, "w") as f:
+                f.write(config)
         self.env = dict(inst.env)
         pp = flux_pythonpath(inst.prefix)
         self.env["PYTHONPATH"] = pp + os.pathsep + self.env.get("PYTHONPATH", "")
@@ -205,7 +254,7 @@ class Mirror:
             "--store",
             self.store,
             *self.extra,
-        ]
+        ] + (["--config", self.config] if self.config else [])
         self.log = os.path.join(self.dir, "serve.log")  # a file: a full pipe would block it
         with open(self.log, "wb") as log:  # a new log for each start
             self.proc = subprocess.Popen(

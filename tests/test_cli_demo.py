@@ -33,10 +33,35 @@ def test_run_demo_plain_output_ends_and_notes_clear():
     text = out.getvalue()
     assert "insufficient resources" in text and "rank0/core" in text
     assert "8 of 8 jobs finished" in text
-    final = text.split("\n\n")[-2].splitlines()  # [time] what changed, then the listing
+    blocks = text.split("\n\n")
+    final = next(b for b in blocks if "all jobs are inactive" in b).splitlines()
     assert final[1].split()[:3] == ["JOBID", "USER", "STATE"]
     assert len(final) == 2 + 8
     assert all(" INACTIVE " in line + " " for line in final[2:])
+    # it ends with the accuracy table of its scheduler's estimates: every
+    # job that waited had one (the jobs that started at once had none)
+    head = next(i for i, b in enumerate(blocks) if b.startswith("Estimate accuracy: "))
+    n = int(blocks[head].split()[2])
+    assert 1 <= n < 8
+    rows = {line.split()[0]: line.split() for line in blocks[head + 1].splitlines()[1:]}
+    assert int(rows["first"][1]) == int(rows["last"][1]) == n
+    assert blocks[head + 2].splitlines()[1].split()[:2] == ["default", str(n)]
+
+
+def test_demo_accuracy_is_in_simulated_time():
+    """The service runs on the demo's clock: each started job's start is
+    the simulated time of its allocation, its estimates simulated times."""
+    d = Demo(8, 2, seed=2, out=io.StringIO())
+    d.submit_all()
+    while not d.done():
+        d.cycle(20.0)
+    r = d.svc.accuracy(d.owner, jobs=True)
+    by_id = {j.id: j for j in d.jobs}
+    assert r["jobs"] and r["jobs_started"] == len(r["jobs"])
+    for rec in r["jobs"]:
+        assert rec["start"] == by_id[rec["id"]].start
+        assert d.t0 < rec["first"]["at"] <= rec["last"]["at"] < rec["start"]
+    d.svc.close()
 
 
 def test_demo_cycle_annotates_pending_jobs_then_clears_at_allocation():

@@ -243,3 +243,18 @@ def test_a_subclass_with_its_own_transport_gets_every_call_through_it():
         assert a.sent == _EXPECTED
 
     asyncio.run(main())
+
+
+def test_bad_text_is_refused_with_one_sentence_whatever_the_transport(server):
+    with Client(server.path) as sock:
+        c = _Recording()
+        for call in (lambda x: x.memo(1, "{bad json"), lambda x: x.annotate(1, b"[" * 600),
+                     lambda x: x.annotate(1, '{"a": NaN}'), lambda x: x.memo(1, '{"a": 1} x')):
+            errs = []
+            for client in (sock, c):
+                with pytest.raises(AnnotError) as ei:
+                    call(client)
+                errs.append((ei.value.errno, str(ei.value)))
+            assert errs[0] == errs[1] and errs[0][0] == errno.EINVAL
+        assert c.sent == []  # nothing went out
+        assert str(ei.value) == "memo: invalid JSON at byte 9: trailing data after the value"

@@ -3,6 +3,7 @@ never a crash (RecursionError, AttributeError, ...) or a hang."""
 
 import asyncio
 import errno
+import json
 import os
 import socket
 import struct
@@ -155,3 +156,33 @@ def test_a_broken_reply_after_a_good_one_breaks_the_connection():
                 assert ei.value.errno == errno.EPROTO and "not a JSON object" in str(ei.value)
     finally:
         fake.close()
+
+
+class ChunkedService(FakeService):
+    """Answers with its replies in pieces of 64 KiB."""
+
+    def answer(self, conn):
+        data = b"".join(struct.pack(">I", len(b)) + b for b in self.body)
+        for i in range(0, len(data), 65536):
+            conn.sendall(data[i : i + 65536])
+
+
+def test_a_large_reply_in_many_reads_is_read_whole():
+    jobs = [{"id": i, "userid": 1, "state": "SCHED", "annotations": {"sched": {"x": "y" * 50}}}
+            for i in range(40000)]
+    body = json.dumps({"matchtag": 1, "errnum": 0, "payload": {"jobs": jobs}}).encode()
+    assert len(body) > 3_000_000
+    for client in ("sync", "async"):
+        fake = ChunkedService([body])
+        try:
+            if client == "sync":
+                with Client(fake.path, timeout=10) as c:
+                    assert c.list() == jobs
+            else:
+                async def main():
+                    async with AsyncClient(fake.path) as c:
+                        return await asyncio.wait_for(c.list(), 10)
+
+                assert asyncio.run(main()) == jobs
+        finally:
+            fake.close()

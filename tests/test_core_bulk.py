@@ -1,6 +1,7 @@
-"""JobTable.annotate_many's two C paths: NUL-joined patches (the common
-case) and exact offsets (when a patch itself holds a NUL byte). A user
-sees the same results and errors either way."""
+"""JobTable.annotate_many hands its list of bytes to C where they lie
+(flux_annot._bulk, in chunks of 256), and converts the list first when an
+item is not bytes. A user sees the same results and errors as one
+`annotate` call per patch, whatever the patches are given as."""
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_nul_inside_a_patch_fails_at_its_own_index_and_changes_nothing_after():
     assert len(t) == 1
 
 
-def test_nul_joined_path_matches_per_call_results():
+def test_bulk_matches_per_call_results():
     patches = [b'{"s":{"t":%d,"r":"x"}}' % i for i in range(50)] + [b'{"s":{"t":null}}', b"{}"]
     ids = [i % 7 for i in range(len(patches))]
     bulk, single = JobTable(), JobTable()
@@ -37,3 +38,41 @@ def test_empty_patch_in_the_middle_is_an_error_at_its_index():
         t.annotate_many([1, 2, 3], [b'{"a":1}', b"", b'{"a":3}'])
     assert ei.value.index == 1
     assert t.get(1) == b'{"a":1}' and t.get(3) is None
+
+
+def _one_by_one(ids, patches):
+    t = JobTable()
+    return t, sum(t.annotate(i, p) for i, p in zip(ids, patches))
+
+
+def test_a_bad_patch_past_the_first_chunk_fails_at_its_own_index():
+    patches = [b'{"n":%d}' % i for i in range(700)]
+    patches[600] = b'{"n":}'
+    ids = [i % 300 for i in range(700)]
+    t = JobTable()
+    with pytest.raises(AnnotValueError) as ei:
+        t.annotate_many(ids, patches)
+    assert ei.value.index == 600 and "patch 600" in str(ei.value)
+    want, _ = _one_by_one(ids[:600], patches[:600])
+    assert sorted(t.ids()) == sorted(want.ids()) == list(range(300))
+    assert all(t.get(i) == want.get(i) for i in range(300))  # 0..599 applied, nothing after
+
+
+def test_patches_not_all_bytes_are_converted_before_any_is_applied():
+    # the dict comes last: bytes before it must not be applied twice or lost
+    ids = list(range(600)) + [5]
+    patches = ([b'{"k":%d}' % i for i in range(300)]
+               + [bytearray(b'{"k":%d}' % i) for i in range(300, 600)] + [{"k": None, "z": 1}])
+    want, nwant = _one_by_one(ids, patches)
+    t = JobTable()
+    assert t.annotate_many(ids, tuple(patches)) == nwant == 601
+    assert all(t.get(i) == want.get(i) for i in range(600))
+    assert t.get(5) == b'{"z":1}'
+
+
+def test_a_bad_patch_among_converted_ones_fails_at_its_index_after_the_earlier_ones():
+    t = JobTable()
+    with pytest.raises(AnnotValueError) as ei:
+        t.annotate_many([1, 2, 3], [{"a": 1}, b'{"a":', '{"c":1}'])
+    assert ei.value.index == 1
+    assert t.get(1) == b'{"a":1}' and t.get(2) is None and t.get(3) is None

@@ -453,3 +453,52 @@ def test_js_snapshot_plus_deltas_equal_get(merge_page, before, after):
             sub.close()
     finally:
         svc.close()
+
+
+# --- estimate accuracy (docs/accuracy.md) ----------------------------------------
+
+
+def page_accuracy(browser):
+    """(summary text, [bar counts]) as the page shows them."""
+    return browser.execute_script(
+        "return [document.getElementById('accuracy-summary').textContent,"
+        " Array.from(document.querySelectorAll('#accuracy-hist .acc-bar'))"
+        "   .map(function (b) { return Number(b.dataset.count); })];")
+
+
+def test_accuracy_histogram_and_summary_follow_starts(browser, server):
+    """The page's histogram of the last estimate's error and its summary
+    equal the service's report, and move as more jobs start."""
+    from flux_annot.accuracy_table import duration
+
+    dash = DashboardProc(server.path).start()
+    try:
+        open_page(browser, dash)
+        with Client(server.path) as c:
+            t = time.time()
+            for i in range(1, 7):
+                c.submit(i, 0)
+                c.alloc_response(sched.annotate(i, t_estimate=t + 10 * i))
+            for i in (1, 2, 3):
+                c.alloc_response(sched.success(i))
+
+        def shown(n):
+            with Client(server.path) as c:
+                want = c.accuracy(histogram=True)
+            text, bars = page_accuracy(browser)
+            return (want["last"]["count"] == n and bars == want["histogram"]["counts"]
+                    and f"({n} jobs)" in text
+                    and f"bias {duration(want['last']['bias'])}" in text) and (text, bars)
+
+        text, bars = wait_for(lambda: shown(3), 30, what="the histogram of 3 starts")
+        assert sum(bars) == 3 and len(bars) == 20
+        with Client(server.path) as c:
+            c.alloc_response(sched.success(4))
+            c.alloc_response(sched.deny(5, "no"))
+        text, bars = wait_for(lambda: shown(4), 30, what="the histogram to follow a start")
+        assert sum(bars) == 4
+        assert browser.execute_script(
+            "return document.getElementById('accuracy-count').textContent;"
+        ) == "4 started, 1 never started"
+    finally:
+        dash.stop()

@@ -9,12 +9,13 @@ configuration. Each answer is compared with what the Unix socket gives.
 Needs $FLUX_ANNOT_TEST_FLUX_PREFIX (set by .ci/run; see tests/fluxinst.py).
 """
 
+import collections
 import errno
 import json
 import os
 import re
+import signal
 import struct
-import subprocess
 import sys
 import time
 
@@ -37,6 +38,11 @@ def inst():
     pp = flux_pythonpath(i.prefix)
     if pp not in sys.path:
         sys.path.insert(0, pp)  # Flux's bindings, for the raw RPCs of the tests
+    # imported here, before any test forks a guest: uid 65534 cannot read
+    # this Python's site-packages (the bindings' yaml, cffi)
+    import flux  # noqa: F401
+    import flux.constants  # noqa: F401
+    import flux.core.inner  # noqa: F401
     yield i
     i.cleanup()
 
@@ -114,6 +120,18 @@ def test_reads_and_memo_through_the_broker_equal_the_socket(inst, mirror):
     assert rpc(inst.rank_uri(0), "annot.nope", {}) == ["err", errno.ENOSYS, "unknown topic 'annot.nope'"]
     st = rpc(inst.rank_uri(0), "annot.stats")[1]
     assert st["server"]["broker"]["registered"] and st["server"]["broker"]["uri"] == inst.uri
+    # one wake-up of the service's loop per request at most (none for the responses)
+    import flux
+
+    h = flux.Flux(inst.rank_uri(LEAF))
+    for _ in range(200):
+        h.rpc("annot.getattr", {"id": other}).get()
+    del h
+    st2 = rpc(inst.rank_uri(0), "annot.stats")[1]["server"]["broker"]
+    b1 = st["server"]["broker"]
+    # (a handle that goes away sends annot.disconnect: a message too)
+    messages = st2["requests"] - b1["requests"] + st2["disconnects"] - b1["disconnects"]
+    assert st2["wakeups"] - b1["wakeups"] <= messages
     for jobid in (held, other):
         inst.flux("cancel", str(jobid))
 
@@ -170,9 +188,10 @@ def test_the_guest_rate_holds_through_the_broker(inst, mirror):
 
         h = flux.Flux(uri)
         # pipelined: all sent first; job 1 is unknown (ENOENT once admitted)
-        futs = [h.rpc("annot.getattr", {"id": 1}) for _ in range(1000)]
+        futs = collections.deque(h.rpc("annot.getattr", {"id": 1}) for _ in range(1000))
         out = {"ok": 0, "eagain": 0, "other": []}
-        for f in futs:
+        while futs:
+            f = futs.popleft()  # dropped once read: a waited-on future holds an fd
             try:
                 f.get()
                 out["other"].append("a reply")
@@ -267,43 +286,53 @@ def test_hostile_payloads_get_what_the_socket_gives_and_the_service_serves_on(in
     assert mirror.proc.poll() is None
 
 
-_STREAM = r"""
-import json, sys
-import flux
-from flux.constants import FLUX_RPC_STREAMING
-h = flux.Flux(sys.argv[1])
-f = h.rpc("annot.events", {"snapshot": True}, flags=FLUX_RPC_STREAMING)
-while True:
-    try:
-        p = f.get()
-    except OSError as e:
-        print(json.dumps({"errnum": e.errno, "errstr": e.strerror}), flush=True)
-        break
-    f.reset()
-    print(json.dumps(p), flush=True)
-"""
-
-
 class Stream:
-    """A streaming `annot.events` client in a process of its own (so its
-    end is a real client going away), printing each response as a line."""
+    """A streaming `annot.events` client in a process of its own (forked: so
+    its end is a real client going away; `uid`: as that user), writing each
+    response as a JSON line to a pipe."""
 
-    def __init__(self, inst, uri):
-        env = dict(inst.env)
-        env["PYTHONPATH"] = flux_pythonpath(inst.prefix)
-        self.proc = subprocess.Popen([sys.executable, "-c", _STREAM, uri], env=env,
-                                     stdout=subprocess.PIPE, text=True)
+    def __init__(self, inst, uri, uid=None):
+        flux_pythonpath(inst.prefix)  # the bindings are on sys.path (the inst fixture)
+        r, w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: never returns into pytest
+            try:
+                os.close(r)
+                if uid is not None:
+                    os.setgroups([])
+                    os.setgid(uid)
+                    os.setuid(uid)
+                import flux
+                from flux.constants import FLUX_RPC_STREAMING
+
+                h = flux.Flux(uri)
+                f = h.rpc("annot.events", {"snapshot": True}, flags=FLUX_RPC_STREAMING)
+                while True:
+                    try:
+                        line = json.dumps(f.get())
+                    except OSError as e:
+                        os.write(w, (json.dumps({"errnum": e.errno}) + "\n").encode())
+                        break
+                    f.reset()
+                    os.write(w, (line + "\n").encode())
+            finally:
+                os._exit(0)
+        os.close(w)
+        self.out = os.fdopen(r)
 
     def next(self, timeout=30):
         import select
 
-        if not select.select([self.proc.stdout], [], [], timeout)[0]:
+        if not select.select([self.out], [], [], timeout)[0]:
             pytest.fail("no response on the stream")
-        return json.loads(self.proc.stdout.readline())
+        line = self.out.readline()
+        assert line, "the stream's process ended"
+        return json.loads(line)
 
     def kill(self):
-        self.proc.kill()
-        self.proc.wait()
+        os.kill(self.pid, signal.SIGKILL)
+        os.waitpid(self.pid, 0)
+        self.out.close()
 
 
 def subscribers(mirror):
@@ -330,6 +359,30 @@ def test_events_through_the_broker_and_a_disconnect_forgets_the_stream(inst, mir
     wait_for("the service to forget the stream", lambda: subscribers(mirror) == before, 20)
     assert rpc(inst.rank_uri(0), "annot.stats")[1]["server"]["broker"]["disconnects"] >= 1
     inst.flux("cancel", str(jobid))
+
+
+@needs_root
+def test_a_guests_stream_never_carries_what_it_may_not_read(inst, mirror):
+    noted = submit(inst, "--urgency=0", "sleep", "300")
+    inst.flux("job", "memo", str(noted), "secret=before")
+    wait_for("the memo in the mirror",
+             lambda: (sock(mirror, lambda c: c.get(noted))[1]["annotations"] or {}).get("user"))
+    s = Stream(inst, inst.rank_uri(LEAF), uid=NOBODY)
+    try:
+        snap = s.next()
+        assert snap["snapshot"] is True
+        seen = {j["id"]: j for j in snap["jobs"]}
+        assert seen[noted]["annotations"] is None  # the owner's `user` is not in it
+        inst.flux("job", "memo", str(noted), "secret=after")  # invisible to the guest
+        inst.flux("cancel", str(noted))  # a transition: everyone sees it
+        batches = []
+        while not any(t[0] == noted and t[1] == "INACTIVE"
+                      for b in batches for t in b.get("transitions", [])):
+            batches.append(s.next())
+        text = json.dumps(batches)
+        assert "secret" not in text and '"user"' not in text
+    finally:
+        s.kill()
 
 
 def test_a_stream_since_a_seq_and_one_too_old(inst, mirror):
@@ -380,6 +433,35 @@ def test_a_canceled_stream_ends_with_enodata(inst, mirror):
         f.get()
     assert ei.value.errno == errno.ENODATA
     assert subscribers(mirror) == before
+    del h
+
+
+def test_the_transport_watches_the_connectors_socket(inst):
+    """The broker transport waits on the local connector's socket itself
+    (found among the registrations of the handle's pollfd), which wakes the
+    loop once per request, not once more per response; anything else falls
+    back to the pollfd."""
+    import socket as _socket
+
+    import flux
+    from flux.core.inner import lib
+
+    from flux_annot.broker_server import _connector_socket
+
+    h = flux.Flux(inst.uri)
+    fd = _connector_socket(lib.flux_pollfd(h.handle))
+    assert fd is not None
+    s = _socket.socket(fileno=os.dup(fd))
+    try:
+        assert s.family == _socket.AF_UNIX and s.getpeername() == inst.uri[len("local://"):]
+    finally:
+        s.close()
+    r, w = os.pipe()
+    try:
+        assert _connector_socket(r) is None  # not an epoll set
+    finally:
+        os.close(r)
+        os.close(w)
     del h
 
 

@@ -61,7 +61,7 @@ def test_a_mirrors_metrics_follow_its_flux_instance(tmp_path):
         assert value(snap, "flux_annot_requests_total", topic="job-manager.getattr") == 0
         assert value(snap, "flux_annot_requests_total", topic="job-manager.stats") >= 1  # ours
         names = {re.sub(r"_(bucket|count|sum|total)$", "", n) for n, _ in snap}
-        standalone, mirror = documented_metrics()
+        standalone, mirror, _accuracy = documented_metrics()
         for name in standalone | mirror | rule_metrics():
             assert re.sub(r"_total$", "", name) in names, name
         # the broker dies: the series says so, one log line

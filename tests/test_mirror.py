@@ -2,6 +2,7 @@
 from a real Flux instance (tests/data/flux_journal_*.jsonl, see
 tests/data/README.md) and by hand-made journal responses."""
 
+import contextlib
 import errno
 import json
 import os
@@ -501,18 +502,16 @@ def test_serve_flux_without_the_bindings_says_what_is_missing(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
-def test_the_socket_server_of_a_mirror(tmp_path):
-    """MirrorServer with a recorded journal: the source wakes the loop, a
-    memo is answered once back, what Flux owns is EPERM on the wire."""
+@contextlib.contextmanager
+def mirror_server(tmp_path, svc):
+    """A MirrorServer of `svc` on a socket in tmp_path, on its own thread
+    and loop; yields the socket path."""
     import asyncio
     import threading
 
-    from flux_annot.client import Client
     from flux_annot.mirror_server import MirrorServer
     from flux_annot.server import serve
 
-    src = ListSource(guest_journal())
-    svc = MirrorService(src)
     path = str(tmp_path / "s")
     started = threading.Event()
     holder = {}
@@ -536,34 +535,74 @@ def test_the_socket_server_of_a_mirror(tmp_path):
     t.start()
     assert started.wait(30)
     try:
-        with Client(path) as c:
-            deadline = time.monotonic() + 30
-            while not c.stats()["flux"]["synced"] and time.monotonic() < deadline:
-                time.sleep(0.01)
-            c.memo(1 << 24, {"k": 1})
-            assert c.get(1 << 24)["annotations"] == {"user": {"k": 1}}
-            c.annotate(1 << 24, {"user": {"k": None, "n": 2}})
-            assert c.get(1 << 24)["annotations"] == {"user": {"n": 2}}
-            for call in (
-                lambda: c.submit(7, 0),
-                lambda: c.state(1 << 24, "INACTIVE"),
-                lambda: c.annotate(1 << 24, {"sched": {"x": 1}}),
-            ):
-                with pytest.raises(AnnotError) as exc:
-                    call()
-                assert exc.value.errno == errno.EPERM and "Flux instance owns" in str(exc.value)
-            with pytest.raises(AnnotError) as exc:
-                c.memo(3 << 24, {"x": 1})
-            assert exc.value.errno == errno.ENOENT
-            # A live event pushed by the source reaches a subscriber.
-            events = c.events(topics=["job-state"])
-            src.push({"id": 2 << 24, "events": [{"timestamp": 99.0, "name": "depend"}]})
-            batch = next(iter(events))
-            assert batch["transitions"] == [[2 << 24, "PRIORITY", 99.0]]
-        assert len(src.sent) == 2
+        yield path
     finally:
         holder["loop"].call_soon_threadsafe(holder["stop"].set)
         t.join(30)
+
+
+def test_the_socket_server_of_a_mirror(tmp_path):
+    """MirrorServer with a recorded journal: the source wakes the loop, a
+    memo is answered once back, what Flux owns is EPERM on the wire."""
+    from flux_annot.client import Client
+
+    src = ListSource(guest_journal())
+    svc = MirrorService(src)
+    with mirror_server(tmp_path, svc) as path, Client(path) as c:
+        deadline = time.monotonic() + 30
+        while not c.stats()["flux"]["synced"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        c.memo(1 << 24, {"k": 1})
+        assert c.get(1 << 24)["annotations"] == {"user": {"k": 1}}
+        c.annotate(1 << 24, {"user": {"k": None, "n": 2}})
+        assert c.get(1 << 24)["annotations"] == {"user": {"n": 2}}
+        for call in (
+            lambda: c.submit(7, 0),
+            lambda: c.state(1 << 24, "INACTIVE"),
+            lambda: c.annotate(1 << 24, {"sched": {"x": 1}}),
+        ):
+            with pytest.raises(AnnotError) as exc:
+                call()
+            assert exc.value.errno == errno.EPERM and "Flux instance owns" in str(exc.value)
+        with pytest.raises(AnnotError) as exc:
+            c.memo(3 << 24, {"x": 1})
+        assert exc.value.errno == errno.ENOENT
+        # A live event pushed by the source reaches a subscriber.
+        events = c.events(topics=["job-state"])
+        src.push({"id": 2 << 24, "events": [{"timestamp": 99.0, "name": "depend"}]})
+        batch = next(iter(events))
+        assert batch["transitions"] == [[2 << 24, "PRIORITY", 99.0]]
+    assert len(src.sent) == 2
+
+
+def test_a_burst_of_journal_events_is_published_in_slices_in_order(tmp_path):
+    """A burst the source queued all at once: the server applies it a
+    slice at a time (PUMP_ITEMS journal responses), each slice's batch
+    published before the next is applied, every job in journal order."""
+    from flux_annot.client import Client
+    from flux_annot.mirror_server import PUMP_ITEMS
+
+    src = ListSource(guest_journal())
+    svc = MirrorService(src, batch_window=0)
+    n = 2 * PUMP_ITEMS + 5
+    with mirror_server(tmp_path, svc) as path, Client(path) as c:
+        deadline = time.monotonic() + 30
+        while not c.stats()["flux"]["synced"] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        events = iter(c.events(topics=["job-state"], snapshot=True))
+        assert next(events)["snapshot"] is True  # subscribed
+        with src._cond:  # the loop's poll waits until all n are queued
+            for i in range(n):
+                src.push({"id": (10 + i) << 24, "events": [
+                    {"timestamp": 100.0 + i, "name": "submit", "context": {"userid": 0}}]})
+        seen, sizes = [], []
+        for batch in events:
+            sizes.append(len(batch["transitions"]))
+            seen.extend(jobid for jobid, _state, _ts in batch["transitions"])
+            if len(seen) >= n:
+                break
+    assert seen == [(10 + i) << 24 for i in range(n)]
+    assert max(sizes) <= PUMP_ITEMS and len(sizes) >= 3
 
 
 def test_a_memo_in_flight_when_flux_goes_away_is_answered():

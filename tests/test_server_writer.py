@@ -37,14 +37,14 @@ class GatedStore:
         self.seqs = []
         store.write_batch = self.write_batch
 
-    def write_batch(self, seq, entries, jobs, known=None):
+    def write_batch(self, seq, entries, jobs, known=None, **kw):
         self.threads.add(threading.current_thread().name)
         self.entered.set()
         assert self.gate.wait(20)
         if self.fail:
             self.fail -= 1
             raise AnnotError(EIO, "store write failed (test)")
-        self.real(seq, entries, jobs, known)
+        self.real(seq, entries, jobs, known, **kw)
         self.seqs.append(seq)
 
 

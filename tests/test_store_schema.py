@@ -1,5 +1,6 @@
-"""Schema 3 (the eventlog keyed by batch, appended per commit): a schema-2
-store is migrated at open, keeping every job, snapshot and entry."""
+"""Schema 3 (the eventlog keyed by batch, appended per commit) and 4 (the
+estimate histories): a schema-2 store is migrated at open, keeping every
+job, snapshot and entry (schema 3 -> 4: tests/test_accuracy.py)."""
 
 import json
 import sqlite3
@@ -49,7 +50,8 @@ def test_schema_2_store_is_migrated_with_everything_in_it(tmp_path):
     assert svc.flush() == 3  # seq goes on
     svc.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert db.execute("SELECT COUNT(*) FROM estimate_log").fetchone()[0] == 0
     cols = {r[1]: r[5] for r in db.execute("PRAGMA table_info(eventlog)")}  # name -> pk rank
     assert (cols["seq"], cols["idx"], cols["id"]) == (1, 2, 0)
     db.close()

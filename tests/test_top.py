@@ -93,7 +93,7 @@ def table(lines):
     """The job rows on the screen: between the heading and the first empty
     line, the detail pane's rule or the footer (the last line)."""
     out = []
-    for line in lines[3:-1]:
+    for line in lines[3:-2]:  # the last two: the accuracy line and the footer
         if not line.strip() or line.startswith("---"):
             break
         out.append(line.rstrip())
@@ -209,13 +209,14 @@ def test_resize_shows_more_rows(service, term):
     for i in range(1, 41):
         cli(sock, "submit", str(i))
     term.start(sock, "-o", FMT)
-    lines = term.wait(lambda ls: len(table(ls)) == 24 - 4, "a full 80x24 screen")
+    # rows: the height less the header (3 lines), the accuracy line and the footer
+    lines = term.wait(lambda ls: len(table(ls)) == 24 - 5, "a full 80x24 screen")
     assert len(lines[0]) <= 80
     term.tmux("resize-window", "-t", "t", "-x", "100", "-y", "40")
-    lines = term.wait(lambda ls: len(table(ls)) == 40 - 4, "more rows after the resize")
-    assert table(lines) == listed(sock)[: 40 - 4]
+    lines = term.wait(lambda ls: len(table(ls)) == 40 - 5, "more rows after the resize")
+    assert table(lines) == listed(sock)[: 40 - 5]
     term.tmux("resize-window", "-t", "t", "-x", "60", "-y", "10")
-    lines = term.wait(lambda ls: len(table(ls)) == 10 - 4, "fewer rows after the resize")
+    lines = term.wait(lambda ls: len(table(ls)) == 10 - 5, "fewer rows after the resize")
     assert all(len(line) <= 60 for line in lines)
 
 
@@ -293,3 +294,31 @@ def test_top_needs_a_terminal(service):
                        env=dict(os.environ, FLUX_ANNOT_SOCKET=service.path))
     assert r.returncode == 2
     assert "top needs a terminal" in r.stderr
+
+
+def test_accuracy_line_follows_starts(service, term):
+    """The line above the footer is the estimate accuracy summary
+    (docs/accuracy.md), the one `stats` carries, updated as jobs start."""
+    import json
+
+    from flux_annot.accuracy_table import summary_line
+
+    sock = service.path
+    now = time.time()
+    for i in (201, 202, 203):
+        cli(sock, "submit", str(i))
+        cli(sock, "sched", str(i), f"t_estimate={now + 30 * (i - 200)}")
+    term.start(sock, "-A")
+    term.wait(lambda ls: ls[-2].rstrip() == "accuracy: 0 started, 0 never", "the empty accuracy line")
+    cli(sock, "alloc", "201")
+    cli(sock, "alloc", "202")
+
+    def matches(ls):
+        st = json.loads(cli(sock, "stats"))["accuracy"]
+        return st["jobs_started"] == 2 and ls[-2].rstrip() == summary_line(st)
+
+    lines = term.wait(matches, "the accuracy line of two starts")
+    assert lines[-2].startswith("accuracy: 2 started, 0 never; last: bias -")
+    cli(sock, "deny", "203", "no")
+    term.wait(lambda ls: ls[-2].startswith("accuracy: 2 started, 1 never; last: bias -"),
+              "a denied job counted")

@@ -14,8 +14,8 @@
  * Every patch goes through every path, and all of them must agree:
  *   fa_merge (pure)  ==  fa_table_apply with FA_DRYRUN (nothing installed
  *   until fa_table_commit)  ==  fa_table_apply (direct)  ==
- *   fa_table_apply_many (all patches in one call)  ==  fa_table_apply_joined
- *   (the same, NUL-joined; one id too many is EINVAL at the missing one).
+ *   fa_table_apply_many (all patches in one call)  ==  fa_table_apply_spans
+ *   (the same, each patch its own span).
  * Errors: same errno everywhere, a sentence, the stored text untouched.
  * Then: diff(old, new) is 0 iff old == new, and merge(old, diff) == new
  * (both directions); the merged text is a canonical fixed point; fa_info
@@ -419,59 +419,34 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
         CHECK (nch == nchanged, "apply_many nchanged %zu, expected %zu", nch, nchanged);
         free (buf);
 
-        /* The same patches joined by NULs (valid when none holds a NUL:
-         * only the last segment can). */
-        if (!memchr (seg[nseg - 1], '\0', seglen[nseg - 1])) {
-            size_t jl = total + n - 1;
-            char *jb = malloc (jl ? jl : 1);
-            CHECK (jb != NULL, "out of memory");
-            for (size_t i = 0, o = 0; i < n; i++) {
-                if (seglen[i + 1])
-                    memcpy (jb + o, seg[i + 1], seglen[i + 1]);
-                o += seglen[i + 1];
-                if (i + 1 < n)
-                    jb[o++] = '\0';
-            }
-            fa_table *tj = fa_table_new ();
-            CHECK (tj != NULL, "fa_table_new failed");
-            if (start.n)
-                CHECK (fa_table_apply (tj, id, start.p, start.n, &wide, NULL, 0, 0, NULL)
-                           == 1,
-                       "installing the start tree failed");
-            nch = 12345;
-            failed = 12345;
-            rc = fa_table_apply_joined (tj, ids, jb, jl, n, &lim, &nch, &failed);
-            CHECK (rc == (first_bad == SIZE_MAX ? 0 : -1)
-                       && (rc == 0 || failed == first_bad) && nch == nchanged,
-                   "apply_joined returned %d failed %zu nchanged %zu", rc, failed, nch);
-            expect_text (tj, id, first_bad == SIZE_MAX ? &cur : &at_fail, "apply_joined");
-            /* One id more than there are patches: the n patches are applied
-             * again (as apply_many would: tk), then EINVAL at index n, the
-             * missing one; or the first of them that fails now. */
-            if (first_bad == SIZE_MAX && n < MAX_PATCHES) {
-                fa_table *tk = fa_table_new ();
-                size_t fk = 12345;
-                CHECK (tk != NULL, "fa_table_new failed");
-                if (cur.n)
-                    CHECK (fa_table_apply (tk, id, cur.p, cur.n, &wide, NULL, 0, 0, NULL)
-                               == 1,
-                           "installing the current tree failed");
-                int rk = fa_table_apply_joined (tk, ids, jb, jl, n, &lim, NULL, &fk);
-                ids[n] = id;
-                rc = fa_table_apply_joined (tj, ids, jb, jl, n + 1, &lim, NULL, &failed);
-                CHECK (rc == -1 && failed == (rk == 0 ? n : fk)
-                           && fa_ctx_errnum (fa_table_ctx (tj)) == EINVAL,
-                       "apply_joined with a missing patch returned %d failed %zu "
-                       "(expected %zu)",
-                       rc, failed, rk == 0 ? n : fk);
-                fz_buf want = table_text (tk, id);
-                expect_text (tj, id, &want, "apply_joined before the missing patch");
-                fz_free (&want);
-                fa_table_destroy (tk);
-            }
-            fa_table_destroy (tj);
-            free (jb);
+        /* The same patches as separate spans (annotate_many's list of
+         * bytes), each in an allocation of its exact size, for ASan. */
+        fa_span spans[MAX_PATCHES];
+        for (size_t i = 0; i < n; i++) {
+            char *c = malloc (seglen[i + 1] ? seglen[i + 1] : 1);
+            CHECK (c != NULL, "out of memory");
+            if (seglen[i + 1])
+                memcpy (c, seg[i + 1], seglen[i + 1]);
+            spans[i].p = c;
+            spans[i].n = seglen[i + 1];
         }
+        fa_table *ts = fa_table_new ();
+        CHECK (ts != NULL, "fa_table_new failed");
+        if (start.n)
+            CHECK (fa_table_apply (ts, id, start.p, start.n, &wide, NULL, 0, 0, NULL) == 1,
+                   "installing the start tree failed");
+        nch = 12345;
+        failed = 12345;
+        rc = fa_table_apply_spans (ts, ids, spans, n, &lim, &nch, &failed);
+        CHECK (rc == (first_bad == SIZE_MAX ? 0 : -1) && (rc == 0 || failed == first_bad)
+                   && nch == nchanged,
+               "apply_spans returned %d failed %zu nchanged %zu", rc, failed, nch);
+        if (rc < 0)
+            fz_check_error (fa_table_ctx (ts), "fa_table_apply_spans");
+        expect_text (ts, id, first_bad == SIZE_MAX ? &cur : &at_fail, "apply_spans");
+        fa_table_destroy (ts);
+        for (size_t i = 0; i < n; i++)
+            free ((void *)spans[i].p);
     }
 
     /* The batch of tb: one job (the fillers never changed). */

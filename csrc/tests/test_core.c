@@ -242,29 +242,33 @@ static void test_apply_many (void)
     fa_table_destroy (t);
 }
 
-/* fa_table_apply_joined: NUL-separated patches, stops at the bad one,
- * a missing segment is EINVAL at its index, n = 0 does nothing. */
-static void test_apply_joined (void)
+/* fa_table_apply_spans: each patch its own span (a NUL inside one is just
+ * a bad byte of that patch), stops at the bad one with the count so far,
+ * n = 0 does nothing. */
+static void test_apply_spans (void)
 {
     fa_table *t = fa_table_new ();
-    const char buf[] = "{\"a\":1}\0{\"a\":1}\0{\"b\":2}\0{bad}\0{\"c\":3}";
-    size_t len = sizeof (buf) - 1, nch = 0, fi = 99;
-    uint64_t ids[6] = {1, 1, 2, 3, 4, 5};
-    char *b = dup_exact (buf, len);
-    CHECK (fa_table_apply_joined (t, ids, b, 23, 3, &owner, &nch, &fi) == 0 && nch == 2);
+    const char *texts[5] = {"{\"a\":1}", "{\"a\":1}", "{\"b\":2}", "{\"c\":3}\0{}", "{\"d\":4}"};
+    size_t lens[5] = {7, 7, 7, 10, 7}, nch = 0, fi = 99;
+    uint64_t ids[5] = {1, 1, 2, 3, 4};
+    fa_span sp[5];
+    char *b[5];
+    for (int i = 0; i < 5; i++) {
+        b[i] = dup_exact (texts[i], lens[i]);
+        sp[i].p = b[i];
+        sp[i].n = lens[i];
+    }
+    CHECK (fa_table_apply_spans (t, ids, sp, 3, &owner, &nch, &fi) == 0 && nch == 2);
     CHECK (get_is (t, 1, "{\"a\":1}") && get_is (t, 2, "{\"b\":2}"));
-    CHECK (fa_table_apply_joined (t, ids, b, len, 5, &owner, &nch, &fi) == -1 && fi == 3);
+    CHECK (fa_table_apply_spans (t, ids + 1, sp + 1, 4, &owner, &nch, &fi) == -1 && fi == 2);
     CHECK (nch == 0 && fa_ctx_errnum (fa_table_ctx (t)) == EINVAL && get_is (t, 3, NULL)
            && get_is (t, 4, NULL));
-    /* two ids, one segment: it is applied, the second id has no patch */
-    CHECK (fa_table_apply_joined (t, ids + 3, b + 30, len - 30, 2, &owner, &nch, &fi) == -1
-           && fi == 1 && nch == 1 && fa_ctx_errnum (fa_table_ctx (t)) == EINVAL);
-    CHECK (strstr (fa_ctx_errmsg (fa_table_ctx (t)), "fewer patches") != NULL);
-    CHECK (get_is (t, 3, "{\"c\":3}") && get_is (t, 4, NULL));
-    CHECK (fa_table_apply_joined (t, ids, b, len, 0, &owner, NULL, NULL) == 0);
-    CHECK (fa_table_apply_joined (t, ids + 4, b + 30, len - 30, 1, &owner, &nch, NULL) == 0
-           && nch == 1 && get_is (t, 4, "{\"c\":3}"));
-    free (b);
+    sp[3].n = 7; /* without its NUL and what follows: a good patch */
+    CHECK (fa_table_apply_spans (t, ids + 3, sp + 3, 2, &owner, &nch, NULL) == 0 && nch == 2
+           && get_is (t, 3, "{\"c\":3}") && get_is (t, 4, "{\"d\":4}"));
+    CHECK (fa_table_apply_spans (t, ids, sp, 0, &owner, NULL, NULL) == 0);
+    for (int i = 0; i < 5; i++)
+        free (b[i]);
     fa_table_destroy (t);
 }
 
@@ -864,7 +868,7 @@ int main (void)
     test_merge_diff ();
     test_table_basic ();
     test_apply_many ();
-    test_apply_joined ();
+    test_apply_spans ();
     test_batches ();
     test_batch_cuts ();
     test_hash_stress ();

@@ -37,6 +37,7 @@
     snapshots: 0,
     forbidden: false,
     error: null, // the dashboard's last problem reaching the service
+    accuracy: null, // the estimate accuracy report with its histogram (docs/accuracy.md)
   };
   var filter = { user: "", text: "" };
   var renderTimer = null;
@@ -224,6 +225,10 @@
     });
     source.addEventListener("owners", function (ev) {
       applyOwners(JSON.parse(ev.data));
+      schedule();
+    });
+    source.addEventListener("accuracy", function (ev) {
+      S.accuracy = JSON.parse(ev.data);
       schedule();
     });
     source.addEventListener("status", function (ev) {
@@ -551,6 +556,56 @@
     $("updated").textContent = S.updated === null ? "\u2013" : clock(S.updated);
   }
 
+  // seconds, signed and short: "-4.0s", "+2m05s", "+1h02m" (as the CLI's table)
+  function dur(s) {
+    if (s === null || s === undefined) return "\u2013";
+    var sign = s < 0 ? "-" : "+";
+    var a = Math.abs(s);
+    if (a < 60) return sign + a.toFixed(1) + "s";
+    var r = Math.round(a);
+    if (a < 3600) return sign + Math.floor(r / 60) + "m" + pad2(r % 60) + "s";
+    if (a < 86400) return sign + Math.floor(r / 3600) + "h" + pad2(Math.floor(r / 60) % 60) + "m";
+    return sign + Math.floor(r / 86400) + "d" + pad2(Math.floor(r / 3600) % 24) + "h";
+  }
+
+  function renderAccuracy() {
+    var a = S.accuracy;
+    if (!a) return;
+    var last = a.last || {};
+    $("accuracy-count").textContent = a.jobs_started + " started, " + a.jobs_never_started + " never started";
+    $("accuracy-summary").textContent = last.count
+      ? "last estimate (" + last.count + " jobs): bias " + dur(last.bias) + ", median |error| " +
+        dur(last.median_abs).slice(1) + ", p90 |error| " + dur(last.p90_abs).slice(1) +
+        " \u00b7 first estimate: bias " + dur((a.first || {}).bias)
+      : "no job has started with an estimate yet";
+    var h = a.histogram || { edges: [], counts: [] };
+    var box = $("accuracy-hist");
+    var max = Math.max.apply(null, [1].concat(h.counts));
+    while (box.children.length > h.counts.length) box.removeChild(box.lastChild);
+    h.counts.forEach(function (n, i) {
+      var bar = box.children[i];
+      if (!bar) {
+        bar = document.createElement("div");
+        box.appendChild(bar);
+      }
+      var lo = h.edges[i], hi = h.edges[i + 1];
+      bar.className = "acc-bar" + (n === 0 ? " empty" : "") + (lo >= 0 ? " late" : "");
+      bar.style.height = (n / max) * 100 + "%";
+      bar.dataset.count = String(n);
+      bar.title = n + " job" + (n === 1 ? "" : "s") + " started " + dur(lo) + " to " + dur(hi) +
+        " from the last estimate";
+    });
+    var axis = $("accuracy-axis");
+    axis.textContent = "";
+    if (h.edges.length) {
+      [h.edges[0], 0, h.edges[h.edges.length - 1]].forEach(function (e) {
+        var span = document.createElement("span");
+        span.textContent = e === 0 ? "0 (on time)" : dur(e);
+        axis.appendChild(span);
+      });
+    }
+  }
+
   function render() {
     renderTimer = null;
     lastRender = performance.now();
@@ -572,6 +627,7 @@
     renderUsers();
     renderCounts(counts, all.length);
     renderTimeline(pending);
+    renderAccuracy();
     renderTable("pending", pending);
     renderTable("running", running);
     renderTable("memos", memos);
