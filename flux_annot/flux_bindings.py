@@ -80,7 +80,7 @@ def import_flux() -> Any:
             EIO,
             f"Flux's Python bindings are not importable and there is no `flux` command on "
             f"PATH to say where they are{where}: put your Flux installation's bin directory "
-            "on PATH, or PYTHONPATH=PREFIX/lib/flux/python3.X",
+            "on PATH, set PYTHONPATH=PREFIX/lib/flux/python3.X, or run under `flux python`",
         )
     added = [p for p in _flux_env_pythonpath(flux_cmd) if p not in sys.path]
     sys.path.extend(added)
