@@ -59,7 +59,7 @@ def without_recording(svc):
 
 
 def _disable_recording():
-    from flux_annot import service
+    from flux_annot.service import service
 
     init = service.AnnotationService.__init__
 
@@ -76,7 +76,7 @@ def _disable_recording():
 def start_server(tmp, name, record):
     path = os.path.join(tmp, name, "socket")
     if record:
-        cmd = [sys.executable, "-m", "flux_annot.server"]
+        cmd = [sys.executable, "-m", "flux_annot.wire.server"]
     else:
         cmd = [sys.executable, os.path.abspath(__file__), "--serve-without-recording"]
     cmd += ["--socket", path, "--store", os.path.join(tmp, name + ".db")]
@@ -93,7 +93,7 @@ def estimate_frames(jobs, count, start_mt, t0, every=1):
     jobs_ahead changes every turn, so every request changes the job); its
     estimate moves by 1 s on every `every`-th turn (1: every request is a
     new estimate, the worst case)."""
-    from flux_annot import protocol
+    from flux_annot.wire import protocol
 
     frames = []
     for i in range(count):
@@ -108,7 +108,7 @@ def estimate_frames(jobs, count, start_mt, t0, every=1):
 
 def hot_path(jobs, requests, rounds, every=1):
     from bench_rpc import Pipe, measure
-    from flux_annot import protocol
+    from flux_annot.wire import protocol
 
     tmp = tempfile.mkdtemp(prefix="bench-acc-")
     servers = {}
@@ -151,7 +151,7 @@ def hot_path(jobs, requests, rounds, every=1):
 def hot_path_in_process(jobs, requests, rounds, every=1):
     """The server's entry point for a hot ANNOTATE frame, without a socket:
     the service's CPU per request with and without recording, alternating."""
-    from flux_annot.service import AnnotationService
+    from flux_annot.service.service import AnnotationService
 
     def run(svc, base):
         text = svc._alloc_annotate_text
@@ -184,8 +184,8 @@ def hot_path_in_process(jobs, requests, rounds, every=1):
 
 
 def cost_per_job(njobs, values):
-    from flux_annot.policy import Cred
-    from flux_annot.service import AnnotationService
+    from flux_annot.service.policy import Cred
+    from flux_annot.service.service import AnnotationService
 
     tmp = tempfile.mkdtemp(prefix="bench-acc-cost-")
     clock = [1.7e9]
@@ -227,7 +227,7 @@ def fluxion_workload(prefix, fluxion, njobs, cores, png, seed=7):
     tests = os.path.join(os.path.dirname(HERE), "tests")
     sys.path.insert(0, tests)
     import fluxinst  # noqa: E402  (the tests' Flux harness: instance, mirror)
-    from flux_annot.accuracy import histogram, summarize
+    from flux_annot.service.accuracy import histogram, summarize
 
     class _Pytest:  # fluxinst reports failures through pytest; outside it, raise
         @staticmethod
@@ -280,7 +280,7 @@ def fluxion_workload(prefix, fluxion, njobs, cores, png, seed=7):
         consistent = r["first"] == summarize(firsts) and r["last"] == summarize(lasts)
         moved = sum(1 for j in started if j["estimates"] > 1)
         mirror.stop()  # its store is read below, before the instance's folder goes
-        from flux_annot.store import Store
+        from flux_annot.service.store import Store
 
         st = Store(store, lock=False)
         store_bytes = st.estimates_bytes()
@@ -345,7 +345,7 @@ def main():
     args, rest = ap.parse_known_args()
     if args.serve_without_recording:
         _disable_recording()
-        from flux_annot import server
+        from flux_annot.wire import server
 
         return server.main(rest)
     out = {"load_start": os.getloadavg()[0]}

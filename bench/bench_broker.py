@@ -82,7 +82,7 @@ def flux_pipelined(h, topic, payload_fn, n):
 
 
 def socket_pipelined(path, topic, payload_fn, n):
-    from flux_annot import protocol
+    from flux_annot.wire import protocol
 
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
@@ -119,7 +119,7 @@ def main(argv=None):
     import flux  # noqa: E402
     import flux.job  # noqa: E402
 
-    from flux_annot.client import Client
+    from flux_annot.wire.client import Client
 
     load0 = os.getloadavg()
     inst = Instance(args.prefix, size=max(RANKS) + 1, tag="broker")

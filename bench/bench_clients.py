@@ -1,7 +1,7 @@
 """What a user's program pays per request through flux-annot's own clients
 (SPEC §11, third round; docs/performance.md "Clients").
 
-One server subprocess (`python -m flux_annot.server`, SQLite store in a temp
+One server subprocess (`python -m flux_annot.wire.server`, SQLite store in a temp
 dir, as bench_rpc.py) and, in this process, each client against its anchor
 in the same run, interleaved so that the machine's other work falls on all
 of them alike:
@@ -48,7 +48,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_flood import proc_cpu as server_cpu  # noqa: E402  (schedstat: all threads)
 from bench_rpc import Pipe, annotate_frames, self_cpu, start_server, wait_idle  # noqa: E402
 
-from flux_annot import AsyncClient, Client, protocol  # noqa: E402
+from flux_annot import AsyncClient, Client  # noqa: E402
+from flux_annot.wire import protocol
 
 _HDR = struct.Struct(">I")
 

@@ -200,7 +200,7 @@ def service_dashboard_browser(prepare=None, window=(1400, 1000)):
     them are stopped afterwards."""
     tmp = tempfile.mkdtemp(prefix="fa-dash-bench-")
     path = os.path.join(tmp, "socket")
-    srv, _ = start([sys.executable, "-m", "flux_annot.server", "--socket", path, "--store", ":memory:"],
+    srv, _ = start([sys.executable, "-m", "flux_annot.wire.server", "--socket", path, "--store", ":memory:"],
                    r"^ready ")
     dash = driver = None
     try:

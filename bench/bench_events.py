@@ -24,7 +24,7 @@ import orjson
 
 from flux_annot import AnnotationService
 from flux_annot.core import JobTable
-from flux_annot.store import Store
+from flux_annot.service.store import Store
 from timing import best_of
 
 

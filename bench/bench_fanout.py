@@ -56,7 +56,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_flood import proc_cpu, sched_frames  # noqa: E402
 from bench_rpc import Pipe, self_cpu  # noqa: E402
 
-from flux_annot import Client, protocol  # noqa: E402
+from flux_annot import Client  # noqa: E402
+from flux_annot.wire import protocol
 
 UID0 = 20000
 _HDR = struct.Struct(">I")
@@ -67,7 +68,7 @@ def start_server(tmp, config=None, profile=None):
     under cProfile (stats written to `profile` at exit) if given."""
     path = os.path.join(tmp, "s", "socket")
     prof = ["-m", "cProfile", "-o", os.path.abspath(profile)] if profile else []
-    cmd = [sys.executable, *prof, "-m", "flux_annot.server", "--socket", path,
+    cmd = [sys.executable, *prof, "-m", "flux_annot.wire.server", "--socket", path,
            "--store", os.path.join(tmp, "bench.db")]
     if config:
         cfg = os.path.join(tmp, "config.toml")

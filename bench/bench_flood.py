@@ -1,6 +1,6 @@
 """Scheduler throughput under a guest flood (docs/limits.md, docs/performance.md; issue 6). Prints numbers; asserts nothing.
 
-Setup: a server subprocess (`python -m flux_annot.server`, started by
+Setup: a server subprocess (`python -m flux_annot.wire.server`, started by
 `bench_rpc.start_server`) on a socket in a fresh temp dir, with a **temp
 SQLite file** as its store (the default kind of store: submits are durable;
 the scheduler's ANNOTATE responses are volatile, so the store is not on the
@@ -66,7 +66,7 @@ the server is terminated at the end.
                                 [--profile FILE]
 
 `--profile FILE` runs the server under cProfile (`python -m cProfile -o
-FILE -m flux_annot.server ...`) so `pstats` can show where the flood's
+FILE -m flux_annot.wire.server ...`) so `pstats` can show where the flood's
 time goes; the numbers are then slower and only meant for that.
 `--server-cmd CMD` starts another server command (e.g. a patched one).
 """
@@ -88,7 +88,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_rpc import Pipe, self_cpu, start_server  # noqa: E402
 
-from flux_annot import Client, protocol, sched  # noqa: E402
+from flux_annot import Client, sched  # noqa: E402
+from flux_annot.wire import protocol
 
 NOBODY = 65534
 KINDS = ("payload", "deep", "others", "sched")
@@ -372,7 +373,7 @@ def run(jobs=10000, requests=100000, window=256, flooders=8, guest_window=512, c
     tmp = tempfile.mkdtemp(prefix="bench-flood-")
     os.chmod(tmp, 0o755)  # guests must reach tmp/s/socket
     if profile or server_cmd:
-        prefix = server_cmd or [sys.executable, "-m", "flux_annot.server"]
+        prefix = server_cmd or [sys.executable, "-m", "flux_annot.wire.server"]
         if profile:
             prefix = [sys.executable, "-m", "cProfile", "-o", os.path.abspath(profile), *prefix[1:]]
         proc, path = _start_server_cmd(tmp, prefix)
@@ -729,7 +730,7 @@ def main(argv=None):
     ap.add_argument("--profile", help="run the server under cProfile, stats to this file")
     ap.add_argument(
         "--server-cmd",
-        help="command starting the server instead of 'python -m flux_annot.server' "
+        help="command starting the server instead of 'python -m flux_annot.wire.server' "
         "(split on spaces; it gets --socket/--store), e.g. to try a patched server",
     )
     args = ap.parse_args(argv)

@@ -67,7 +67,7 @@ def main(argv=None):
     import flux.job  # noqa: E402
     from flux.constants import FLUX_RPC_STREAMING  # noqa: E402
 
-    from flux_annot.client import Client
+    from flux_annot.wire.client import Client
 
     load0 = os.getloadavg()
     inst = Instance(args.prefix, size=1, tag="flux")

@@ -30,7 +30,7 @@ import urllib.request
 from bench_flood import sched_frames
 from bench_rpc import Pipe, measure, proc_cpu, wait_idle
 
-from flux_annot import protocol
+from flux_annot.wire import protocol
 
 
 class Served:

@@ -3,7 +3,7 @@
 One pipelining client (raw protocol frames on a blocking socket, `--window`
 requests in flight, `--nv-window` for non-volatile ones: see its help)
 against a server subprocess
-(`python -m flux_annot.server` on a SQLite store in a temp dir):
+(`python -m flux_annot.wire.server` on a SQLite store in a temp dir):
 
 - volatile annotate RPCs/s        (targets: >= 50k/s, second round >= 250k/s)
 - non-volatile annotate RPCs/s    (>= 25k/s, second round >= 60k/s; replies after commit)
@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 
-from flux_annot import protocol
+from flux_annot.wire import protocol
 
 _HDR = struct.Struct(">I")
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -56,7 +56,7 @@ def start_server(tmp):
         [
             sys.executable,
             "-m",
-            "flux_annot.server",
+            "flux_annot.wire.server",
             "--socket",
             path,
             "--store",

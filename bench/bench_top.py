@@ -43,10 +43,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_rpc import Pipe, start_server  # noqa: E402
 
 from flux_annot import Client  # noqa: E402
-from flux_annot.listing import JobFormat  # noqa: E402
-from flux_annot.live import LiveModel, LiveThread  # noqa: E402
-from flux_annot.protocol import request  # noqa: E402
-from flux_annot.top import TOP_FORMAT, Terminal, TopScreen, TopView  # noqa: E402
+from flux_annot.views.listing import JobFormat  # noqa: E402
+from flux_annot.views.live import LiveModel, LiveThread  # noqa: E402
+from flux_annot.wire.protocol import request  # noqa: E402
+from flux_annot.views.top import TOP_FORMAT, Terminal, TopScreen, TopView  # noqa: E402
 
 BASE = 1 << 20  # first job id
 REASONS = ("priority", "resources", "dependency", "held")

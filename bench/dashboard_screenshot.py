@@ -1,7 +1,7 @@
 """The dashboard's picture for the README: bench/dashboard.png.
 
 Starts a service on a socket, runs the scheduler of `flux-annotate demo`
-(flux_annot.demo: FCFS over a few cores, RFC 27 responses with
+(flux_annot.views.demo: FCFS over a few cores, RFC 27 responses with
 t_estimate, reason_pending, jobs_ahead, resource_summary; memos; one DENY)
 against it through the socket for part of its work, starts
 `flux-annotate dashboard`, and takes a screenshot of the page in headless
@@ -61,7 +61,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from flux_annot import Client
-    from flux_annot.demo import Demo
+    from flux_annot.views.demo import Demo
 
     demo = Demo(args.jobs, args.cores, seed=5, out=sys.stdout)
     demo.sub.close()

@@ -59,7 +59,7 @@ class Instance:
     def mirror(self, extra=(), timeout=60):
         """Start `flux-annotate serve --flux` on a socket of ours and wait
         until it has read Flux's history; returns the socket path."""
-        from flux_annot.client import Client
+        from flux_annot.wire.client import Client
         from flux_annot.errors import AnnotError
 
         sock = os.path.join(self.base, "socket")

@@ -1287,7 +1287,7 @@ def flood_section(L, flood):
     L.append("All 8 flooders share one uid, so one token bucket: `rate` (EAGAIN) refuses most "
              "requests before any other check, and the server then pauses reading that "
              "connection until the bucket has earned a token (`Connection.throttle` in "
-             "flux_annot/server.py), so a flooder "
+             "flux_annot/wire/server.py), so a flooder "
              "costs about one request per token, not everything it sends; the requests that "
              "get a token are refused by the limit their kind targets (`payload_size` E2BIG, "
              "`invalid` EINVAL for the depth, `permission` EPERM for other users' jobs and "

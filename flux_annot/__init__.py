@@ -1,11 +1,11 @@
 """flux-annot: the job annotation service of a Flux-style job manager."""
 
-from .client import AsyncClient, Client
-from .core import JobTable, merge
-from . import sched
-from .policy import Cred
-from .service import AnnotationService
-from .errors import (
+from flux_annot.wire.client import AsyncClient, Client
+from flux_annot.core import JobTable, merge
+from flux_annot import sched
+from flux_annot.service.policy import Cred
+from flux_annot.service.service import AnnotationService
+from flux_annot.errors import (
     AnnotError,
     AnnotPermissionError,
     AnnotValueError,

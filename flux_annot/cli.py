@@ -35,9 +35,9 @@ import pwd
 import sys
 import time
 
-from . import listing
-from .errors import AnnotError
-from .ids import JobID, MAX_ID, parse_jobid
+from flux_annot.views import listing
+from flux_annot.errors import AnnotError
+from flux_annot.ids import JobID, MAX_ID, parse_jobid
 
 PROG = "flux-annotate"
 
@@ -224,7 +224,7 @@ def _format(text, extra_fields=()):
 
 def _client(args):
     # the socket or the Flux instance, as every client chooses (flux_annot.target)
-    from .client import Client
+    from flux_annot.wire.client import Client
 
     return Client(socket=args.socket, flux_uri=args.flux_uri)
 
@@ -255,9 +255,9 @@ def load_config(path):
 
 
 def cmd_serve(args):
-    from . import daemon
-    from .config import Config
-    from .server import run_server
+    from flux_annot.ops import daemon
+    from flux_annot.service.config import Config
+    from flux_annot.wire.server import run_server
 
     flux = args.flux or args.flux_uri is not None  # the Flux mirror (docs/flux.md)
     if args.store is None and flux:
@@ -270,7 +270,7 @@ def cmd_serve(args):
     listen = args.metrics if args.metrics is not None else Config(config).metrics.listen
     metrics = None
     if listen:
-        from .metrics import MetricsEndpoint
+        from flux_annot.ops.metrics import MetricsEndpoint
 
         metrics = MetricsEndpoint(listen)
     log = daemon.setup_logging(PROG)
@@ -293,7 +293,7 @@ def cmd_serve(args):
 
     try:
         if flux:
-            from .mirror_server import run_mirror
+            from flux_annot.flux.mirror_server import run_mirror
 
             return run_mirror(args.flux_uri, args.socket, store, config, ready=ready)
         return run_server(args.socket, store, config, ready=ready)
@@ -305,7 +305,7 @@ def cmd_serve(args):
 def cmd_backup(args):
     # `flux-annotate backup DEST`: a copy of the store while the service runs
     # (docs/operations.md).
-    from .store import backup
+    from flux_annot.service.store import backup
 
     store = args.store if args.store is not None else default_store_path()
     seq, jobs = backup(store, args.dest)
@@ -398,7 +398,7 @@ def _watch_lines(batch, jobs, fmt, lookup):
 
 
 def cmd_watch(args):
-    from .target import resolve
+    from flux_annot.wire.target import resolve
 
     fmt = _format(args.format or WATCH_FORMAT, extra_fields=("seq", "event", "timestamp"))
     topics = None
@@ -503,7 +503,7 @@ def cmd_stats(args):
 
 
 def cmd_accuracy(args):
-    from .accuracy_table import parse_since, render
+    from flux_annot.views.accuracy_table import parse_since, render
 
     since = None
     if args.since is not None:
@@ -580,7 +580,7 @@ def cmd_cancel(args):
 
 
 def cmd_demo(args):
-    from .demo import run_demo
+    from flux_annot.views.demo import run_demo
 
     if args.jobs < 1 or args.jobs > 500:
         raise UsageError("--jobs must be between 1 and 500")
@@ -594,7 +594,7 @@ def cmd_demo(args):
 def cmd_dashboard(args):
     # `flux-annotate dashboard`: the live web page (docs/dashboard.md).
     try:
-        from .dashboard import run_dashboard
+        from flux_annot.views.dashboard import run_dashboard
     except ImportError as e:
         print(f"{PROG}: dashboard: needs the dashboard extra ({e.name or e} is missing): "
               "pip install 'flux-annot[dashboard]'", file=sys.stderr)
@@ -610,7 +610,7 @@ def cmd_dashboard(args):
 
 def cmd_top(args):
     # `flux-annotate top`: the live full-screen view (docs/top.md).
-    from .top import run_top
+    from flux_annot.views.top import run_top
 
     fmt = _format(args.format) if args.format else None
     states = None

@@ -17,7 +17,7 @@ import functools
 import locale
 import sys
 
-from .errors import EINVAL, AnnotValueError
+from flux_annot.errors import EINVAL, AnnotValueError
 
 F58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 F58_PREFIX = "\u0192"  # ƒ  LATIN SMALL LETTER F WITH HOOK

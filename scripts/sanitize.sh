@@ -59,8 +59,8 @@ elif [ "${SANITIZE_PYTHON:-1}" = 1 ]; then
         # load the normal build); the venv's packages come from PYTHONPATH.
         sp=$("$venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')
         rm -rf "$out/pkg" && mkdir -p "$pkg"
-        cp "$root"/flux_annot/*.py "$root"/flux_annot/*.pyi "$root"/flux_annot/_cdef.h "$pkg/"
-        cp "$pybuild"/_core*.so "$pybuild"/_bulk*.so "$pkg/"
+        cp -r "$root"/flux_annot/. "$pkg/"
+        cp "$pybuild"/_core*.so "$pybuild"/_bulk*.so "$pkg/core/"
         if (cd "$out/pkg" && LD_PRELOAD="$libasan" ASAN_OPTIONS=detect_leaks=0 \
                 PYTHONPATH="$out/pkg:$sp" "$venv/bin/python" -S -c \
                 'import flux_annot.core as c, sys; assert c.__file__.startswith(sys.argv[1])' \

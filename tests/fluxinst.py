@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from flux_annot.client import Client
+from flux_annot.wire.client import Client
 from flux_annot.ids import parse_jobid
 
 PREFIX = os.environ.get("FLUX_ANNOT_TEST_FLUX_PREFIX")

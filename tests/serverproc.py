@@ -14,7 +14,7 @@ import tempfile
 import time
 import traceback
 
-from flux_annot import protocol
+from flux_annot.wire import protocol
 
 NOBODY = 65534
 
@@ -53,7 +53,7 @@ def stop_process(proc, sig=signal.SIGTERM, timeout=20):
 
 
 class ServerProc:
-    """`python -m flux_annot.server` on a socket in a fresh 0755 directory
+    """`python -m flux_annot.wire.server` on a socket in a fresh 0755 directory
     under /tmp (pytest's tmp_path is 0700: guests could not reach it)."""
 
     def __init__(self, store=":memory:", config=None):
@@ -65,7 +65,7 @@ class ServerProc:
         self.proc = None
 
     def start(self, timeout=30):
-        cmd = [sys.executable, "-m", "flux_annot.server", "--socket", self.path]
+        cmd = [sys.executable, "-m", "flux_annot.wire.server", "--socket", self.path]
         cmd += ["--store", self.store]
         if self.config:
             cmd += ["--config", str(self.config)]

@@ -11,11 +11,11 @@ import sys
 
 import pytest
 
-from flux_annot.accuracy import MAX_VALUES, summarize
-from flux_annot.client import Client
+from flux_annot.service.accuracy import MAX_VALUES, summarize
+from flux_annot.wire.client import Client
 from flux_annot.errors import AnnotError
-from flux_annot.policy import Cred
-from flux_annot.service import AnnotationService
+from flux_annot.service.policy import Cred
+from flux_annot.service.service import AnnotationService
 
 OWNER = Cred(0, owner=True)
 ALICE, BOB = 1001, 1002

@@ -8,7 +8,7 @@ import re
 import subprocess
 import threading
 
-from flux_annot.client import Client
+from flux_annot.wire.client import Client
 from metricsproc import CMD, Serve
 
 

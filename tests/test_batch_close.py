@@ -13,9 +13,9 @@ import socket
 
 import pytest
 
-from flux_annot.client import Client
-from flux_annot.policy import Cred
-from flux_annot.service import AnnotationService
+from flux_annot.wire.client import Client
+from flux_annot.service.policy import Cred
+from flux_annot.service.service import AnnotationService
 from serverproc import Raw, ServerProc
 
 ME = os.getuid()

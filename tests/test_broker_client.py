@@ -331,8 +331,9 @@ def as_user(uid, env, fn):
 
 def cli_as(uid, env, *args):
     """`flux-annotate ARGS` (the CLI's main()) as `uid`: (status, stdout, stderr)."""
-    from flux_annot import cli, flux_client  # noqa: F401 - imported here: see below
-    from flux_annot.flux_bindings import import_flux
+    from flux_annot import cli  # noqa: F401 - imported here: see below
+    from flux_annot.flux import flux_client
+    from flux_annot.flux.flux_bindings import import_flux
 
     # Flux's bindings import cffi and yaml from this Python's site-packages,
     # which may live where uid cannot read (/root): import them first.
@@ -416,7 +417,7 @@ def test_no_service_is_one_line_naming_the_instance():
 
 
 def test_the_mirror_restarted_under_a_running_watch_on_a_leaf_rank(tmp_path, monkeypatch):
-    from flux_annot.live import LiveModel, LiveThread
+    from flux_annot.views.live import LiveModel, LiveThread
 
     inst = FluxInstance(flux_prefix(), size=SIZE).start()
     m = Mirror(inst, tmp_path / "m.db").start()

@@ -2,7 +2,7 @@
 
 import io
 
-from flux_annot.demo import Demo, SimJob, idset, plan_fcfs, run_demo
+from flux_annot.views.demo import Demo, SimJob, idset, plan_fcfs, run_demo
 
 
 def test_idset():

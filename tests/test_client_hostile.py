@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from flux_annot.client import AsyncClient, Client
+from flux_annot.wire.client import AsyncClient, Client
 from flux_annot.errors import AnnotError
 
 DEEP = 100_000

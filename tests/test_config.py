@@ -4,7 +4,7 @@ import errno
 
 import pytest
 
-from flux_annot.config import Config
+from flux_annot.service.config import Config
 from flux_annot.errors import AnnotError
 
 

@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flux_annot import core, protocol
+from flux_annot import core
+from flux_annot.wire import protocol
 from flux_annot.errors import AnnotError
 
 W = core.REPLY_WORDS

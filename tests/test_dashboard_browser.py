@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flux_annot import AnnotationService, Client, Cred, merge, sched
-from flux_annot.dashboard import STATIC_DIR
+from flux_annot.views.dashboard import STATIC_DIR
 
 import test_core_merge as core_cases
 import test_events_delta_property as delta_cases
@@ -469,7 +469,7 @@ def page_accuracy(browser):
 def test_accuracy_histogram_and_summary_follow_starts(browser, server):
     """The page's histogram of the last estimate's error and its summary
     equal the service's report, and move as more jobs start."""
-    from flux_annot.accuracy_table import duration
+    from flux_annot.views.accuracy_table import duration
 
     dash = DashboardProc(server.path).start()
     try:

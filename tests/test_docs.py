@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flux_annot import cli, config
+from flux_annot import cli
+from flux_annot.service import config
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 

@@ -2,7 +2,7 @@
 view on its own gives, and no guest ever reads another user's private
 namespaces, with many guests on mixed batches.
 
-The views are spliced from a few shared encodings (flux_annot/fanout.py).
+The views are spliced from a few shared encodings (flux_annot/service/fanout.py).
 `reference_annotations` below is the per-subscriber encoding the hub used
 before (one C pass with per-job flags for each view): every live payload
 is compared with it, byte for byte, while the C table still holds the
@@ -22,7 +22,7 @@ from test_events_delta_property import rebuild
 
 from flux_annot import AnnotationService, Client, Cred, sched
 from flux_annot.errors import AnnotError
-from flux_annot.events import Pieces
+from flux_annot.service.events import Pieces
 
 OWNER = 1000
 GUESTS = tuple(3000 + i for i in range(8))
@@ -347,7 +347,7 @@ def test_with_many_subscribers_a_stream_gets_the_batches_published_meanwhile_in_
     whole and in order."""
     import threading
 
-    from flux_annot import dispatch
+    from flux_annot.wire import dispatch
     from test_live_model import ThreadServer
 
     monkeypatch.setattr(dispatch, "STREAM_GAP_PER_SUBSCRIBER", 0.025)

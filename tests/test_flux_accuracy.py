@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from flux_annot.accuracy import summarize
+from flux_annot.service.accuracy import summarize
 from fluxinst import (
     FluxInstance,
     Mirror,

@@ -21,7 +21,7 @@ import time
 
 import pytest
 
-from flux_annot.client import Client
+from flux_annot.wire.client import Client
 from flux_annot.errors import AnnotError
 from fluxinst import FluxInstance, Mirror, flux_prefix, flux_pythonpath, submit, wait_for
 from serverproc import NOBODY, Raw, is_root, run_as
@@ -449,7 +449,7 @@ def test_the_transport_watches_the_connectors_socket(inst):
     import flux
     from flux.core.inner import lib
 
-    from flux_annot.broker_server import _connector_socket
+    from flux_annot.flux.broker_server import _connector_socket
 
     h = flux.Flux(inst.uri)
     fd = _connector_socket(lib.flux_pollfd(h.handle))

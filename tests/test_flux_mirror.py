@@ -126,7 +126,7 @@ def test_guest_memos_refused_never_reach_flux(inst, mirror):
     path = mirror.socket
 
     def guest():
-        from flux_annot.client import Client
+        from flux_annot.wire.client import Client
 
         out = {}
         with Client(path) as g:
@@ -244,7 +244,7 @@ def test_the_mirror_must_run_as_the_instance_owner():
         # to read this Python's own files.
         sys.path.insert(0, flux_pythonpath(inst.prefix))
         try:
-            from flux_annot.flux_source import FluxJournal, load_flux
+            from flux_annot.flux.flux_source import FluxJournal, load_flux
 
             load_flux()
             source = FluxJournal(inst.uri)

@@ -6,7 +6,7 @@ import pwd
 
 import pytest
 
-from flux_annot.listing import (
+from flux_annot.views.listing import (
     DEFAULT_FORMAT,
     JSON_LIMIT,
     JobFormat,

@@ -1,4 +1,4 @@
-"""The live model (flux_annot.live) against the service, in-process.
+"""The live model (flux_annot.views.live) against the service, in-process.
 
 The service runs on a thread of its own (its own event loop, a real Unix
 socket); the model follows it with `LiveThread`, as `flux-annotate top`
@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flux_annot import AnnotError, Client, server
-from flux_annot.live import LiveModel, LiveThread
+from flux_annot import AnnotError, Client
+from flux_annot.wire import server
+from flux_annot.views.live import LiveModel, LiveThread
 
 ME = os.getuid()
 SENTINEL = 1  # a job every test annotates last, to know the model caught up

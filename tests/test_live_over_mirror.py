@@ -3,7 +3,7 @@ docs/flux.md): a real `flux start --test-size=1` instance (sched-simple)
 with real jobs made by `flux submit`, `flux job memo` and `flux cancel`,
 `flux-annotate serve --flux` following it, and then
 
-- the live model (flux_annot.live) following the mirror equals
+- the live model (flux_annot.views.live) following the mirror equals
   `flux-annotate list -A -a --json` from the mirror, every state as Flux
   shows it;
 - `flux-annotate top -A` in tmux shows the jobs and names the Flux
@@ -23,7 +23,7 @@ import subprocess
 import pytest
 
 from flux_annot.ids import JobID
-from flux_annot.live import LiveModel, LiveThread
+from flux_annot.views.live import LiveModel, LiveThread
 from fluxinst import FluxInstance, Mirror, flux_prefix, submit, wait_for
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from flux_annot.client import Client
+from flux_annot.wire.client import Client
 from flux_annot.errors import AnnotError
 from metricsproc import CMD, Serve, listening_tcp_ports, value
 from serverproc import NOBODY, is_root, run_as
@@ -319,7 +319,7 @@ def test_store_up_follows_a_failing_store(served, tmp_path):
 
 
 def test_notify_reaches_an_abstract_socket_and_never_fails(monkeypatch):
-    from flux_annot import daemon
+    from flux_annot.ops import daemon
 
     name = f"fa-notify-{os.getpid()}"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -342,7 +342,7 @@ def test_before_ready_and_with_a_stalled_loop_a_scrape_still_answers():
     import threading
     import urllib.request
 
-    from flux_annot.metrics import MetricsEndpoint
+    from flux_annot.ops.metrics import MetricsEndpoint
     from metricsproc import samples
 
     ep = MetricsEndpoint("127.0.0.1:0")
@@ -385,7 +385,8 @@ def test_the_estimate_accuracy_summary_becomes_series():
     # formatted from a snapshot of a real service with that summary added
     from prometheus_client import CollectorRegistry, generate_latest
 
-    from flux_annot import AnnotationService, metrics
+    from flux_annot import AnnotationService
+    from flux_annot.ops import metrics
     from metricsproc import samples
 
     svc = AnnotationService()

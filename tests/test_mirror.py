@@ -14,8 +14,8 @@ import pytest
 
 from flux_annot import Cred
 from flux_annot.errors import AnnotError
-from flux_annot.listing import JobFormat
-from flux_annot.mirror import INVALIDATED, SENTINEL_ID, VANISHED, ListSource, MirrorService
+from flux_annot.views.listing import JobFormat
+from flux_annot.flux.mirror import INVALIDATED, SENTINEL_ID, VANISHED, ListSource, MirrorService
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 LIVE = os.path.join(DATA, "flux_journal_live.jsonl")
@@ -228,8 +228,8 @@ def test_restart_of_the_mirror_keeps_seq_and_since(tmp_path):
     svc2.close()
     # The eventlog (Flux's events under their names) replays to the same trees.
     from flux_annot.core import JobTable
-    from flux_annot.replay import permissive_limits, restore_from_eventlog
-    from flux_annot.store import Store
+    from flux_annot.service.replay import permissive_limits, restore_from_eventlog
+    from flux_annot.service.store import Store
 
     st = Store(store)
     table = JobTable(permissive_limits())
@@ -509,8 +509,8 @@ def mirror_server(tmp_path, svc):
     import asyncio
     import threading
 
-    from flux_annot.mirror_server import MirrorServer
-    from flux_annot.server import serve
+    from flux_annot.flux.mirror_server import MirrorServer
+    from flux_annot.wire.server import serve
 
     path = str(tmp_path / "s")
     started = threading.Event()
@@ -544,7 +544,7 @@ def mirror_server(tmp_path, svc):
 def test_the_socket_server_of_a_mirror(tmp_path):
     """MirrorServer with a recorded journal: the source wakes the loop, a
     memo is answered once back, what Flux owns is EPERM on the wire."""
-    from flux_annot.client import Client
+    from flux_annot.wire.client import Client
 
     src = ListSource(guest_journal())
     svc = MirrorService(src)
@@ -579,8 +579,8 @@ def test_a_burst_of_journal_events_is_published_in_slices_in_order(tmp_path):
     """A burst the source queued all at once: the server applies it a
     slice at a time (PUMP_ITEMS journal responses), each slice's batch
     published before the next is applied, every job in journal order."""
-    from flux_annot.client import Client
-    from flux_annot.mirror_server import PUMP_ITEMS
+    from flux_annot.wire.client import Client
+    from flux_annot.flux.mirror_server import PUMP_ITEMS
 
     src = ListSource(guest_journal())
     svc = MirrorService(src, batch_window=0)
@@ -624,7 +624,7 @@ def test_a_memo_in_flight_when_flux_goes_away_is_answered():
 def test_replay_of_annotations_entries():
     """The store's fold of a batch (replay.durable_trees) treats a mirror's
     `annotations` entry as the whole tree, and not as an allocation."""
-    from flux_annot.replay import durable_trees
+    from flux_annot.service.replay import durable_trees
 
     out = durable_trees(
         {7: (b'{"user":{"old":1}}', False)},

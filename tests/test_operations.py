@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from flux_annot import cli
-from flux_annot.config import Config
+from flux_annot.service.config import Config
 from metricsproc import Serve
 
 ROOT = Path(__file__).resolve().parent.parent

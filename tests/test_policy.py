@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flux_annot.config import Config
+from flux_annot.service.config import Config
 from flux_annot.errors import AnnotError
-from flux_annot.limits import RateLimiter, UserBytes
-from flux_annot.policy import SCHED_RESERVED, Cred, Policy
+from flux_annot.service.limits import RateLimiter, UserBytes
+from flux_annot.service.policy import SCHED_RESERVED, Cred, Policy
 
 
 def test_cred():

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from flux_annot.client import Client
+from flux_annot.wire.client import Client
 from metricsproc import Serve
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"

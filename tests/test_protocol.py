@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flux_annot import protocol
+from flux_annot.wire import protocol
 from flux_annot.errors import EMSGSIZE, EPROTO, AnnotError
-from flux_annot.protocol import ProtocolError
+from flux_annot.wire.protocol import ProtocolError
 
 
 def body_of(frame):

@@ -143,7 +143,7 @@ def test_kill_9_loses_nothing_acknowledged(tmp_path):
 
 
 def test_replay_skips_a_stored_patch_the_table_refuses(tmp_path, caplog):
-    from flux_annot.store import Store
+    from flux_annot.service.store import Store
 
     path = tmp_path / "s.db"
     st = Store(path)
@@ -183,7 +183,7 @@ def test_service_refuses_a_foreign_file_and_leaves_it(tmp_path):
 
 
 def test_replay_alloc_snapshot_resets_and_foreign_spelling_is_parsed(tmp_path):
-    from flux_annot.store import Store
+    from flux_annot.service.store import Store
 
     path = tmp_path / "s.db"
     st = Store(path)

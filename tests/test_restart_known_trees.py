@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from flux_annot import AnnotationService, AnnotError, Cred, sched
 from flux_annot.core import JobTable
-from flux_annot.replay import permissive_limits, restore_from_eventlog
-from flux_annot.store import Store
+from flux_annot.service.replay import permissive_limits, restore_from_eventlog
+from flux_annot.service.store import Store
 
 OWNER = 1000
 ALICE = 2001

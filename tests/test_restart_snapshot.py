@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from flux_annot import AnnotationService, AnnotError, Cred, sched
 from flux_annot.core import JobTable
 from flux_annot.errors import EDQUOT, EINVAL
-from flux_annot.replay import permissive_limits, restore, restore_from_eventlog
-from flux_annot.store import SCHEMA_VERSION, Store
+from flux_annot.service.replay import permissive_limits, restore, restore_from_eventlog
+from flux_annot.service.store import SCHEMA_VERSION, Store
 
 OWNER = 1000
 ALICE = 2001

@@ -13,7 +13,7 @@ import struct
 
 import pytest
 
-from flux_annot import protocol
+from flux_annot.wire import protocol
 from serverproc import NOBODY, Raw, ServerProc, is_root, run_as
 
 ME = os.getuid()

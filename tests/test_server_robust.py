@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from flux_annot import protocol
-from flux_annot.client import Client
+from flux_annot.wire import protocol
+from flux_annot.wire.client import Client
 from serverproc import NOBODY, Raw, ServerProc, is_root, kill9, run_as
 
 ME = os.getuid()

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from flux_annot.client import Client
+from flux_annot.wire.client import Client
 from flux_annot.errors import (
     AnnotError,
     AnnotPermissionError,

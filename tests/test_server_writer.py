@@ -14,10 +14,10 @@ from errno import EIO
 
 import pytest
 
-from flux_annot import protocol
+from flux_annot.wire import protocol
 from flux_annot.errors import AnnotError
-from flux_annot.server import serve
-from flux_annot.service import AnnotationService
+from flux_annot.wire.server import serve
+from flux_annot.service.service import AnnotationService
 from serverproc import Raw
 
 ME = os.getuid()

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from flux_annot.errors import EINVAL, EPROTO, AnnotError
-from flux_annot.store import SCHEMA_VERSION, Store
+from flux_annot.service.store import SCHEMA_VERSION, Store
 
 
 def _batch(store, seq, entries, jobs):

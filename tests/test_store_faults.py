@@ -17,10 +17,10 @@ import time
 
 import pytest
 
-from flux_annot.client import Client
+from flux_annot.wire.client import Client
 from flux_annot.errors import AnnotError
-from flux_annot.service import AnnotationService
-from flux_annot.policy import Cred
+from flux_annot.service.service import AnnotationService
+from flux_annot.service.policy import Cred
 from serverproc import Raw, ServerProc, is_root, kill9
 
 ME = os.getuid()
@@ -392,7 +392,7 @@ def test_served_after_in_process_use_goes_on_writing(tmp_path):
     batches already written (no seq gap, no failing store)."""
     import asyncio
 
-    from flux_annot.server import serve
+    from flux_annot.wire.server import serve
 
     svc = AnnotationService(store=tmp_path / "a.db")
     svc.submit(1, ME)

@@ -5,9 +5,9 @@ job, snapshot and entry (schema 3 -> 4: tests/test_accuracy.py)."""
 import json
 import sqlite3
 
-from flux_annot.policy import Cred
-from flux_annot.service import AnnotationService
-from flux_annot.store import APPLICATION_ID, SCHEMA_VERSION, Store
+from flux_annot.service.policy import Cred
+from flux_annot.service.service import AnnotationService
+from flux_annot.service.store import APPLICATION_ID, SCHEMA_VERSION, Store
 
 _SCHEMA_2 = """
 CREATE TABLE jobs (id INTEGER PRIMARY KEY, userid INTEGER NOT NULL, t_submit REAL,

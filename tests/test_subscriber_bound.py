@@ -10,7 +10,7 @@ import socket
 
 import pytest
 
-from flux_annot.client import Client
+from flux_annot.wire.client import Client
 from serverproc import Raw, ServerProc
 
 ME = os.getuid()
@@ -31,7 +31,7 @@ def frames(sock, stop_at_error=True):
     """(bytes of success frames, their count, the biggest, the frame that
     ended the stream or None) read from sock until an error frame (or 5 s
     of silence)."""
-    from flux_annot import protocol
+    from flux_annot.wire import protocol
     reader = protocol.FrameReader()
     total = count = biggest = 0
     sock.settimeout(5)

@@ -1,5 +1,5 @@
 """Which service a client talks to (docs/cli.md "Which service",
-flux_annot.target): `--socket`, `$FLUX_ANNOT_SOCKET`, the Flux instance at
+flux_annot.wire.target): `--socket`, `$FLUX_ANNOT_SOCKET`, the Flux instance at
 `--flux-uri`/`$FLUX_URI`, the default socket. The Flux side itself is
 tested on a real instance in tests/test_broker_client.py."""
 
@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from flux_annot.target import resolve
+from flux_annot.wire.target import resolve
 from serverproc import ServerProc
 
 BOGUS_URI = "local:///nonexistent/flux-annot-test/local-0"

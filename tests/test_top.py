@@ -301,7 +301,7 @@ def test_accuracy_line_follows_starts(service, term):
     (docs/accuracy.md), the one `stats` carries, updated as jobs start."""
     import json
 
-    from flux_annot.accuracy_table import summary_line
+    from flux_annot.views.accuracy_table import summary_line
 
     sock = service.path
     now = time.time()

@@ -4,9 +4,9 @@ sends them (the screen itself is tested in tmux, tests/test_top.py)."""
 
 import os
 
-from flux_annot.listing import JobFormat
-from flux_annot.live import LiveModel
-from flux_annot.top import TOP_FORMAT, TopView, _source, fit_header
+from flux_annot.views.listing import JobFormat
+from flux_annot.views.live import LiveModel
+from flux_annot.views.top import TOP_FORMAT, TopView, _source, fit_header
 
 ME = os.getuid()
 

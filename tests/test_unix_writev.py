@@ -5,7 +5,7 @@ transport's buffer."""
 
 import socket
 
-from flux_annot.unix_server import IOV_MAX, Connection
+from flux_annot.wire.unix_server import IOV_MAX, Connection
 
 
 class FakeTransport:

@@ -1,0 +1,3 @@
+"""Operators: Prometheus metrics and systemd readiness/logging
+(docs/operations.md).
+"""
