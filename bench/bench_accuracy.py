@@ -46,7 +46,7 @@ class _NoHistory:
     h = NULL: the table's annotate alone), i.e. the hot path without
     recording."""
 
-    from flux_annot._core import ffi as _ffi
+    from flux_annot.core._core import ffi as _ffi
 
     _h = _ffi.NULL
 

@@ -1,5 +1,5 @@
 """JobTable.annotate_many hands its list of bytes to C where they lie
-(flux_annot._bulk, in chunks of 256), and converts the list first when an
+(flux_annot.core._bulk, in chunks of 256), and converts the list first when an
 item is not bytes. A user sees the same results and errors as one
 `annotate` call per patch, whatever the patches are given as."""
 

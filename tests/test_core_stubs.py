@@ -3,11 +3,11 @@
 import re
 from importlib import resources
 
-from flux_annot._core import lib
+from flux_annot.core._core import lib
 
 
 def _read(name):
-    return (resources.files("flux_annot") / name).read_text()
+    return (resources.files("flux_annot.core") / name).read_text()
 
 
 def test_stub_names_every_cdef_function_and_nothing_else():

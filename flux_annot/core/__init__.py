@@ -200,7 +200,7 @@ class JobTable:
         self._limits = limits or OWNER_LIMITS
         self._lim = self._limits._c
         lib.fa_table_set_limits(self._t, self._lim)
-        # the same two as plain addresses for flux_annot._bulk (annotate_many)
+        # the same two as plain addresses for flux_annot.core._bulk (annotate_many)
         self._addr = int(ffi.cast("uintptr_t", self._t))
         self._lim_addr = int(ffi.cast("uintptr_t", self._lim))
         self._info = ffi.new("fa_info *")  # reused by apply(): no allocation per call

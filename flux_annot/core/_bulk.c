@@ -1,4 +1,4 @@
-/* _bulk.c - flux_annot._bulk: JobTable.annotate_many's list of patches
+/* _bulk.c - flux_annot.core._bulk: JobTable.annotate_many's list of patches
  * handed to the C core without joining them.
  *
  * cffi passes bytes, never Python objects, so a list of patches had to be

@@ -1,4 +1,4 @@
-# Type stub for the C extension flux_annot._bulk (flux_annot/_bulk.c);
+# Type stub for the C extension flux_annot.core._bulk (flux_annot/_bulk.c);
 # only core.JobTable.annotate_many calls it.
 from array import array
 from collections.abc import Sequence

@@ -1,4 +1,4 @@
-/* cffi cdef of flux_annot._core: the declarations of csrc/fa.h that Python
+/* cffi cdef of flux_annot.core._core: the declarations of csrc/fa.h that Python
  * uses. Values and opaque types are never restated (`...`). */
 typedef struct fa_ctx fa_ctx;
 typedef struct fa_table fa_table;
