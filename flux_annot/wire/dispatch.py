@@ -675,6 +675,7 @@ class Dispatch:
                 conn.outn += len(reply)
                 if conn.outn > FLUSH_BYTES:
                     conn.flush()
+                    out = conn.out  # flush hands the transport its list and starts a new one
                     if conn.paused:
                         break
             if conn.throttled:
