@@ -10,17 +10,7 @@
 #include "fa.h"
 #include "fa_int.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (cond)                                                                \
-            passed++;                                                            \
-        else {                                                                   \
-            failed++;                                                            \
-            fprintf (stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                        \
-    } while (0)
+#include "check.h"
 
 static const fa_limits owner = {64, 256, 1024, 1};
 static const fa_limits generic = {10000, UINT32_MAX, UINT32_MAX, 0};

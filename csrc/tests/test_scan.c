@@ -8,17 +8,7 @@
 
 #include "fa.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                              \
-    do {                                                                         \
-        if (cond)                                                                \
-            passed++;                                                            \
-        else {                                                                   \
-            failed++;                                                            \
-            fprintf (stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-        }                                                                        \
-    } while (0)
+#include "check.h"
 
 /* Scan an exact-size copy of s; *num / *queue get the spans found ("" if none). */
 static unsigned scan (const char *s, char *num, char *queue)
